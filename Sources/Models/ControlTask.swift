@@ -1,0 +1,85 @@
+/// The model of a system to control: how a batch of states moves under a batch of actions.
+///
+/// Implementations advance all lanes of a ``BatchView`` in one call; the planner calls `step`
+/// once per horizon step for all K samples, never per sample.
+public protocol BatchDynamics: Sendable {
+    /// Names of the state components, in order (the layout the planner and the wire use).
+    var stateNames: [String] { get }
+    var actionNames: [String] { get }
+    var actionLowerBounds: [Float] { get }
+    var actionUpperBounds: [Float] { get }
+    /// Seconds of real time one `step` covers.
+    var dt: Float { get }
+    /// Observation layouts `state(fromObservation:)` accepts, told apart by their length.
+    var observationForms: [ObservationForm] { get }
+
+    /// x <- f(x, u) for every lane, in place. Actions outside the bounds are clipped first.
+    func step(states: BatchView, actions: BatchView)
+
+    /// The internal state for an observation in one of `observationForms`.
+    func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float]
+}
+
+/// What the planner minimises: a running cost c(x_t, u_t) on the pre-step state and a terminal
+/// cost on the last state. Costs are added into a per-lane accumulator.
+public protocol BatchCost: Sendable {
+    func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>)
+    func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>)
+}
+
+/// A named observation layout, e.g. Gymnasium's `[cos th, sin th, thdot]` for the pendulum.
+public struct ObservationForm: Sendable, Equatable {
+    public let name: String
+    public let components: [String]
+
+    public init(name: String, components: [String]) {
+        self.name = name
+        self.components = components
+    }
+}
+
+public enum ObservationError: Error, Equatable, CustomStringConvertible {
+    case wrongLength(got: Int, accepted: [Int])
+    case nonFinite(index: Int)
+
+    public var description: String {
+        switch self {
+        case let .wrongLength(got, accepted):
+            let forms = accepted.map(String.init).joined(separator: " or ")
+            return "observation has \(got) values; this task accepts \(forms)"
+        case let .nonFinite(index):
+            return "observation value \(index) is not finite"
+        }
+    }
+}
+
+extension BatchDynamics {
+    public var stateDimension: Int { stateNames.count }
+    public var actionDimension: Int { actionNames.count }
+
+    /// The default reading: the observation is the state itself.
+    public func stateFromObservationIdentity(_ observation: [Double]) throws(ObservationError) -> [Float] {
+        try checkFinite(observation)
+        guard observation.count == stateDimension else {
+            throw .wrongLength(got: observation.count, accepted: observationForms.map(\.components.count))
+        }
+        return observation.map { Float($0) }
+    }
+
+    public func checkFinite(_ observation: [Double]) throws(ObservationError) {
+        if let bad = observation.firstIndex(where: { !$0.isFinite }) { throw .nonFinite(index: bad) }
+    }
+}
+
+/// A model and the cost to plan against it: what the planner is given.
+public struct ControlTask: Sendable {
+    public let name: String
+    public let dynamics: any BatchDynamics
+    public var cost: any BatchCost
+
+    public init(name: String, dynamics: any BatchDynamics, cost: any BatchCost) {
+        self.name = name
+        self.dynamics = dynamics
+        self.cost = cost
+    }
+}

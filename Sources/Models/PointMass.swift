@@ -1,0 +1,84 @@
+/// A one-dimensional double integrator, exactly discretised with the acceleration held over a step:
+/// `p += v dt + u dt^2 / 2`, `v += u dt`. Linear dynamics with a quadratic cost: its LQR solution
+/// is the planner's test oracle.
+public struct PointMassDynamics: BatchDynamics {
+    /// Acceleration limit, m/s^2.
+    public var maxAcceleration: Float = 2
+    public var dt: Float = 0.1
+
+    public init() {}
+
+    public var stateNames: [String] { ["position", "velocity"] }
+    public var actionNames: [String] { ["acceleration"] }
+    public var actionLowerBounds: [Float] { [-maxAcceleration] }
+    public var actionUpperBounds: [Float] { [maxAcceleration] }
+    public var observationForms: [ObservationForm] {
+        [ObservationForm(name: "state", components: stateNames)]
+    }
+
+    public func step(states: BatchView, actions: BatchView) {
+        let position = states[component: 0], velocity = states[component: 1], acceleration = actions[component: 0]
+        let uMax = Lanes(repeating: maxAcceleration), halfDt2 = 0.5 * dt * dt
+        for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
+            let u = acceleration.lanes(at: k).clamp(-uMax, uMax)
+            let v = velocity.lanes(at: k)
+            position.setLanes(position.lanes(at: k) + v * dt + u * halfDt2, at: k)
+            velocity.setLanes(v + u * dt, at: k)
+        }
+    }
+
+    public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
+        try stateFromObservationIdentity(observation)
+    }
+}
+
+/// `positionWeight p^2 + velocityWeight v^2 + actionWeight u^2` per step, and the quadratic form
+/// `[p v] [[terminalPP, terminalPV], [terminalPV, terminalVV]] [p v]^T` on the last state.
+public struct PointMassCost: BatchCost {
+    public var positionWeight: Float = 1
+    public var velocityWeight: Float = 0.1
+    public var actionWeight: Float = 0.1
+    public var terminalPP: Float = 0
+    public var terminalPV: Float = 0
+    public var terminalVV: Float = 0
+
+    public init() {}
+
+    public func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        let position = states[component: 0], velocity = states[component: 1], acceleration = actions[component: 0]
+        for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
+            let p = position.lanes(at: k), v = velocity.lanes(at: k), u = acceleration.lanes(at: k)
+            let c = positionWeight * p * p + velocityWeight * v * v + actionWeight * u * u
+            costs.setLanes(costs.lanes(at: k) + c, at: k)
+        }
+    }
+
+    public func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        let position = states[component: 0], velocity = states[component: 1]
+        for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
+            let p = position.lanes(at: k), v = velocity.lanes(at: k)
+            let c = terminalPP * p * p + 2 * terminalPV * p * v + terminalVV * v * v
+            costs.setLanes(costs.lanes(at: k) + c, at: k)
+        }
+    }
+}
+
+extension ControlTask {
+    /// `[task]` keys: `max_acceleration`, `dt`, `position_weight`, `velocity_weight`,
+    /// `action_weight`, `terminal_pp`, `terminal_pv`, `terminal_vv`.
+    public static func pointMass(_ table: ConfigTable = ConfigTable([:])) throws(ConfigurationError) -> ControlTask {
+        var d = PointMassDynamics(), c = PointMassCost()
+        d.maxAcceleration = try table.float("max_acceleration", default: d.maxAcceleration, .positive)
+        d.dt = try table.float("dt", default: d.dt, .positive)
+        c.positionWeight = try table.float("position_weight", default: c.positionWeight, .nonNegative)
+        c.velocityWeight = try table.float("velocity_weight", default: c.velocityWeight, .nonNegative)
+        c.actionWeight = try table.float("action_weight", default: c.actionWeight, .nonNegative)
+        c.terminalPP = try table.float("terminal_pp", default: c.terminalPP, .nonNegative)
+        c.terminalPV = try table.float("terminal_pv", default: c.terminalPV)
+        c.terminalVV = try table.float("terminal_vv", default: c.terminalVV, .nonNegative)
+        guard c.terminalPV * c.terminalPV <= c.terminalPP * c.terminalVV else {
+            throw table.error("terminal_pv", "the terminal matrix must be positive semi-definite (terminal_pv^2 <= terminal_pp * terminal_vv)")
+        }
+        return ControlTask(name: "point_mass", dynamics: d, cost: c)
+    }
+}

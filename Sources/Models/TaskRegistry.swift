@@ -1,0 +1,20 @@
+/// The built-in tasks by the name a configuration uses.
+public enum TaskRegistry {
+    public static let names = ["pendulum", "mountain_car", "cartpole", "point_mass", "unicycle"]
+
+    /// Builds the task `name` from its `[task]` table; unknown keys and bad values are errors.
+    public static func make(name: String, parameters: ConfigTable = ConfigTable([:], path: "task")) throws(ConfigurationError) -> ControlTask {
+        let task: ControlTask
+        switch name {
+        case "pendulum": task = try .pendulum(parameters)
+        case "mountain_car": task = try .mountainCar(parameters)
+        case "cartpole": task = try .cartPole(parameters)
+        case "point_mass": task = try .pointMass(parameters)
+        case "unicycle": task = try .unicycle(parameters)
+        default:
+            throw ConfigurationError(key: parameters.keyPath("name"), reason: "unknown task \"\(name)\"; expected one of \(names.joined(separator: ", "))")
+        }
+        try parameters.finish()
+        return task
+    }
+}

@@ -1,0 +1,298 @@
+import Dispatch
+import Foundation
+import Models
+
+/// One sampling planner for every optimality likelihood: mirror descent on the control-as-inference
+/// bound over a time-varying diagonal Gaussian q(a_{t:t+H}) on the H-step action sequence.
+///
+/// Each iteration i applies the paper's Eq. 5, q_{i+1}(a) ∝ q_i(a) W(a), projected back onto the
+/// Gaussian family by moment matching:
+///
+/// 1. draw K sequences a^k = clamp(μ_i + σ_i ε^k), ε^k ~ N(0, I) fresh from the seeded generator;
+/// 2. roll each out through the model from the current state, J(a^k) = Σ_t c(x_t, a_t) + c_T(x_H);
+/// 3. weigh them with the likelihood, W(a^k) (MPPI: exp(-(J - J_min)/λ); CEM: top-k indicator);
+/// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples;
+/// 5. pull towards the action prior p = N(μ_p, σ_p) with strength κ: the Gaussian minimising
+///    KL(q || fit) + κ KL(q || p) is the geometric mixture fit^{1/(1+κ)} p^{κ/(1+κ)}, whose
+///    precision is the same mixture of the two precisions;
+/// 6. step: μ_{i+1} = (1-α) μ_i + α μ_target, σ_{i+1} = (1-β) σ_i + β σ_target, then clamp μ to
+///    the action bounds and σ to at least `minStd`.
+///
+/// The first iteration starts from the prior: an installed ``ActionPrior``'s output, else the
+/// previous plan shifted by one step (the warm start) with the initial std, else a constant plan
+/// at the centre of the bounds. Buffers are structure-of-arrays and allocated once; results are
+/// bit-identical for a given seed whatever the thread count.
+public final class MirrorDescentPlanner: @unchecked Sendable {
+    public let task: ControlTask
+    public let configuration: PlannerConfiguration
+    public let likelihood: any OptimalityLikelihood
+    /// The amortised proposal, when one is installed.
+    public var actionPrior: (any ActionPrior)?
+
+    /// K, H, action and state dimensions, and K padded to whole 16-lane noise blocks.
+    public let samples: Int, horizon: Int, actionDimension: Int, stateDimension: Int
+    let paddedSamples: Int
+    public let lowerBounds: [Float], upperBounds: [Float]
+    let initialStd: [Float], minStd: [Float], stdStep: Float
+
+    // Sample buffers, [row = t * A + a][lane], and the state and cost of every lane.
+    let actions: UnsafeMutablePointer<Float>
+    let states: UnsafeMutablePointer<Float>
+    let costs: UnsafeMutablePointer<Float>
+    let weights: UnsafeMutablePointer<Float>
+    let scratch: UnsafeMutablePointer<Float>
+    // The plan distribution and the prior, time-major [t * A + a].
+    let mean: UnsafeMutablePointer<Float>
+    let std: UnsafeMutablePointer<Float>
+    let priorMean: UnsafeMutablePointer<Float>
+    let priorStd: UnsafeMutablePointer<Float>
+    let initialState: UnsafeMutablePointer<Float>
+    let noise: NoisePipeline
+
+    private var planCount: UInt64 = 0
+    private var hasPlan = false
+    private var iterationEstimate: UInt64 = 0
+
+    public init(task: ControlTask, configuration: PlannerConfiguration) throws(ConfigurationError) {
+        try configuration.validate(for: task)
+        self.task = task
+        self.configuration = configuration
+        likelihood = configuration.makeLikelihood()
+        samples = configuration.samples
+        horizon = configuration.horizon
+        actionDimension = task.dynamics.actionDimension
+        stateDimension = task.dynamics.stateDimension
+        paddedSamples = (samples + 15) / 16 * 16
+        (lowerBounds, upperBounds) = try configuration.bounds(for: task)
+        let halfRange = zip(lowerBounds, upperBounds).map { ($1 - $0) / 2 }
+        initialStd = halfRange.map { $0 * configuration.initialStd }
+        minStd = halfRange.map { $0 * configuration.minStd }
+        stdStep = configuration.stdStep ?? likelihood.defaultStdStep
+
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            p.initialize(repeating: 0, count: count)
+            return p
+        }
+        let rows = horizon * actionDimension
+        actions = buffer(rows * paddedSamples)
+        states = buffer(stateDimension * paddedSamples)
+        costs = buffer(paddedSamples)
+        weights = buffer(paddedSamples)
+        scratch = buffer(paddedSamples)
+        mean = buffer(rows)
+        std = buffer(rows)
+        priorMean = buffer(rows)
+        priorStd = buffer(rows)
+        initialState = buffer(stateDimension)
+        noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed)
+    }
+
+    deinit {
+        for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState] {
+            p.deallocate()
+        }
+    }
+
+    /// The plan the next call warm-starts from, or nil before the first plan and after `reset()`.
+    public var currentPlan: GaussianSequence? { hasPlan ? snapshot(mean, std) : nil }
+
+    /// Forgets the warm start: the next plan starts from the prior or the centre of the bounds.
+    public func reset() { hasPlan = false }
+
+    /// The distribution a plan starts from when there is neither a warm start nor a prior.
+    public var initialSequence: GaussianSequence {
+        let centre = zip(lowerBounds, upperBounds).map { ($0 + $1) / 2 }
+        return GaussianSequence(horizon: horizon, constantMean: centre, constantStd: initialStd)
+    }
+
+    /// The previous plan advanced `steps` steps, with the initial std everywhere.
+    public func warmStart(advancedBy steps: Int = 1) -> GaussianSequence? {
+        guard var shifted = currentPlan?.shifted(by: steps, std: initialStd) else { return nil }
+        for i in shifted.std.indices { shifted.std[i] = initialStd[i % actionDimension] }
+        return shifted
+    }
+
+    /// Plans from `state` (the task's internal state). With a `deadline` (monotonic nanoseconds),
+    /// iterations stop when the next one is expected to cross it; the plan then holds the best
+    /// distribution so far (possibly the prior itself when not even one iteration fits).
+    public func plan(state: [Float], deadline: UInt64? = nil) -> Plan {
+        precondition(state.count == stateDimension, "state has \(state.count) values, the task \(stateDimension)")
+        let warm = warmStart()
+        var prior = warm ?? initialSequence
+        var priorProblem: String?
+        if let actionPrior, let proposal = actionPrior.prior(for: state, warmStart: warm) {
+            if let problem = proposal.problem(horizon: horizon, actionDimension: actionDimension) {
+                priorProblem = problem
+            } else {
+                prior = proposal
+            }
+        }
+        for r in 0..<(horizon * actionDimension) {
+            let a = r % actionDimension
+            priorMean[r] = Swift.min(Swift.max(prior.mean[r], lowerBounds[a]), upperBounds[a])
+            priorStd[r] = Swift.max(prior.std[r], minStd[a])
+        }
+        mean.update(from: priorMean, count: horizon * actionDimension)
+        std.update(from: priorStd, count: horizon * actionDimension)
+        for i in 0..<stateDimension { initialState[i] = state[i] }
+        planCount &+= 1
+
+        var diagnostics: [IterationDiagnostics] = []
+        diagnostics.reserveCapacity(configuration.iterations)
+        for i in 0..<configuration.iterations {
+            let start = monotonicNanoseconds()
+            if let deadline, start &+ iterationEstimate > deadline { break }
+            var d = iterate(i)
+            let elapsed = monotonicNanoseconds() &- start
+            iterationEstimate = Swift.max(elapsed, iterationEstimate - iterationEstimate / 20)
+            d.seconds = Double(elapsed) * 1e-9
+            diagnostics.append(d)
+        }
+        hasPlan = true
+        let sequence = snapshot(mean, std)
+        return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
+                    prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem)
+    }
+
+    private func snapshot(_ m: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) -> GaussianSequence {
+        let n = horizon * actionDimension
+        return GaussianSequence(horizon: horizon, actionDimension: actionDimension,
+                                mean: Array(UnsafeBufferPointer(start: m, count: n)),
+                                std: Array(UnsafeBufferPointer(start: s, count: n)))
+    }
+
+    // MARK: - One iteration
+
+    private func iterate(_ iteration: Int) -> IterationDiagnostics {
+        let blocks = paddedSamples / 16
+        var workers = 1
+        if configuration.threads > 1 && samples * horizon >= configuration.parallelThreshold {
+            workers = Swift.min(configuration.threads, blocks)
+        }
+        let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
+        let epsilon = noise.noise(for: tag, workers: workers)
+        if configuration.threads > 1 {
+            let last = iteration + 1 == configuration.iterations
+            noise.prefetch(.init(plan: last ? planCount &+ 1 : planCount, iteration: last ? 0 : iteration + 1), keeping: tag)
+        }
+        if workers == 1 {
+            sampleAndRollOut(start: 0, count: paddedSamples, epsilon: epsilon)
+        } else {
+            let chunk = (blocks + workers - 1) / workers * 16, shared = SharedBuffer(base: epsilon)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let start = w * chunk
+                let count = Swift.min(chunk, self.paddedSamples - start)
+                if count > 0 { self.sampleAndRollOut(start: start, count: count, epsilon: shared.base) }
+            }
+        }
+        return update()
+    }
+
+    /// Steps 1-2 for lanes `start ..< start + count`: a = clamp(μ + σ ε), roll out, accumulate cost.
+    private func sampleAndRollOut(start: Int, count: Int, epsilon: UnsafeMutablePointer<Float>) {
+        let lanesPerRow = paddedSamples, m = actionDimension
+        for r in 0..<(horizon * m) {
+            let a = r % m
+            let mu = Lanes(repeating: mean[r]), sigma = Lanes(repeating: std[r])
+            let lo = Lanes(repeating: lowerBounds[a]), hi = Lanes(repeating: upperBounds[a])
+            let row = actions + r &* lanesPerRow, noiseRow = epsilon + r &* lanesPerRow
+            for k in Swift.stride(from: start, to: start &+ count, by: laneWidth) {
+                row.setLanes((mu + sigma * noiseRow.lanes(at: k)).clamp(lo, hi), at: k)
+            }
+            if start == 0 && configuration.includeMeanSample { row[0] = mean[r] }
+        }
+        for s in 0..<stateDimension {
+            (states + s * lanesPerRow + start).update(repeating: initialState[s], count: count)
+        }
+        let laneCosts = costs + start
+        laneCosts.update(repeating: 0, count: count)
+        let stateView = BatchView(base: states + start, stride: lanesPerRow, lanes: count)
+        let dynamics = task.dynamics, cost = task.cost
+        for t in 0..<horizon {
+            let actionView = BatchView(base: actions + t * m * lanesPerRow + start, stride: lanesPerRow, lanes: count)
+            cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
+            dynamics.step(states: stateView, actions: actionView)
+        }
+        cost.addTerminalCost(states: stateView, into: laneCosts)
+    }
+
+    /// Steps 3-6: weigh, fit, pull towards the prior, step, clamp.
+    private func update() -> IterationDiagnostics {
+        let k = samples
+        var best = Float.infinity, total = 0.0, valid = 0
+        for i in 0..<k {
+            let c = costs[i]
+            if c.isFinite {
+                best = Swift.min(best, c)
+                total += Double(c)
+                valid += 1
+            } else {
+                costs[i] = .infinity
+            }
+        }
+        guard valid > 0 else {
+            return IterationDiagnostics(bestCost: .infinity, meanCost: .infinity, effectiveSampleSize: 0,
+                                        klDivergence: 0, invalidSamples: k, seconds: 0)
+        }
+        likelihood.weigh(costs: costs, count: k, into: weights, scratch: scratch)
+        var sum: Float = 0
+        for i in 0..<k {
+            if !costs[i].isFinite { weights[i] = 0 }
+            sum += weights[i]
+        }
+        (weights + k).update(repeating: 0, count: paddedSamples - k)
+        var squares: Float = 0
+        let inverse = 1 / sum
+        for i in 0..<k {
+            weights[i] *= inverse
+            squares += weights[i] * weights[i]
+        }
+
+        let alpha = configuration.meanStep, beta = stdStep, kappa = configuration.priorStrength
+        let fitShare = 1 / (1 + kappa), priorShare = kappa / (1 + kappa)
+        var kl: Double = 0
+        for r in 0..<(horizon * actionDimension) {
+            let a = r % actionDimension
+            let row = actions + r * paddedSamples
+            let fitMean = weightedSum(row, shift: 0)
+            let oldMean = mean[r], oldStd = std[r]
+            var fitStd = oldStd
+            if beta > 0 { fitStd = Swift.max(weightedSum(row, shift: fitMean, squared: true).squareRoot(), minStd[a]) }
+            var targetMean = fitMean, targetStd = fitStd
+            if kappa > 0 {
+                let fitPrecision = fitShare / (fitStd * fitStd)
+                let priorPrecision = priorShare / (priorStd[r] * priorStd[r])
+                let precision = fitPrecision + priorPrecision
+                targetMean = (fitPrecision * fitMean + priorPrecision * priorMean[r]) / precision
+                targetStd = 1 / precision.squareRoot()
+            }
+            let newMean = Swift.min(Swift.max((1 - alpha) * oldMean + alpha * targetMean, lowerBounds[a]), upperBounds[a])
+            let newStd = Swift.max((1 - beta) * oldStd + beta * targetStd, minStd[a])
+            mean[r] = newMean
+            std[r] = newStd
+            let d = Double(newMean - oldMean), s = Double(newStd), o = Double(oldStd)
+            kl += Foundation.log(o / s) + (s * s + d * d) / (2 * o * o) - 0.5
+        }
+        return IterationDiagnostics(bestCost: best, meanCost: Float(total / Double(valid)),
+                                    effectiveSampleSize: 1 / squares, klDivergence: Float(kl),
+                                    invalidSamples: k - valid, seconds: 0)
+    }
+
+    /// Σ_k w_k (a_k - shift) or Σ_k w_k (a_k - shift)^2 over the padded row (padding has w = 0).
+    @inline(__always)
+    private func weightedSum(_ row: UnsafeMutablePointer<Float>, shift: Float, squared: Bool = false) -> Float {
+        var acc0 = Lanes(repeating: 0), acc1 = Lanes(repeating: 0)
+        let centre = Lanes(repeating: shift)
+        for k in Swift.stride(from: 0, to: paddedSamples, by: 16) {
+            var d0 = row.lanes(at: k) - centre, d1 = row.lanes(at: k + 8) - centre
+            if squared {
+                d0 *= d0
+                d1 *= d1
+            }
+            acc0 += weights.lanes(at: k) * d0
+            acc1 += weights.lanes(at: k + 8) * d1
+        }
+        return (acc0 + acc1).sum()
+    }
+}

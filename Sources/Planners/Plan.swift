@@ -1,0 +1,30 @@
+/// What one mirror-descent iteration did.
+public struct IterationDiagnostics: Sendable, Equatable {
+    /// Lowest and mean cost J over the K samples (non-finite samples excluded).
+    public var bestCost: Float
+    public var meanCost: Float
+    /// (sum w)^2 / sum w^2: how many samples effectively carried the update (1 ... K).
+    public var effectiveSampleSize: Float
+    /// KL(q_{i+1} || q_i), how far the update moved the plan distribution.
+    public var klDivergence: Float
+    /// Samples whose rollout cost was NaN or infinite (weighted 0).
+    public var invalidSamples: Int
+    public var seconds: Double
+}
+
+/// The result of planning from one state.
+public struct Plan: Sendable {
+    /// The action to apply now: the first step of the refined mean.
+    public var action: [Float]
+    /// The refined distribution over the next H actions (mean and std per step).
+    public var sequence: GaussianSequence
+    /// The prior the plan started from (the warm start, or the installed action prior's output).
+    public var prior: GaussianSequence
+    /// One entry per iteration run; empty when the deadline allowed none.
+    public var iterations: [IterationDiagnostics]
+    /// Why the installed action prior was not used, when it was rejected.
+    public var priorProblem: String?
+
+    /// The lowest sampled cost of the last iteration, or nil when none ran.
+    public var cost: Float? { iterations.last?.bestCost }
+}

@@ -1,0 +1,121 @@
+import Models
+
+/// The planner's tunables. Field names follow the paper: K samples, H horizon, λ temperature.
+public struct PlannerConfiguration: Sendable {
+    /// The optimality likelihood: "mppi" or "cem".
+    public var likelihood = "mppi"
+    /// K, sampled action sequences per iteration.
+    public var samples = 1024
+    /// H, planning steps.
+    public var horizon = 32
+    /// Mirror-descent iterations per plan (fewer when a deadline cuts planning short).
+    public var iterations = 3
+    /// λ, MPPI's temperature, in cost units.
+    public var temperature: Float = 1
+    /// CEM's elite count (at most K).
+    public var elites = 64
+    /// Exploration std at the start of each plan, as a fraction of each action's half range.
+    public var initialStd: Float = 0.5
+    /// Lower limit of the std, same unit: keeps CEM from collapsing.
+    public var minStd: Float = 0.02
+    /// Step size of the mean update: 1 moves the mean all the way to the weighted samples' mean.
+    public var meanStep: Float = 1
+    /// Step size of the std update; nil uses the likelihood's default (MPPI 0: fixed noise; CEM 1).
+    public var stdStep: Float? = nil
+    /// κ, strength of the KL pull towards the action prior (0 ignores the prior after the start).
+    public var priorStrength: Float = 0
+    /// Keep the current mean as sample 0, so an iteration never loses the plan it started from.
+    public var includeMeanSample = true
+    /// Seed of the noise: the same seed and the same states give bit-identical plans.
+    public var seed: UInt64 = 0
+    /// Worker threads for rollouts (results do not depend on it).
+    public var threads = 1
+    /// Smallest K x H that is split across threads: below it the hand-off costs more than it saves.
+    public var parallelThreshold = 65_536
+    /// Optional tighter action limits than the task's; nil keeps the task's.
+    public var actionLowerBounds: [Float]? = nil
+    public var actionUpperBounds: [Float]? = nil
+
+    public static let maxSamples = 1 << 20
+    public static let maxHorizon = 10_000
+    public static let maxIterations = 1000
+
+    public init() {}
+
+    /// Reads the `[planner]` table; every key is optional.
+    public init(table: ConfigTable) throws(ConfigurationError) {
+        self.init()
+        likelihood = try table.choice("likelihood", default: likelihood, from: LikelihoodRegistry.names)
+        samples = try table.integer("samples", default: samples, min: 1, max: Self.maxSamples)
+        horizon = try table.integer("horizon", default: horizon, min: 1, max: Self.maxHorizon)
+        iterations = try table.integer("iterations", default: iterations, min: 1, max: Self.maxIterations)
+        temperature = try table.float("temperature", default: temperature, .positive)
+        elites = try table.integer("elites", default: elites, min: 1)
+        initialStd = try table.float("initial_std", default: initialStd, .positive)
+        minStd = try table.float("min_std", default: minStd, .positive)
+        meanStep = try table.float("mean_step", default: meanStep, .closed(0, 1))
+        if table.contains("std_step") { stdStep = try table.float("std_step", default: 0, .closed(0, 1)) }
+        priorStrength = try table.float("prior_strength", default: priorStrength, .nonNegative)
+        includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
+        seed = UInt64(try table.integer("seed", default: Int(seed), min: 0))
+        threads = try table.integer("threads", default: threads, min: 1, max: 64)
+        parallelThreshold = try table.integer("parallel_threshold", default: parallelThreshold, min: 0)
+        if table.contains("action_min") { actionLowerBounds = try table.numbers("action_min", default: []).map { Float($0) } }
+        if table.contains("action_max") { actionUpperBounds = try table.numbers("action_max", default: []).map { Float($0) } }
+        try table.finish()
+    }
+
+    /// Checks every field against `task`; the error names the field (as in the `[planner]` table)
+    /// and the allowed range.
+    public func validate(for task: ControlTask) throws(ConfigurationError) {
+        func fail(_ key: String, _ reason: String) -> ConfigurationError { ConfigurationError(key: "planner.\(key)", reason: reason) }
+        guard LikelihoodRegistry.names.contains(likelihood) else {
+            throw fail("likelihood", "unknown likelihood \"\(likelihood)\"; expected one of \(LikelihoodRegistry.names.joined(separator: ", "))")
+        }
+        guard (1...Self.maxSamples).contains(samples) else { throw fail("samples", "expected an integer in [1, \(Self.maxSamples)], got \(samples)") }
+        guard (1...Self.maxHorizon).contains(horizon) else { throw fail("horizon", "expected an integer in [1, \(Self.maxHorizon)], got \(horizon)") }
+        guard (1...Self.maxIterations).contains(iterations) else { throw fail("iterations", "expected an integer in [1, \(Self.maxIterations)], got \(iterations)") }
+        guard temperature.isFinite, temperature > 0 else { throw fail("temperature", "expected a number > 0, got \(temperature)") }
+        if likelihood == "cem" {
+            guard elites >= 1, elites <= samples else {
+                throw fail("elites", "expected an integer in [1, \(samples)] (at most samples), got \(elites)")
+            }
+        }
+        guard initialStd.isFinite, initialStd > 0 else { throw fail("initial_std", "expected a number > 0, got \(initialStd)") }
+        guard minStd.isFinite, minStd > 0 else { throw fail("min_std", "expected a number > 0, got \(minStd)") }
+        guard meanStep.isFinite, meanStep >= 0, meanStep <= 1 else { throw fail("mean_step", "expected a number in [0, 1], got \(meanStep)") }
+        if let stdStep, !(stdStep >= 0 && stdStep <= 1) { throw fail("std_step", "expected a number in [0, 1], got \(stdStep)") }
+        guard priorStrength.isFinite, priorStrength >= 0 else { throw fail("prior_strength", "expected a number >= 0, got \(priorStrength)") }
+        guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
+        let (lower, upper) = try bounds(for: task)
+        for i in lower.indices where !(lower[i] < upper[i]) {
+            throw fail("action_min", "action \(i) (\(task.dynamics.actionNames[i])): lower bound \(lower[i]) must be below upper bound \(upper[i])")
+        }
+    }
+
+    /// The action bounds in force: the task's, tightened by `actionLowerBounds`/`actionUpperBounds`.
+    public func bounds(for task: ControlTask) throws(ConfigurationError) -> (lower: [Float], upper: [Float]) {
+        let m = task.dynamics.actionDimension
+        var lower = task.dynamics.actionLowerBounds, upper = task.dynamics.actionUpperBounds
+        for (key, override, isLower) in [("action_min", actionLowerBounds, true), ("action_max", actionUpperBounds, false)] {
+            guard let override else { continue }
+            guard override.count == m else {
+                throw ConfigurationError(key: "planner.\(key)", reason: "expected \(m) numbers (one per action), got \(override.count)")
+            }
+            for i in 0..<m {
+                let v = override[i]
+                guard v.isFinite else { throw ConfigurationError(key: "planner.\(key)", reason: "element \(i) is not a finite number") }
+                guard v >= task.dynamics.actionLowerBounds[i], v <= task.dynamics.actionUpperBounds[i] else {
+                    throw ConfigurationError(key: "planner.\(key)", reason: "element \(i) (\(v)) lies outside the task's range [\(task.dynamics.actionLowerBounds[i]), \(task.dynamics.actionUpperBounds[i])]")
+                }
+                if isLower { lower[i] = v } else { upper[i] = v }
+            }
+        }
+        return (lower, upper)
+    }
+
+    /// The likelihood plug-in this configuration names.
+    public func makeLikelihood() -> any OptimalityLikelihood {
+        likelihood == "cem" ? CEMLikelihood(elites: elites) : MPPILikelihood(temperature: temperature)
+    }
+}

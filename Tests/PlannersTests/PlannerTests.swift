@@ -1,0 +1,272 @@
+import Foundation
+import Models
+@testable import Planners
+import Testing
+
+@Suite struct DeterminismTests {
+    func plans(threads: Int, seed: UInt64, samples: Int = 1000) throws -> [[Float]] {
+        var configuration = PlannerConfiguration()
+        configuration.samples = samples  // not a multiple of 16: exercises the padding
+        configuration.threads = threads
+        configuration.parallelThreshold = 0  // split even this small problem
+        configuration.seed = seed
+        let task = try TaskRegistry.make(name: "pendulum")
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        var state: [Float] = [3, 0.5]
+        var out: [[Float]] = []
+        for _ in 0..<20 {
+            let plan = planner.plan(state: state)
+            out.append(plan.sequence.mean + plan.sequence.std)
+            state = task.step(state: state, action: plan.action).next
+        }
+        return out
+    }
+
+    @Test func sameSeedGivesBitIdenticalPlans() throws {
+        #expect(try plans(threads: 1, seed: 7) == plans(threads: 1, seed: 7))
+    }
+
+    @Test func threadCountDoesNotChangeThePlan() throws {
+        #expect(try plans(threads: 1, seed: 7) == plans(threads: 2, seed: 7))
+        #expect(try plans(threads: 1, seed: 3, samples: 4096) == plans(threads: 4, seed: 3, samples: 4096))
+    }
+
+    @Test func differentSeedsGiveDifferentPlans() throws {
+        #expect(try plans(threads: 1, seed: 7) != plans(threads: 1, seed: 8))
+    }
+}
+
+@Suite struct NoiseTests {
+    @Test func noiseIsStandardNormalAndFreshEveryIteration() {
+        let n = 1 << 16
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: n), b = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { a.deallocate(); b.deallocate() }
+        GaussianNoise.fill(a, rows: 1, rowLength: n, start: 0, count: n, key: NoiseKey(seed: 1, plan: 1, iteration: 0))
+        GaussianNoise.fill(b, rows: 1, rowLength: n, start: 0, count: n, key: NoiseKey(seed: 1, plan: 1, iteration: 1))
+        var mean = 0.0, square = 0.0, fourth = 0.0, beyond2 = 0, same = 0, correlation = 0.0
+        for i in 0..<n {
+            let x = Double(a[i])
+            mean += x
+            square += x * x
+            fourth += x * x * x * x
+            if abs(x) > 2 { beyond2 += 1 }
+            if a[i] == b[i] { same += 1 }
+            correlation += x * Double(b[i])
+        }
+        mean /= Double(n)
+        square /= Double(n)
+        fourth /= Double(n)
+        // standard errors at n = 65536: mean 0.004, variance 0.0055, kurtosis ~0.04
+        #expect(abs(mean) < 0.02)
+        #expect(abs(square - 1) < 0.03)
+        #expect(abs(fourth - 3) < 0.2)
+        #expect(abs(Double(beyond2) / Double(n) - 0.0455) < 0.004)  // P(|z| > 2)
+        #expect(same < 5)
+        #expect(abs(correlation / Double(n)) < 0.02)
+    }
+
+    @Test func anySplitOfTheLanesGivesTheSameNumbers() {
+        let rows = 3, length = 64
+        let whole = UnsafeMutablePointer<Float>.allocate(capacity: rows * length), parts = UnsafeMutablePointer<Float>.allocate(capacity: rows * length)
+        defer { whole.deallocate(); parts.deallocate() }
+        let key = NoiseKey(seed: 9, plan: 2, iteration: 1)
+        GaussianNoise.fill(whole, rows: rows, rowLength: length, start: 0, count: length, key: key)
+        GaussianNoise.fill(parts, rows: rows, rowLength: length, start: 0, count: 16, key: key)
+        GaussianNoise.fill(parts, rows: rows, rowLength: length, start: 16, count: 48, key: key)
+        #expect(Array(UnsafeBufferPointer(start: whole, count: rows * length)) == Array(UnsafeBufferPointer(start: parts, count: rows * length)))
+    }
+}
+
+@Suite struct LikelihoodTests {
+    @Test func mppiWeighsByExponentiatedCost() {
+        var costs: [Float] = [3, 1, 2, 1.5, 10, 1, 4, 2, 0.5]
+        var weights = [Float](repeating: -1, count: costs.count), scratch = weights
+        MPPILikelihood(temperature: 0.5).weigh(costs: &costs, count: costs.count, into: &weights, scratch: &scratch)
+        for (c, w) in zip(costs, weights) {
+            #expect(abs(w - exp(-(c - 0.5) / 0.5)) < 1e-6)
+        }
+    }
+
+    @Test func cemKeepsExactlyTheElites() {
+        var costs: [Float] = [5, 1, 3, 3, 3, 0, 9, 2]
+        var weights = [Float](repeating: -1, count: costs.count), scratch = weights
+        CEMLikelihood(elites: 4).weigh(costs: &costs, count: costs.count, into: &weights, scratch: &scratch)
+        // 0, 1, 2 and the first of the tied 3s
+        #expect(weights == [0, 1, 1, 0, 0, 1, 0, 1])
+    }
+
+    @Test func kthSmallestAgreesWithSorting() {
+        var generator = SystemRandomNumberGenerator()
+        for n in [1, 2, 7, 100, 1000] {
+            let values = (0..<n).map { _ in Float(Int.random(in: -50...50, using: &generator)) }
+            for k in [0, n / 2, n - 1] {
+                var copy = values
+                #expect(kthSmallest(&copy, count: n, k: k) == values.sorted()[k])
+            }
+        }
+    }
+}
+
+/// A pendulum whose model returns NaN for large positive torques: an injected model fault.
+struct FaultyPendulum: BatchDynamics {
+    var inner = PendulumDynamics()
+    var faultAbove: Float
+    var stateNames: [String] { inner.stateNames }
+    var actionNames: [String] { inner.actionNames }
+    var actionLowerBounds: [Float] { inner.actionLowerBounds }
+    var actionUpperBounds: [Float] { inner.actionUpperBounds }
+    var dt: Float { inner.dt }
+    var observationForms: [ObservationForm] { inner.observationForms }
+    func step(states: BatchView, actions: BatchView) {
+        inner.step(states: states, actions: actions)
+        for k in 0..<states.lanes where actions[component: 0][k] > faultAbove { states[component: 0][k] = .nan }
+    }
+    func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
+}
+
+@Suite struct PlannerBehaviourTests {
+    let pendulum = try! TaskRegistry.make(name: "pendulum")
+
+    @Test func nonFiniteRolloutsGetNoWeight() throws {
+        let task = ControlTask(name: "faulty", dynamics: FaultyPendulum(faultAbove: 0.5), cost: PendulumCost())
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 1
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        let plan = planner.plan(state: [0.5, 0])
+        let d = try #require(plan.iterations.first)
+        #expect(d.invalidSamples > 0 && d.invalidSamples < configuration.samples)
+        #expect(d.bestCost.isFinite && d.meanCost.isFinite)
+        #expect(plan.sequence.mean.allSatisfy { $0.isFinite })
+        // every sequence with a torque above 0.5 anywhere was dropped, so the mean stays below it
+        #expect(plan.sequence.mean.allSatisfy { $0 <= 0.5 })
+    }
+
+    @Test func allRolloutsNonFiniteLeavesThePlanUnchanged() throws {
+        let task = ControlTask(name: "faulty", dynamics: FaultyPendulum(faultAbove: -10), cost: PendulumCost())
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 2
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        let plan = planner.plan(state: [0.5, 0])
+        #expect(plan.iterations.allSatisfy { $0.invalidSamples == configuration.samples })
+        #expect(plan.sequence == plan.prior)
+        #expect(plan.action.allSatisfy { $0.isFinite })
+    }
+
+    @Test func aPastDeadlineReturnsThePriorWithoutIterating() throws {
+        let planner = try MirrorDescentPlanner(task: pendulum, configuration: PlannerConfiguration())
+        _ = planner.plan(state: [1, 0])
+        let plan = planner.plan(state: [1, 0], deadline: monotonicNanoseconds())
+        #expect(plan.iterations.isEmpty)
+        #expect(plan.sequence == plan.prior)
+    }
+
+    @Test func aDeadlineStopsIterationsEarly() throws {
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 1000
+        let planner = try MirrorDescentPlanner(task: pendulum, configuration: configuration)
+        let start = monotonicNanoseconds()
+        let plan = planner.plan(state: [1, 0], deadline: start + 5_000_000)
+        #expect(plan.iterations.count >= 1 && plan.iterations.count < 1000)
+    }
+
+    @Test func warmStartIsThePreviousPlanShiftedByOneStep() throws {
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 0 + 1
+        let planner = try MirrorDescentPlanner(task: pendulum, configuration: configuration)
+        let first = planner.plan(state: [1, 0])
+        let second = planner.plan(state: [1, 0])
+        #expect(Array(second.prior.mean.dropLast()) == Array(first.sequence.mean.dropFirst()))
+        #expect(second.prior.mean.last == first.sequence.mean.last)
+        planner.reset()
+        #expect(planner.plan(state: [1, 0]).prior == planner.initialSequence)
+    }
+
+    struct ConstantPrior: ActionPrior {
+        let sequence: GaussianSequence
+        func prior(for state: [Float], warmStart: GaussianSequence?) -> GaussianSequence? { sequence }
+    }
+
+    @Test func aStrongKLPullKeepsThePlanAtThePrior() throws {
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 3
+        let target = GaussianSequence(horizon: configuration.horizon, constantMean: [1.5], constantStd: [0.2])
+        func plan(strength: Float) throws -> Plan {
+            configuration.priorStrength = strength
+            let planner = try MirrorDescentPlanner(task: pendulum, configuration: configuration)
+            planner.actionPrior = ConstantPrior(sequence: target)
+            return planner.plan(state: [0.1, 0])
+        }
+        let free = try plan(strength: 0), pulled = try plan(strength: 1000)
+        #expect(free.prior == target && pulled.prior == target)
+        func distance(_ p: Plan) -> Float { zip(p.sequence.mean, target.mean).map { abs($0 - $1) }.max()! }
+        #expect(distance(pulled) < 0.01)
+        #expect(distance(free) > 0.3)  // near upright the planner wants little torque, not 1.5
+    }
+
+    @Test func aMalformedPriorIsRejectedAndTheWarmStartUsed() throws {
+        let planner = try MirrorDescentPlanner(task: pendulum, configuration: PlannerConfiguration())
+        planner.actionPrior = ConstantPrior(sequence: GaussianSequence(horizon: 3, constantMean: [.nan], constantStd: [1]))
+        let plan = planner.plan(state: [0.1, 0])
+        #expect(plan.priorProblem != nil)
+        #expect(plan.prior == planner.initialSequence)
+    }
+}
+
+@Suite struct BadConfigurationTests {
+    let pendulum = try! TaskRegistry.make(name: "pendulum")
+
+    func failure(_ edit: (inout PlannerConfiguration) -> Void) -> ConfigurationError? {
+        var configuration = PlannerConfiguration()
+        edit(&configuration)
+        do {
+            _ = try MirrorDescentPlanner(task: pendulum, configuration: configuration)
+            return nil
+        } catch { return error }
+    }
+
+    func failure(table: [String: ConfigValue]) -> ConfigurationError? {
+        do {
+            _ = try PlannerConfiguration(table: ConfigTable(table, path: "planner"))
+            return nil
+        } catch { return error }
+    }
+
+    @Test func everyBadFieldIsNamedWithItsRange() {
+        let cases: [(ConfigurationError?, String, String)] = [
+            (failure { $0.samples = 0 }, "planner.samples", "[1, 1048576]"),
+            (failure { $0.samples = -5 }, "planner.samples", "[1, 1048576]"),
+            (failure { $0.horizon = 0 }, "planner.horizon", "[1, 10000]"),
+            (failure { $0.horizon = -1 }, "planner.horizon", "[1, 10000]"),
+            (failure { $0.temperature = 0 }, "planner.temperature", "> 0"),
+            (failure { $0.temperature = -1 }, "planner.temperature", "> 0"),
+            (failure { $0.temperature = .nan }, "planner.temperature", "> 0"),
+            (failure { $0.likelihood = "cem"; $0.elites = 2000 }, "planner.elites", "[1, 1024]"),
+            (failure { $0.likelihood = "smc" }, "planner.likelihood", "mppi, cem"),
+            (failure { $0.actionLowerBounds = [.nan] }, "planner.action_min", "finite"),
+            (failure { $0.actionLowerBounds = [1]; $0.actionUpperBounds = [-1] }, "planner.action_min", "below"),
+            (failure { $0.actionUpperBounds = [5] }, "planner.action_max", "outside"),
+            (failure(table: ["samples": .integer(0)]), "planner.samples", "[1, 1048576]"),
+            (failure(table: ["horizon": .integer(-3)]), "planner.horizon", "[1, 10000]"),
+            (failure(table: ["temperature": .float(0)]), "planner.temperature", "> 0"),
+            (failure(table: ["likelihood": .string("smc")]), "planner.likelihood", "mppi, cem"),
+            (failure(table: ["samples": .float(1.5)]), "planner.samples", "integer"),
+            (failure(table: ["temprature": .float(1)]), "planner.temprature", "unknown key"),
+        ]
+        for (error, key, phrase) in cases {
+            #expect(error?.key == key, "expected an error on \(key), got \(String(describing: error))")
+            #expect(error?.reason.contains(phrase) == true, "\(key): \"\(error?.reason ?? "")\" should say \(phrase)")
+        }
+    }
+
+    @Test func badTaskBoundsAreRejected() {
+        for (name, table, key) in [
+            ("pendulum", ["max_torque": ConfigValue.float(.nan)], "task.max_torque"),
+            ("unicycle", ["min_speed": .float(1), "max_speed": .float(0.5)], "task.min_speed"),
+            ("cartpole", ["max_force": .float(-1)], "task.max_force"),
+            ("bicycle", [:], "task.name"),
+        ] {
+            #expect(throws: ConfigurationError.self) { try TaskRegistry.make(name: name, parameters: ConfigTable(table, path: "task")) }
+            do { _ = try TaskRegistry.make(name: name, parameters: ConfigTable(table, path: "task")) } catch { #expect(error.key == key) }
+        }
+    }
+}
