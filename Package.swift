@@ -6,7 +6,7 @@ import PackageDescription
 // faster than with the baseline SSE target. MPCD_PORTABLE=1 builds for the baseline x86-64/arm64
 // CPU instead, for binaries copied to another machine (see docs/benchmarks.md).
 let portable = ProcessInfo.processInfo.environment["MPCD_PORTABLE"] == "1"
-let speed: [SwiftSetting] = [.unsafeFlags((portable ? [] : ["-target-cpu", "native"]) + ["-Xcc", "-fno-math-errno"], .when(configuration: .release))]
+let speed: [SwiftSetting] = [.unsafeFlags((portable ? [] : ["-target-cpu", "native", "-DMPCD_FMA"]) + ["-Xcc", "-fno-math-errno"], .when(configuration: .release))]
 
 let package = Package(
     name: "mpcd",

@@ -85,7 +85,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         priorMean = buffer(rows)
         priorStd = buffer(rows)
         initialState = buffer(stateDimension)
-        noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed)
+        noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
+                              capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
 
     deinit {
@@ -111,6 +112,16 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         guard var shifted = currentPlan?.shifted(by: steps, std: initialStd) else { return nil }
         for i in shifted.std.indices { shifted.std[i] = initialStd[i % actionDimension] }
         return shifted
+    }
+
+    /// Most iterations whose noise `prepareNoise()` generates ahead.
+    public static let preparedIterations = 4
+
+    /// Generates the next plan's noise now, so `plan` need not: call it between ticks, after the
+    /// reply has gone out, to take noise generation off the critical path. Changes no result.
+    public func prepareNoise() {
+        let next = planCount &+ 1
+        noise.prepare((0..<Swift.min(configuration.iterations, Self.preparedIterations)).map { .init(plan: next, iteration: $0) })
     }
 
     /// Plans from `state` (the task's internal state). With a `deadline` (monotonic nanoseconds),
@@ -174,7 +185,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let epsilon = noise.noise(for: tag, workers: workers)
         if configuration.threads > 1 {
             let last = iteration + 1 == configuration.iterations
-            noise.prefetch(.init(plan: last ? planCount &+ 1 : planCount, iteration: last ? 0 : iteration + 1), keeping: tag)
+            noise.prefetch(.init(plan: last ? planCount &+ 1 : planCount, iteration: last ? 0 : iteration + 1), sparing: tag)
         }
         if workers == 1 {
             sampleAndRollOut(start: 0, count: paddedSamples, epsilon: epsilon)

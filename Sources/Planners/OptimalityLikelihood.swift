@@ -76,7 +76,7 @@ public struct CEMLikelihood: OptimalityLikelihood {
 
 /// The k-th smallest (0-based) of `count` values, reordering them (Hoare quickselect with a
 /// median-of-three pivot; NaN never reaches here because non-finite costs are replaced first).
-func kthSmallest(_ values: UnsafeMutablePointer<Float>, count: Int, k: Int) -> Float {
+public func kthSmallest(_ values: UnsafeMutablePointer<Float>, count: Int, k: Int) -> Float {
     var lo = 0, hi = count - 1
     while lo < hi {
         let mid = lo + (hi - lo) / 2

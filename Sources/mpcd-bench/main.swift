@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mpcd-bench",
         abstract: "Measure mpcd's planner.",
-        subcommands: [PlannerBench.self],
+        subcommands: [PlannerBench.self, NoiseBench.self],
         defaultSubcommand: PlannerBench.self
     )
 }
@@ -32,8 +32,11 @@ struct PlannerBench: ParsableCommand {
         let controlTask = try TaskRegistry.make(name: task)
         print("mpcd-bench planner: task \(task), likelihood \(likelihood), \(repeats) iterations per cell, \(ProcessInfo.processInfo.activeProcessorCount) cores")
         print("")
-        print("| K | H | threads | p50 (us) | p99 (us) | ns per sample-step (p50) |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        print("Per iteration: \"all-in\" generates the iteration's noise inside plan(); \"prepared\" has it generated")
+        print("between ticks by prepareNoise(), as the daemon does after each reply (that time is not counted).")
+        print("")
+        print("| K | H | threads | all-in p50 (us) | all-in p99 (us) | prepared p50 (us) | prepared p99 (us) | ns per sample-step (all-in p50) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in ks {
             for h in hs {
                 for t in ts {
@@ -44,24 +47,31 @@ struct PlannerBench: ParsableCommand {
                     configuration.iterations = 1
                     configuration.threads = t
                     configuration.elites = min(64, k)
-                    let planner = try MirrorDescentPlanner(task: controlTask, configuration: configuration)
-                    // A swinging pendulum-like state so the rollouts do real work; the warm start keeps shifting.
-                    let state = (0..<controlTask.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
-                    for _ in 0..<max(20, repeats / 10) { _ = planner.plan(state: state) }
-                    var times: [Double] = []
-                    times.reserveCapacity(repeats)
-                    for _ in 0..<repeats {
-                        let start = monotonicNanoseconds()
-                        _ = planner.plan(state: state)
-                        times.append(Double(monotonicNanoseconds() - start) / 1000)
-                    }
-                    times.sort()
-                    let p50 = percentile(times, 0.5), p99 = percentile(times, 0.99)
-                    let nsPerSampleStep = p50 * 1000 / Double(k * h)
-                    print("| \(k) | \(h) | \(t) | \(fmt(p50)) | \(fmt(p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
+                    let allIn = try measure(controlTask, configuration, prepared: false)
+                    let prepared = try measure(controlTask, configuration, prepared: true)
+                    let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
+                    print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
                 }
             }
         }
+    }
+
+    /// p50 and p99 of one-iteration plan() calls, in microseconds.
+    func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool) throws -> (p50: Double, p99: Double) {
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        // A state away from rest so the rollouts do real work; the warm start keeps shifting.
+        let state = (0..<task.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
+        var times: [Double] = []
+        times.reserveCapacity(repeats)
+        for i in 0..<(repeats + max(20, repeats / 10)) {
+            if prepared { planner.prepareNoise() }
+            let start = monotonicNanoseconds()
+            _ = planner.plan(state: state)
+            let elapsed = Double(monotonicNanoseconds() - start) / 1000
+            if i >= max(20, repeats / 10) { times.append(elapsed) }
+        }
+        times.sort()
+        return (percentile(times, 0.5), percentile(times, 0.99))
     }
 
     func list(_ text: String, _ name: String) throws -> [Int] {
@@ -79,3 +89,28 @@ func percentile(_ sorted: [Double], _ q: Double) -> Double {
 }
 
 func fmt(_ x: Double) -> String { String(format: x < 10 ? "%.2f" : "%.1f", x) }
+
+struct NoiseBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "noise",
+        abstract: "Time the Gaussian noise generator alone (one iteration's worth of normals per call)."
+    )
+
+    @Option(help: "Normals per call.") var count = 32768
+    @Option(help: "Timed calls.") var repeats = 2000
+
+    func run() throws {
+        let n = (count + 15) / 16 * 16
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { buffer.deallocate() }
+        var times: [Double] = []
+        for i in 0..<(repeats + repeats / 10) {
+            let start = monotonicNanoseconds()
+            GaussianNoise.fill(buffer, rows: 1, rowLength: n, start: 0, count: n, key: NoiseKey(seed: 1, plan: UInt64(i), iteration: 0))
+            if i >= repeats / 10 { times.append(Double(monotonicNanoseconds() - start) / 1000) }
+        }
+        times.sort()
+        let p50 = percentile(times, 0.5)
+        print("noise: \(n) normals per call, p50 \(fmt(p50)) us, p99 \(fmt(percentile(times, 0.99))) us, \(String(format: "%.2f", p50 * 1000 / Double(n))) ns per normal")
+    }
+}

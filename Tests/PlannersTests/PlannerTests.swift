@@ -1,6 +1,6 @@
 import Foundation
 import Models
-@testable import Planners
+import Planners
 import Testing
 
 @Suite struct DeterminismTests {
