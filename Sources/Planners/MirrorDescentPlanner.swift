@@ -114,6 +114,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         return shifted
     }
 
+    /// Smallest K x H whose noise is generated on a spare thread during the previous rollout.
+    public static let prefetchThreshold = 16_384
+
     /// Most iterations whose noise `prepareNoise()` generates ahead.
     public static let preparedIterations = 4
 
@@ -183,7 +186,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
         let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
         let epsilon = noise.noise(for: tag, workers: workers)
-        if configuration.threads > 1 {
+        // A spare thread generates the next iteration's noise during this rollout, unless both
+        // threads roll out, or the problem is so small that waking a thread costs more (tens of
+        // microseconds here) than generating the noise in place.
+        if configuration.threads > 1 && workers == 1 && samples * horizon >= Self.prefetchThreshold {
             let last = iteration + 1 == configuration.iterations
             noise.prefetch(.init(plan: last ? planCount &+ 1 : planCount, iteration: last ? 0 : iteration + 1), sparing: tag)
         }
