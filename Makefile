@@ -1,25 +1,44 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config
-SWIFT_BUILD := swift build -c release
-SWIFT_TEST := swift test -c release
+APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config gcc
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 
-.PHONY: test deps apt build swift-test
+.PHONY: demo test deps apt venv build swift-test python-test bench clean
 
-test: deps build swift-test
+demo: deps build
+	scripts/demo.sh
 
-deps: apt
+test: deps build swift-test python-test
 
-# Installs the C libraries when any is missing (needs root, as on CI machines).
+deps: apt venv
+
+# Installs the C libraries when one is missing (needs root, as on CI machines).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
+		echo "apt-get install$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The Python client, Gymnasium and pytest in a virtual environment, rebuilt when the client's
+# dependencies change.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: clients/python/pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e 'clients/python[test]'
+	touch $@
+
 build:
-	$(SWIFT_BUILD)
+	swift build -c release
 
 swift-test:
-	$(SWIFT_TEST)
+	swift test -c release
+
+python-test: build venv
+	cd clients/python && ../../$(PYTHON) -m pytest -q tests
+
+clean:
+	rm -rf .build $(VENV)

@@ -13,14 +13,32 @@ let package = Package(
     products: [
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Planners", targets: ["Planners"]),
+        .executable(name: "mpcd", targets: ["mpcd"]),
         .executable(name: "mpcd-bench", targets: ["mpcd-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(name: "Models", swiftSettings: speed),
         .target(name: "Planners", dependencies: ["Models"], swiftSettings: speed),
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "Models", "Planners", "CZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: speed
+        ),
+        .executableTarget(
+            name: "mpcd",
+            dependencies: ["Daemon", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: speed
+        ),
         .executableTarget(
             name: "mpcd-bench",
             dependencies: ["Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -28,6 +46,7 @@ let package = Package(
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
         .testTarget(name: "PlannersTests", dependencies: ["Models", "Planners"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Models", "Planners"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -77,6 +77,10 @@ public final class ConfigTable {
         self.path = path
     }
 
+    /// Every key a read has asked for so far, in the order asked: after a reader has run on an
+    /// empty table, the keys it accepts.
+    public var knownKeys: [String] { known }
+
     public func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     private func fetch(_ key: String) -> ConfigValue? {
@@ -111,6 +115,24 @@ public final class ConfigTable {
         return try number(key, default: 0, range)
     }
 
+    /// A number, or nil when the key is absent.
+    public func optionalNumber(_ key: String, _ range: NumberRange = .any) throws(ConfigurationError) -> Double? {
+        guard values[key] != nil else {
+            _ = fetch(key)
+            return nil
+        }
+        return try number(key, default: 0, range)
+    }
+
+    /// An array of numbers, or nil when the key is absent.
+    public func optionalNumbers(_ key: String, count: Int? = nil, _ range: NumberRange = .any) throws(ConfigurationError) -> [Double]? {
+        guard values[key] != nil else {
+            _ = fetch(key)
+            return nil
+        }
+        return try numbers(key, default: [], count: count, range)
+    }
+
     public func float(_ key: String, default fallback: Float, _ range: NumberRange = .any) throws(ConfigurationError) -> Float {
         Float(try number(key, default: Double(fallback), range))
     }
@@ -133,6 +155,23 @@ public final class ConfigTable {
         guard let value = fetch(key) else { return fallback }
         guard case let .string(s) = value else { throw error(key, "expected a string, got \(value.typeName)") }
         return s
+    }
+
+    /// A list of strings; a single string is a list of one.
+    public func strings(_ key: String, default fallback: [String]) throws(ConfigurationError) -> [String] {
+        guard let value = fetch(key) else { return fallback }
+        switch value {
+        case let .string(s): return [s]
+        case let .array(items):
+            var out: [String] = []
+            for (i, item) in items.enumerated() {
+                guard case let .string(s) = item else { throw error(key, "element \(i): expected a string, got \(item.typeName)") }
+                out.append(s)
+            }
+            return out
+        default:
+            throw error(key, "expected a string or an array of strings, got \(value.typeName)")
+        }
     }
 
     /// A string that must be one of `choices`.

@@ -130,9 +130,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// Plans from `state` (the task's internal state). With a `deadline` (monotonic nanoseconds),
     /// iterations stop when the next one is expected to cross it; the plan then holds the best
     /// distribution so far (possibly the prior itself when not even one iteration fits).
-    public func plan(state: [Float], deadline: UInt64? = nil) -> Plan {
+    /// `shift` is how many model steps (dt) have passed since the previous plan: the warm start
+    /// drops that many actions (1 when each plan follows one step, as in a simulator).
+    public func plan(state: [Float], deadline: UInt64? = nil, shift: Int = 1) -> Plan {
         precondition(state.count == stateDimension, "state has \(state.count) values, the task \(stateDimension)")
-        let warm = warmStart()
+        let warm = warmStart(advancedBy: shift)
         var prior = warm ?? initialSequence
         var priorProblem: String?
         if let actionPrior, let proposal = actionPrior.prior(for: state, warmStart: warm) {
@@ -186,12 +188,13 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
         let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
         let epsilon = noise.noise(for: tag, workers: workers)
-        // A spare thread generates the next iteration's noise during this rollout, unless both
-        // threads roll out, or the problem is so small that waking a thread costs more (tens of
-        // microseconds here) than generating the noise in place.
-        if configuration.threads > 1 && workers == 1 && samples * horizon >= Self.prefetchThreshold {
-            let last = iteration + 1 == configuration.iterations
-            noise.prefetch(.init(plan: last ? planCount &+ 1 : planCount, iteration: last ? 0 : iteration + 1), sparing: tag)
+        // A spare thread generates the next iteration's noise during this rollout (the next
+        // plan's is prepareNoise()'s job, between ticks), unless both threads roll out, or the
+        // problem is so small that waking a thread costs more (tens of microseconds here) than
+        // generating the noise in place.
+        if configuration.threads > 1 && workers == 1 && samples * horizon >= Self.prefetchThreshold
+            && iteration + 1 < configuration.iterations {
+            noise.prefetch(.init(plan: planCount, iteration: iteration + 1), sparing: tag)
         }
         if workers == 1 {
             sampleAndRollOut(start: 0, count: paddedSamples, epsilon: epsilon)

@@ -9,9 +9,9 @@ public struct PlannerConfiguration: Sendable {
     /// H, planning steps.
     public var horizon = 32
     /// Mirror-descent iterations per plan (fewer when a deadline cuts planning short).
-    public var iterations = 3
+    public var iterations = 1
     /// λ, MPPI's temperature, in cost units.
-    public var temperature: Float = 1
+    public var temperature: Float = 0.5
     /// CEM's elite count (at most K).
     public var elites = 64
     /// Exploration std at the start of each plan, as a fraction of each action's half range.
@@ -54,14 +54,14 @@ public struct PlannerConfiguration: Sendable {
         initialStd = try table.float("initial_std", default: initialStd, .positive)
         minStd = try table.float("min_std", default: minStd, .positive)
         meanStep = try table.float("mean_step", default: meanStep, .closed(0, 1))
-        if table.contains("std_step") { stdStep = try table.float("std_step", default: 0, .closed(0, 1)) }
+        stdStep = try table.optionalNumber("std_step", .closed(0, 1)).map { Float($0) }
         priorStrength = try table.float("prior_strength", default: priorStrength, .nonNegative)
         includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
         seed = UInt64(try table.integer("seed", default: Int(seed), min: 0))
         threads = try table.integer("threads", default: threads, min: 1, max: 64)
         parallelThreshold = try table.integer("parallel_threshold", default: parallelThreshold, min: 0)
-        if table.contains("action_min") { actionLowerBounds = try table.numbers("action_min", default: []).map { Float($0) } }
-        if table.contains("action_max") { actionUpperBounds = try table.numbers("action_max", default: []).map { Float($0) } }
+        actionLowerBounds = try table.optionalNumbers("action_min")?.map { Float($0) }
+        actionUpperBounds = try table.optionalNumbers("action_max")?.map { Float($0) }
         try table.finish()
     }
 

@@ -1,0 +1,339 @@
+import CZeroMQ
+import Dispatch
+import Foundation
+import Logging
+import Models
+import Planners
+import Synchronization
+
+/// Counters since start (the `mpcctl status` figures build on these).
+public struct ServerCounters: Sendable {
+    public var ticks: UInt64 = 0
+    public var overruns: UInt64 = 0
+    public var replies: UInt64 = 0
+    public var dropped: UInt64 = 0
+    public var refused: [WireProtocol.ErrorCode: UInt64] = [:]
+    public var sessionsOpened: UInt64 = 0
+    public var sessionsExpired: UInt64 = 0
+}
+
+/// The daemon: one ROUTER socket, the sessions behind it, and the loop that answers them.
+///
+/// One thread owns the socket (ZeroMQ sockets are not thread-safe) and runs `run()`: it drains
+/// incoming messages into each session's newest observation (older ones are simply replaced,
+/// never queued), plans the sessions due (in parallel across sessions on Dispatch), and sends
+/// the replies without blocking. In realtime mode planning happens on the tick grid; in lockstep
+/// mode as soon as observations arrive.
+public final class Server: @unchecked Sendable {
+    public let configuration: DaemonConfiguration
+    public private(set) var boundEndpoints: [String] = []
+    public private(set) var counters = ServerCounters()
+    let logger: Logger
+    let context: ZMQContext
+    let socket: ZMQSocket
+    let periodNanoseconds: UInt64
+    let budgetNanoseconds: UInt64
+    let busyPollNanoseconds: UInt64
+    private var sessions: [[UInt8]: Session] = [:]
+    private var nextSessionIndex: UInt64 = 0
+    private let stopRequested = Atomic<Bool>(false)
+    private var lastOverrunLog: UInt64 = 0
+    private let helloReply: [UInt8]
+
+    public init(configuration: DaemonConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        periodNanoseconds = UInt64((1e9 / configuration.rateHz).rounded())
+        budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
+        busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
+        context = try ZMQContext()
+        socket = try ZMQSocket(context, type: ZMQ_ROUTER)
+        try socket.setOption(ZMQ_MAXMSGSIZE, Int64(configuration.server.maxMessageBytes))
+        try socket.setOption(ZMQ_SNDHWM, Int32(16))
+        try socket.setOption(ZMQ_RCVHWM, Int32(1000))
+        helloReply = Self.describe(configuration)
+        for endpoint in configuration.server.endpoints {
+            do {
+                try socket.bind(endpoint)
+            } catch {
+                throw ServerError.bind(endpoint: endpoint, reason: String(cString: zmq_strerror(error.code)))
+            }
+            let resolved = socket.lastEndpoint
+            boundEndpoints.append(resolved.isEmpty ? endpoint : resolved)
+            if !Self.isLoopback(endpoint) {
+                logger.warning("bound to a non-loopback address: anyone who can reach it can drive the robot", metadata: ["endpoint": "\(endpoint)"])
+            }
+        }
+    }
+
+    /// Asks `run()` to return; safe from any thread or a signal source.
+    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+
+    public var sessionCount: Int { sessions.count }
+
+    /// Serves until `requestStop()`.
+    public func run() {
+        let mode = configuration.server.mode
+        logger.info("serving", metadata: [
+            "task": "\(configuration.task.name)", "likelihood": "\(configuration.planner.likelihood)",
+            "mode": "\(mode.rawValue)", "rate_hz": "\(configuration.rateHz)",
+            "endpoints": "\(boundEndpoints.joined(separator: ", "))", "config": "\(configuration.source)",
+        ])
+        var nextTick = monotonicNanoseconds() + periodNanoseconds
+        var lastSweep: UInt64 = 0
+        while !stopRequested.load(ordering: .relaxed) {
+            let now = monotonicNanoseconds()
+            switch mode {
+            case .lockstep:
+                waitForMessages(until: now + 100_000_000, tick: false)
+                drainMessages()
+                let due = sessions.values.filter { $0.unanswered }
+                if !due.isEmpty {
+                    let start = monotonicNanoseconds()
+                    planAndSend(due, now: start, deadline: start + budgetNanoseconds, tick: nil, lateness: 0)
+                }
+            case .realtime:
+                if now < nextTick {
+                    waitForMessages(until: nextTick, tick: true)
+                    drainMessages()
+                    continue
+                }
+                let start = monotonicNanoseconds()
+                drainMessages()
+                counters.ticks += 1
+                let live = sessions.values.filter { $0.observation != nil }
+                planAndSend(live, now: start, deadline: nextTick + budgetNanoseconds, tick: counters.ticks,
+                            lateness: Double(start - nextTick) * 1e-9)
+                // Back onto the period grid: ticks that could not start in time are skipped, never
+                // run late in a burst.
+                nextTick += periodNanoseconds
+                let after = monotonicNanoseconds()
+                if after >= nextTick {
+                    let skipped = (after - nextTick) / periodNanoseconds + 1
+                    counters.overruns += skipped
+                    nextTick += skipped * periodNanoseconds
+                    if after - lastOverrunLog >= 1_000_000_000 {
+                        lastOverrunLog = after
+                        logger.warning("tick overran its period", metadata: ["skipped_ticks": "\(skipped)", "overruns_total": "\(counters.overruns)"])
+                    }
+                }
+            }
+            if now - lastSweep > 100_000_000 {
+                lastSweep = now
+                expireIdleSessions(now: now)
+            }
+        }
+        logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])
+    }
+
+    /// How long before a tick the loop stops sleeping and spins: waking a sleeping thread takes
+    /// tens to hundreds of microseconds on a virtual machine, spinning does not.
+    static let tickSpinNanoseconds: UInt64 = 200_000
+
+    /// Waits until a message is readable or `deadline` (monotonic ns) passes, whichever is first.
+    /// With `busy_poll_us` it first checks the socket in a loop for that long instead of sleeping.
+    /// zmq_poll counts whole milliseconds, so the last stretch before a tick is slept with
+    /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
+    private func waitForMessages(until deadline: UInt64, tick: Bool) {
+        if busyPollNanoseconds > 0 {
+            let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
+            while monotonicNanoseconds() < stop {
+                if (try? socket.waitReadable(milliseconds: 0)) == true { return }
+            }
+        }
+        let now = monotonicNanoseconds()
+        guard deadline > now else { return }
+        let remaining = deadline - now
+        if remaining > 1_500_000 {
+            let ms = Int(min(remaining - 1_000_000, 100_000_000) / 1_000_000)
+            _ = try? socket.waitReadable(milliseconds: ms)
+        } else if tick {
+            if remaining > Self.tickSpinNanoseconds {
+                let wake = deadline - Self.tickSpinNanoseconds
+                var ts = timespec(tv_sec: Int(wake / 1_000_000_000), tv_nsec: Int(wake % 1_000_000_000))
+                while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+            }
+            while monotonicNanoseconds() < deadline {}
+        } else {
+            _ = try? socket.waitReadable(milliseconds: 1)
+        }
+    }
+
+    private func drainMessages() {
+        while true {
+            let frames: [[UInt8]]?
+            do {
+                frames = try socket.receive()
+            } catch {
+                logger.error("receive failed", metadata: ["error": "\(error)"])
+                return
+            }
+            guard let frames else { return }
+            handle(frames)
+        }
+    }
+
+    private func handle(_ frames: [[UInt8]]) {
+        guard frames.count >= 2 else { return }
+        let identity = frames[0]
+        // REQ clients put an empty delimiter frame before the payload; DEALER clients do not.
+        let isRequest = frames[1].isEmpty
+        let envelope = isRequest ? [identity, []] : [identity]
+        let payload = Array(frames[(isRequest ? 2 : 1)...])
+        let now = monotonicNanoseconds()
+        do throws(WireProtocol.Refusal) {
+            switch try WireProtocol.decode(payload) {
+            case .hello:
+                send(envelope + [WireProtocol.Header(type: .helloReply).bytes, helloReply])
+                sessions[identity]?.lastSeen = now
+            case .bye:
+                if sessions.removeValue(forKey: identity) != nil {
+                    logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
+                }
+            case let .observation(sequence, timestamp, values):
+                let state: [Float]
+                do {
+                    state = try configuration.task.dynamics.state(fromObservation: values)
+                } catch .nonFinite(let index) {
+                    throw WireProtocol.Refusal(.nonFinite, "observation value \(index) is not finite", sequence: sequence)
+                } catch {
+                    throw WireProtocol.Refusal(.wrongDimension, error.description, sequence: sequence)
+                }
+                let session = try session(for: identity, envelope: envelope, now: now, sequence: sequence)
+                session.envelope = envelope
+                session.lastSeen = now
+                var measuredAt = now
+                if configuration.server.trustClientTimestamps, timestamp > 0 {
+                    let stamped = UInt64(timestamp * 1e9)
+                    if stamped <= now { measuredAt = stamped }
+                }
+                session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt)
+                session.unanswered = true
+            }
+        } catch {
+            counters.refused[error.code, default: 0] += 1
+            if let session = sessions[identity] {
+                session.refused += 1
+                session.lastSeen = now
+            }
+            send(envelope + WireProtocol.errorMessage(error))
+        }
+    }
+
+    private func session(for identity: [UInt8], envelope: [[UInt8]], now: UInt64, sequence: UInt64) throws(WireProtocol.Refusal) -> Session {
+        if let existing = sessions[identity] { return existing }
+        guard sessions.count < configuration.server.maxSessions else {
+            throw WireProtocol.Refusal(.tooManySessions, "the daemon serves at most \(configuration.server.maxSessions) sessions", sequence: sequence)
+        }
+        var plannerConfiguration = configuration.planner
+        // Each session has its own random stream: the configured seed, offset by the session's number.
+        plannerConfiguration.seed = configuration.planner.seed &+ nextSessionIndex &* 0x9E37_79B9_7F4A_7C15
+        let planner: MirrorDescentPlanner
+        do {
+            planner = try MirrorDescentPlanner(task: configuration.task, configuration: plannerConfiguration)
+        } catch {
+            throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
+        }
+        let session = Session(identity: identity, envelope: envelope, planner: planner, index: nextSessionIndex, now: now)
+        nextSessionIndex += 1
+        sessions[identity] = session
+        counters.sessionsOpened += 1
+        logger.info("session opened", metadata: ["peer": "\(session.name)", "sessions": "\(sessions.count)"])
+        return session
+    }
+
+    private func planAndSend(_ due: [Session], now: UInt64, deadline: UInt64, tick: UInt64?, lateness: Double) {
+        let context = TickContext(periodNanoseconds: periodNanoseconds, advanceStale: configuration.server.mode == .realtime,
+                                  planSteps: configuration.server.planSteps, latenessSeconds: lateness, overruns: counters.overruns)
+        if due.count == 1 || configuration.server.workers == 1 {
+            for session in due { session.plan(now: now, deadline: deadline, tick: tick ?? session.ticksServed + 1, context: context) }
+        } else {
+            DispatchQueue.concurrentPerform(iterations: due.count) { i in
+                let session = due[i]
+                session.plan(now: now, deadline: deadline, tick: tick ?? session.ticksServed + 1, context: context)
+            }
+        }
+        for session in due {
+            guard let reply = session.reply else { continue }
+            session.reply = nil
+            send(reply)
+        }
+        // Noise for the next plan, now that the replies are out: off the critical path.
+        for session in due { session.planner.prepareNoise() }
+    }
+
+    private func send(_ frames: [[UInt8]]) {
+        do {
+            if try socket.send(frames) {
+                counters.replies += 1
+            } else {
+                counters.dropped += 1
+            }
+        } catch {
+            counters.dropped += 1
+            logger.error("send failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func expireIdleSessions(now: UInt64) {
+        let timeout = UInt64(configuration.server.sessionTimeout * 1e9)
+        for (identity, session) in sessions where now > session.lastSeen && now - session.lastSeen > timeout {
+            sessions.removeValue(forKey: identity)
+            counters.sessionsExpired += 1
+            logger.info("session expired", metadata: ["peer": "\(session.name)", "idle_s": "\(Double(now - session.lastSeen) * 1e-9)"])
+        }
+    }
+
+    static func isLoopback(_ endpoint: String) -> Bool {
+        guard endpoint.hasPrefix("tcp://") else { return true }  // ipc and inproc never leave the host
+        let host = endpoint.dropFirst(6).split(separator: ":").dropLast().joined(separator: ":")
+        return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "lo" || host.hasPrefix("127.")
+    }
+
+    /// The hello reply's JSON: everything a client needs to talk to this daemon.
+    static func describe(_ configuration: DaemonConfiguration) -> [UInt8] {
+        let d = configuration.task.dynamics, p = configuration.planner
+        let object: [String: Any] = [
+            "protocol": Int(WireProtocol.version),
+            "daemon": "mpcd \(mpcdVersion)",
+            "task": configuration.task.name,
+            "mode": configuration.server.mode.rawValue,
+            "rate_hz": configuration.rateHz,
+            "dt": Double(d.dt),
+            "state_dim": d.stateDimension,
+            "state_names": d.stateNames,
+            "action_dim": d.actionDimension,
+            "action_names": d.actionNames,
+            "action_low": (try? p.bounds(for: configuration.task).lower.map { Double($0) }) ?? [],
+            "action_high": (try? p.bounds(for: configuration.task).upper.map { Double($0) }) ?? [],
+            "observation_forms": d.observationForms.map { ["name": $0.name, "components": $0.components] as [String: Any] },
+            "plan_steps": configuration.server.planSteps,
+            "horizon": p.horizon,
+            "diagnostics": WireProtocol.diagnosticNames,
+            "error_codes": Dictionary(uniqueKeysWithValues: WireProtocol.ErrorCode.allCases.map { ($0.name, Int($0.rawValue)) }),
+            "planner": ["likelihood": p.likelihood, "samples": p.samples, "iterations": p.iterations] as [String: Any],
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Array(data)
+    }
+}
+
+public enum ServerError: Error, CustomStringConvertible {
+    case bind(endpoint: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
+        }
+    }
+}
+
+/// mpcd's version, reported in the hello reply and by `mpcd --version`.
+public let mpcdVersion = "0.1.0"
+
+extension Session {
+    static func name(_ identity: [UInt8]) -> String {
+        if !identity.isEmpty, identity.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) { return String(decoding: identity, as: UTF8.self) }
+        return identity.map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Models
+import Planners
+
+/// The newest observation of a session, as the daemon received it.
+struct ReceivedObservation {
+    var state: [Float]
+    var sequence: UInt64
+    /// When the state was measured, monotonic ns (its arrival, unless timestamps are trusted).
+    var measuredAt: UInt64
+}
+
+/// One client identity: its own warm-started planner, random stream and statistics.
+final class Session: @unchecked Sendable {
+    let identity: [UInt8]
+    /// The frames replies start with: the identity, and the empty delimiter for REQ clients.
+    var envelope: [[UInt8]]
+    let planner: MirrorDescentPlanner
+    let index: UInt64
+    var observation: ReceivedObservation?
+    /// Set when an observation arrived that no reply has answered yet (lockstep plans these).
+    var unanswered = false
+    var lastSeen: UInt64
+    let createdAt: UInt64
+    var ticksServed: UInt64 = 0
+    var refused: UInt64 = 0
+    /// The reply built by the last plan, waiting for the socket thread to send it.
+    var reply: [[UInt8]]?
+    /// Actions sent, newest last, to advance stale observations through the model.
+    private var sent: [(time: UInt64, action: [Float])] = []
+    /// Time since the last plan not yet taken off the warm start, ns (realtime ticks may be
+    /// shorter than the model's dt).
+    private var unshiftedTime: UInt64 = 0
+    private var lastPlanTime: UInt64?
+
+    init(identity: [UInt8], envelope: [[UInt8]], planner: MirrorDescentPlanner, index: UInt64, now: UInt64) {
+        self.identity = identity
+        self.envelope = envelope
+        self.planner = planner
+        self.index = index
+        self.lastSeen = now
+        self.createdAt = now
+    }
+
+    /// The identity as text for logs: printable ASCII as is, anything else in hex.
+    var name: String { Session.name(identity) }
+
+    /// Plans from the newest observation and stores the reply.
+    ///
+    /// In realtime mode an observation older than one period is first advanced to `now` through the
+    /// model, one `dt` at a time, with the actions this session was sent in that interval.
+    func plan(now: UInt64, deadline: UInt64, tick: UInt64, context: TickContext) {
+        guard let observation else { return }
+        let task = planner.task, dtNanoseconds = UInt64(Double(task.dynamics.dt) * 1e9)
+        var state = observation.state
+        var advanced = 0
+        if context.advanceStale, now > observation.measuredAt, now - observation.measuredAt > context.periodNanoseconds {
+            let steps = min(planner.horizon, Int((Double(now - observation.measuredAt) / Double(dtNanoseconds)).rounded()))
+            for i in 0..<steps {
+                let at = observation.measuredAt + UInt64(i) * dtNanoseconds
+                guard let action = sent.last(where: { $0.time <= at })?.action ?? sent.first?.action else { break }
+                state = task.step(state: state, action: action).next
+                advanced += 1
+            }
+        }
+        var shift = 1
+        if context.advanceStale {
+            // realtime: shift the warm start by the whole model steps elapsed since the last plan
+            if let lastPlanTime, now > lastPlanTime { unshiftedTime += now - lastPlanTime }
+            shift = Int(unshiftedTime / dtNanoseconds)
+            unshiftedTime -= UInt64(shift) * dtNanoseconds
+            lastPlanTime = now
+        }
+        let plan = planner.plan(state: state, deadline: deadline, shift: shift)
+        let finished = monotonicNanoseconds()
+        var flags = WireProtocol.ActionFlags()
+        if advanced > 0 { flags.insert(.advanced) }
+        if plan.iterations.count < planner.configuration.iterations { flags.insert(.truncated) }
+        let last = plan.iterations.last
+        let steps = min(context.planSteps, planner.horizon - 1)
+        let upcoming = Array(plan.sequence.mean[planner.actionDimension..<((steps + 1) * planner.actionDimension)])
+        let diagnostics: [Double] = [
+            Double(plan.iterations.count), Double(last?.bestCost ?? .nan), Double(finished - now) * 1e-9,
+            context.latenessSeconds, Double(context.overruns), Double(last?.effectiveSampleSize ?? .nan),
+            Double(last?.klDivergence ?? .nan), Double(last?.invalidSamples ?? 0), Double(advanced),
+        ]
+        let header = WireProtocol.Header(type: .action, a: observation.sequence, b: tick, c: flags.rawValue)
+        reply = envelope + [header.bytes, WireProtocol.encodeFloat64(plan.action),
+                            WireProtocol.encodeFloat64(upcoming), WireProtocol.encodeFloat64(diagnostics)]
+        sent.append((now, plan.action))
+        if sent.count > 2 * planner.horizon { sent.removeFirst(sent.count - planner.horizon) }
+        ticksServed += 1
+        unanswered = false
+    }
+}
+
+/// What a tick tells every session it plans.
+struct TickContext {
+    var periodNanoseconds: UInt64
+    var advanceStale: Bool
+    var planSteps: Int
+    var latenessSeconds: Double
+    var overruns: UInt64
+}

@@ -1,0 +1,125 @@
+import CZeroMQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed libzmq call: the operation and the errno it set.
+public struct ZMQError: Error, CustomStringConvertible, Equatable {
+    public let code: Int32
+    public let operation: String
+
+    public var description: String { "\(operation): \(String(cString: zmq_strerror(code))) (errno \(code))" }
+}
+
+/// The one way mpcd calls libzmq: retries EINTR, turns -1 into a typed error.
+@discardableResult
+func zmqCall(_ operation: @autoclosure () -> String, _ body: () -> Int32) throws(ZMQError) -> Int32 {
+    while true {
+        let rc = body()
+        if rc != -1 { return rc }
+        let error = zmq_errno()
+        if error == EINTR { continue }
+        throw ZMQError(code: error, operation: operation())
+    }
+}
+
+public final class ZMQContext: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    public init() throws(ZMQError) {
+        guard let handle = zmq_ctx_new() else { throw ZMQError(code: zmq_errno(), operation: "zmq_ctx_new") }
+        self.handle = handle
+    }
+
+    deinit {
+        // Every socket sets linger 0, so termination never waits on unsent messages.
+        _ = try? zmqCall("zmq_ctx_term") { zmq_ctx_term(handle) }
+    }
+}
+
+/// One libzmq socket, owned by one thread at a time. Linger is 0: closing never blocks.
+public final class ZMQSocket {
+    let handle: UnsafeMutableRawPointer
+    let context: ZMQContext
+
+    public init(_ context: ZMQContext, type: Int32) throws(ZMQError) {
+        guard let handle = zmq_socket(context.handle, type) else { throw ZMQError(code: zmq_errno(), operation: "zmq_socket") }
+        self.handle = handle
+        self.context = context
+        try setOption(ZMQ_LINGER, Int32(0))
+    }
+
+    deinit { zmq_close(handle) }
+
+    public func setOption(_ option: Int32, _ value: Int32) throws(ZMQError) {
+        var v = value
+        try zmqCall("zmq_setsockopt(\(option))") { zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) }
+    }
+
+    public func setOption(_ option: Int32, _ value: Int64) throws(ZMQError) {
+        var v = value
+        try zmqCall("zmq_setsockopt(\(option))") { zmq_setsockopt(handle, option, &v, MemoryLayout<Int64>.size) }
+    }
+
+    public func setOption(_ option: Int32, bytes: [UInt8]) throws(ZMQError) {
+        try zmqCall("zmq_setsockopt(\(option))") { bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) } }
+    }
+
+    public func bind(_ endpoint: String) throws(ZMQError) {
+        try zmqCall("bind \(endpoint)") { zmq_bind(handle, endpoint) }
+    }
+
+    public func connect(_ endpoint: String) throws(ZMQError) {
+        try zmqCall("connect \(endpoint)") { zmq_connect(handle, endpoint) }
+    }
+
+    /// The endpoint the last bind resolved to (a wildcard port becomes the real one).
+    public var lastEndpoint: String {
+        var buffer = [CChar](repeating: 0, count: 512)
+        var size = buffer.count
+        guard (try? zmqCall("zmq_getsockopt(ZMQ_LAST_ENDPOINT)") { zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) }) != nil else { return "" }
+        return String(cString: buffer)
+    }
+
+    /// Waits up to `milliseconds` (-1: forever) for a message to read.
+    public func waitReadable(milliseconds: Int) throws(ZMQError) -> Bool {
+        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+        return try zmqCall("zmq_poll") { zmq_poll(&item, 1, milliseconds) } > 0
+    }
+
+    /// One whole multipart message if one is waiting, without blocking; nil otherwise.
+    public func receive() throws(ZMQError) -> [[UInt8]]? {
+        var frames: [[UInt8]] = []
+        var message = zmq_msg_t()
+        zmq_msg_init(&message)
+        defer { zmq_msg_close(&message) }
+        while true {
+            do {
+                try zmqCall("zmq_msg_recv") { zmq_msg_recv(&message, handle, frames.isEmpty ? ZMQ_DONTWAIT : 0) }
+            } catch where error.code == EAGAIN && frames.isEmpty {
+                return nil
+            }
+            let size = zmq_msg_size(&message)
+            let data = zmq_msg_data(&message)
+            frames.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: data, count: size)))
+            if zmq_msg_more(&message) == 0 { return frames }
+        }
+    }
+
+    /// Sends a multipart message without blocking. Returns false when the peer's queue is full or
+    /// the peer is gone (the message is dropped): a slow reader never stalls the caller.
+    @discardableResult
+    public func send(_ frames: [[UInt8]]) throws(ZMQError) -> Bool {
+        for (i, frame) in frames.enumerated() {
+            let flags = ZMQ_DONTWAIT | (i + 1 < frames.count ? ZMQ_SNDMORE : 0)
+            do {
+                try zmqCall("zmq_send") { frame.withUnsafeBytes { Int32(zmq_send(handle, $0.baseAddress, $0.count, flags)) } }
+            } catch where error.code == EAGAIN || error.code == EHOSTUNREACH {
+                // Only the first frame can fail this way: libzmq queues the rest of a message
+                // atomically once its first frame is accepted.
+                return false
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Daemon
+import Dispatch
+import Foundation
+import Logging
+
+/// `mpcd`: the model-predictive control daemon.
+@main
+struct MPCD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mpcd",
+        abstract: "Model-predictive control daemon: state observations in over ZeroMQ, actions out.",
+        discussion: "Without --config it serves the embedded default: Gymnasium's Pendulum-v1 planned with MPPI on tcp://127.0.0.1:5555.",
+        version: mpcdVersion
+    )
+
+    @Option(name: .long, help: "TOML configuration file (docs/configuration.md).")
+    var config: String?
+
+    @Option(name: .long, help: "Override [server] mode: realtime or lockstep.")
+    var mode: String?
+
+    @Option(name: .long, help: "Override [server] rate_hz.")
+    var rateHz: Double?
+
+    @Option(name: .long, help: "Override [server] endpoints with one endpoint.")
+    var endpoint: String?
+
+    @Flag(name: .long, help: "Check the configuration, print a summary and exit.")
+    var check = false
+
+    @Flag(name: .long, help: "Print the embedded default configuration and exit.")
+    var printDefault = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() throws {
+        if printDefault {
+            print(DaemonConfiguration.embeddedDefault)
+            return
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var configuration: DaemonConfiguration
+        do {
+            configuration = try config.map { try DaemonConfiguration.load(path: $0) }
+                ?? DaemonConfiguration.parse(DaemonConfiguration.embeddedDefault, source: DaemonConfiguration.embeddedSource)
+        } catch {
+            FileHandle.standardError.write(Data("mpcd: configuration error: \(error)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG
+        }
+        if let mode {
+            guard let parsed = TimingMode(rawValue: mode) else { throw ValidationError("--mode must be realtime or lockstep") }
+            configuration.server.mode = parsed
+        }
+        if let rateHz {
+            guard rateHz >= 0.1 && rateHz <= 10_000 else { throw ValidationError("--rate-hz must be in [0.1, 10000]") }
+            configuration.server.rateHz = rateHz
+        }
+        if let endpoint { configuration.server.endpoints = [endpoint] }
+        if check {
+            print("\(configuration.source): OK (task \(configuration.task.name), \(configuration.planner.likelihood), K=\(configuration.planner.samples), H=\(configuration.planner.horizon), \(configuration.server.mode.rawValue) at \(configuration.rateHz) Hz)")
+            return
+        }
+        let logger = Logger(label: "mpcd")
+        let server: Server
+        do {
+            server = try Server(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        for endpoint in server.boundEndpoints { print("mpcd listening on \(endpoint)") }
+        fflush(nil)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let signals = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+        for source in signals {
+            source.setEventHandler { server.requestStop() }
+            source.resume()
+        }
+        server.run()
+        signals.forEach { $0.cancel() }
+    }
+}

@@ -1,0 +1,46 @@
+import Daemon
+import Foundation
+import Models
+import Planners
+import Testing
+
+/// docs/configuration.md must list every key the readers accept, and no key they reject.
+@Suite struct DocumentationTests {
+    static let configurationPage: String = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/configuration.md").standardized
+        return (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+    }()
+
+    /// The keys documented in the table rows of the section that starts with `heading`.
+    static func documentedKeys(under heading: String) -> Set<String> {
+        let lines = configurationPage.components(separatedBy: "\n")
+        guard let start = lines.firstIndex(where: { $0.hasPrefix(heading) }) else { return [] }
+        var keys = Set<String>()
+        for line in lines[(start + 1)...] {
+            if line.hasPrefix("#") && !line.hasPrefix("####") { break }
+            if line.hasPrefix("| `"), let end = line.dropFirst(3).firstIndex(of: "`") {
+                keys.insert(String(line[line.index(line.startIndex, offsetBy: 3)..<end]))
+            }
+        }
+        return keys
+    }
+
+    @Test(arguments: TaskRegistry.names)
+    func everyTaskKeyIsDocumented(task: String) throws {
+        let table = ConfigTable([:], path: "task")
+        _ = try TaskRegistry.make(name: task, parameters: table)
+        #expect(Set(table.knownKeys) == Self.documentedKeys(under: "### `\(task)`"))
+    }
+
+    @Test func everyPlannerKeyIsDocumented() throws {
+        let table = ConfigTable([:], path: "planner")
+        _ = try PlannerConfiguration(table: table)
+        #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[planner]`"))
+    }
+
+    @Test func everyServerKeyIsDocumented() throws {
+        let table = ConfigTable([:], path: "server")
+        _ = try DaemonConfiguration.readServer(table, planner: PlannerConfiguration())
+        #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[server]`"))
+    }
+}

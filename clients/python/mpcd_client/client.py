@@ -1,0 +1,128 @@
+"""A blocking client for mpcd: one DEALER socket, one session on the daemon."""
+import os
+import time
+
+import numpy as np
+import zmq
+
+from . import protocol
+
+
+class MpcdError(Exception):
+    """The daemon refused a request; ``code`` and ``name`` say why (docs/protocol.md)."""
+
+    def __init__(self, reply):
+        super().__init__(f"mpcd refused the request ({reply.name}): {reply.message}")
+        self.code = reply.code
+        self.name = reply.name
+        self.message = reply.message
+
+
+class MpcdTimeout(TimeoutError):
+    """No reply within the timeout: the daemon is down, overloaded or unreachable."""
+
+
+class Controller:
+    """Actions from an mpcd daemon.
+
+    >>> with Controller("tcp://127.0.0.1:5555") as controller:
+    ...     action = controller.act(observation)
+
+    Each Controller is one session on the daemon, with its own warm-started plan. On a timeout
+    the socket is replaced (dropping replies that arrive late), so the next call starts clean;
+    ZeroMQ reconnects by itself when the daemon comes back.
+    """
+
+    def __init__(self, endpoint="tcp://127.0.0.1:5555", timeout=1.0, identity=None, context=None):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.identity = identity or b"py-" + os.urandom(4).hex().encode()
+        self._context = context or zmq.Context.instance()
+        self._socket = None
+        self._sequence = 0
+        self._info = None
+        self.last = None
+        self._connect()
+
+    def _connect(self):
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.IDENTITY, self.identity)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 50)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        self._socket.connect(self.endpoint)
+
+    def close(self):
+        if self._socket is not None:
+            try:
+                self._socket.send_multipart(protocol.bye(), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _receive(self, timeout, accept):
+        """Replies until ``accept`` takes one, or MpcdTimeout after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(max(1, int(remaining * 1000))):
+                self._connect()
+                raise MpcdTimeout(f"no reply from {self.endpoint} within {timeout:.3f} s")
+            frames = self._socket.recv_multipart()
+            info = self._info or {}
+            reply = protocol.decode(frames, info.get("action_dim"), info.get("diagnostics", ()))
+            result = accept(reply)
+            if result is not None:
+                return result
+
+    @property
+    def info(self):
+        """The daemon's hello reply: task, dimensions, names, bounds, dt, rate (a dict)."""
+        if self._info is None:
+            self._socket.send_multipart(protocol.hello())
+            self._info = self._receive(self.timeout, lambda r: r if isinstance(r, dict) else None)
+        return self._info
+
+    def send_observation(self, observation, timestamp=0.0):
+        """Sends an observation without waiting; returns its sequence number."""
+        self._sequence += 1
+        self._socket.send_multipart(protocol.observation(self._sequence, observation, timestamp))
+        return self._sequence
+
+    def receive(self, timeout=None):
+        """The next action reply, whatever observation it answers (realtime streaming)."""
+        self.info
+        return self._receive(self.timeout if timeout is None else timeout, self._accept_any)
+
+    def _accept_any(self, reply):
+        if isinstance(reply, protocol.ErrorReply):
+            raise MpcdError(reply)
+        return reply if isinstance(reply, protocol.ActionReply) else None
+
+    def act(self, observation, timestamp=0.0):
+        """The action for ``observation`` (a numpy array); the whole reply is in ``self.last``."""
+        self.info
+        sequence = self.send_observation(observation, timestamp)
+
+        def accept(reply):
+            if isinstance(reply, protocol.ErrorReply) and reply.sequence in (sequence, 0):
+                raise MpcdError(reply)
+            if isinstance(reply, protocol.ActionReply) and reply.observation_sequence == sequence:
+                return reply
+            return None  # a late reply to an earlier observation
+
+        self.last = self._receive(self.timeout, accept)
+        return self.last.action
+
+    def reset(self):
+        """Ends this session on the daemon (its warm start is forgotten); the next act() opens a new one."""
+        self._socket.send_multipart(protocol.bye())

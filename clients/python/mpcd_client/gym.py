@@ -1,0 +1,144 @@
+"""Runs Gymnasium episodes with actions from an mpcd daemon.
+
+    python -m mpcd_client.gym --env Pendulum-v1 --episodes 10 --seed 0 [--csv out.csv] [--plot out.png]
+
+Prints each episode's return and the round-trip latency percentiles, writes every step to a CSV
+file and, with --plot, a PNG of the trajectories. Episode i is reset with seed + i.
+"""
+import argparse
+import csv
+import sys
+import time
+
+import numpy as np
+
+from .client import Controller, MpcdError, MpcdTimeout
+
+# Gymnasium environments and the mpcd task that models each.
+TASK_OF_ENV = {"Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountain_car"}
+
+
+def percentiles(samples_ms):
+    a = np.asarray(samples_ms)
+    return {name: float(np.percentile(a, q)) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))} | {"max": float(a.max())}
+
+
+def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeout=2.0, max_steps=None, out=print):
+    """Runs the episodes; returns (returns, rows, latencies_ms, info)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, max_episode_steps=max_steps) if max_steps else gym.make(env_id)
+    returns, rows, latencies = [], [], []
+    with Controller(endpoint, timeout=timeout) as controller:
+        info = controller.info
+        expected = TASK_OF_ENV.get(env_id)
+        if expected and info["task"] != expected:
+            print(f"warning: {env_id} is modelled by task {expected!r}, but the daemon plans {info['task']!r}", file=sys.stderr)
+        for episode in range(episodes):
+            observation, _ = env.reset(seed=seed + episode)
+            total, steps, done = 0.0, 0, False
+            reached = False
+            while not done:
+                start = time.perf_counter()
+                action = controller.act(observation)
+                latencies.append((time.perf_counter() - start) * 1e3)
+                reply = controller.last
+                next_observation, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+                rows.append([episode, steps, *np.asarray(observation, dtype=float), *action, reward,
+                             reply.diagnostics.get("iterations", np.nan), reply.diagnostics.get("compute_seconds", np.nan) * 1e3,
+                             latencies[-1]])
+                total += float(reward)
+                steps += 1
+                reached = reached or bool(terminated)
+                observation = next_observation
+                done = terminated or truncated
+            returns.append(total)
+            out(f"episode {episode:3d}  seed {seed + episode:4d}  return {total:9.2f}  steps {steps:4d}" + ("  (terminated)" if reached else ""))
+            controller.reset()
+    env.close()
+    return returns, rows, latencies, info
+
+
+def observation_names(info, obs_dim):
+    """The daemon's names for an observation of this length, else obs_0, obs_1, ..."""
+    for form in info.get("observation_forms", []):
+        if len(form["components"]) == obs_dim:
+            return list(form["components"])
+    return [f"obs_{i}" for i in range(obs_dim)]
+
+
+def write_csv(path, rows, info):
+    obs_dim = len(rows[0]) - 2 - info["action_dim"] - 4
+    header = ["episode", "step"] + observation_names(info, obs_dim) + [f"action_{n}" for n in info["action_names"]] + \
+        ["reward", "iterations", "compute_ms", "round_trip_ms"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def plot(path, rows, info, env_id, returns):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.asarray(rows, dtype=float)
+    obs_dim = data.shape[1] - 2 - info["action_dim"] - 4
+    fig, axes = plt.subplots(obs_dim + info["action_dim"] + 1, 1, figsize=(9, 2.2 * (obs_dim + info["action_dim"] + 1)), sharex=False)
+    episodes = np.unique(data[:, 0]).astype(int)
+    names = observation_names(info, obs_dim)
+    for e in episodes:
+        ep = data[data[:, 0] == e]
+        for i in range(obs_dim):
+            axes[i].plot(ep[:, 1], ep[:, 2 + i], lw=1)
+            axes[i].set_ylabel(names[i])
+        for j in range(info["action_dim"]):
+            axes[obs_dim + j].plot(ep[:, 1], ep[:, 2 + obs_dim + j], lw=1)
+            axes[obs_dim + j].set_ylabel(info["action_names"][j])
+    axes[-2].set_xlabel("step")
+    axes[-1].bar(episodes, returns)
+    axes[-1].set_xlabel("episode")
+    axes[-1].set_ylabel("return")
+    fig.suptitle(f"{env_id} through mpcd ({info['task']}, {info['planner']['likelihood']}): mean return {np.mean(returns):.1f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mpcd_client.gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--endpoint", default="tcp://127.0.0.1:5555")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each action")
+    parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the environment's)")
+    parser.add_argument("--csv", default=None, help="trajectory CSV (default: mpcd-<env>.csv)")
+    parser.add_argument("--plot", nargs="?", const="", default=None, help="write a PNG of the trajectories (default name: mpcd-<env>.png)")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be at least 1")
+    try:
+        returns, rows, latencies, info = run_episodes(args.env, args.episodes, args.seed, args.endpoint, args.timeout, args.max_steps)
+    except MpcdTimeout as e:
+        print(f"error: {e}. Is mpcd running? Start it with .build/release/mpcd", file=sys.stderr)
+        return 2
+    except MpcdError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lat = percentiles(latencies)
+    print(f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes ({len(latencies)} steps)")
+    print("round trip ms: " + "  ".join(f"{k} {v:.3f}" for k, v in lat.items()))
+    csv_path = args.csv or f"mpcd-{args.env}.csv"
+    write_csv(csv_path, rows, info)
+    print(f"trajectories: {csv_path}")
+    if args.plot is not None:
+        png = args.plot or f"mpcd-{args.env}.png"
+        plot(png, rows, info, args.env, returns)
+        print(f"plot: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

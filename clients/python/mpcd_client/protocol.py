@@ -1,0 +1,110 @@
+"""mpcd wire protocol, version 1 (docs/protocol.md): encoding and decoding only, no sockets.
+
+Every message is a multipart ZeroMQ message. Frame 0 is a 32-byte little-endian header,
+``magic "MPCD" | version u16 | type u16 | a u64 | b u64 | c u32 | d u32``; vectors follow as
+frames of little-endian float64.
+"""
+import json
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VERSION = 1
+HEADER = struct.Struct("<4sHHQQII")
+
+HELLO, HELLO_REPLY, OBSERVATION, ACTION, ERROR, BYE = 1, 2, 3, 4, 5, 6
+
+ERROR_NAMES = {
+    1: "malformed",
+    2: "unsupported_version",
+    3: "unknown_type",
+    4: "wrong_dimension",
+    5: "non_finite",
+    6: "too_many_sessions",
+    7: "stale",
+    8: "internal",
+}
+
+FLAG_ADVANCED, FLAG_TRUNCATED, FLAG_FALLBACK = 1, 2, 4
+
+
+def header(kind, a=0, b=0, c=0, d=0):
+    return HEADER.pack(b"MPCD", VERSION, kind, a, b, c, d)
+
+
+def hello():
+    return [header(HELLO)]
+
+
+def bye():
+    return [header(BYE)]
+
+
+def observation(sequence, state, timestamp=0.0):
+    """An observation frame pair. ``timestamp`` is seconds on this host's CLOCK_MONOTONIC
+    (``time.monotonic()``), or 0 when unknown; the daemon uses it only when configured to."""
+    stamp = struct.unpack("<Q", struct.pack("<d", float(timestamp)))[0]
+    return [header(OBSERVATION, sequence, stamp), np.ascontiguousarray(state, dtype="<f8").tobytes()]
+
+
+@dataclass
+class ActionReply:
+    observation_sequence: int
+    tick: int
+    flags: int
+    action: np.ndarray
+    plan: np.ndarray
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def advanced(self):
+        return bool(self.flags & FLAG_ADVANCED)
+
+    @property
+    def truncated(self):
+        return bool(self.flags & FLAG_TRUNCATED)
+
+    @property
+    def fallback(self):
+        return bool(self.flags & FLAG_FALLBACK)
+
+
+@dataclass
+class ErrorReply:
+    sequence: int
+    code: int
+    message: str
+
+    @property
+    def name(self):
+        return ERROR_NAMES.get(self.code, f"code_{self.code}")
+
+
+class ProtocolError(Exception):
+    """A reply that does not follow the protocol."""
+
+
+def decode(frames, action_dim=None, diagnostic_names=()):
+    """Decodes a reply: a dict (hello), an ActionReply or an ErrorReply."""
+    if not frames or len(frames[0]) != HEADER.size:
+        raise ProtocolError("reply without a 32-byte header")
+    magic, version, kind, a, b, c, d = HEADER.unpack(frames[0])
+    if magic != b"MPCD":
+        raise ProtocolError(f"bad magic {magic!r}")
+    if version != VERSION:
+        raise ProtocolError(f"daemon speaks protocol {version}, this client {VERSION}")
+    if kind == HELLO_REPLY:
+        return json.loads(frames[1].decode("utf-8"))
+    if kind == ERROR:
+        return ErrorReply(sequence=a, code=c, message=frames[1].decode("utf-8", "replace"))
+    if kind == ACTION:
+        if len(frames) != 4:
+            raise ProtocolError(f"action reply with {len(frames)} frames, expected 4")
+        action = np.frombuffer(frames[1], dtype="<f8")
+        plan = np.frombuffer(frames[2], dtype="<f8")
+        m = action_dim or len(action)
+        values = np.frombuffer(frames[3], dtype="<f8")
+        names = list(diagnostic_names) or [f"d{i}" for i in range(len(values))]
+        return ActionReply(a, b, c, action, plan.reshape(-1, m) if m else plan, dict(zip(names, values.tolist())))
+    raise ProtocolError(f"unexpected reply type {kind}")

@@ -1,0 +1,159 @@
+"""End-to-end: the real daemon, real sockets, real Gymnasium environments."""
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import MPCD, REPO
+from mpcd_client import Controller, MpcdError
+from mpcd_client import protocol
+from mpcd_client.gym import run_episodes
+
+CONFIGS = REPO / "deploy" / "config"
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_hello_describes_the_task(start_daemon):
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        info = c.info
+    assert info["protocol"] == 1
+    assert info["task"] == "pendulum" and info["mode"] == "lockstep"
+    assert info["state_names"] == ["theta", "theta_dot"] and info["action_names"] == ["torque"]
+    assert info["action_low"] == [-2] and info["action_high"] == [2]
+    assert info["dt"] == pytest.approx(0.05) and info["rate_hz"] == pytest.approx(20)
+    assert info["diagnostics"][:3] == ["iterations", "cost", "compute_seconds"]
+
+
+def test_pendulum_lockstep_seeds_0_to_9_with_the_default_configuration(start_daemon):
+    daemon = start_daemon()
+    returns, _, latencies, _ = run_episodes("Pendulum-v1", 10, 0, daemon.endpoint, out=quiet)
+    print(f"Pendulum-v1 returns {np.round(returns, 1)}, mean {np.mean(returns):.1f}")
+    assert len(returns) == 10
+    assert np.mean(returns) >= -170
+
+
+def test_mountain_car_with_its_example_configuration(start_daemon):
+    daemon = start_daemon("--config", str(CONFIGS / "mountain_car.toml"))
+    lines = []
+    returns, rows, _, _ = run_episodes("MountainCarContinuous-v0", 5, 0, daemon.endpoint, out=lines.append)
+    print("\n".join(lines))
+    assert sum("terminated" in line for line in lines) == 5, "every episode must reach the goal"
+    assert np.mean(returns) >= 90
+
+
+def test_four_concurrent_realtime_sessions_get_their_own_actions(start_daemon):
+    daemon = start_daemon("--config", str(CONFIGS / "point_mass.toml"), "--mode", "realtime", "--rate-hz", "50")
+    positions = [-2.0, -1.0, 1.0, 2.0]
+    results = {}
+
+    def client(i, position):
+        with Controller(daemon.endpoint, identity=f"client-{i}".encode()) as c:
+            c._sequence = 1000 * (i + 1)  # distinct sequence numbers per client
+            echoed, actions = [], []
+            for _ in range(10):
+                c.act(np.array([position, 0.0]))
+                echoed.append((c._sequence, c.last.observation_sequence))
+                actions.append(float(c.last.action[0]))
+            results[i] = (echoed, actions)
+
+    threads = [threading.Thread(target=client, args=(i, p)) for i, p in enumerate(positions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert len(results) == 4
+    for i, position in enumerate(positions):
+        echoed, actions = results[i]
+        assert all(sent == got for sent, got in echoed), f"client {i} got another session's sequence numbers: {echoed}"
+        assert all(1000 * (i + 1) < got <= 1000 * (i + 1) + 10 for _, got in echoed)
+        # the planner pushes each mass back towards 0, harder from further away
+        assert np.sign(np.mean(actions)) == -np.sign(position), f"client {i} at {position}: actions {actions}"
+    assert np.mean(results[0][1]) > np.mean(results[1][1]) > 0 > np.mean(results[2][1]) > np.mean(results[3][1])
+
+
+def raw_socket(endpoint):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 2000)
+    s.connect(endpoint)
+    return s
+
+
+def test_bad_messages_get_errors_and_the_session_keeps_working(start_daemon):
+    daemon = start_daemon()
+    s = raw_socket(daemon.endpoint)
+    cases = [
+        ([b"not a header"], "malformed"),
+        ([protocol.header(protocol.OBSERVATION, 7), b"\x00" * 12], "malformed"),  # not whole float64s
+        (protocol.observation(8, np.zeros(4)), "wrong_dimension"),
+        (protocol.observation(9, np.array([np.nan, 0.0])), "non_finite"),
+        (protocol.observation(10, np.array([1.0, np.inf, 0.0])), "non_finite"),
+        ([protocol.HEADER.pack(b"MPCD", 2, protocol.OBSERVATION, 11, 0, 0, 0), np.zeros(2).tobytes()], "unsupported_version"),
+        ([protocol.header(42, 12)], "unknown_type"),
+    ]
+    for frames, expected in cases:
+        s.send_multipart(frames)
+        reply = protocol.decode(s.recv_multipart())
+        assert isinstance(reply, protocol.ErrorReply), f"{expected}: got {reply}"
+        assert reply.name == expected, f"expected {expected}, got {reply.name}: {reply.message}"
+        assert reply.message
+        # the session still plans
+        s.send_multipart(protocol.observation(100, np.array([np.pi, 0.0])))
+        ok = protocol.decode(s.recv_multipart(), 1)
+        assert isinstance(ok, protocol.ActionReply) and ok.observation_sequence == 100
+        assert np.all(np.isfinite(ok.action)) and abs(ok.action[0]) <= 2
+
+
+def test_client_raises_a_clear_error_for_a_bad_state(start_daemon):
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        with pytest.raises(MpcdError) as error:
+            c.act(np.array([1.0, 2.0, 3.0, 4.0]))
+        assert error.value.name == "wrong_dimension"
+        assert np.isfinite(c.act(np.array([0.1, 0.0]))).all()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_the_c_client_needs_nothing_but_libzmq(start_daemon, tmp_path):
+    binary = tmp_path / "mpcd_client"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(REPO / "clients" / "c" / "mpcd_client.c"), "-lzmq", "-lm"], check=True)
+    daemon = start_daemon()
+    result = subprocess.run([str(binary), daemon.endpoint], capture_output=True, text=True, timeout=60)
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stderr
+    assert "final angle" in result.stdout
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[planner]\nsamples = 0\n", "planner.samples"),
+    ("[planner]\ntemprature = 1.0\n", "planner.temprature"),
+    ("[task]\nname = \"walker\"\n", "task.name"),
+    ("[server]\nmode = \"fast\"\n", "server.mode"),
+    ("[planner\nsamples = 3\n", "line 1"),
+])
+def test_bad_configuration_stops_the_start_naming_file_key_and_reason(tmp_path, text, key):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = subprocess.run([str(MPCD), "--config", str(config)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 78
+    assert str(config) in result.stderr and key in result.stderr, result.stderr
+
+
+def test_sigterm_stops_the_daemon_within_a_second(start_daemon):
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+    start = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.process.wait(timeout=5)
+    assert time.monotonic() - start < 1.0
+    assert daemon.process.returncode == 0
