@@ -38,10 +38,10 @@ public struct PendulumDynamics: BatchDynamics {
             let u = torque.lanes(at: k).clamp(-uMax, uMax)
             let angle = th.lanes(at: k)
             var velocity = thdot.lanes(at: k)
-            velocity += (gravityGain * VectorMath.sin(angle) + torqueGain * u) * dt
+            velocity = VectorMath.multiplyAdd(VectorMath.multiplyAdd(Lanes(repeating: gravityGain), VectorMath.sin(angle), torqueGain * u), Lanes(repeating: dt), velocity)
             velocity = velocity.clamp(-vMax, vMax)
             thdot.setLanes(velocity, at: k)
-            th.setLanes(angle + velocity * dt, at: k)
+            th.setLanes(VectorMath.multiplyAdd(velocity, Lanes(repeating: dt), angle), at: k)
         }
     }
 

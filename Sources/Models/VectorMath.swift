@@ -45,7 +45,7 @@ public enum VectorMath {
         s = multiplyAdd(s, r2, Lanes(repeating: -1.98412698412698412698e-4))
         s = multiplyAdd(s, r2, Lanes(repeating: 8.33333333333333333333e-3))
         s = multiplyAdd(s, r2, Lanes(repeating: -1.66666666666666666667e-1))
-        s = (s * r2) * r + r
+        s = multiplyAdd(s * r2, r, r)
         // cos(r) = 1 - r^2/2! + r^4/4! - ... + r^12/12!
         var c: Lanes = Lanes(repeating: 2.08767569878680989792e-9)
         c = multiplyAdd(c, r2, Lanes(repeating: -2.75573192239858906526e-7))
@@ -99,11 +99,11 @@ public enum VectorMath {
         let s = (m - 1) / (m + 1)
         let s2 = s * s
         var p: Lanes = Lanes(repeating: 2.0 / 9)
-        p = p * s2 + 2.0 / 7
-        p = p * s2 + 2.0 / 5
-        p = p * s2 + 2.0 / 3
-        p = p * s2 + 2
-        return p * s + toFloat(e) * 0.693147180559945309
+        p = multiplyAdd(p, s2, Lanes(repeating: 2.0 / 7))
+        p = multiplyAdd(p, s2, Lanes(repeating: 2.0 / 5))
+        p = multiplyAdd(p, s2, Lanes(repeating: 2.0 / 3))
+        p = multiplyAdd(p, s2, Lanes(repeating: 2))
+        return multiplyAdd(p, s, toFloat(e) * 0.693147180559945309)
     }
 
     /// Maps any angle to [-pi, pi], as Gymnasium's `angle_normalize` does (which returns -pi where

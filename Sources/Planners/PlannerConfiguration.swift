@@ -31,7 +31,7 @@ public struct PlannerConfiguration: Sendable {
     /// Worker threads for rollouts (results do not depend on it).
     public var threads = 1
     /// Smallest K x H that is split across threads: below it the hand-off costs more than it saves.
-    public var parallelThreshold = 65_536
+    public var parallelThreshold = 200_000
     /// Optional tighter action limits than the task's; nil keeps the task's.
     public var actionLowerBounds: [Float]? = nil
     public var actionUpperBounds: [Float]? = nil

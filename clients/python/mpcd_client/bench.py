@@ -10,7 +10,9 @@ Starts the daemon twice on a free loopback port:
   action; the daemon reports in each reply its compute time, how late the tick started against
   its grid, and the overrun count (missed ticks).
 
-Prints p50/p90/p99/p99.9/max of each figure.
+For scale it first measures, in the same run and at the same rate, a do-nothing baseline: a
+pyzmq ROUTER that echoes every message back. Its round trip is the floor this machine's sockets,
+scheduler and Python impose before any planning. Prints p50/p90/p99/p99.9/max of each figure.
 """
 import argparse
 import math
@@ -78,26 +80,77 @@ class Pendulum:
         self.th += self.thdot * dt
 
 
+ECHO_SERVER = """
+import sys, zmq
+s = zmq.Context().socket(zmq.ROUTER)
+s.bind(sys.argv[1])
+print("listening", flush=True)
+while True:
+    s.send_multipart(s.recv_multipart())
+"""
+
+
+def paced_round_trips(endpoint, rate, seconds, act):
+    """Round trips (ms) of act(state) called once every 1/rate s on a simulated pendulum."""
+    sim = Pendulum(0)
+    period = 1.0 / rate
+    round_trips = []
+    next_send = time.perf_counter()
+    end = next_send + seconds
+    while next_send < end:
+        while time.perf_counter() < next_send:
+            time.sleep(min(0.0005, max(0.0, next_send - time.perf_counter())))
+        start_time = time.perf_counter()
+        action = act(sim.observe())
+        round_trips.append((time.perf_counter() - start_time) * 1e3)
+        sim.step(action)
+        next_send += period
+    return round_trips
+
+
+def echo_baseline(rate, seconds):
+    import zmq
+
+    from . import protocol
+
+    endpoint = free_endpoint()
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, endpoint], stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        sequence = [0]
+
+        def act(state):
+            sequence[0] += 1
+            s.send_multipart(protocol.observation(sequence[0], state))
+            s.recv_multipart()
+            return 0.0
+
+        round_trips = paced_round_trips(endpoint, rate, seconds, act)
+        s.close()
+        print(f"baseline: a pyzmq ROUTER echo, {rate:g} messages/s for {seconds:g} s:")
+        return {"round_trip": summary("round trip", round_trips[10:])}
+    finally:
+        server.kill()
+        server.wait()
+
+
 def lockstep(mpcd, rate, seconds, busy_poll_us=0):
     endpoint = free_endpoint()
     process = start(mpcd, endpoint, busy_poll_us=busy_poll_us)
     try:
-        round_trips, compute = [], []
+        compute = []
         with Controller(endpoint, timeout=2.0) as c:
             c.info
-            sim = Pendulum(0)
-            period = 1.0 / rate
-            next_send = time.perf_counter()
-            end = next_send + seconds
-            while next_send < end:
-                while time.perf_counter() < next_send:
-                    time.sleep(min(0.0005, max(0.0, next_send - time.perf_counter())))
-                start_time = time.perf_counter()
-                action = c.act(sim.observe())
-                round_trips.append((time.perf_counter() - start_time) * 1e3)
+
+            def act(state):
+                action = c.act(state)
                 compute.append(c.last.diagnostics["compute_seconds"] * 1e3)
-                sim.step(action[0])
-                next_send += period
+                return action[0]
+
+            round_trips = paced_round_trips(endpoint, rate, seconds, act)
         print(f"lockstep, {rate:g} observations/s for {seconds:g} s" + (f", busy_poll_us = {busy_poll_us}" if busy_poll_us else "") + ":")
         return {"round_trip": summary("round trip", round_trips[10:]), "compute": summary("daemon compute", compute[10:])}
     finally:
@@ -146,6 +199,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--busy-poll-us", type=int, default=0, help="also run lockstep with [server] busy_poll_us set to this")
     args = parser.parse_args(argv)
+    echo_baseline(args.rate, args.seconds)
     lockstep(args.mpcd, args.rate, args.seconds)
     if args.busy_poll_us:
         lockstep(args.mpcd, args.rate, args.seconds, args.busy_poll_us)
