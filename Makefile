@@ -40,5 +40,9 @@ swift-test:
 python-test: build venv
 	cd clients/python && ../../$(PYTHON) -m pytest -q tests
 
+# Every figure in docs/benchmarks.md (about 4 minutes).
+bench: deps build
+	scripts/benchmarks.sh
+
 clean:
 	rm -rf .build $(VENV)

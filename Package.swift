@@ -25,10 +25,11 @@ let package = Package(
         .target(name: "Models", swiftSettings: speed),
         .target(name: "Planners", dependencies: ["Models"], swiftSettings: speed),
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .target(name: "CSystemShims"),
         .target(
             name: "Daemon",
             dependencies: [
-                "Models", "Planners", "CZeroMQ",
+                "Models", "Planners", "CZeroMQ", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],

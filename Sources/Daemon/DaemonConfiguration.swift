@@ -34,6 +34,8 @@ public struct ServerConfiguration: Sendable {
     /// Check the socket in a loop for up to this long before sleeping, µs: lower latency for a
     /// busy core.
     public var busyPollMicroseconds = 0
+    /// CPUs the daemon's threads may run on; empty: any.
+    public var cpuAffinity: [Int] = []
 
     public init() {}
 }
@@ -132,6 +134,9 @@ public struct DaemonConfiguration: Sendable {
         s.trustClientTimestamps = try table.bool("trust_client_timestamps", default: s.trustClientTimestamps)
         s.workers = try table.integer("workers", default: s.workers, min: 1, max: 256)
         s.busyPollMicroseconds = try table.integer("busy_poll_us", default: s.busyPollMicroseconds, min: 0, max: 10_000_000)
+        let cpus = try table.numbers("cpu_affinity", default: [], .closed(0, 1023))
+        guard cpus.allSatisfy({ $0 == $0.rounded() }) else { throw table.error("cpu_affinity", "expected CPU numbers (integers)") }
+        s.cpuAffinity = cpus.map { Int($0) }
         try table.finish()
         return s
     }

@@ -1,3 +1,4 @@
+import CSystemShims
 import CZeroMQ
 import Dispatch
 import Foundation
@@ -46,6 +47,9 @@ public final class Server: @unchecked Sendable {
         periodNanoseconds = UInt64((1e9 / configuration.rateHz).rounded())
         budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
+        if !configuration.server.cpuAffinity.isEmpty {
+            try Self.pin(to: configuration.server.cpuAffinity)
+        }
         context = try ZMQContext()
         socket = try ZMQSocket(context, type: ZMQ_ROUTER)
         try socket.setOption(ZMQ_MAXMSGSIZE, Int64(configuration.server.maxMessageBytes))
@@ -284,6 +288,14 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Restricts the calling thread, and every thread it starts afterwards (libzmq's I/O thread,
+    /// Dispatch's workers), to `cpus`.
+    static func pin(to cpus: [Int]) throws {
+        let values = cpus.map { Int32($0) }
+        let error = mpcd_set_cpu_affinity(values, Int32(values.count))
+        guard error == 0 else { throw ServerError.affinity(cpus: cpus, reason: String(cString: strerror(error))) }
+    }
+
     static func isLoopback(_ endpoint: String) -> Bool {
         guard endpoint.hasPrefix("tcp://") else { return true }  // ipc and inproc never leave the host
         let host = endpoint.dropFirst(6).split(separator: ":").dropLast().joined(separator: ":")
@@ -320,10 +332,12 @@ public final class Server: @unchecked Sendable {
 
 public enum ServerError: Error, CustomStringConvertible {
     case bind(endpoint: String, reason: String)
+    case affinity(cpus: [Int], reason: String)
 
     public var description: String {
         switch self {
         case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
+        case let .affinity(cpus, reason): "cannot run on CPUs \(cpus): \(reason)"
         }
     }
 }

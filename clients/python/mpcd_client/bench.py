@@ -37,12 +37,13 @@ def free_endpoint():
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def start(mpcd, endpoint, *args, busy_poll_us=0):
-    if busy_poll_us:
-        # the embedded default with [server] busy_poll_us added (its [server] table comes last)
+def start(mpcd, endpoint, *args, busy_poll_us=0, pin=None):
+    extra = (f"busy_poll_us = {busy_poll_us}\n" if busy_poll_us else "") + (f"cpu_affinity = [{pin}]\n" if pin is not None else "")
+    if extra:
+        # the embedded default with [server] keys added (its [server] table comes last)
         text = subprocess.run([mpcd, "--print-default"], capture_output=True, text=True, check=True).stdout
         config = Path(tempfile.mkdtemp()) / "mpcd.toml"
-        config.write_text(text + f"\nbusy_poll_us = {busy_poll_us}\n")
+        config.write_text(text + "\n" + extra)
         args = ("--config", str(config), *args)
     process = subprocess.Popen([mpcd, "--endpoint", endpoint, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if "listening" not in process.stdout.readline():
@@ -137,9 +138,11 @@ def echo_baseline(rate, seconds):
         server.wait()
 
 
-def lockstep(mpcd, rate, seconds, busy_poll_us=0):
+def lockstep(mpcd, rate, seconds, busy_poll_us=0, pin=None):
     endpoint = free_endpoint()
-    process = start(mpcd, endpoint, busy_poll_us=busy_poll_us)
+    process = start(mpcd, endpoint, busy_poll_us=busy_poll_us, pin=pin)
+    if pin is not None:
+        os.sched_setaffinity(0, {pin})
     try:
         compute = []
         with Controller(endpoint, timeout=2.0) as c:
@@ -151,10 +154,13 @@ def lockstep(mpcd, rate, seconds, busy_poll_us=0):
                 return action[0]
 
             round_trips = paced_round_trips(endpoint, rate, seconds, act)
-        print(f"lockstep, {rate:g} observations/s for {seconds:g} s" + (f", busy_poll_us = {busy_poll_us}" if busy_poll_us else "") + ":")
+        print(f"lockstep, {rate:g} observations/s for {seconds:g} s" + (f", busy_poll_us = {busy_poll_us}" if busy_poll_us else "")
+              + (f", daemon and client on CPU {pin} (cpu_affinity = [{pin}])" if pin is not None else "") + ":")
         return {"round_trip": summary("round trip", round_trips[10:]), "compute": summary("daemon compute", compute[10:])}
     finally:
         stop(process)
+        if pin is not None:
+            os.sched_setaffinity(0, range(os.cpu_count()))
 
 
 def realtime(mpcd, rate, seconds, busy_poll_us=0):
@@ -198,11 +204,14 @@ def main(argv=None):
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--busy-poll-us", type=int, default=0, help="also run lockstep with [server] busy_poll_us set to this")
+    parser.add_argument("--pin", type=int, default=None, help="also run lockstep with the daemon (cpu_affinity) and this client on this CPU")
     args = parser.parse_args(argv)
     echo_baseline(args.rate, args.seconds)
     lockstep(args.mpcd, args.rate, args.seconds)
     if args.busy_poll_us:
         lockstep(args.mpcd, args.rate, args.seconds, args.busy_poll_us)
+    if args.pin is not None:
+        lockstep(args.mpcd, args.rate, args.seconds, pin=args.pin)
     realtime(args.mpcd, args.rate, args.seconds)
     return 0
 

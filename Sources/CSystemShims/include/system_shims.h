@@ -1,0 +1,9 @@
+#ifndef MPCD_SYSTEM_SHIMS_H
+#define MPCD_SYSTEM_SHIMS_H
+
+/* Linux calls that need _GNU_SOURCE or macros, which Swift cannot import directly. */
+
+/* Restricts the calling thread (and threads it starts later) to `cpus`. Returns 0 or an errno. */
+int mpcd_set_cpu_affinity(const int *cpus, int count);
+
+#endif

@@ -1,0 +1,15 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+
+#include "system_shims.h"
+
+int mpcd_set_cpu_affinity(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
+}
