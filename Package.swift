@@ -22,7 +22,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        .target(name: "Models", swiftSettings: speed),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "Models", dependencies: ["COpenBLAS"], swiftSettings: speed),
         .target(name: "Planners", dependencies: ["Models"], swiftSettings: speed),
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .target(name: "CSystemShims"),

@@ -18,6 +18,12 @@ public protocol BatchDynamics: Sendable {
 
     /// The internal state for an observation in one of `observationForms`.
     func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float]
+
+    /// Names of the inputs a network sees for a state (default: the state itself).
+    var featureNames: [String] { get }
+
+    /// A network's input for a state: continuous, bounded features (default: the state itself).
+    func features(of state: [Float]) -> [Float]
 }
 
 /// What the planner minimises: a running cost c(x_t, u_t) on the pre-step state and a terminal
@@ -54,6 +60,9 @@ public enum ObservationError: Error, Equatable, CustomStringConvertible {
 }
 
 extension BatchDynamics {
+    public var featureNames: [String] { stateNames }
+    public func features(of state: [Float]) -> [Float] { state }
+
     public var stateDimension: Int { stateNames.count }
     public var actionDimension: Int { actionNames.count }
 

@@ -45,6 +45,11 @@ public struct PendulumDynamics: BatchDynamics {
         }
     }
 
+    /// Networks see Gymnasium's observation: the unwrapped angle is not a good input.
+    public var featureNames: [String] { ["cos_theta", "sin_theta", "theta_dot"] }
+
+    public func features(of state: [Float]) -> [Float] { [Foundation.cos(state[0]), Foundation.sin(state[0]), state[1]] }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try checkFinite(observation)
         switch observation.count {

@@ -106,6 +106,20 @@ public enum VectorMath {
         return multiplyAdd(p, s, toFloat(e) * 0.693147180559945309)
     }
 
+    /// tanh(x) = 1 - 2 / (e^{2x} + 1) for every lane; exact limits +-1 for large |x|.
+    @inlinable @inline(__always)
+    public static func tanh(_ x: Lanes) -> Lanes {
+        let e = exp(2 * x.clamp(Lanes(repeating: -20), Lanes(repeating: 20)))
+        return 1 - 2 / (e + 1)
+    }
+
+    /// tanh of `count` floats in place (libm's tanhf costs more than a whole small network layer).
+    public static func tanh(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        let full = count / laneWidth * laneWidth
+        for k in Swift.stride(from: 0, to: full, by: laneWidth) { values.setLanes(tanh(values.lanes(at: k)), at: k) }
+        for k in full..<count { values[k] = tanh(Lanes(repeating: values[k]))[0] }
+    }
+
     /// Maps any angle to [-pi, pi], as Gymnasium's `angle_normalize` does (which returns -pi where
     /// this may return pi: the same angle, and the same squared cost).
     @inlinable @inline(__always)

@@ -1,0 +1,163 @@
+import COpenBLAS
+
+/// The shape of a multilayer perceptron with a Gaussian head: `inputs` -> hidden layers ->
+/// two linear heads of `outputs` each, a mean and a log-std.
+public struct MLPArchitecture: Sendable, Equatable {
+    public enum Activation: String, Sendable, CaseIterable {
+        case tanh, relu
+    }
+
+    public var inputs: Int
+    public var hidden: [Int]
+    public var outputs: Int
+    public var activation: Activation
+
+    public init(inputs: Int, hidden: [Int], outputs: Int, activation: Activation = .tanh) {
+        self.inputs = inputs
+        self.hidden = hidden
+        self.outputs = outputs
+        self.activation = activation
+    }
+
+    /// (rows, columns) of every weight matrix in order: hidden layers, then the mean and log-std heads.
+    public var layerShapes: [(rows: Int, columns: Int)] {
+        var shapes: [(Int, Int)] = []
+        var width = inputs
+        for h in hidden {
+            shapes.append((h, width))
+            width = h
+        }
+        shapes.append((outputs, width))
+        shapes.append((outputs, width))
+        return shapes
+    }
+
+    /// Parameters in all: every weight matrix and bias vector.
+    public var parameterCount: Int { layerShapes.reduce(0) { $0 + $1.rows * $1.columns + $1.rows } }
+}
+
+/// A multilayer perceptron whose parameters live in one flat buffer (so an optimiser and a
+/// weights file see one vector): per layer the weight matrix, row-major [out][in] as PyTorch's
+/// `Linear` stores it, then the bias.
+public struct MLP: Sendable, Equatable {
+    public let architecture: MLPArchitecture
+    public var parameters: [Float]
+
+    public init(architecture: MLPArchitecture, parameters: [Float]) {
+        precondition(parameters.count == architecture.parameterCount, "parameter count does not match the architecture")
+        self.architecture = architecture
+        self.parameters = parameters
+    }
+
+    /// PyTorch's default `Linear` initialisation: uniform in +-1/sqrt(fan_in), from a seeded stream.
+    public init(architecture: MLPArchitecture, seed: UInt64) {
+        var state = seed
+        var values: [Float] = []
+        values.reserveCapacity(architecture.parameterCount)
+        for (rows, columns) in architecture.layerShapes {
+            let bound = 1 / Float(columns).squareRoot()
+            for _ in 0..<(rows * columns + rows) {
+                let u = Float(uniformBits(&state) >> 40) / Float(1 << 24)
+                values.append((2 * u - 1) * bound)
+            }
+        }
+        self.init(architecture: architecture, parameters: values)
+    }
+
+    /// Offsets of every layer's weights and bias in `parameters`.
+    public var layerOffsets: [(weights: Int, bias: Int)] {
+        var out: [(Int, Int)] = []
+        var offset = 0
+        for (rows, columns) in architecture.layerShapes {
+            out.append((offset, offset + rows * columns))
+            offset += rows * columns + rows
+        }
+        return out
+    }
+}
+
+private func uniformBits(_ state: inout UInt64) -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+/// Preallocated buffers for forward (and backward) passes of up to `capacity` rows, so a pass
+/// allocates nothing.
+public final class MLPWorkspace: @unchecked Sendable {
+    public let capacity: Int
+    /// The input of every layer and the output of the last hidden layer: activations[0] is the
+    /// network's input, activations[l + 1] the output of hidden layer l.
+    var activations: [UnsafeMutablePointer<Float>]
+    /// Head outputs: raw mean and raw log-std, [capacity][outputs].
+    public let rawMean: UnsafeMutablePointer<Float>
+    public let rawLogStd: UnsafeMutablePointer<Float>
+    // Backward pass scratch: the gradient flowing into each layer's output.
+    var deltas: [UnsafeMutablePointer<Float>]
+    let headDeltaMean: UnsafeMutablePointer<Float>
+    let headDeltaLogStd: UnsafeMutablePointer<Float>
+
+    public init(architecture: MLPArchitecture, capacity: Int) {
+        self.capacity = capacity
+        let widths = [architecture.inputs] + architecture.hidden
+        activations = widths.map { UnsafeMutablePointer<Float>.allocate(capacity: $0 * capacity) }
+        deltas = widths.map { UnsafeMutablePointer<Float>.allocate(capacity: $0 * capacity) }
+        rawMean = .allocate(capacity: architecture.outputs * capacity)
+        rawLogStd = .allocate(capacity: architecture.outputs * capacity)
+        headDeltaMean = .allocate(capacity: architecture.outputs * capacity)
+        headDeltaLogStd = .allocate(capacity: architecture.outputs * capacity)
+    }
+
+    deinit {
+        (activations + deltas + [rawMean, rawLogStd, headDeltaMean, headDeltaLogStd]).forEach { $0.deallocate() }
+    }
+
+    /// Where the caller writes the input rows, [capacity][inputs].
+    public var input: UnsafeMutablePointer<Float> { activations[0] }
+}
+
+extension MLP {
+    /// Runs `rows` input rows (already in `workspace.input`) through the network; the raw head
+    /// outputs land in `workspace.rawMean` and `workspace.rawLogStd`. Each layer is one
+    /// `cblas_sgemm` into a preallocated buffer.
+    public func forward(rows: Int, workspace: MLPWorkspace) {
+        precondition(rows <= workspace.capacity)
+        let shapes = architecture.layerShapes, offsets = layerOffsets
+        let hiddenCount = architecture.hidden.count
+        parameters.withUnsafeBufferPointer { p in
+            let base = p.baseAddress!
+            for l in 0..<hiddenCount {
+                let (out, inWidth) = shapes[l]
+                let output = workspace.activations[l + 1]
+                linear(rows: rows, inWidth: inWidth, out: out, input: workspace.activations[l],
+                       weights: base + offsets[l].weights, bias: base + offsets[l].bias, output: output)
+                activate(output, count: rows * out)
+            }
+            let last = workspace.activations[hiddenCount]
+            let (out, inWidth) = shapes[hiddenCount]
+            linear(rows: rows, inWidth: inWidth, out: out, input: last, weights: base + offsets[hiddenCount].weights,
+                   bias: base + offsets[hiddenCount].bias, output: workspace.rawMean)
+            linear(rows: rows, inWidth: inWidth, out: out, input: last, weights: base + offsets[hiddenCount + 1].weights,
+                   bias: base + offsets[hiddenCount + 1].bias, output: workspace.rawLogStd)
+        }
+    }
+
+    /// output[r][o] = bias[o] + sum_i input[r][i] * weights[o][i]
+    @inline(__always)
+    func linear(rows: Int, inWidth: Int, out: Int, input: UnsafePointer<Float>, weights: UnsafePointer<Float>,
+                bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows { (output + r * out).update(from: bias, count: out) }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(out), Int32(inWidth),
+                    1, input, Int32(inWidth), weights, Int32(inWidth), 1, output, Int32(out))
+    }
+
+    @inline(__always)
+    func activate(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        switch architecture.activation {
+        case .tanh: VectorMath.tanh(values, count: count)
+        case .relu: for i in 0..<count where values[i] < 0 { values[i] = 0 }
+        }
+    }
+}
