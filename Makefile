@@ -4,7 +4,7 @@ APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config gcc
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test deps apt venv build swift-test python-test bench clean
+.PHONY: demo test deps apt venv build swift-test python-test bench results clean
 
 demo: deps build
 	scripts/demo.sh
@@ -43,6 +43,10 @@ python-test: build venv
 # Every figure in docs/benchmarks.md (about 4 minutes).
 bench: deps build
 	scripts/benchmarks.sh
+
+# docs/results.md and docs/results.png: amortised against iterative inference (about 6 minutes).
+results: deps build
+	.venv/bin/python -m mpcd_client.amortisation
 
 clean:
 	rm -rf .build $(VENV)

@@ -38,7 +38,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "mpcd",
-            dependencies: ["Daemon", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Daemon", "Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
         ),
         .executableTarget(

@@ -13,3 +13,13 @@ int mpcd_set_cpu_affinity(const int *cpus, int count) {
     }
     return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
 }
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int mpcd_lower_thread_priority(void) {
+    /* On Linux the nice value is per thread: PRIO_PROCESS with a thread id sets only that thread. */
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    return setpriority(PRIO_PROCESS, (id_t)tid, 19) == 0 ? 0 : errno;
+}

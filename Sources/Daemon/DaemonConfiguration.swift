@@ -40,6 +40,41 @@ public struct ServerConfiguration: Sendable {
     public init() {}
 }
 
+/// The `[prior]` table: an amortised network as the planner's action prior.
+public struct PriorConfiguration: Sendable {
+    /// Where the weights came from: a path, or `embedded:NAME` for weights built into mpcd.
+    public var file: String
+    public var network: AmortisedNetwork
+    /// Spend fewer iterations while the amortisation gap is small, more while it is large.
+    public var adaptive = false
+    /// Fewest iterations adaptive planning goes down to (0: the network's action alone).
+    public var minIterations = 0
+    /// Relative amortisation gap, (prior cost - plan cost) / |prior cost|, below which a session
+    /// drops an iteration and above which it adds one.
+    public var gapLow = 0.02
+    public var gapHigh = 0.1
+    /// At 0 iterations, every this many ticks one iteration runs to measure the gap again.
+    public var probeEvery = 10
+    /// Online amortisation: distil live ticks into the network in the background.
+    public var online = false
+    public var onlineLearningRate: Float = 1e-3
+    public var onlineBatch = 64
+    public var onlineBuffer = 50_000
+    public var onlinePublishEvery = 50
+    /// Where online weights are kept across restarts; empty: not kept.
+    public var stateDirectory = ""
+
+    /// The file online weights are saved to and loaded from at start, if any.
+    public var stateFile: String? {
+        stateDirectory.isEmpty ? nil : (stateDirectory as NSString).appendingPathComponent("\(network.taskName)_\(network.kind.rawValue)_online.safetensors")
+    }
+
+    public init(file: String, network: AmortisedNetwork) {
+        self.file = file
+        self.network = network
+    }
+}
+
 /// Everything the daemon runs with, read and checked before anything starts.
 public struct DaemonConfiguration: Sendable {
     /// The file it came from, or "(embedded default)".
@@ -47,6 +82,7 @@ public struct DaemonConfiguration: Sendable {
     public var task: ControlTask
     public var planner: PlannerConfiguration
     public var server: ServerConfiguration
+    public var prior: PriorConfiguration?
 
     /// The tick rate in force.
     public var rateHz: Double { server.rateHz ?? (1e6 / Double(task.dynamics.dt)).rounded() / 1e6 }
@@ -64,34 +100,42 @@ public struct DaemonConfiguration: Sendable {
 
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
     public static let embeddedDefault = """
-        # mpcd's embedded default: Gymnasium's Pendulum-v1 planned with MPPI, served on loopback.
+        # mpcd's embedded default: Gymnasium's Pendulum-v1. A distilled policy (built into mpcd)
+        # proposes a plan each tick; MPPI refines it with up to 2 iterations, fewer while the
+        # policy's proposal is already good. Served on loopback.
         [task]
         name = "pendulum"
 
         [planner]
         likelihood = "mppi"
-        samples = 1024
+        samples = 512
         horizon = 32
-        iterations = 1
+        iterations = 2
         temperature = 0.5
-        initial_std = 0.5
+        initial_std = 0.3
+
+        [prior]
+        file = "embedded:pendulum_policy"
+        adaptive = true
+        min_iterations = 0
 
         [server]
         endpoints = ["tcp://127.0.0.1:5555"]
         mode = "lockstep"
         """
 
-    public static func load(path: String) throws(LoadError) -> DaemonConfiguration {
+    /// `withPrior: false` skips loading the `[prior]` network (`mpcd train` writes it).
+    public static func load(path: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw LoadError(source: path, location: "file", reason: "cannot be read (\((error as NSError).localizedDescription))")
         }
-        return try parse(text, source: path)
+        return try parse(text, source: path, withPrior: withPrior)
     }
 
-    public static func parse(_ text: String, source: String) throws(LoadError) -> DaemonConfiguration {
+    public static func parse(_ text: String, source: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
         let values: [String: ConfigValue]
         do {
             values = try TOMLReader.parse(text)
@@ -99,21 +143,90 @@ public struct DaemonConfiguration: Sendable {
             throw LoadError(source: source, location: "line \(error.line), column \(error.column)", reason: error.reason)
         }
         do {
-            return try read(ConfigTable(values), source: source)
+            return try read(ConfigTable(values), source: source, withPrior: withPrior)
         } catch {
             throw LoadError(source: source, location: error.key, reason: error.reason)
         }
     }
 
-    static func read(_ root: ConfigTable, source: String) throws(ConfigurationError) -> DaemonConfiguration {
+    static func read(_ root: ConfigTable, source: String, withPrior: Bool) throws(ConfigurationError) -> DaemonConfiguration {
         let taskTable = try root.table("task") ?? ConfigTable([:], path: "task")
         let name = try taskTable.choice("name", default: "pendulum", from: TaskRegistry.names)
         let task = try TaskRegistry.make(name: name, parameters: taskTable)
         let planner = try PlannerConfiguration(table: try root.table("planner") ?? ConfigTable([:], path: "planner"))
         try planner.validate(for: task)
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
+        var prior: PriorConfiguration?
+        if let table = try root.table("prior"), withPrior {
+            prior = try readPrior(table, task: task, planner: planner, source: source)
+        }
+        if withPrior && planner.iterations == 0 && prior == nil {
+            throw ConfigurationError(key: "planner.iterations", reason: "0 iterations sends the prior's action alone and needs a [prior] file")
+        }
         try root.finish()
-        return DaemonConfiguration(source: source, task: task, planner: planner, server: server)
+        return DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior)
+    }
+
+    public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String) throws(ConfigurationError) -> PriorConfiguration {
+        let file = try table.string("file", default: "")
+        let online = try table.bool("online", default: false)
+        let kind = AmortisedNetwork.Kind(rawValue: try table.choice("kind", default: "policy", from: AmortisedNetwork.Kind.allCases.map(\.rawValue)))!
+        let hiddenText = try table.string("hidden", default: "64,64")
+        let hidden = hiddenText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !hidden.isEmpty, hidden.allSatisfy({ $0 > 0 }), hidden.count == hiddenText.split(separator: ",").count else {
+            throw table.error("hidden", "expected layer widths separated by commas, e.g. \"64,64\"")
+        }
+        let environment = ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? ""
+        let stateDirectory = try table.string("state_directory", default: environment)
+        guard !file.isEmpty || online else { throw table.error("file", "required unless online = true: a safetensors file (mpcd train writes one)") }
+        var network: AmortisedNetwork
+        var resolved = "untrained"
+        do throws(AmortisedNetwork.LoadError) {
+            if file.hasPrefix("embedded:") {
+                let name = String(file.dropFirst(9))
+                guard let data = EmbeddedNetworks.data(named: name) else {
+                    throw AmortisedNetwork.LoadError(path: file, reason: "no embedded network of that name; embedded: \(EmbeddedNetworks.names.joined(separator: ", "))")
+                }
+                resolved = file
+                network = try AmortisedNetwork.decode(data, for: task, path: file)
+            } else if !file.isEmpty {
+                // a relative path is relative to the configuration file
+                let base = source == embeddedSource ? FileManager.default.currentDirectoryPath : (source as NSString).deletingLastPathComponent
+                resolved = file.hasPrefix("/") ? file : (base as NSString).appendingPathComponent(file)
+                network = try AmortisedNetwork.load(path: resolved, for: task)
+            } else {
+                network = AmortisedNetwork(kind: kind, task: task, horizon: planner.horizon, hidden: hidden, seed: planner.seed)
+            }
+            if online, !stateDirectory.isEmpty {
+                // weights learnt online before a restart take over
+                let saved = (stateDirectory as NSString).appendingPathComponent("\(task.name)_\(network.kind.rawValue)_online.safetensors")
+                if FileManager.default.fileExists(atPath: saved) {
+                    network = try AmortisedNetwork.load(path: saved, for: task)
+                    resolved = saved
+                }
+            }
+        } catch {
+            throw table.error("file", error.reason)
+        }
+        do {
+            _ = try NetworkPrior(network: network, task: task, horizon: planner.horizon)
+        } catch {
+            throw table.error("file", error.reason)
+        }
+        var p = PriorConfiguration(file: resolved, network: network)
+        p.online = online
+        p.stateDirectory = stateDirectory
+        p.adaptive = try table.bool("adaptive", default: p.adaptive)
+        p.minIterations = try table.integer("min_iterations", default: min(p.minIterations, planner.iterations), min: 0, max: planner.iterations)
+        p.gapLow = try table.number("gap_low", default: p.gapLow, .nonNegative)
+        p.gapHigh = try table.number("gap_high", default: max(p.gapHigh, p.gapLow), .atLeast(p.gapLow))
+        p.probeEvery = try table.integer("probe_every", default: p.probeEvery, min: 1)
+        p.onlineLearningRate = try table.float("online_learning_rate", default: p.onlineLearningRate, .positive)
+        p.onlineBatch = try table.integer("online_batch", default: p.onlineBatch, min: 1, max: 65_536)
+        p.onlineBuffer = try table.integer("online_buffer", default: p.onlineBuffer, min: 1, max: 10_000_000)
+        p.onlinePublishEvery = try table.integer("online_publish_every", default: p.onlinePublishEvery, min: 1)
+        try table.finish()
+        return p
     }
 
     public static func readServer(_ table: ConfigTable, planner: PlannerConfiguration) throws(ConfigurationError) -> ServerConfiguration {

@@ -40,6 +40,9 @@ public final class Server: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private var lastOverrunLog: UInt64 = 0
     private let helloReply: [UInt8]
+    /// Online amortisation, when configured, and the network version the sessions run.
+    private let amortiser: OnlineAmortiser?
+    private var networkVersion: Int
 
     public init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -56,6 +59,20 @@ public final class Server: @unchecked Sendable {
         try socket.setOption(ZMQ_SNDHWM, Int32(16))
         try socket.setOption(ZMQ_RCVHWM, Int32(1000))
         helloReply = Self.describe(configuration)
+        networkVersion = configuration.prior?.network.version ?? -1
+        if let prior = configuration.prior, prior.online {
+            var settings = OnlineAmortiser.Settings()
+            settings.learningRate = prior.onlineLearningRate
+            settings.batchSize = prior.onlineBatch
+            settings.bufferRows = prior.onlineBuffer
+            settings.publishEvery = prior.onlinePublishEvery
+            if !prior.stateDirectory.isEmpty {
+                try? FileManager.default.createDirectory(atPath: prior.stateDirectory, withIntermediateDirectories: true)
+            }
+            amortiser = OnlineAmortiser(network: prior.network, task: configuration.task, settings: settings, stateFile: prior.stateFile, logger: logger)
+        } else {
+            amortiser = nil
+        }
         for endpoint in configuration.server.endpoints {
             do {
                 try socket.bind(endpoint)
@@ -83,6 +100,8 @@ public final class Server: @unchecked Sendable {
             "mode": "\(mode.rawValue)", "rate_hz": "\(configuration.rateHz)",
             "endpoints": "\(boundEndpoints.joined(separator: ", "))", "config": "\(configuration.source)",
         ])
+        amortiser?.start()
+        defer { amortiser?.stop() }
         var nextTick = monotonicNanoseconds() + periodNanoseconds
         var lastSweep: UInt64 = 0
         while !stopRequested.load(ordering: .relaxed) {
@@ -238,7 +257,14 @@ public final class Server: @unchecked Sendable {
         } catch {
             throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
         }
-        let session = Session(identity: identity, envelope: envelope, planner: planner, index: nextSessionIndex, now: now)
+        var prior: NetworkPrior?
+        if let settings = configuration.prior {
+            prior = try? NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
+        }
+        let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
+                              priorSettings: configuration.prior, index: nextSessionIndex, now: now)
+        session.keepsPlans = amortiser != nil
+        if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
         nextSessionIndex += 1
         sessions[identity] = session
         counters.sessionsOpened += 1
@@ -262,7 +288,15 @@ public final class Server: @unchecked Sendable {
             session.reply = nil
             send(reply)
         }
-        // Noise for the next plan, now that the replies are out: off the critical path.
+        // Off the critical path, now that the replies are out: record the refined plans for online
+        // amortisation, swap in newer network weights, generate the noise for the next plans.
+        if let amortiser {
+            for session in due { if let (state, plan) = session.lastPlan { amortiser.record(state: state, plan: plan) } }
+            if let network = amortiser.latest(newerThan: networkVersion) {
+                networkVersion = network.version
+                for session in sessions.values { session.prior?.replace(network) }
+            }
+        }
         for session in due { session.planner.prepareNoise() }
     }
 

@@ -32,11 +32,29 @@ final class Session: @unchecked Sendable {
     /// shorter than the model's dt).
     private var unshiftedTime: UInt64 = 0
     private var lastPlanTime: UInt64?
+    /// The network prior, when the configuration has one (this session's own instance).
+    let prior: NetworkPrior?
+    let priorSettings: PriorConfiguration?
+    /// Adaptive iterations: how many the next plan runs, and ticks since the gap was last measured.
+    private(set) var iterationTarget: Int
+    private var ticksAtZero = 0
+    var fallbacks: UInt64 = 0
+    /// The last plan's figures, for `mpcctl` and the reply.
+    private(set) var lastIterations = 0
+    private(set) var lastGap: Float = .nan
+    /// The state planned from and the plan, kept only for online amortisation.
+    var lastPlan: ([Float], Plan)?
+    var keepsPlans = false
 
-    init(identity: [UInt8], envelope: [[UInt8]], planner: MirrorDescentPlanner, index: UInt64, now: UInt64) {
+    init(identity: [UInt8], envelope: [[UInt8]], planner: MirrorDescentPlanner, prior: NetworkPrior?,
+         priorSettings: PriorConfiguration?, index: UInt64, now: UInt64) {
         self.identity = identity
         self.envelope = envelope
         self.planner = planner
+        self.prior = prior
+        self.priorSettings = priorSettings
+        iterationTarget = planner.configuration.iterations
+        planner.actionPrior = prior
         self.index = index
         self.lastSeen = now
         self.createdAt = now
@@ -71,11 +89,20 @@ final class Session: @unchecked Sendable {
             unshiftedTime -= UInt64(shift) * dtNanoseconds
             lastPlanTime = now
         }
-        let plan = planner.plan(state: state, deadline: deadline, shift: shift)
+        let iterations = plannedIterations()
+        let plan = planner.plan(state: state, deadline: deadline, shift: shift, iterations: iterations)
+        adapt(after: plan)
+        if keepsPlans { lastPlan = (state, plan) }
         let finished = monotonicNanoseconds()
         var flags = WireProtocol.ActionFlags()
         if advanced > 0 { flags.insert(.advanced) }
-        if plan.iterations.count < planner.configuration.iterations { flags.insert(.truncated) }
+        if plan.iterations.count < iterations { flags.insert(.truncated) }
+        if plan.failed {
+            // No rollout had a finite cost: the action is the prior's, unrefined. Start afresh.
+            flags.insert(.fallback)
+            fallbacks += 1
+            planner.reset()
+        }
         let last = plan.iterations.last
         let steps = min(context.planSteps, planner.horizon - 1)
         let upcoming = Array(plan.sequence.mean[planner.actionDimension..<((steps + 1) * planner.actionDimension)])
@@ -83,6 +110,8 @@ final class Session: @unchecked Sendable {
             Double(plan.iterations.count), Double(last?.bestCost ?? .nan), Double(finished - now) * 1e-9,
             context.latenessSeconds, Double(context.overruns), Double(last?.effectiveSampleSize ?? .nan),
             Double(last?.klDivergence ?? .nan), Double(last?.invalidSamples ?? 0), Double(advanced),
+            prior == nil ? .nan : Double(plan.priorKL), Double(plan.amortisationGap), Double(plan.priorCost),
+            Double(plan.planCost), Double(prior?.network.version ?? -1),
         ]
         let header = WireProtocol.Header(type: .action, a: observation.sequence, b: tick, c: flags.rawValue)
         reply = envelope + [header.bytes, WireProtocol.encodeFloat64(plan.action),
@@ -91,6 +120,37 @@ final class Session: @unchecked Sendable {
         if sent.count > 2 * planner.horizon { sent.removeFirst(sent.count - planner.horizon) }
         ticksServed += 1
         unanswered = false
+    }
+}
+
+extension Session {
+    /// Iterations for the next plan: the configured count, or the adaptive target (with one
+    /// iteration every `probe_every` ticks at a target of 0, to keep measuring the gap).
+    func plannedIterations() -> Int {
+        guard let settings = priorSettings, settings.adaptive else { return planner.configuration.iterations }
+        if iterationTarget == 0 {
+            ticksAtZero += 1
+            if ticksAtZero >= settings.probeEvery {
+                ticksAtZero = 0
+                return 1
+            }
+        }
+        return iterationTarget
+    }
+
+    /// Moves the adaptive target by one iteration when the relative amortisation gap leaves
+    /// [gap_low, gap_high].
+    func adapt(after plan: Plan) {
+        lastIterations = plan.iterations.count
+        guard !plan.iterations.isEmpty else { return }
+        let relative = plan.amortisationGap / Swift.max(abs(plan.priorCost), 1e-6)
+        lastGap = plan.amortisationGap
+        guard let settings = priorSettings, settings.adaptive, relative.isFinite else { return }
+        if Double(relative) < settings.gapLow {
+            iterationTarget = Swift.max(settings.minIterations, iterationTarget - 1)
+        } else if Double(relative) > settings.gapHigh {
+            iterationTarget = Swift.min(planner.configuration.iterations, iterationTarget + 1)
+        }
     }
 }
 

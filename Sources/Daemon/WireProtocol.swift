@@ -53,7 +53,7 @@ public enum WireProtocol {
         public static let advanced = ActionFlags(rawValue: 1 << 0)
         /// The deadline stopped planning before the configured iterations.
         public static let truncated = ActionFlags(rawValue: 1 << 1)
-        /// The action is not from a plan of this observation: the configured safe action.
+        /// The planner failed (no rollout had a finite cost): the action is the prior's, unrefined.
         public static let fallback = ActionFlags(rawValue: 1 << 2)
     }
 
@@ -61,6 +61,7 @@ public enum WireProtocol {
     public static let diagnosticNames = [
         "iterations", "cost", "compute_seconds", "tick_lateness_seconds", "overruns",
         "effective_sample_size", "kl_divergence", "invalid_samples", "advanced_steps",
+        "prior_kl", "amortisation_gap", "prior_cost", "plan_cost", "network_version",
     ]
 
     public struct Header: Equatable, Sendable {

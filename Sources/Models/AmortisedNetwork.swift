@@ -81,6 +81,11 @@ public struct AmortisedNetwork: Sendable, Equatable {
         public let path: String
         public let reason: String
         public var description: String { "\(path): \(reason)" }
+
+        public init(path: String, reason: String) {
+            self.path = path
+            self.reason = reason
+        }
     }
 
     static func tensorNames(hiddenLayers: Int) -> [String] {

@@ -51,6 +51,11 @@ public struct CartPoleDynamics: BatchDynamics {
         }
     }
 
+    /// Anywhere on the middle of the track, the pole at any angle, moving slowly.
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] {
+        [2 * uniform() - 1, 0.5 * (2 * uniform() - 1), (2 * uniform() - 1) * .pi, 2 * uniform() - 1]
+    }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try stateFromObservationIdentity(observation)
     }

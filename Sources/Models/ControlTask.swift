@@ -24,6 +24,9 @@ public protocol BatchDynamics: Sendable {
 
     /// A network's input for a state: continuous, bounded features (default: the state itself).
     func features(of state: [Float]) -> [Float]
+
+    /// A random start state, for training: `uniform()` returns numbers in [0, 1).
+    func randomInitialState(_ uniform: () -> Float) -> [Float]
 }
 
 /// What the planner minimises: a running cost c(x_t, u_t) on the pre-step state and a terminal
@@ -61,6 +64,7 @@ public enum ObservationError: Error, Equatable, CustomStringConvertible {
 
 extension BatchDynamics {
     public var featureNames: [String] { stateNames }
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] { Array(repeating: 0, count: stateDimension) }
     public func features(of state: [Float]) -> [Float] { state }
 
     public var stateDimension: Int { stateNames.count }

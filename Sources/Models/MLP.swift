@@ -42,11 +42,24 @@ public struct MLPArchitecture: Sendable, Equatable {
 public struct MLP: Sendable, Equatable {
     public let architecture: MLPArchitecture
     public var parameters: [Float]
+    /// Each layer's shape and where its weights and bias start in `parameters`, worked out once.
+    let layers: [Layer]
+
+    struct Layer: Sendable, Equatable {
+        let rows: Int, columns: Int, weights: Int, bias: Int
+    }
 
     public init(architecture: MLPArchitecture, parameters: [Float]) {
         precondition(parameters.count == architecture.parameterCount, "parameter count does not match the architecture")
         self.architecture = architecture
         self.parameters = parameters
+        var layers: [Layer] = []
+        var offset = 0
+        for (rows, columns) in architecture.layerShapes {
+            layers.append(Layer(rows: rows, columns: columns, weights: offset, bias: offset + rows * columns))
+            offset += rows * columns + rows
+        }
+        self.layers = layers
     }
 
     /// PyTorch's default `Linear` initialisation: uniform in +-1/sqrt(fan_in), from a seeded stream.
@@ -65,15 +78,7 @@ public struct MLP: Sendable, Equatable {
     }
 
     /// Offsets of every layer's weights and bias in `parameters`.
-    public var layerOffsets: [(weights: Int, bias: Int)] {
-        var out: [(Int, Int)] = []
-        var offset = 0
-        for (rows, columns) in architecture.layerShapes {
-            out.append((offset, offset + rows * columns))
-            offset += rows * columns + rows
-        }
-        return out
-    }
+    public var layerOffsets: [(weights: Int, bias: Int)] { layers.map { ($0.weights, $0.bias) } }
 }
 
 private func uniformBits(_ state: inout UInt64) -> UInt64 {
@@ -124,23 +129,21 @@ extension MLP {
     /// `cblas_sgemm` into a preallocated buffer.
     public func forward(rows: Int, workspace: MLPWorkspace) {
         precondition(rows <= workspace.capacity)
-        let shapes = architecture.layerShapes, offsets = layerOffsets
         let hiddenCount = architecture.hidden.count
         parameters.withUnsafeBufferPointer { p in
             let base = p.baseAddress!
             for l in 0..<hiddenCount {
-                let (out, inWidth) = shapes[l]
-                let output = workspace.activations[l + 1]
-                linear(rows: rows, inWidth: inWidth, out: out, input: workspace.activations[l],
-                       weights: base + offsets[l].weights, bias: base + offsets[l].bias, output: output)
-                activate(output, count: rows * out)
+                let layer = layers[l], output = workspace.activations[l + 1]
+                linear(rows: rows, inWidth: layer.columns, out: layer.rows, input: workspace.activations[l],
+                       weights: base + layer.weights, bias: base + layer.bias, output: output)
+                activate(output, count: rows * layer.rows)
             }
             let last = workspace.activations[hiddenCount]
-            let (out, inWidth) = shapes[hiddenCount]
-            linear(rows: rows, inWidth: inWidth, out: out, input: last, weights: base + offsets[hiddenCount].weights,
-                   bias: base + offsets[hiddenCount].bias, output: workspace.rawMean)
-            linear(rows: rows, inWidth: inWidth, out: out, input: last, weights: base + offsets[hiddenCount + 1].weights,
-                   bias: base + offsets[hiddenCount + 1].bias, output: workspace.rawLogStd)
+            let meanHead = layers[hiddenCount], logStdHead = layers[hiddenCount + 1]
+            linear(rows: rows, inWidth: meanHead.columns, out: meanHead.rows, input: last, weights: base + meanHead.weights,
+                   bias: base + meanHead.bias, output: workspace.rawMean)
+            linear(rows: rows, inWidth: logStdHead.columns, out: logStdHead.rows, input: last, weights: base + logStdHead.weights,
+                   bias: base + logStdHead.bias, output: workspace.rawLogStd)
         }
     }
 
@@ -148,6 +151,22 @@ extension MLP {
     @inline(__always)
     func linear(rows: Int, inWidth: Int, out: Int, input: UnsafePointer<Float>, weights: UnsafePointer<Float>,
                 bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        if rows == 1 {
+            // One row (a prior at tick time): a plain dot product per output beats sgemm's set-up.
+            let full = inWidth / laneWidth * laneWidth
+            for o in 0..<out {
+                let row = weights + o * inWidth
+                var acc = Lanes(repeating: 0)
+                for i in Swift.stride(from: 0, to: full, by: laneWidth) {
+                    acc = VectorMath.multiplyAdd(UnsafeRawPointer(row + i).loadUnaligned(as: Lanes.self),
+                                                 UnsafeRawPointer(input + i).loadUnaligned(as: Lanes.self), acc)
+                }
+                var sum = acc.sum() + bias[o]
+                for i in full..<inWidth { sum += row[i] * input[i] }
+                output[o] = sum
+            }
+            return
+        }
         for r in 0..<rows { (output + r * out).update(from: bias, count: out) }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(out), Int32(inWidth),
                     1, input, Int32(inWidth), weights, Int32(inWidth), 1, output, Int32(out))

@@ -36,7 +36,8 @@ extension AmortisedNetwork {
 
     /// Backpropagates the head deltas in `workspace` into `gradient`.
     func backward(rows: Int, workspace: MLPWorkspace, gradient: UnsafeMutablePointer<Float>) {
-        let a = mlp.architecture, shapes = a.layerShapes, offsets = mlp.layerOffsets
+        let a = mlp.architecture, layers = mlp.layers
+        let shapes = layers.map { (rows: $0.rows, columns: $0.columns) }, offsets = layers.map { (weights: $0.weights, bias: $0.bias) }
         let hiddenCount = a.hidden.count
         mlp.parameters.withUnsafeBufferPointer { p in
             let base = p.baseAddress!

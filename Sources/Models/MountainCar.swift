@@ -43,6 +43,9 @@ public struct MountainCarDynamics: BatchDynamics {
         }
     }
 
+    /// Gymnasium's reset: position uniform in [-0.6, -0.4], at rest.
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] { [-0.6 + 0.2 * uniform(), 0] }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try stateFromObservationIdentity(observation)
     }

@@ -45,6 +45,9 @@ public struct PendulumDynamics: BatchDynamics {
         }
     }
 
+    /// Gymnasium's reset: theta uniform in [-pi, pi], theta_dot in [-1, 1].
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] { [(2 * uniform() - 1) * .pi, 2 * uniform() - 1] }
+
     /// Networks see Gymnasium's observation: the unwrapped angle is not a good input.
     public var featureNames: [String] { ["cos_theta", "sin_theta", "theta_dot"] }
 

@@ -27,6 +27,9 @@ public struct PointMassDynamics: BatchDynamics {
         }
     }
 
+    /// Position in [-2, 2] m, velocity in [-1, 1] m/s.
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] { [4 * uniform() - 2, 2 * uniform() - 1] }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try stateFromObservationIdentity(observation)
     }

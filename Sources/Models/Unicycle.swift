@@ -33,6 +33,11 @@ public struct UnicycleDynamics: BatchDynamics {
         }
     }
 
+    /// Near the origin, facing any way.
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] {
+        [uniform() - 0.5, uniform() - 0.5, (2 * uniform() - 1) * .pi]
+    }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try stateFromObservationIdentity(observation)
     }

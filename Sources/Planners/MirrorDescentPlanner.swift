@@ -48,6 +48,12 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let priorStd: UnsafeMutablePointer<Float>
     let initialState: UnsafeMutablePointer<Float>
     let noise: NoisePipeline
+    /// Lanes 0 ..< priorLanes sample the prior (a multiple of 8).
+    let priorLanes: Int
+    // An 8-lane batch for rolling out whole sequences (the prior's mean, the plan's mean).
+    let evaluationStates: UnsafeMutablePointer<Float>
+    let evaluationActions: UnsafeMutablePointer<Float>
+    let evaluationCosts: UnsafeMutablePointer<Float>
 
     private var planCount: UInt64 = 0
     private var hasPlan = false
@@ -85,12 +91,17 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         priorMean = buffer(rows)
         priorStd = buffer(rows)
         initialState = buffer(stateDimension)
+        priorLanes = Swift.min(paddedSamples, Int((configuration.priorSamples * Float(samples) / 8).rounded()) * 8)
+        evaluationStates = buffer(stateDimension * laneWidth)
+        evaluationActions = buffer(rows * laneWidth)
+        evaluationCosts = buffer(laneWidth)
         noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
 
     deinit {
-        for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState] {
+        for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
+                  evaluationStates, evaluationActions, evaluationCosts] {
             p.deallocate()
         }
     }
@@ -132,34 +143,53 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// distribution so far (possibly the prior itself when not even one iteration fits).
     /// `shift` is how many model steps (dt) have passed since the previous plan: the warm start
     /// drops that many actions (1 when each plan follows one step, as in a simulator).
-    public func plan(state: [Float], deadline: UInt64? = nil, shift: Int = 1) -> Plan {
+    /// `iterations` overrides the configured count for this plan (adaptive iterations).
+    public func plan(state: [Float], deadline: UInt64? = nil, shift: Int = 1, iterations: Int? = nil) -> Plan {
         precondition(state.count == stateDimension, "state has \(state.count) values, the task \(stateDimension)")
         let warm = warmStart(advancedBy: shift)
         var prior = warm ?? initialSequence
         var priorProblem: String?
+        var proposed = false
         if let actionPrior, let proposal = actionPrior.prior(for: state, warmStart: warm) {
             if let problem = proposal.problem(horizon: horizon, actionDimension: actionDimension) {
                 priorProblem = problem
             } else {
                 prior = proposal
+                proposed = true
             }
         }
-        for r in 0..<(horizon * actionDimension) {
-            let a = r % actionDimension
-            priorMean[r] = Swift.min(Swift.max(prior.mean[r], lowerBounds[a]), upperBounds[a])
-            priorStd[r] = Swift.max(prior.std[r], minStd[a])
-        }
-        mean.update(from: priorMean, count: horizon * actionDimension)
-        std.update(from: priorStd, count: horizon * actionDimension)
         for i in 0..<stateDimension { initialState[i] = state[i] }
+        load(prior, into: priorMean, priorStd)
+        load(warm ?? prior, into: mean, std)
+        if proposed {
+            switch configuration.priorStart {
+            case .prior:
+                mean.update(from: priorMean, count: horizon * actionDimension)
+                std.update(from: priorStd, count: horizon * actionDimension)
+            case .carried:
+                if warm == nil {
+                    mean.update(from: priorMean, count: horizon * actionDimension)
+                    std.update(from: priorStd, count: horizon * actionDimension)
+                }
+            case .cheaper:
+                // Start from whichever proposal's mean sequence costs less from this state: the
+                // network's, or the previous plan carried forward.
+                let (priorCost, warmCost) = evaluate(priorMean, mean)
+                if !(warmCost <= priorCost) {
+                    mean.update(from: priorMean, count: horizon * actionDimension)
+                    std.update(from: priorStd, count: horizon * actionDimension)
+                }
+            }
+        }
         planCount &+= 1
 
+        let count = iterations ?? configuration.iterations
         var diagnostics: [IterationDiagnostics] = []
-        diagnostics.reserveCapacity(configuration.iterations)
-        for i in 0..<configuration.iterations {
+        diagnostics.reserveCapacity(count)
+        for i in 0..<count {
             let start = monotonicNanoseconds()
             if let deadline, start &+ iterationEstimate > deadline { break }
-            var d = iterate(i)
+            var d = iterate(i, of: count)
             let elapsed = monotonicNanoseconds() &- start
             iterationEstimate = Swift.max(elapsed, iterationEstimate - iterationEstimate / 20)
             d.seconds = Double(elapsed) * 1e-9
@@ -167,8 +197,42 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
         hasPlan = true
         let sequence = snapshot(mean, std)
+        let (priorCost, planCost) = evaluate(priorMean, mean)
+        let failed = !diagnostics.isEmpty && diagnostics.allSatisfy { $0.invalidSamples == samples }
         return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
-                    prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem)
+                    prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
+                    priorCost: priorCost, planCost: planCost, failed: failed)
+    }
+
+    /// Copies a sequence into mean and std buffers, clamping the mean to the bounds and the std
+    /// to at least `minStd`.
+    private func load(_ sequence: GaussianSequence, into m: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
+        for r in 0..<(horizon * actionDimension) {
+            let a = r % actionDimension
+            m[r] = Swift.min(Swift.max(sequence.mean[r], lowerBounds[a]), upperBounds[a])
+            s[r] = Swift.max(sequence.std[r], minStd[a])
+        }
+    }
+
+    /// The costs J of two mean sequences rolled out from the plan's state (non-finite: infinity).
+    private func evaluate(_ first: UnsafeMutablePointer<Float>, _ second: UnsafeMutablePointer<Float>) -> (Float, Float) {
+        let m = actionDimension
+        for r in 0..<(horizon * m) {
+            let row = evaluationActions + r * laneWidth
+            row.update(repeating: first[r], count: laneWidth)
+            row[1] = second[r]
+        }
+        for s in 0..<stateDimension { (evaluationStates + s * laneWidth).update(repeating: initialState[s], count: laneWidth) }
+        evaluationCosts.update(repeating: 0, count: laneWidth)
+        let stateView = BatchView(base: evaluationStates, stride: laneWidth, lanes: laneWidth)
+        for t in 0..<horizon {
+            let actionView = BatchView(base: evaluationActions + t * m * laneWidth, stride: laneWidth, lanes: laneWidth)
+            task.cost.addRunningCost(states: stateView, actions: actionView, into: evaluationCosts)
+            task.dynamics.step(states: stateView, actions: actionView)
+        }
+        task.cost.addTerminalCost(states: stateView, into: evaluationCosts)
+        let a = evaluationCosts[0], b = evaluationCosts[1]
+        return (a.isFinite ? a : .infinity, b.isFinite ? b : .infinity)
     }
 
     private func snapshot(_ m: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) -> GaussianSequence {
@@ -180,7 +244,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
 
     // MARK: - One iteration
 
-    private func iterate(_ iteration: Int) -> IterationDiagnostics {
+    private func iterate(_ iteration: Int, of count: Int) -> IterationDiagnostics {
         let blocks = paddedSamples / 16
         var workers = 1
         if configuration.threads > 1 && samples * horizon >= configuration.parallelThreshold {
@@ -193,7 +257,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         // problem is so small that waking a thread costs more (tens of microseconds here) than
         // generating the noise in place.
         if configuration.threads > 1 && workers == 1 && samples * horizon >= Self.prefetchThreshold
-            && iteration + 1 < configuration.iterations {
+            && iteration + 1 < count {
             noise.prefetch(.init(plan: planCount, iteration: iteration + 1), sparing: tag)
         }
         if workers == 1 {
@@ -212,12 +276,19 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// Steps 1-2 for lanes `start ..< start + count`: a = clamp(μ + σ ε), roll out, accumulate cost.
     private func sampleAndRollOut(start: Int, count: Int, epsilon: UnsafeMutablePointer<Float>) {
         let lanesPerRow = paddedSamples, m = actionDimension
+        let priorEnd = Swift.min(Swift.max(priorLanes, start), start &+ count)
         for r in 0..<(horizon * m) {
             let a = r % m
-            let mu = Lanes(repeating: mean[r]), sigma = Lanes(repeating: std[r])
             let lo = Lanes(repeating: lowerBounds[a]), hi = Lanes(repeating: upperBounds[a])
             let row = actions + r &* lanesPerRow, noiseRow = epsilon + r &* lanesPerRow
-            for k in Swift.stride(from: start, to: start &+ count, by: laneWidth) {
+            // lanes below priorLanes sample the prior, the rest the current distribution
+            var mu = Lanes(repeating: priorMean[r]), sigma = Lanes(repeating: priorStd[r])
+            for k in Swift.stride(from: start, to: priorEnd, by: laneWidth) {
+                row.setLanes((mu + sigma * noiseRow.lanes(at: k)).clamp(lo, hi), at: k)
+            }
+            mu = Lanes(repeating: mean[r])
+            sigma = Lanes(repeating: std[r])
+            for k in Swift.stride(from: priorEnd, to: start &+ count, by: laneWidth) {
                 row.setLanes((mu + sigma * noiseRow.lanes(at: k)).clamp(lo, hi), at: k)
             }
             if start == 0 && configuration.includeMeanSample { row[0] = mean[r] }

@@ -24,6 +24,19 @@ public struct Plan: Sendable {
     public var iterations: [IterationDiagnostics]
     /// Why the installed action prior was not used, when it was rejected.
     public var priorProblem: String?
+    /// Cost of rolling out the prior's mean sequence, and the refined mean sequence, from the
+    /// state: their difference is the amortisation gap.
+    public var priorCost: Float
+    public var planCost: Float
+    /// True when iterations ran but no rollout had a finite cost: the plan is the prior, unrefined.
+    public var failed: Bool
+
+    /// How much the iterative refinement improved on the amortised proposal, in cost units
+    /// (positive: the plan is cheaper than the prior's mean).
+    public var amortisationGap: Float { priorCost - planCost }
+
+    /// KL(refined || prior), summed over steps and actions.
+    public var priorKL: Float { Float(sequence.klDivergence(from: prior)) }
 
     /// The lowest sampled cost of the last iteration, or nil when none ran.
     public var cost: Float? { iterations.last?.bestCost }

@@ -8,7 +8,8 @@ public struct PlannerConfiguration: Sendable {
     public var samples = 1024
     /// H, planning steps.
     public var horizon = 32
-    /// Mirror-descent iterations per plan (fewer when a deadline cuts planning short).
+    /// Mirror-descent iterations per plan (fewer when a deadline cuts planning short; 0 returns the
+    /// prior unrefined: an installed policy alone).
     public var iterations = 1
     /// λ, MPPI's temperature, in cost units.
     public var temperature: Float = 0.5
@@ -24,6 +25,24 @@ public struct PlannerConfiguration: Sendable {
     public var stdStep: Float? = nil
     /// κ, strength of the KL pull towards the action prior (0 ignores the prior after the start).
     public var priorStrength: Float = 0
+    /// Where the first iteration starts when an action prior is installed.
+    public enum PriorStart: String, Sendable, CaseIterable {
+        /// Always from the prior: the paper's form, where the amortised output is the initial
+        /// distribution of the iterative update.
+        case prior
+        /// From the prior or the previous plan carried forward, whichever's mean sequence costs
+        /// less from the current state (one extra 8-lane rollout).
+        case cheaper
+        /// From the previous plan carried forward; the prior enters through `priorSamples` and
+        /// the KL pull only (the prior at the very first plan).
+        case carried
+    }
+
+    public var priorStart = PriorStart.cheaper
+
+    /// Share of the K samples drawn from the action prior instead of the current distribution
+    /// (the first iteration's distribution is the prior anyway; later ones keep exploring near it).
+    public var priorSamples: Float = 0
     /// Keep the current mean as sample 0, so an iteration never loses the plan it started from.
     public var includeMeanSample = true
     /// Seed of the noise: the same seed and the same states give bit-identical plans.
@@ -48,7 +67,7 @@ public struct PlannerConfiguration: Sendable {
         likelihood = try table.choice("likelihood", default: likelihood, from: LikelihoodRegistry.names)
         samples = try table.integer("samples", default: samples, min: 1, max: Self.maxSamples)
         horizon = try table.integer("horizon", default: horizon, min: 1, max: Self.maxHorizon)
-        iterations = try table.integer("iterations", default: iterations, min: 1, max: Self.maxIterations)
+        iterations = try table.integer("iterations", default: iterations, min: 0, max: Self.maxIterations)
         temperature = try table.float("temperature", default: temperature, .positive)
         elites = try table.integer("elites", default: elites, min: 1)
         initialStd = try table.float("initial_std", default: initialStd, .positive)
@@ -56,6 +75,8 @@ public struct PlannerConfiguration: Sendable {
         meanStep = try table.float("mean_step", default: meanStep, .closed(0, 1))
         stdStep = try table.optionalNumber("std_step", .closed(0, 1)).map { Float($0) }
         priorStrength = try table.float("prior_strength", default: priorStrength, .nonNegative)
+        priorSamples = try table.float("prior_samples", default: priorSamples, .closed(0, 1))
+        priorStart = PriorStart(rawValue: try table.choice("prior_start", default: priorStart.rawValue, from: PriorStart.allCases.map(\.rawValue)))!
         includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
         seed = UInt64(try table.integer("seed", default: Int(seed), min: 0))
         threads = try table.integer("threads", default: threads, min: 1, max: 64)
@@ -74,7 +95,7 @@ public struct PlannerConfiguration: Sendable {
         }
         guard (1...Self.maxSamples).contains(samples) else { throw fail("samples", "expected an integer in [1, \(Self.maxSamples)], got \(samples)") }
         guard (1...Self.maxHorizon).contains(horizon) else { throw fail("horizon", "expected an integer in [1, \(Self.maxHorizon)], got \(horizon)") }
-        guard (1...Self.maxIterations).contains(iterations) else { throw fail("iterations", "expected an integer in [1, \(Self.maxIterations)], got \(iterations)") }
+        guard (0...Self.maxIterations).contains(iterations) else { throw fail("iterations", "expected an integer in [0, \(Self.maxIterations)], got \(iterations)") }
         guard temperature.isFinite, temperature > 0 else { throw fail("temperature", "expected a number > 0, got \(temperature)") }
         if likelihood == "cem" {
             guard elites >= 1, elites <= samples else {
@@ -85,6 +106,7 @@ public struct PlannerConfiguration: Sendable {
         guard minStd.isFinite, minStd > 0 else { throw fail("min_std", "expected a number > 0, got \(minStd)") }
         guard meanStep.isFinite, meanStep >= 0, meanStep <= 1 else { throw fail("mean_step", "expected a number in [0, 1], got \(meanStep)") }
         if let stdStep, !(stdStep >= 0 && stdStep <= 1) { throw fail("std_step", "expected a number in [0, 1], got \(stdStep)") }
+        guard priorSamples >= 0, priorSamples <= 1 else { throw fail("prior_samples", "expected a number in [0, 1], got \(priorSamples)") }
         guard priorStrength.isFinite, priorStrength >= 0 else { throw fail("prior_strength", "expected a number >= 0, got \(priorStrength)") }
         guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
         let (lower, upper) = try bounds(for: task)

@@ -38,6 +38,13 @@ import Testing
         #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[planner]`"))
     }
 
+    @Test func everyPriorKeyIsDocumented() throws {
+        let table = ConfigTable(["online": .bool(true)], path: "prior")
+        let task = try TaskRegistry.make(name: "pendulum")
+        _ = try DaemonConfiguration.readPrior(table, task: task, planner: PlannerConfiguration(), source: "x.toml")
+        #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[prior]`"))
+    }
+
     @Test func everyServerKeyIsDocumented() throws {
         let table = ConfigTable([:], path: "server")
         _ = try DaemonConfiguration.readServer(table, planner: PlannerConfiguration())

@@ -6,4 +6,7 @@
 /* Restricts the calling thread (and threads it starts later) to `cpus`. Returns 0 or an errno. */
 int mpcd_set_cpu_affinity(const int *cpus, int count);
 
+/* Lowers the calling thread's scheduling priority to nice 19 (background work). Returns 0 or an errno. */
+int mpcd_lower_thread_priority(void);
+
 #endif

@@ -157,3 +157,77 @@ def test_sigterm_stops_the_daemon_within_a_second(start_daemon):
     daemon.process.wait(timeout=5)
     assert time.monotonic() - start < 1.0
     assert daemon.process.returncode == 0
+
+
+def test_the_default_runs_a_policy_prior_and_reports_its_diagnostics(start_daemon):
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        assert "prior_kl" in c.info["diagnostics"] and "amortisation_gap" in c.info["diagnostics"]
+        iterations = []
+        for _ in range(30):
+            c.act(np.array([np.pi - 0.2, 0.0]))
+            d = c.last.diagnostics
+            iterations.append(d["iterations"])
+            assert d["network_version"] >= 1
+            assert np.isfinite(d["prior_cost"]) and np.isfinite(d["plan_cost"])
+        assert set(iterations) <= {0.0, 1.0, 2.0}
+
+
+def test_online_amortisation_publishes_new_weights_and_saves_them(start_daemon, tmp_path):
+    config = tmp_path / "online.toml"
+    config.write_text(f"""
+[task]
+name = "pendulum"
+[planner]
+samples = 256
+iterations = 1
+[prior]
+online = true
+online_batch = 32
+online_publish_every = 20
+state_directory = "{tmp_path / 'state'}"
+""")
+    daemon = start_daemon("--config", str(config))
+    versions = []
+    with Controller(daemon.endpoint) as c:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not versions or versions[-1] < 3):
+            c.act(np.array([np.random.uniform(-3, 3), np.random.uniform(-1, 1)]))
+            versions.append(c.last.diagnostics["network_version"])
+    assert versions[0] == 0 and versions[-1] >= 3, f"weights never changed: {versions[-5:]}"
+    daemon.stop()
+    saved = tmp_path / "state" / "pendulum_policy_online.safetensors"
+    assert saved.exists()
+    # a restart picks the saved weights up again
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        assert c.last.diagnostics["network_version"] >= 3
+
+
+def test_a_broken_weights_file_stops_the_start_with_the_reason(tmp_path):
+    weights = tmp_path / "broken.safetensors"
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    config = tmp_path / "mpcd.toml"
+    config.write_text(f'[task]\nname = "pendulum"\n[prior]\nfile = "{weights}"\n')
+    result = subprocess.run([str(MPCD), "--config", str(config)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 78
+    assert "prior.file" in result.stderr and "not JSON" in result.stderr, result.stderr
+
+
+def test_train_writes_a_loadable_policy_and_resumes(tmp_path):
+    out = tmp_path / "policy.safetensors"
+    def train(rounds):
+        return subprocess.run([str(MPCD), "train", "--out", str(out), "--rounds", str(rounds), "--episodes", "1",
+                               "--steps", "30", "--epochs", "2"], capture_output=True, text=True, timeout=120)
+
+    first = train(1)
+    assert first.returncode == 0, first.stderr
+    second = train(2)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "1 of 2 rounds done" in second.stderr
+    assert "ETA" in second.stderr
+    config = tmp_path / "mpcd.toml"
+    config.write_text(f'[task]\nname = "pendulum"\n[planner]\niterations = 0\n[prior]\nfile = "{out}"\n')
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr

@@ -10,8 +10,28 @@ struct MPCD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mpcd",
         abstract: "Model-predictive control daemon: state observations in over ZeroMQ, actions out.",
-        discussion: "Without --config it serves the embedded default: Gymnasium's Pendulum-v1 planned with MPPI on tcp://127.0.0.1:5555.",
-        version: mpcdVersion
+        version: mpcdVersion,
+        subcommands: [Serve.self, Train.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Reads `--config`, or the embedded default; exits 78 (EX_CONFIG) with the reason on an error.
+func loadConfiguration(_ path: String?, withPrior: Bool = true) throws -> DaemonConfiguration {
+    do {
+        return try path.map { try DaemonConfiguration.load(path: $0, withPrior: withPrior) }
+            ?? DaemonConfiguration.parse(DaemonConfiguration.embeddedDefault, source: DaemonConfiguration.embeddedSource, withPrior: withPrior)
+    } catch {
+        FileHandle.standardError.write(Data("mpcd: configuration error: \(error)\n".utf8))
+        throw ExitCode(78)  // EX_CONFIG
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve actions (the default command).",
+        discussion: "Without --config it serves the embedded default: Gymnasium's Pendulum-v1 planned with MPPI on tcp://127.0.0.1:5555."
     )
 
     @Option(name: .long, help: "TOML configuration file (docs/configuration.md).")
@@ -48,14 +68,7 @@ struct MPCD: ParsableCommand {
             handler.logLevel = level
             return handler
         }
-        var configuration: DaemonConfiguration
-        do {
-            configuration = try config.map { try DaemonConfiguration.load(path: $0) }
-                ?? DaemonConfiguration.parse(DaemonConfiguration.embeddedDefault, source: DaemonConfiguration.embeddedSource)
-        } catch {
-            FileHandle.standardError.write(Data("mpcd: configuration error: \(error)\n".utf8))
-            throw ExitCode(78)  // EX_CONFIG
-        }
+        var configuration = try loadConfiguration(config)
         if let mode {
             guard let parsed = TimingMode(rawValue: mode) else { throw ValidationError("--mode must be realtime or lockstep") }
             configuration.server.mode = parsed

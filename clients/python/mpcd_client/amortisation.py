@@ -1,0 +1,207 @@
+"""Amortised against iterative inference on Gymnasium Pendulum-v1, through the daemon.
+
+    python -m mpcd_client.amortisation [--mpcd .build/release/mpcd] [--out docs]
+
+Every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, MPPI) and runs
+20 episodes, seeds 100-119, through the Gymnasium bridge:
+
+  (a) the planner alone at 1, 2, 4 and 8 iterations per tick;
+  (b) the distilled policy alone (0 iterations: the network's action);
+  (c) the policy as the planner's prior, 1 and 2 iterations (and, for comparison, with
+      prior_start = "prior", the paper's literal form, at 1);
+  (d) the distilled amortised plan as the prior, 1 iteration;
+  (e) the policy prior with adaptive iterations between 0 and 2.
+
+Then online amortisation: from an untrained policy, with adaptive iterations (0 to 2), the daemon
+distils its own ticks in the background while lockstep episodes run back to back; the curve of
+iterations per tick and return per episode shows the prior taking over.
+
+Writes OUT/results.md (the table) and OUT/results.png (the plots).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bench import free_endpoint
+from .gym import run_episodes
+
+REPO = Path(__file__).resolve().parents[3]
+NETWORKS = REPO / "deploy" / "networks"
+BASE = """[task]
+name = "pendulum"
+
+[planner]
+likelihood = "mppi"
+samples = 256
+horizon = 32
+temperature = 0.5
+initial_std = 0.3
+iterations = {iterations}
+{planner_extra}
+{prior}
+"""
+ROWS = [
+    ("(a) planner alone, 1 iteration", 1, "", ""),
+    ("(a) planner alone, 2 iterations", 2, "", ""),
+    ("(a) planner alone, 4 iterations", 4, "", ""),
+    ("(a) planner alone, 8 iterations", 8, "", ""),
+    ("(b) distilled policy alone", 0, "", "policy"),
+    ("(c) policy prior + planner, 1 iteration", 1, "", "policy"),
+    ("(c) policy prior + planner, 2 iterations", 2, "", "policy"),
+    ("(c') as (c) at 1 iteration, prior_start = \"prior\"", 1, 'prior_start = "prior"', "policy"),
+    ("(d) amortised-plan prior + planner, 1 iteration", 1, "", "plan"),
+    ("(e) policy prior, adaptive 0-2 iterations", 2, "", "policy adaptive"),
+]
+
+
+def config_text(iterations, planner_extra, prior, online=False, state_directory=None):
+    lines = []
+    if prior:
+        kind = prior.split()[0]
+        lines.append("[prior]")
+        if online:
+            lines += ["online = true", f'kind = "{kind}"', f'state_directory = "{state_directory}"']
+        else:
+            lines.append(f'file = "{NETWORKS / f"pendulum_{kind}.safetensors"}"')
+        if "adaptive" in prior:
+            lines += ["adaptive = true", "min_iterations = 0"]
+    return BASE.format(iterations=iterations, planner_extra=planner_extra, prior="\n".join(lines))
+
+
+def start(mpcd, text, folder):
+    path = Path(folder) / f"mpcd-{time.monotonic_ns()}.toml"
+    path.write_text(text)
+    endpoint = free_endpoint()
+    process = subprocess.Popen([mpcd, "--config", str(path), "--endpoint", endpoint], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    if "listening" not in process.stdout.readline():
+        process.kill()
+        raise SystemExit(f"mpcd did not start with {path}:\n{text}")
+    return process, endpoint
+
+
+def stop(process):
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def measure(rows):
+    data = np.asarray(rows, dtype=float)
+    # columns: episode, step, 3 observations, action, reward, iterations, compute_ms, round_trip_ms
+    return {"iterations": float(data[:, -3].mean()), "compute_ms": float(data[:, -2].mean()),
+            "compute_p99_ms": float(np.percentile(data[:, -2], 99))}
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def table(mpcd, folder):
+    results = []
+    for label, iterations, extra, prior in ROWS:
+        process, endpoint = start(mpcd, config_text(iterations, extra, prior), folder)
+        try:
+            returns, rows, _, _ = run_episodes("Pendulum-v1", 20, 100, endpoint, out=quiet)
+        finally:
+            stop(process)
+        row = {"label": label, "mean": float(np.mean(returns)), "std": float(np.std(returns))} | measure(rows)
+        results.append(row)
+        print(f"{label:<52} return {row['mean']:8.1f} +- {row['std']:5.1f}   iterations/tick {row['iterations']:.2f}   "
+              f"compute {row['compute_ms']:.3f} ms (p99 {row['compute_p99_ms']:.3f})", flush=True)
+    return results
+
+
+def online(mpcd, folder, episodes):
+    state = Path(folder) / "state"
+    process, endpoint = start(mpcd, config_text(2, "", "policy adaptive", online=True, state_directory=state), folder)
+    curve = []
+    try:
+        start_time = time.monotonic()
+        for e in range(episodes):
+            returns, rows, _, _ = run_episodes("Pendulum-v1", 1, 100 + e % 20, endpoint, out=quiet)
+            curve.append({"episode": e, "seconds": time.monotonic() - start_time, "return": returns[0]} | measure(rows))
+            c = curve[-1]
+            print(f"online episode {e:3d} at {c['seconds']:6.1f} s: return {c['return']:8.1f}, iterations/tick {c['iterations']:.2f}, "
+                  f"compute {c['compute_ms']:.3f} ms", flush=True)
+    finally:
+        stop(process)
+    return curve
+
+
+def write(out, results, curve, planner_alone_2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for r in results:
+        marker = "o" if r["label"].startswith("(a)") else "s"
+        left.scatter(r["compute_ms"], r["mean"], marker=marker, s=50)
+        left.annotate(r["label"].split(",")[0] + ("," + r["label"].split(",")[1] if "," in r["label"] else ""),
+                      (r["compute_ms"], r["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    left.set_xlabel("compute per tick (ms, mean)")
+    left.set_ylabel("mean return, seeds 100-119")
+    left.set_title("Pendulum-v1 through mpcd, K=256")
+    left.grid(alpha=0.3)
+    minutes = [c["seconds"] / 60 for c in curve]
+    right.plot(minutes, [c["iterations"] for c in curve], color="tab:blue", label="iterations per tick")
+    right.set_xlabel("minutes of lockstep episodes")
+    right.set_ylabel("mean iterations per tick", color="tab:blue")
+    twin = right.twinx()
+    window = 5
+    smoothed = np.convolve([c["return"] for c in curve], np.ones(window) / window, mode="valid")
+    twin.plot(minutes[window - 1:], smoothed, color="tab:orange", label=f"return ({window}-episode mean)")
+    twin.axhline(planner_alone_2, color="tab:orange", ls="--", lw=1, label="planner alone, 2 iterations")
+    twin.set_ylabel("episode return", color="tab:orange")
+    right.set_title("online amortisation from an untrained policy")
+    fig.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=90)
+
+    n = len(curve)
+    first, last = curve[: max(1, n // 5)], curve[-max(1, n // 5):]
+    lines = ["| configuration | mean return | std | iterations per tick | compute per tick, mean (ms) | p99 (ms) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['label']} | {r['mean']:.1f} | {r['std']:.1f} | {r['iterations']:.2f} | {r['compute_ms']:.3f} | {r['compute_p99_ms']:.3f} |")
+    summary = (f"Online amortisation over {n} episodes ({curve[-1]['seconds'] / 60:.1f} minutes): the first fifth of the "
+               f"episodes averaged {np.mean([c['iterations'] for c in first]):.2f} iterations per tick and a return of "
+               f"{np.mean([c['return'] for c in first]):.1f}; the last fifth {np.mean([c['iterations'] for c in last]):.2f} "
+               f"iterations per tick and {np.mean([c['return'] for c in last]):.1f} (planner alone at 2 iterations: "
+               f"{planner_alone_2:.1f}; over all {n} episodes {np.mean([c['return'] for c in curve]):.1f}).")
+    return "\n".join(lines), summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mpcd_client.amortisation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mpcd", default=os.environ.get("MPCD_BIN", str(REPO / ".build" / "release" / "mpcd")))
+    parser.add_argument("--out", default=str(REPO / "docs"))
+    parser.add_argument("--online-episodes", type=int, default=60)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as folder:
+        results = table(args.mpcd, folder)
+        curve = online(args.mpcd, folder, args.online_episodes)
+    planner_alone_2 = next(r["mean"] for r in results if r["label"] == "(a) planner alone, 2 iterations")
+    rows, summary = write(out, results, curve, planner_alone_2)
+    page = (out / "results.md").read_text() if (out / "results.md").exists() else ""
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    block = f"{begin}\n{rows}\n\n{summary}\n\n![results](results.png)\n{end}"
+    if begin in page and end in page:
+        page = page[: page.index(begin)] + block + page[page.index(end) + len(end):]
+    else:
+        page = page + "\n" + block + "\n"
+    (out / "results.md").write_text(page)
+    print(f"wrote {out / 'results.md'} and {out / 'results.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Distils the networks shipped in deploy/networks/ from each example configuration's planner, then
+# builds the pendulum policy into mpcd for its embedded default. Deterministic for a given build;
+# takes a few minutes on 2 cores. Usage: scripts/train_networks.sh [task ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tasks=("$@")
+[ ${#tasks[@]} -gt 0 ] || tasks=(pendulum mountain_car cartpole point_mass unicycle)
+train() {
+  local task=$1 kind=$2
+  echo "== $task $kind"
+  /usr/bin/time -f "   %e s" .build/release/mpcd train --config "deploy/config/$task.toml" --kind "$kind" \
+    --out "deploy/networks/${task}_${kind}.safetensors" --rounds 12 --episodes 10 --steps 200 --epochs 40 \
+    --label-iterations 8 --seed 0 --fresh
+  rm -f "deploy/networks/${task}_${kind}.safetensors.checkpoint"
+}
+for task in "${tasks[@]}"; do
+  train "$task" policy
+  [ "$task" != pendulum ] || train pendulum plan
+done
+python3 scripts/embed_networks.py
