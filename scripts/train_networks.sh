@@ -8,14 +8,20 @@ tasks=("$@")
 [ ${#tasks[@]} -gt 0 ] || tasks=(pendulum mountain_car cartpole point_mass unicycle)
 train() {
   local task=$1 kind=$2
+  shift 2
   echo "== $task $kind"
   /usr/bin/time -f "   %e s" .build/release/mpcd train --config "deploy/config/$task.toml" --kind "$kind" \
     --out "deploy/networks/${task}_${kind}.safetensors" --rounds 12 --episodes 10 --steps 200 --epochs 40 \
-    --label-iterations 8 --seed 0 --fresh
+    --label-iterations 8 --seed 0 --fresh "$@"
   rm -f "deploy/networks/${task}_${kind}.safetensors.checkpoint"
 }
 for task in "${tasks[@]}"; do
-  train "$task" policy
-  [ "$task" != pendulum ] || train pendulum plan
+  if [ "$task" = pendulum ]; then
+    # labels from a stronger planner than the one the policy will run with
+    train pendulum policy --label-samples 1024
+    train pendulum plan --label-samples 1024
+  else
+    train "$task" policy
+  fi
 done
 python3 scripts/embed_networks.py

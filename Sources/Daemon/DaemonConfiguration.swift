@@ -55,6 +55,9 @@ public struct PriorConfiguration: Sendable {
     public var gapHigh = 0.1
     /// At 0 iterations, every this many ticks one iteration runs to measure the gap again.
     public var probeEvery = 10
+    /// Consecutive small-gap measurements before an iteration is dropped (one large gap adds one
+    /// at once): cheap ticks are earned slowly and lost quickly.
+    public var patience = 20
     /// Online amortisation: distil live ticks into the network in the background.
     public var online = false
     public var onlineLearningRate: Float = 1e-3
@@ -221,6 +224,7 @@ public struct DaemonConfiguration: Sendable {
         p.gapLow = try table.number("gap_low", default: p.gapLow, .nonNegative)
         p.gapHigh = try table.number("gap_high", default: max(p.gapHigh, p.gapLow), .atLeast(p.gapLow))
         p.probeEvery = try table.integer("probe_every", default: p.probeEvery, min: 1)
+        p.patience = try table.integer("patience", default: p.patience, min: 1)
         p.onlineLearningRate = try table.float("online_learning_rate", default: p.onlineLearningRate, .positive)
         p.onlineBatch = try table.integer("online_batch", default: p.onlineBatch, min: 1, max: 65_536)
         p.onlineBuffer = try table.integer("online_buffer", default: p.onlineBuffer, min: 1, max: 10_000_000)

@@ -38,6 +38,7 @@ final class Session: @unchecked Sendable {
     /// Adaptive iterations: how many the next plan runs, and ticks since the gap was last measured.
     private(set) var iterationTarget: Int
     private var ticksAtZero = 0
+    private var smallGaps = 0
     var fallbacks: UInt64 = 0
     /// The last plan's figures, for `mpcctl` and the reply.
     private(set) var lastIterations = 0
@@ -147,9 +148,16 @@ extension Session {
         lastGap = plan.amortisationGap
         guard let settings = priorSettings, settings.adaptive, relative.isFinite else { return }
         if Double(relative) < settings.gapLow {
-            iterationTarget = Swift.max(settings.minIterations, iterationTarget - 1)
+            smallGaps += 1
+            if smallGaps >= settings.patience {
+                smallGaps = 0
+                iterationTarget = Swift.max(settings.minIterations, iterationTarget - 1)
+            }
         } else if Double(relative) > settings.gapHigh {
+            smallGaps = 0
             iterationTarget = Swift.min(planner.configuration.iterations, iterationTarget + 1)
+        } else {
+            smallGaps = 0
         }
     }
 }

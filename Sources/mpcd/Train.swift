@@ -28,6 +28,7 @@ struct Train: ParsableCommand {
     @Option(help: "Hidden layer widths, comma-separated.") var hidden = "64,64"
     @Option(help: "Adam's learning rate.") var learningRate: Float = 3e-3
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
+    @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
 
@@ -48,6 +49,10 @@ struct Train: ParsableCommand {
         let configuration = try loadConfiguration(config, withPrior: false)
         var planner = configuration.planner
         planner.iterations = labelIterations ?? max(configuration.planner.iterations, 4)
+        if let labelSamples {
+            guard (1...PlannerConfiguration.maxSamples).contains(labelSamples) else { throw ValidationError("--label-samples must be in [1, \(PlannerConfiguration.maxSamples)]") }
+            planner.samples = labelSamples
+        }
         let networkKind = AmortisedNetwork.Kind(rawValue: kind)!
         let network = AmortisedNetwork(kind: networkKind, task: configuration.task, horizon: planner.horizon,
                                        hidden: hiddenWidths!, seed: seed)

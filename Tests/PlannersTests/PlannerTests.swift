@@ -148,6 +148,7 @@ struct FaultyPendulum: BatchDynamics {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         let plan = planner.plan(state: [0.5, 0])
         #expect(plan.iterations.allSatisfy { $0.invalidSamples == configuration.samples })
+        #expect(plan.failed)
         #expect(plan.sequence == plan.prior)
         #expect(plan.action.allSatisfy { $0.isFinite })
     }

@@ -13,8 +13,9 @@ Every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, 
   (e) the policy prior with adaptive iterations between 0 and 2.
 
 Then online amortisation: from an untrained policy, with adaptive iterations (0 to 2), the daemon
-distils its own ticks in the background while lockstep episodes run back to back; the curve of
-iterations per tick and return per episode shows the prior taking over.
+distils its own ticks in the background while lockstep episodes run back to back, in blocks of the
+same 20 seeds (100-119), so that every block's mean return compares directly with the rows above;
+the curve of iterations per tick and return per block shows the prior taking over.
 
 Writes OUT/results.md (the table) and OUT/results.png (the plots).
 """
@@ -117,18 +118,22 @@ def table(mpcd, folder):
     return results
 
 
-def online(mpcd, folder, episodes):
+def online(mpcd, folder, blocks):
+    """Blocks of 20 episodes (seeds 100-119) back to back against one daemon learning online."""
     state = Path(folder) / "state"
     process, endpoint = start(mpcd, config_text(2, "", "policy adaptive", online=True, state_directory=state), folder)
     curve = []
     try:
         start_time = time.monotonic()
-        for e in range(episodes):
-            returns, rows, _, _ = run_episodes("Pendulum-v1", 1, 100 + e % 20, endpoint, out=quiet)
-            curve.append({"episode": e, "seconds": time.monotonic() - start_time, "return": returns[0]} | measure(rows))
+        for b in range(blocks):
+            returns, rows, _, _ = run_episodes("Pendulum-v1", 20, 100, endpoint, out=quiet)
+            data = np.asarray(rows, dtype=float)
+            per_episode = [float(data[data[:, 0] == e, -3].mean()) for e in range(20)]
+            curve.append({"block": b, "seconds": time.monotonic() - start_time, "return": float(np.mean(returns)),
+                          "episode_iterations": per_episode} | measure(rows))
             c = curve[-1]
-            print(f"online episode {e:3d} at {c['seconds']:6.1f} s: return {c['return']:8.1f}, iterations/tick {c['iterations']:.2f}, "
-                  f"compute {c['compute_ms']:.3f} ms", flush=True)
+            print(f"online block {b:2d} (episodes {20 * b}-{20 * b + 19}) at {c['seconds']:6.1f} s: mean return {c['return']:8.1f}, "
+                  f"iterations/tick {c['iterations']:.2f}, compute {c['compute_ms']:.3f} ms", flush=True)
     finally:
         stop(process)
     return curve
@@ -143,39 +148,35 @@ def write(out, results, curve, planner_alone_2):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for r in results:
         marker = "o" if r["label"].startswith("(a)") else "s"
-        left.scatter(r["compute_ms"], r["mean"], marker=marker, s=50)
-        left.annotate(r["label"].split(",")[0] + ("," + r["label"].split(",")[1] if "," in r["label"] else ""),
-                      (r["compute_ms"], r["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        left.scatter(r["compute_ms"], r["mean"], marker=marker, s=50, label=r["label"])
+    left.legend(fontsize=7, loc="lower right")
     left.set_xlabel("compute per tick (ms, mean)")
     left.set_ylabel("mean return, seeds 100-119")
     left.set_title("Pendulum-v1 through mpcd, K=256")
     left.grid(alpha=0.3)
-    minutes = [c["seconds"] / 60 for c in curve]
-    right.plot(minutes, [c["iterations"] for c in curve], color="tab:blue", label="iterations per tick")
-    right.set_xlabel("minutes of lockstep episodes")
+    episodes = np.arange(20 * len(curve))
+    right.plot(episodes, [i for c in curve for i in c["episode_iterations"]], color="tab:blue", lw=1, label="iterations per tick (episode mean)")
+    right.set_xlabel("episode of online amortisation (blocks of seeds 100-119)")
     right.set_ylabel("mean iterations per tick", color="tab:blue")
+    right.set_ylim(0, 2.1)
     twin = right.twinx()
-    window = 5
-    smoothed = np.convolve([c["return"] for c in curve], np.ones(window) / window, mode="valid")
-    twin.plot(minutes[window - 1:], smoothed, color="tab:orange", label=f"return ({window}-episode mean)")
+    twin.plot([20 * c["block"] + 19 for c in curve], [c["return"] for c in curve], "s-", color="tab:orange", label="mean return of each 20-episode block")
     twin.axhline(planner_alone_2, color="tab:orange", ls="--", lw=1, label="planner alone, 2 iterations")
-    twin.set_ylabel("episode return", color="tab:orange")
+    twin.set_ylabel("mean return", color="tab:orange")
     right.set_title("online amortisation from an untrained policy")
-    fig.legend(loc="lower right", fontsize=8)
+    lines = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    right.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=90)
 
     n = len(curve)
-    first, last = curve[: max(1, n // 5)], curve[-max(1, n // 5):]
     lines = ["| configuration | mean return | std | iterations per tick | compute per tick, mean (ms) | p99 (ms) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['label']} | {r['mean']:.1f} | {r['std']:.1f} | {r['iterations']:.2f} | {r['compute_ms']:.3f} | {r['compute_p99_ms']:.3f} |")
-    summary = (f"Online amortisation over {n} episodes ({curve[-1]['seconds'] / 60:.1f} minutes): the first fifth of the "
-               f"episodes averaged {np.mean([c['iterations'] for c in first]):.2f} iterations per tick and a return of "
-               f"{np.mean([c['return'] for c in first]):.1f}; the last fifth {np.mean([c['iterations'] for c in last]):.2f} "
-               f"iterations per tick and {np.mean([c['return'] for c in last]):.1f} (planner alone at 2 iterations: "
-               f"{planner_alone_2:.1f}; over all {n} episodes {np.mean([c['return'] for c in curve]):.1f}).")
+    blocks = "; ".join(f"{c['iterations']:.2f} iterations per tick and {c['return']:.1f}" for c in curve)
+    summary = (f"Online amortisation, {n} blocks of the 20 seeds back to back ({curve[-1]['seconds']:.0f} s), from an "
+               f"untrained policy: {blocks} (planner alone at 2 iterations on the same seeds: {planner_alone_2:.1f}).")
     return "\n".join(lines), summary
 
 
@@ -183,12 +184,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mpcd_client.amortisation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mpcd", default=os.environ.get("MPCD_BIN", str(REPO / ".build" / "release" / "mpcd")))
     parser.add_argument("--out", default=str(REPO / "docs"))
-    parser.add_argument("--online-episodes", type=int, default=60)
+    parser.add_argument("--online-blocks", type=int, default=5, help="blocks of 20 online episodes")
     args = parser.parse_args(argv)
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as folder:
         results = table(args.mpcd, folder)
-        curve = online(args.mpcd, folder, args.online_episodes)
+        curve = online(args.mpcd, folder, args.online_blocks)
     planner_alone_2 = next(r["mean"] for r in results if r["label"] == "(a) planner alone, 2 iterations")
     rows, summary = write(out, results, curve, planner_alone_2)
     page = (out / "results.md").read_text() if (out / "results.md").exists() else ""

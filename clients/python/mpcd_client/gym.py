@@ -38,11 +38,14 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
             observation, _ = env.reset(seed=seed + episode)
             total, steps, done = 0.0, 0, False
             reached = False
+            iterations, gaps = [], []
             while not done:
                 start = time.perf_counter()
                 action = controller.act(observation)
                 latencies.append((time.perf_counter() - start) * 1e3)
                 reply = controller.last
+                iterations.append(reply.diagnostics.get("iterations", np.nan))
+                gaps.append(reply.diagnostics.get("amortisation_gap", np.nan))
                 next_observation, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
                 rows.append([episode, steps, *np.asarray(observation, dtype=float), *action, reward,
                              reply.diagnostics.get("iterations", np.nan), reply.diagnostics.get("compute_seconds", np.nan) * 1e3,
@@ -53,7 +56,10 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
                 observation = next_observation
                 done = terminated or truncated
             returns.append(total)
-            out(f"episode {episode:3d}  seed {seed + episode:4d}  return {total:9.2f}  steps {steps:4d}" + ("  (terminated)" if reached else ""))
+            line = f"episode {episode:3d}  seed {seed + episode:4d}  return {total:9.2f}  steps {steps:4d}  iterations/tick {np.mean(iterations):4.2f}"
+            if np.isfinite(reply.diagnostics.get("prior_kl", np.nan)):
+                line += f"  amortisation gap {np.nanmean(gaps):7.3f}"
+            out(line + ("  (terminated)" if reached else ""))
             controller.reset()
     env.close()
     return returns, rows, latencies, info
