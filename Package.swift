@@ -15,11 +15,13 @@ let package = Package(
         .library(name: "Planners", targets: ["Planners"]),
         .executable(name: "mpcd", targets: ["mpcd"]),
         .executable(name: "mpcd-bench", targets: ["mpcd-bench"]),
+        .executable(name: "mpcctl", targets: ["mpcctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -33,6 +35,7 @@ let package = Package(
                 "Models", "Planners", "CZeroMQ", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: speed
         ),
@@ -40,6 +43,10 @@ let package = Package(
             name: "mpcd",
             dependencies: ["Daemon", "Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
+        ),
+        .executableTarget(
+            name: "mpcctl",
+            dependencies: ["Daemon", "CZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "mpcd-bench",

@@ -23,3 +23,8 @@ int mpcd_lower_thread_priority(void) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     return setpriority(PRIO_PROCESS, (id_t)tid, 19) == 0 ? 0 : errno;
 }
+
+int mpcd_set_realtime_priority(int priority) {
+    struct sched_param parameters = {.sched_priority = priority};
+    return sched_setscheduler(0, SCHED_FIFO, &parameters) == 0 ? 0 : errno;
+}

@@ -36,6 +36,8 @@ public struct ServerConfiguration: Sendable {
     public var busyPollMicroseconds = 0
     /// CPUs the daemon's threads may run on; empty: any.
     public var cpuAffinity: [Int] = []
+    /// SCHED_FIFO priority (1-99) for the daemon's threads; 0 leaves the normal scheduler.
+    public var realtimePriority = 0
 
     public init() {}
 }
@@ -86,6 +88,8 @@ public struct DaemonConfiguration: Sendable {
     public var planner: PlannerConfiguration
     public var server: ServerConfiguration
     public var prior: PriorConfiguration?
+    /// The `[control]` table: where mpcctl finds the daemon.
+    public var controlEndpoint: String
 
     /// The tick rate in force.
     public var rateHz: Double { server.rateHz ?? (1e6 / Double(task.dynamics.dt)).rounded() / 1e6 }
@@ -100,6 +104,18 @@ public struct DaemonConfiguration: Sendable {
     }
 
     public static let embeddedSource = "(embedded default)"
+
+    /// The control socket when the configuration does not say: in the runtime directory systemd
+    /// gives the service (`$RUNTIME_DIRECTORY`), else /run/mpcd for root, else the user's runtime
+    /// directory. mpcctl derives the same.
+    public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let runtime = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first, !runtime.isEmpty {
+            return "ipc://\(runtime)/control.sock"
+        }
+        if getuid() == 0 { return "ipc:///run/mpcd/control.sock" }
+        if let user = environment["XDG_RUNTIME_DIR"], !user.isEmpty { return "ipc://\(user)/mpcd/control.sock" }
+        return "ipc:///tmp/mpcd-\(getuid())/control.sock"
+    }
 
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
     public static let embeddedDefault = """
@@ -166,8 +182,16 @@ public struct DaemonConfiguration: Sendable {
         if withPrior && planner.iterations == 0 && prior == nil {
             throw ConfigurationError(key: "planner.iterations", reason: "0 iterations sends the prior's action alone and needs a [prior] file")
         }
+        var controlEndpoint = defaultControlEndpoint()
+        if let control = try root.table("control") {
+            controlEndpoint = try control.string("endpoint", default: controlEndpoint)
+            guard controlEndpoint.hasPrefix("ipc://") || controlEndpoint.hasPrefix("tcp://") else {
+                throw control.error("endpoint", "expected an ipc:// (or, deliberately, tcp://) endpoint, got \"\(controlEndpoint)\"")
+            }
+            try control.finish()
+        }
         try root.finish()
-        return DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior)
+        return DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
     }
 
     public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String) throws(ConfigurationError) -> PriorConfiguration {
@@ -254,6 +278,7 @@ public struct DaemonConfiguration: Sendable {
         let cpus = try table.numbers("cpu_affinity", default: [], .closed(0, 1023))
         guard cpus.allSatisfy({ $0 == $0.rounded() }) else { throw table.error("cpu_affinity", "expected CPU numbers (integers)") }
         s.cpuAffinity = cpus.map { Int($0) }
+        s.realtimePriority = try table.integer("realtime_priority", default: s.realtimePriority, min: 0, max: 99)
         try table.finish()
         return s
     }

@@ -16,6 +16,8 @@ public struct ServerCounters: Sendable {
     public var refused: [WireProtocol.ErrorCode: UInt64] = [:]
     public var sessionsOpened: UInt64 = 0
     public var sessionsExpired: UInt64 = 0
+    /// Fallbacks of sessions that have ended (live sessions count their own).
+    public var fallbacks: UInt64 = 0
 }
 
 /// The daemon: one ROUTER socket, the sessions behind it, and the loop that answers them.
@@ -26,53 +28,59 @@ public struct ServerCounters: Sendable {
 /// the replies without blocking. In realtime mode planning happens on the tick grid; in lockstep
 /// mode as soon as observations arrive.
 public final class Server: @unchecked Sendable {
-    public let configuration: DaemonConfiguration
+    public internal(set) var configuration: DaemonConfiguration
     public private(set) var boundEndpoints: [String] = []
-    public private(set) var counters = ServerCounters()
+    public internal(set) var counters = ServerCounters()
     let logger: Logger
     let context: ZMQContext
     let socket: ZMQSocket
-    let periodNanoseconds: UInt64
-    let budgetNanoseconds: UInt64
-    let busyPollNanoseconds: UInt64
-    private var sessions: [[UInt8]: Session] = [:]
+    var periodNanoseconds: UInt64 = 0
+    var budgetNanoseconds: UInt64 = 0
+    var busyPollNanoseconds: UInt64 = 0
+    var sessions: [[UInt8]: Session] = [:]
     private var nextSessionIndex: UInt64 = 0
     private let stopRequested = Atomic<Bool>(false)
+    public let reloadRequested = Atomic<Bool>(false)
     private var lastOverrunLog: UInt64 = 0
-    private let helloReply: [UInt8]
+    var helloReply: [UInt8] = []
     /// Online amortisation, when configured, and the network version the sessions run.
-    private let amortiser: OnlineAmortiser?
-    private var networkVersion: Int
+    var amortiser: OnlineAmortiser?
+    var networkVersion: Int = -1
+    // The control plane (docs/operations.md): a local socket for mpcctl, and systemd's notify socket.
+    var control: ZMQSocket?
+    public internal(set) var controlEndpoint = ""
+    var controlSocketPath: String?
+    let notifier = SystemdNotifier()
+    var lastWatchdog: UInt64 = 0
+    var lastStatusNotice: UInt64 = 0
+    var lastTickOnTime = true
+    // Statistics for mpcctl status and metrics.
+    let startedAt = monotonicNanoseconds()
+    var latency = LatencyStatistics()
+    var iterationCount: UInt64 = 0
+    var planCount: UInt64 = 0
 
     public init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        periodNanoseconds = UInt64((1e9 / configuration.rateHz).rounded())
-        budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
-        busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
         if !configuration.server.cpuAffinity.isEmpty {
             try Self.pin(to: configuration.server.cpuAffinity)
+        }
+        if configuration.server.realtimePriority > 0 {
+            let error = mpcd_set_realtime_priority(Int32(configuration.server.realtimePriority))
+            if error != 0 {
+                logger.warning("the kernel refused real-time priority; carrying on with the normal scheduler", metadata: [
+                    "priority": "\(configuration.server.realtimePriority)", "reason": "\(String(cString: strerror(error)))",
+                ])
+            }
         }
         context = try ZMQContext()
         socket = try ZMQSocket(context, type: ZMQ_ROUTER)
         try socket.setOption(ZMQ_MAXMSGSIZE, Int64(configuration.server.maxMessageBytes))
         try socket.setOption(ZMQ_SNDHWM, Int32(16))
         try socket.setOption(ZMQ_RCVHWM, Int32(1000))
-        helloReply = Self.describe(configuration)
-        networkVersion = configuration.prior?.network.version ?? -1
-        if let prior = configuration.prior, prior.online {
-            var settings = OnlineAmortiser.Settings()
-            settings.learningRate = prior.onlineLearningRate
-            settings.batchSize = prior.onlineBatch
-            settings.bufferRows = prior.onlineBuffer
-            settings.publishEvery = prior.onlinePublishEvery
-            if !prior.stateDirectory.isEmpty {
-                try? FileManager.default.createDirectory(atPath: prior.stateDirectory, withIntermediateDirectories: true)
-            }
-            amortiser = OnlineAmortiser(network: prior.network, task: configuration.task, settings: settings, stateFile: prior.stateFile, logger: logger)
-        } else {
-            amortiser = nil
-        }
+        apply(configuration)
+        try bindControl()
         for endpoint in configuration.server.endpoints {
             do {
                 try socket.bind(endpoint)
@@ -87,6 +95,29 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Takes `configuration`'s timings, hello reply and online amortisation (at start and on reload).
+    func apply(_ configuration: DaemonConfiguration) {
+        self.configuration = configuration
+        periodNanoseconds = UInt64((1e9 / configuration.rateHz).rounded())
+        budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
+        busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
+        helloReply = Self.describe(configuration)
+        networkVersion = configuration.prior?.network.version ?? -1
+        amortiser?.stop()
+        amortiser = nil
+        if let prior = configuration.prior, prior.online {
+            var settings = OnlineAmortiser.Settings()
+            settings.learningRate = prior.onlineLearningRate
+            settings.batchSize = prior.onlineBatch
+            settings.bufferRows = prior.onlineBuffer
+            settings.publishEvery = prior.onlinePublishEvery
+            if !prior.stateDirectory.isEmpty {
+                try? FileManager.default.createDirectory(atPath: prior.stateDirectory, withIntermediateDirectories: true)
+            }
+            amortiser = OnlineAmortiser(network: prior.network, task: configuration.task, settings: settings, stateFile: prior.stateFile, logger: logger)
+        }
+    }
+
     /// Asks `run()` to return; safe from any thread or a signal source.
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
@@ -94,19 +125,18 @@ public final class Server: @unchecked Sendable {
 
     /// Serves until `requestStop()`.
     public func run() {
-        let mode = configuration.server.mode
         logger.info("serving", metadata: [
             "task": "\(configuration.task.name)", "likelihood": "\(configuration.planner.likelihood)",
-            "mode": "\(mode.rawValue)", "rate_hz": "\(configuration.rateHz)",
+            "mode": "\(configuration.server.mode.rawValue)", "rate_hz": "\(configuration.rateHz)",
             "endpoints": "\(boundEndpoints.joined(separator: ", "))", "config": "\(configuration.source)",
         ])
         amortiser?.start()
-        defer { amortiser?.stop() }
+        notifier.send("READY=1\nSTATUS=\(statusLine())\nMAINPID=\(getpid())")
         var nextTick = monotonicNanoseconds() + periodNanoseconds
         var lastSweep: UInt64 = 0
         while !stopRequested.load(ordering: .relaxed) {
             let now = monotonicNanoseconds()
-            switch mode {
+            switch configuration.server.mode {
             case .lockstep:
                 waitForMessages(until: now + 100_000_000, tick: false)
                 drainMessages()
@@ -119,6 +149,7 @@ public final class Server: @unchecked Sendable {
                 if now < nextTick {
                     waitForMessages(until: nextTick, tick: true)
                     drainMessages()
+                    serviceControlPlane(now: monotonicNanoseconds())
                     continue
                 }
                 let start = monotonicNanoseconds()
@@ -131,6 +162,7 @@ public final class Server: @unchecked Sendable {
                 // run late in a burst.
                 nextTick += periodNanoseconds
                 let after = monotonicNanoseconds()
+                lastTickOnTime = after < nextTick
                 if after >= nextTick {
                     let skipped = (after - nextTick) / periodNanoseconds + 1
                     counters.overruns += skipped
@@ -145,7 +177,11 @@ public final class Server: @unchecked Sendable {
                 lastSweep = now
                 expireIdleSessions(now: now)
             }
+            serviceControlPlane(now: monotonicNanoseconds())
         }
+        notifier.send("STOPPING=1")
+        amortiser?.stop()
+        closeControl()
         logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])
     }
 
@@ -158,18 +194,20 @@ public final class Server: @unchecked Sendable {
     /// zmq_poll counts whole milliseconds, so the last stretch before a tick is slept with
     /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
     private func waitForMessages(until deadline: UInt64, tick: Bool) {
+        let sockets = [socket] + (control.map { [$0] } ?? [])
         if busyPollNanoseconds > 0 {
             let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
             while monotonicNanoseconds() < stop {
-                if (try? socket.waitReadable(milliseconds: 0)) == true { return }
+                if (try? ZMQSocket.waitReadable(sockets, milliseconds: 0))?.contains(true) == true { return }
             }
         }
         let now = monotonicNanoseconds()
         guard deadline > now else { return }
         let remaining = deadline - now
         if remaining > 1_500_000 {
+            // at most 100 ms, so a stop request or a watchdog notice is never late
             let ms = Int(min(remaining - 1_000_000, 100_000_000) / 1_000_000)
-            _ = try? socket.waitReadable(milliseconds: ms)
+            _ = try? ZMQSocket.waitReadable(sockets, milliseconds: ms)
         } else if tick {
             if remaining > Self.tickSpinNanoseconds {
                 let wake = deadline - Self.tickSpinNanoseconds
@@ -178,7 +216,7 @@ public final class Server: @unchecked Sendable {
             }
             while monotonicNanoseconds() < deadline {}
         } else {
-            _ = try? socket.waitReadable(milliseconds: 1)
+            _ = try? ZMQSocket.waitReadable(sockets, milliseconds: 1)
         }
     }
 
@@ -210,7 +248,8 @@ public final class Server: @unchecked Sendable {
                 send(envelope + [WireProtocol.Header(type: .helloReply).bytes, helloReply])
                 sessions[identity]?.lastSeen = now
             case .bye:
-                if sessions.removeValue(forKey: identity) != nil {
+                if let ended = sessions.removeValue(forKey: identity) {
+                    counters.fallbacks += ended.fallbacks
                     logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
                 }
             case let .observation(sequence, timestamp, values):
@@ -230,7 +269,7 @@ public final class Server: @unchecked Sendable {
                     let stamped = UInt64(timestamp * 1e9)
                     if stamped <= now { measuredAt = stamped }
                 }
-                session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt)
+                session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
             }
         } catch {
@@ -248,28 +287,41 @@ public final class Server: @unchecked Sendable {
         guard sessions.count < configuration.server.maxSessions else {
             throw WireProtocol.Refusal(.tooManySessions, "the daemon serves at most \(configuration.server.maxSessions) sessions", sequence: sequence)
         }
-        var plannerConfiguration = configuration.planner
-        // Each session has its own random stream: the configured seed, offset by the session's number.
-        plannerConfiguration.seed = configuration.planner.seed &+ nextSessionIndex &* 0x9E37_79B9_7F4A_7C15
-        let planner: MirrorDescentPlanner
+        let planner: MirrorDescentPlanner, prior: NetworkPrior?
         do {
-            planner = try MirrorDescentPlanner(task: configuration.task, configuration: plannerConfiguration)
+            (planner, prior) = try makePlanner(index: nextSessionIndex)
         } catch {
             throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
-        }
-        var prior: NetworkPrior?
-        if let settings = configuration.prior {
-            prior = try? NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
         }
         let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
                               priorSettings: configuration.prior, index: nextSessionIndex, now: now)
         session.keepsPlans = amortiser != nil
-        if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
         nextSessionIndex += 1
         sessions[identity] = session
         counters.sessionsOpened += 1
         logger.info("session opened", metadata: ["peer": "\(session.name)", "sessions": "\(sessions.count)"])
         return session
+    }
+
+    /// A planner for session number `index` under the current configuration, with its prior:
+    /// every session has its own random stream, the configured seed offset by its number.
+    func makePlanner(index: UInt64) throws -> (MirrorDescentPlanner, NetworkPrior?) {
+        var plannerConfiguration = configuration.planner
+        plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
+        let planner = try MirrorDescentPlanner(task: configuration.task, configuration: plannerConfiguration)
+        var prior: NetworkPrior?
+        if let settings = configuration.prior {
+            prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
+            if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
+        }
+        return (planner, prior)
+    }
+
+    /// Gives a session a planner and prior built from the current configuration.
+    func rebuildPlanner(of session: Session) {
+        guard let (planner, prior) = try? makePlanner(index: session.index) else { return }
+        session.rebuild(planner: planner, prior: prior, priorSettings: configuration.prior)
+        session.keepsPlans = amortiser != nil
     }
 
     private func planAndSend(_ due: [Session], now: UInt64, deadline: UInt64, tick: UInt64?, lateness: Double) {
@@ -287,6 +339,12 @@ public final class Server: @unchecked Sendable {
             guard let reply = session.reply else { continue }
             session.reply = nil
             send(reply)
+            // tick latency: from the tick's grid time (realtime) or the observation's arrival (lockstep)
+            let sent = monotonicNanoseconds()
+            let origin = tick != nil ? now - UInt64(max(0, lateness) * 1e9) : (session.observation?.receivedAt ?? now)
+            latency.record(nanoseconds: sent > origin ? sent - origin : 0, now: sent)
+            planCount += 1
+            iterationCount += UInt64(session.lastIterations)
         }
         // Off the critical path, now that the replies are out: record the refined plans for online
         // amortisation, swap in newer network weights, generate the noise for the next plans.
@@ -318,6 +376,7 @@ public final class Server: @unchecked Sendable {
         for (identity, session) in sessions where now > session.lastSeen && now - session.lastSeen > timeout {
             sessions.removeValue(forKey: identity)
             counters.sessionsExpired += 1
+            counters.fallbacks += session.fallbacks
             logger.info("session expired", metadata: ["peer": "\(session.name)", "idle_s": "\(Double(now - session.lastSeen) * 1e-9)"])
         }
     }
@@ -339,7 +398,7 @@ public final class Server: @unchecked Sendable {
     /// The hello reply's JSON: everything a client needs to talk to this daemon.
     static func describe(_ configuration: DaemonConfiguration) -> [UInt8] {
         let d = configuration.task.dynamics, p = configuration.planner
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "protocol": Int(WireProtocol.version),
             "daemon": "mpcd \(mpcdVersion)",
             "task": configuration.task.name,
@@ -359,6 +418,10 @@ public final class Server: @unchecked Sendable {
             "error_codes": Dictionary(uniqueKeysWithValues: WireProtocol.ErrorCode.allCases.map { ($0.name, Int($0.rawValue)) }),
             "planner": ["likelihood": p.likelihood, "samples": p.samples, "iterations": p.iterations] as [String: Any],
         ]
+        if let prior = configuration.prior {
+            object["prior"] = ["file": prior.file, "kind": prior.network.kind.rawValue, "version": prior.network.version,
+                               "adaptive": prior.adaptive, "online": prior.online] as [String: Any]
+        }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return Array(data)
     }
@@ -367,11 +430,13 @@ public final class Server: @unchecked Sendable {
 public enum ServerError: Error, CustomStringConvertible {
     case bind(endpoint: String, reason: String)
     case affinity(cpus: [Int], reason: String)
+    case alreadyRunning(control: String)
 
     public var description: String {
         switch self {
         case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
         case let .affinity(cpus, reason): "cannot run on CPUs \(cpus): \(reason)"
+        case let .alreadyRunning(control): "another mpcd is running (it answers on \(control)); stop it first, or give this one other endpoints"
         }
     }
 }

@@ -8,6 +8,8 @@ struct ReceivedObservation {
     var sequence: UInt64
     /// When the state was measured, monotonic ns (its arrival, unless timestamps are trusted).
     var measuredAt: UInt64
+    /// When it arrived, monotonic ns.
+    var receivedAt: UInt64
 }
 
 /// One client identity: its own warm-started planner, random stream and statistics.
@@ -15,7 +17,7 @@ final class Session: @unchecked Sendable {
     let identity: [UInt8]
     /// The frames replies start with: the identity, and the empty delimiter for REQ clients.
     var envelope: [[UInt8]]
-    let planner: MirrorDescentPlanner
+    private(set) var planner: MirrorDescentPlanner
     let index: UInt64
     var observation: ReceivedObservation?
     /// Set when an observation arrived that no reply has answered yet (lockstep plans these).
@@ -33,8 +35,8 @@ final class Session: @unchecked Sendable {
     private var unshiftedTime: UInt64 = 0
     private var lastPlanTime: UInt64?
     /// The network prior, when the configuration has one (this session's own instance).
-    let prior: NetworkPrior?
-    let priorSettings: PriorConfiguration?
+    private(set) var prior: NetworkPrior?
+    private(set) var priorSettings: PriorConfiguration?
     /// Adaptive iterations: how many the next plan runs, and ticks since the gap was last measured.
     private(set) var iterationTarget: Int
     private var ticksAtZero = 0
@@ -125,6 +127,15 @@ final class Session: @unchecked Sendable {
 }
 
 extension Session {
+    /// Takes a new planner and prior (a reload, a policy load); statistics stay.
+    func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) {
+        self.planner = planner
+        self.prior = prior
+        self.priorSettings = priorSettings
+        planner.actionPrior = prior
+        iterationTarget = planner.configuration.iterations
+    }
+
     /// Iterations for the next plan: the configured count, or the adaptive target (with one
     /// iteration every `probe_every` ticks at a target of 0, to keep measuring the gap).
     func plannedIterations() -> Int {

@@ -83,8 +83,15 @@ public final class ZMQSocket {
 
     /// Waits up to `milliseconds` (-1: forever) for a message to read.
     public func waitReadable(milliseconds: Int) throws(ZMQError) -> Bool {
-        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
-        return try zmqCall("zmq_poll") { zmq_poll(&item, 1, milliseconds) } > 0
+        try Self.waitReadable([self], milliseconds: milliseconds)[0]
+    }
+
+    /// Waits up to `milliseconds` for any of `sockets` to have a message; which ones do.
+    public static func waitReadable(_ sockets: [ZMQSocket], milliseconds: Int) throws(ZMQError) -> [Bool] {
+        var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        let count = Int32(items.count)
+        try zmqCall("zmq_poll") { items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, count, milliseconds) } }
+        return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
     }
 
     /// One whole multipart message if one is waiting, without blocking; nil otherwise.

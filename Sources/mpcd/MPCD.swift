@@ -94,11 +94,16 @@ struct Serve: ParsableCommand {
         fflush(nil)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
-        let signals = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+        signal(SIGHUP, SIG_IGN)
+        var signals = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
         for source in signals {
             source.setEventHandler { server.requestStop() }
             source.resume()
         }
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { server.reloadRequested.store(true, ordering: .relaxed) }
+        hangup.resume()
+        signals.append(hangup)
         server.run()
         signals.forEach { $0.cancel() }
     }

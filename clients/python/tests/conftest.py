@@ -17,12 +17,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+MPCCTL = MPCD.parent / "mpcctl"
+
+
 class Daemon:
-    def __init__(self, args, tmp_path):
+    """The real mpcd on a free loopback port, with its own runtime directory (control socket)."""
+
+    def __init__(self, args, tmp_path, env=None):
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.log = open(tmp_path / f"mpcd-{time.monotonic_ns()}.log", "w+")
+        stamp = time.monotonic_ns()
+        self.runtime = tmp_path / f"runtime-{stamp}"
+        self.env = dict(os.environ, RUNTIME_DIRECTORY=str(self.runtime), **(env or {}))
+        self.log = open(tmp_path / f"mpcd-{stamp}.log", "w+")
         self.process = subprocess.Popen([str(MPCD), "--endpoint", self.endpoint, *args], stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True)
+                                        stderr=self.log, text=True, env=self.env)
         line = self.process.stdout.readline()
         if "listening" not in line:
             self.stop()
@@ -43,15 +51,22 @@ class Daemon:
         with open(self.log.name) as f:
             return f.read()
 
+    def mpcctl(self, *args, check=True):
+        """Runs mpcctl against this daemon; returns the completed process."""
+        result = subprocess.run([str(MPCCTL), *args], capture_output=True, text=True, timeout=20, env=self.env)
+        if check:
+            assert result.returncode == 0, f"mpcctl {' '.join(args)}: {result.stderr}"
+        return result
+
 
 @pytest.fixture
 def start_daemon(tmp_path):
     """start_daemon(*args) -> Daemon on a free loopback port; stopped after the test."""
     started = []
 
-    def start(*args):
+    def start(*args, env=None):
         assert MPCD.exists(), f"{MPCD} is missing: build with `swift build -c release`"
-        daemon = Daemon(list(args), tmp_path)
+        daemon = Daemon(list(args), tmp_path, env)
         started.append(daemon)
         return daemon
 

@@ -1,0 +1,68 @@
+import Foundation
+
+/// `mpcctl status` as one screen of text.
+struct StatusReport {
+    let status: [String: Any]
+
+    init(_ status: [String: Any]) { self.status = status }
+
+    func number(_ key: String) -> Double { (status[key] as? NSNumber)?.doubleValue ?? 0 }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds)
+        return s >= 3600 ? String(format: "%dh %02dm %02ds", s / 3600, s / 60 % 60, s % 60) : String(format: "%dm %02ds", s / 60, s % 60)
+    }
+
+    static func latency(_ summary: [String: Any]?) -> String {
+        guard let summary, let count = (summary["count"] as? NSNumber)?.intValue, count > 0 else { return "no ticks yet" }
+        func ms(_ key: String) -> String { String(format: "%.3f", ((summary[key] as? NSNumber)?.doubleValue ?? 0) / 1000) }
+        return "p50 \(ms("p50"))  p90 \(ms("p90"))  p99 \(ms("p99"))  p99.9 \(ms("p99.9"))  max \(ms("max")) ms  (\(count) replies)"
+    }
+
+    static func sessionTable(_ sessions: [[String: Any]]) -> String {
+        guard !sessions.isEmpty else { return "  (no sessions)" }
+        var lines = ["  " + "PEER".padding(toLength: 24, withPad: " ", startingAt: 0) + "LAST OBS      TICKS   REFUSED  ITER  GAP"]
+        for s in sessions {
+            let peer = (s["peer"] as? String ?? "?").padding(toLength: 24, withPad: " ", startingAt: 0)
+            let age = (s["last_observation_age_seconds"] as? NSNumber).map { String(format: "%.3f s ago", $0.doubleValue) } ?? "none"
+            let ticks = "\((s["ticks_served"] as? NSNumber)?.intValue ?? 0)"
+            let refused = "\((s["refused"] as? NSNumber)?.intValue ?? 0)"
+            let iterations = "\((s["iterations"] as? NSNumber)?.intValue ?? 0)"
+            let gap = (s["amortisation_gap"] as? NSNumber).map { String(format: "%.3f", $0.doubleValue) } ?? "-"
+            lines.append("  \(peer)\(age.padding(toLength: 14, withPad: " ", startingAt: 0))\(ticks.padding(toLength: 8, withPad: " ", startingAt: 0))\(refused.padding(toLength: 9, withPad: " ", startingAt: 0))\(iterations.padding(toLength: 6, withPad: " ", startingAt: 0))\(gap)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    var text: String {
+        let planner = status["planner"] as? [String: Any] ?? [:]
+        let latency = status["tick_latency_us"] as? [String: Any] ?? [:]
+        let sessions = status["sessions"] as? [String: Any] ?? [:]
+        let byCode = (status["rejected_by_code"] as? [String: NSNumber] ?? [:]).filter { $0.value.intValue > 0 }
+            .sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+        var lines = [
+            "mpcd \(status["version"] ?? "?"), pid \(status["pid"] ?? "?"), up \(Self.duration(number("uptime_seconds")))",
+            "config     \(status["config"] ?? "?")",
+            "task       \(status["task"] ?? "?"); planner \(planner["likelihood"] ?? "?"), K=\(planner["samples"] ?? "?"), H=\(planner["horizon"] ?? "?"), up to \(planner["iterations"] ?? "?") iterations per tick",
+            String(format: "timing     %@; target %.1f Hz, achieved %.1f Hz per session (last 60 s)", (status["mode"] as? String ?? "?"), number("target_rate_hz"), number("achieved_rate_hz")),
+            "latency    since start  \(Self.latency(latency["since_start"] as? [String: Any]))",
+            "           last 60 s    \(Self.latency(latency["last_60s"] as? [String: Any]))",
+            "health     \(Int(number("missed_ticks"))) missed ticks, \(Int(number("fallbacks"))) fallbacks, \(Int(number("rejected_messages"))) rejected messages"
+                + (byCode.isEmpty ? "" : " (\(byCode.joined(separator: ", ")))") + ", \(Int(number("dropped_replies"))) dropped replies",
+            String(format: "planner    %.2f iterations per tick", number("iterations_per_tick")),
+        ]
+        if let prior = status["prior"] as? [String: Any] {
+            var line = "prior      \(prior["kind"] ?? "?") \(prior["file"] ?? "?"), network version \(prior["network_version"] ?? "?")"
+            if let gap = prior["amortisation_gap"] as? NSNumber { line += String(format: ", amortisation gap %.3f", gap.doubleValue) }
+            if prior["adaptive"] as? Bool == true { line += ", adaptive" }
+            if prior["online"] as? Bool == true { line += ", learning online" }
+            lines.append(line)
+        } else {
+            lines.append("prior      none (the previous plan carried forward)")
+        }
+        lines.append("endpoints  \((status["endpoints"] as? [String] ?? []).joined(separator: ", ")); control \(status["control"] ?? "?")")
+        lines.append("sessions   \(sessions["count"] ?? 0) (opened \(sessions["opened"] ?? 0), expired \(sessions["expired"] ?? 0))")
+        lines.append(Self.sessionTable(sessions["list"] as? [[String: Any]] ?? []))
+        return lines.joined(separator: "\n")
+    }
+}
