@@ -105,6 +105,10 @@ final class Session: @unchecked Sendable {
             flags.insert(.fallback)
             fallbacks += 1
             planner.reset()
+        } else if plan.iterations.isEmpty && iterations > 0 {
+            // No time left for a single iteration: the prior's action, flagged and counted.
+            flags.insert(.fallback)
+            fallbacks += 1
         }
         let last = plan.iterations.last
         let steps = min(context.planSteps, planner.horizon - 1)
