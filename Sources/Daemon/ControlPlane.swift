@@ -131,6 +131,7 @@ extension Server {
             "ticks": counters.ticks, "replies": counters.replies, "dropped_replies": counters.dropped,
             "missed_ticks": counters.overruns, "fallbacks": counters.fallbacks + sessions.values.reduce(0) { $0 + $1.fallbacks },
             "rejected_messages": refused.values.reduce(0, +), "rejected_by_code": refused,
+            "stale_replies": counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies },
             "sessions": ["count": sessions.count, "opened": counters.sessionsOpened, "expired": counters.sessionsExpired,
                          "list": sessionList(now: now)] as [String: Any],
             "iterations_per_tick": planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
@@ -164,6 +165,8 @@ extension Server {
         metric("mpcd_missed_ticks_total", "counter", "Ticks skipped because one overran its period.", [("", Double(counters.overruns))])
         metric("mpcd_fallbacks_total", "counter", "Replies carrying the prior's action because the planner failed.",
                [("", Double(counters.fallbacks + sessions.values.reduce(0) { $0 + $1.fallbacks }))])
+        metric("mpcd_stale_replies_total", "counter", "Safe actions sent because a session's observations stopped.",
+               [("", Double(counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies }))])
         metric("mpcd_rejected_messages_total", "counter", "Messages refused with an error reply, by error code.",
                WireProtocol.ErrorCode.allCases.map { ("{code=\"\($0.name)\"}", Double(counters.refused[$0, default: 0])) })
         metric("mpcd_sessions", "gauge", "Sessions being served.", [("", Double(sessions.count))])

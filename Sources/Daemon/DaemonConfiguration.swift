@@ -42,6 +42,19 @@ public struct ServerConfiguration: Sendable {
     public init() {}
 }
 
+/// The `[safety]` table: what guards the actions that leave the daemon.
+public struct SafetyConfiguration: Sendable {
+    /// In realtime mode, a session whose newest observation is older than this gets the safe
+    /// action instead of a plan, s; an observation already this old on arrival (trusted
+    /// timestamps) is refused. 0: off.
+    public var staleAfter = 0.5
+    public var safeAction = ActionSafety.SafeAction.zero
+    /// Slew limit per action, units per second; nil: none.
+    public var maxRate: [Float]? = nil
+
+    public init() {}
+}
+
 /// The `[prior]` table: an amortised network as the planner's action prior.
 public struct PriorConfiguration: Sendable {
     /// Where the weights came from: a path, or `embedded:NAME` for weights built into mpcd.
@@ -90,6 +103,13 @@ public struct DaemonConfiguration: Sendable {
     public var prior: PriorConfiguration?
     /// The `[control]` table: where mpcctl finds the daemon.
     public var controlEndpoint: String
+    public var safety = SafetyConfiguration()
+
+    /// The action guard for replies sent every `period` seconds.
+    public func actionSafety(period: Double) throws(ConfigurationError) -> ActionSafety {
+        let (lower, upper) = try planner.bounds(for: task)
+        return ActionSafety(lower: lower, upper: upper, maxStep: safety.maxRate.map { $0.map { $0 * Float(period) } })
+    }
 
     /// The tick rate in force.
     public var rateHz: Double { server.rateHz ?? (1e6 / Double(task.dynamics.dt)).rounded() / 1e6 }
@@ -190,8 +210,20 @@ public struct DaemonConfiguration: Sendable {
             }
             try control.finish()
         }
+        var safety = SafetyConfiguration()
+        if let table = try root.table("safety") {
+            safety.staleAfter = try table.number("stale_after_s", default: safety.staleAfter, .nonNegative)
+            safety.safeAction = ActionSafety.SafeAction(rawValue: try table.choice("safe_action", default: safety.safeAction.rawValue,
+                                                                                   from: ActionSafety.SafeAction.allCases.map(\.rawValue)))!
+            if let rates = try table.optionalNumbers("max_rate", count: task.dynamics.actionDimension, .positive) {
+                safety.maxRate = rates.map { Float($0) }
+            }
+            try table.finish()
+        }
         try root.finish()
-        return DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
+        var configuration = DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
+        configuration.safety = safety
+        return configuration
     }
 
     public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String) throws(ConfigurationError) -> PriorConfiguration {

@@ -9,15 +9,18 @@ import Synchronization
 
 /// Counters since start (the `mpcctl status` figures build on these).
 public struct ServerCounters: Sendable {
+    /// Ticks run (realtime), and grid slots passed, run or skipped: a reply's tick number.
     public var ticks: UInt64 = 0
+    public var gridTick: UInt64 = 0
     public var overruns: UInt64 = 0
     public var replies: UInt64 = 0
     public var dropped: UInt64 = 0
     public var refused: [WireProtocol.ErrorCode: UInt64] = [:]
     public var sessionsOpened: UInt64 = 0
     public var sessionsExpired: UInt64 = 0
-    /// Fallbacks of sessions that have ended (live sessions count their own).
+    /// Fallbacks and stale replies of sessions that have ended (live sessions count their own).
     public var fallbacks: UInt64 = 0
+    public var staleReplies: UInt64 = 0
 }
 
 /// The daemon: one ROUTER socket, the sessions behind it, and the loop that answers them.
@@ -46,6 +49,9 @@ public final class Server: @unchecked Sendable {
     /// Online amortisation, when configured, and the network version the sessions run.
     var amortiser: OnlineAmortiser?
     var networkVersion: Int = -1
+    /// The guard every action passes (bounds, slew limit, finite values).
+    var actionSafety = ActionSafety(lower: [], upper: [], maxStep: nil)
+    var staleAfterNanoseconds: UInt64 = 0
     // The control plane (docs/operations.md): a local socket for mpcctl, and systemd's notify socket.
     var control: ZMQSocket?
     public internal(set) var controlEndpoint = ""
@@ -103,6 +109,11 @@ public final class Server: @unchecked Sendable {
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
         helloReply = Self.describe(configuration)
         networkVersion = configuration.prior?.network.version ?? -1
+        // between two replies: a tick period in realtime, one model step in lockstep
+        let replyPeriod = configuration.server.mode == .realtime ? 1 / configuration.rateHz : Double(configuration.task.dynamics.dt)
+        actionSafety = (try? configuration.actionSafety(period: replyPeriod)) ?? actionSafety
+        staleAfterNanoseconds = UInt64(configuration.safety.staleAfter * 1e9)
+        for session in sessions.values { session.safety = actionSafety }
         amortiser?.stop()
         amortiser = nil
         if let prior = configuration.prior, prior.online {
@@ -155,8 +166,15 @@ public final class Server: @unchecked Sendable {
                 let start = monotonicNanoseconds()
                 drainMessages()
                 counters.ticks += 1
+                counters.gridTick += 1
                 let live = sessions.values.filter { $0.observation != nil }
-                planAndSend(live, now: start, deadline: nextTick + budgetNanoseconds, tick: counters.ticks,
+                // sessions whose observations stopped get the safe action, not a plan
+                let isStale = { (s: Session) -> Bool in
+                    self.staleAfterNanoseconds > 0 && start > s.observation!.receivedAt && start - s.observation!.receivedAt > self.staleAfterNanoseconds
+                }
+                let stale = live.filter(isStale)
+                if !stale.isEmpty { sendStale(stale, now: start, tick: counters.gridTick, lateness: Double(start - nextTick) * 1e-9) }
+                planAndSend(live.filter { !isStale($0) }, now: start, deadline: nextTick + budgetNanoseconds, tick: counters.gridTick,
                             lateness: Double(start - nextTick) * 1e-9)
                 // Back onto the period grid: ticks that could not start in time are skipped, never
                 // run late in a burst.
@@ -166,6 +184,7 @@ public final class Server: @unchecked Sendable {
                 if after >= nextTick {
                     let skipped = (after - nextTick) / periodNanoseconds + 1
                     counters.overruns += skipped
+                    counters.gridTick += skipped
                     nextTick += skipped * periodNanoseconds
                     if after - lastOverrunLog >= 1_000_000_000 {
                         lastOverrunLog = after
@@ -220,8 +239,13 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Most messages read per wake-up: a peer flooding the socket cannot keep the loop from its
+    /// tick (each session keeps only its newest observation anyway, and the rest wait in libzmq's
+    /// bounded queue, whose high-water mark drops the excess).
+    static let drainLimit = 512
+
     private func drainMessages() {
-        while true {
+        for _ in 0..<Self.drainLimit {
             let frames: [[UInt8]]?
             do {
                 frames = try socket.receive()
@@ -250,6 +274,7 @@ public final class Server: @unchecked Sendable {
             case .bye:
                 if let ended = sessions.removeValue(forKey: identity) {
                     counters.fallbacks += ended.fallbacks
+                    counters.staleReplies += ended.staleReplies
                     logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
                 }
             case let .observation(sequence, timestamp, values):
@@ -268,6 +293,9 @@ public final class Server: @unchecked Sendable {
                 if configuration.server.trustClientTimestamps, timestamp > 0 {
                     let stamped = UInt64(timestamp * 1e9)
                     if stamped <= now { measuredAt = stamped }
+                    if staleAfterNanoseconds > 0, now - measuredAt > staleAfterNanoseconds {
+                        throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.safety.staleAfter)", sequence: sequence)
+                    }
                 }
                 session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
@@ -294,13 +322,25 @@ public final class Server: @unchecked Sendable {
             throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
         }
         let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
-                              priorSettings: configuration.prior, index: nextSessionIndex, now: now)
+                              priorSettings: configuration.prior, safety: actionSafety, index: nextSessionIndex, now: now)
         session.keepsPlans = amortiser != nil
         nextSessionIndex += 1
         sessions[identity] = session
         counters.sessionsOpened += 1
         logger.info("session opened", metadata: ["peer": "\(session.name)", "sessions": "\(sessions.count)"])
         return session
+    }
+
+    private func sendStale(_ stale: [Session], now: UInt64, tick: UInt64, lateness: Double) {
+        let context = TickContext(periodNanoseconds: periodNanoseconds, advanceStale: false,
+                                  planSteps: configuration.server.planSteps, latenessSeconds: lateness, overruns: counters.overruns)
+        for session in stale {
+            session.staleReply(now: now, tick: tick, safeAction: configuration.safety.safeAction, context: context)
+            if let reply = session.reply {
+                session.reply = nil
+                send(reply)
+            }
+        }
     }
 
     /// A planner for session number `index` under the current configuration, with its prior:
@@ -377,6 +417,7 @@ public final class Server: @unchecked Sendable {
             sessions.removeValue(forKey: identity)
             counters.sessionsExpired += 1
             counters.fallbacks += session.fallbacks
+            counters.staleReplies += session.staleReplies
             logger.info("session expired", metadata: ["peer": "\(session.name)", "idle_s": "\(Double(now - session.lastSeen) * 1e-9)"])
         }
     }

@@ -43,14 +43,19 @@ final class Session: @unchecked Sendable {
     private var smallGaps = 0
     var fallbacks: UInt64 = 0
     /// The last plan's figures, for `mpcctl` and the reply.
-    private(set) var lastIterations = 0
+    var lastIterations = 0
     private(set) var lastGap: Float = .nan
+    /// The guard every action passes, and the last action sent (its slew reference).
+    var safety: ActionSafety
+    private(set) var lastSent: [Float]?
+    var staleReplies: UInt64 = 0
     /// The state planned from and the plan, kept only for online amortisation.
     var lastPlan: ([Float], Plan)?
     var keepsPlans = false
 
     init(identity: [UInt8], envelope: [[UInt8]], planner: MirrorDescentPlanner, prior: NetworkPrior?,
-         priorSettings: PriorConfiguration?, index: UInt64, now: UInt64) {
+         priorSettings: PriorConfiguration?, safety: ActionSafety, index: UInt64, now: UInt64) {
+        self.safety = safety
         self.identity = identity
         self.envelope = envelope
         self.planner = planner
@@ -112,7 +117,10 @@ final class Session: @unchecked Sendable {
         }
         let last = plan.iterations.last
         let steps = min(context.planSteps, planner.horizon - 1)
-        let upcoming = Array(plan.sequence.mean[planner.actionDimension..<((steps + 1) * planner.actionDimension)])
+        let (action, limited) = safety.filter(plan.action, previous: lastSent)
+        if limited { flags.insert(.limited) }
+        let upcoming = safety.filterSequence(Array(plan.sequence.mean[planner.actionDimension..<((steps + 1) * planner.actionDimension)]),
+                                             previous: action)
         let diagnostics: [Double] = [
             Double(plan.iterations.count), Double(last?.bestCost ?? .nan), Double(finished - now) * 1e-9,
             context.latenessSeconds, Double(context.overruns), Double(last?.effectiveSampleSize ?? .nan),
@@ -121,9 +129,10 @@ final class Session: @unchecked Sendable {
             Double(plan.planCost), Double(prior?.network.version ?? -1),
         ]
         let header = WireProtocol.Header(type: .action, a: observation.sequence, b: tick, c: flags.rawValue)
-        reply = envelope + [header.bytes, WireProtocol.encodeFloat64(plan.action),
+        reply = envelope + [header.bytes, WireProtocol.encodeFloat64(action),
                             WireProtocol.encodeFloat64(upcoming), WireProtocol.encodeFloat64(diagnostics)]
-        sent.append((now, plan.action))
+        lastSent = action
+        sent.append((now, action))
         if sent.count > 2 * planner.horizon { sent.removeFirst(sent.count - planner.horizon) }
         ticksServed += 1
         unanswered = false
@@ -131,6 +140,37 @@ final class Session: @unchecked Sendable {
 }
 
 extension Session {
+    /// The reply for a session whose observations stopped: the configured safe action, flagged
+    /// `stale`, through the same guard as every action. The plan starts afresh afterwards.
+    func staleReply(now: UInt64, tick: UInt64, safeAction: ActionSafety.SafeAction, context: TickContext) {
+        var proposed = safety.zero
+        switch safeAction {
+        case .zero: break
+        case .hold: proposed = lastSent ?? proposed
+        case .prior:
+            if let prior, let state = observation?.state,
+               let sequence = prior.prior(for: state, warmStart: nil) { proposed = sequence.meanAction(at: 0) }
+        }
+        let (action, limited) = safety.filter(proposed, previous: lastSent)
+        var flags: WireProtocol.ActionFlags = [.stale]
+        if limited { flags.insert(.limited) }
+        let m = action.count
+        let upcoming = safety.filterSequence(Array((0..<min(context.planSteps, planner.horizon - 1)).map { _ in action }.joined()), previous: action)
+        var diagnostics = [Double](repeating: .nan, count: WireProtocol.diagnosticNames.count)
+        diagnostics[0] = 0
+        diagnostics[3] = context.latenessSeconds
+        diagnostics[4] = Double(context.overruns)
+        let header = WireProtocol.Header(type: .action, a: observation?.sequence ?? 0, b: tick, c: flags.rawValue)
+        reply = envelope + [header.bytes, WireProtocol.encodeFloat64(action), WireProtocol.encodeFloat64(upcoming),
+                            WireProtocol.encodeFloat64(diagnostics)]
+        precondition(upcoming.count % max(1, m) == 0)
+        lastSent = action
+        sent.append((now, action))
+        staleReplies += 1
+        lastIterations = 0
+        planner.reset()
+    }
+
     /// Takes a new planner and prior (a reload, a policy load); statistics stay.
     func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) {
         self.planner = planner

@@ -55,6 +55,10 @@ public enum WireProtocol {
         public static let truncated = ActionFlags(rawValue: 1 << 1)
         /// The planner failed (no rollout had a finite cost): the action is the prior's, unrefined.
         public static let fallback = ActionFlags(rawValue: 1 << 2)
+        /// No observation for `stale_after`: the configured safe action, not a plan.
+        public static let stale = ActionFlags(rawValue: 1 << 3)
+        /// The safety filter changed the planned action (slew limit, bounds or a non-finite value).
+        public static let limited = ActionFlags(rawValue: 1 << 4)
     }
 
     /// The names of the diagnostics vector of an action, in order (also sent in the hello reply).

@@ -47,7 +47,7 @@ struct StatusReport {
             String(format: "timing     %@; target %.1f Hz, achieved %.1f Hz per session (last 60 s)", (status["mode"] as? String ?? "?"), number("target_rate_hz"), number("achieved_rate_hz")),
             "latency    since start  \(Self.latency(latency["since_start"] as? [String: Any]))",
             "           last 60 s    \(Self.latency(latency["last_60s"] as? [String: Any]))",
-            "health     \(Int(number("missed_ticks"))) missed ticks, \(Int(number("fallbacks"))) fallbacks, \(Int(number("rejected_messages"))) rejected messages"
+            "health     \(Int(number("missed_ticks"))) missed ticks, \(Int(number("fallbacks"))) fallbacks, \(Int(number("stale_replies"))) stale replies, \(Int(number("rejected_messages"))) rejected messages"
                 + (byCode.isEmpty ? "" : " (\(byCode.joined(separator: ", ")))") + ", \(Int(number("dropped_replies"))) dropped replies",
             String(format: "planner    %.2f iterations per tick", number("iterations_per_tick")),
         ]

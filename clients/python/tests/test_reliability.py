@@ -1,0 +1,191 @@
+"""Reliability: stale input, limits, overruns, flooding, slow readers, crashes, oversized messages.
+Each promise of docs/reliability.md, against the real daemon over real sockets."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import MPCD
+from mpcd_client import Controller, MpcdError, MpcdTimeout, protocol
+
+FLAG_STALE, FLAG_LIMITED = 8, 16
+
+
+def config(tmp_path, text, name="mpcd.toml"):
+    path = tmp_path / name
+    path.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 256\n' + text)
+    return str(path)
+
+
+def test_stale_observations_get_the_safe_action_flagged(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n[safety]\nstale_after_s = 0.1\nsafe_action = "zero"\n'))
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([2.5, 1.0]))  # far from upright: the plan pushes hard
+        replies = [c.receive() for _ in range(15)]  # 0.3 s at 50 Hz with no new observation
+        fresh = [r for r in replies if not r.flags & FLAG_STALE]
+        stale = [r for r in replies if r.flags & FLAG_STALE]
+        assert fresh and stale, "expected planned replies, then safe ones"
+        assert all(r.action[0] == 0 for r in stale)
+        assert replies.index(stale[0]) >= 3  # not before stale_after (0.1 s = 5 ticks, give or take one)
+        # a new observation brings planning back
+        c.act(np.array([2.5, 1.0]))
+        assert not c.last.flags & FLAG_STALE
+
+
+def test_an_observation_already_too_old_on_arrival_is_refused(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\ntrust_client_timestamps = true\n[safety]\nstale_after_s = 0.1\n'))
+    with Controller(daemon.endpoint) as c:
+        with pytest.raises(MpcdError) as error:
+            c.act(np.array([0.1, 0.0]), timestamp=time.monotonic() - 1.0)
+        assert error.value.name == "stale"
+        assert np.isfinite(c.act(np.array([0.1, 0.0]), timestamp=time.monotonic())).all()
+
+
+def test_the_slew_limit_holds_on_every_action_sent(start_daemon, tmp_path):
+    # lockstep: the reply period is the task's dt, 0.05 s; 4 N m/s allows 0.2 N m per reply
+    daemon = start_daemon("--config", config(tmp_path, '[safety]\nmax_rate = [4.0]\n'))
+    with Controller(daemon.endpoint) as c:
+        previous, limited = None, 0
+        for k in range(60):
+            action = c.act(np.array([np.pi * (-1) ** k, 8.0 * (-1) ** k]))  # adversarial: the state flips every step
+            assert np.isfinite(action).all() and abs(action[0]) <= 2.0
+            if previous is not None:
+                assert abs(action[0] - previous) <= 0.2 + 1e-6
+            plan = np.concatenate([[action[0]], c.last.plan[:, 0]])
+            assert np.all(np.abs(np.diff(plan)) <= 0.2 + 1e-6) and np.all(np.abs(plan) <= 2.0)
+            limited += bool(c.last.flags & FLAG_LIMITED)
+            previous = action[0]
+        assert limited > 0
+
+
+def test_a_stall_of_three_periods_lands_back_on_the_grid_without_a_burst(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 20\n[safety]\nstale_after_s = 0\n'))
+    with Controller(daemon.endpoint, timeout=2.0) as c:
+        c.act(np.array([0.1, 0.0]))
+        for _ in range(5):
+            c.receive()
+        before = c.receive()
+        daemon.process.send_signal(signal.SIGSTOP)
+        time.sleep(0.15)  # three periods
+        daemon.process.send_signal(signal.SIGCONT)
+        arrivals, replies = [], []
+        for _ in range(8):
+            replies.append(c.receive())
+            arrivals.append(time.monotonic())
+    overruns = [r.diagnostics["overruns"] for r in replies]
+    assert overruns[-1] - before.diagnostics["overruns"] >= 2, f"the stall was not counted: {overruns}"
+    # no catch-up burst: after the first reply following the stall, replies are a period apart
+    gaps = np.diff(arrivals[1:])
+    assert gaps.min() > 0.025, f"burst after the stall: {np.round(gaps, 3)}"
+    # and back on the grid: the tick number jumped over the skipped ticks
+    assert replies[-1].tick - before.tick >= 8 + 2
+    log = daemon.logs()
+    assert log.count("tick overran its period") == 1
+
+
+def test_a_flooding_client_does_not_delay_the_others(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+    stop = threading.Event()
+
+    def flood():
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100000)
+        s.connect(daemon.endpoint)
+        k = 0
+        while not stop.is_set():
+            try:
+                s.send_multipart(protocol.observation(k, np.array([1.0, 0.0])), zmq.NOBLOCK)
+            except zmq.Again:
+                time.sleep(0.0001)
+            k += 1
+        s.close()
+
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        try:
+            arrivals = []
+            for _ in range(100):  # 2 s at 50 Hz
+                c.receive()
+                arrivals.append(time.monotonic())
+        finally:
+            stop.set()
+            flooder.join()
+    gaps = np.diff(arrivals)
+    assert gaps.max() < 0.02 + 0.02 + 0.01, f"a reply came {gaps.max() * 1000:.1f} ms after the previous one"
+
+
+def test_a_client_that_stops_reading_never_blocks_a_tick(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 100\n'))
+    mute = zmq.Context.instance().socket(zmq.DEALER)
+    mute.setsockopt(zmq.LINGER, 0)
+    mute.setsockopt(zmq.RCVHWM, 1)
+    mute.connect(daemon.endpoint)
+    mute.send_multipart(protocol.observation(1, np.array([1.0, 0.0])))  # and never reads again
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        start = time.monotonic()
+        replies = [c.receive() for _ in range(200)]  # 2 s at 100 Hz
+        elapsed = time.monotonic() - start
+    mute.close()
+    assert elapsed < 2.5
+    assert replies[-1].tick - replies[0].tick <= 200 + 5
+
+
+def test_kill_9_then_restart_the_client_gets_actions_within_a_second(start_daemon, tmp_path):
+    daemon = start_daemon()
+    endpoint, env = daemon.endpoint, daemon.env
+    with Controller(endpoint, timeout=0.2) as c:
+        c.act(np.array([0.5, 0.0]))
+        daemon.process.kill()
+        daemon.process.wait()
+        with pytest.raises(MpcdTimeout):
+            c.act(np.array([0.5, 0.0]))
+        restarted = subprocess.Popen([str(MPCD), "--endpoint", endpoint], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            assert "listening" in restarted.stdout.readline()
+            started = time.monotonic()
+            while True:
+                try:
+                    c.act(np.array([0.5, 0.0]))
+                    break
+                except MpcdTimeout:
+                    assert time.monotonic() - started < 1.0, "no action within a second of the restart"
+            assert time.monotonic() - started < 1.0
+        finally:
+            restarted.terminate()
+            restarted.wait(timeout=5)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_100_MB_frame_disconnects_only_its_sender(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        for _ in range(10):
+            c.receive()
+        before = rss_kib(daemon.process.pid)
+        big = zmq.Context.instance().socket(zmq.DEALER)
+        big.setsockopt(zmq.LINGER, 0)
+        big.connect(daemon.endpoint)
+        big.send_multipart([protocol.header(protocol.OBSERVATION, 1), b"\0" * 100_000_000])
+        arrivals = []
+        for _ in range(50):  # 1 s at 50 Hz while the big frame arrives and is refused
+            c.receive()
+            arrivals.append(time.monotonic())
+        assert not big.poll(200), "the oversized message was answered"
+        big.close()
+        after = rss_kib(daemon.process.pid)
+    assert np.diff(arrivals).max() < 0.06
+    assert after - before < 20_000, f"resident memory grew by {after - before} KiB"
