@@ -1,15 +1,15 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config gcc systemd
+APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config gcc systemd stress-ng
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test deps apt venv build swift-test python-test bench results clean
+.PHONY: demo test deps apt venv build swift-test python-test fuzz-check bench results clean
 
 demo: deps build
 	scripts/demo.sh
 
-test: deps build swift-test python-test
+test: deps build swift-test python-test fuzz-check
 
 deps: apt venv
 
@@ -39,6 +39,10 @@ swift-test:
 
 python-test: build venv
 	cd clients/python && ../../$(PYTHON) -m pytest -q tests
+
+# The fuzzers for a few seconds each, on a copy of the corpus (scripts/fuzz.sh for longer runs).
+fuzz-check:
+	scripts/fuzz.sh 10 --check
 
 # Every figure in docs/benchmarks.md (about 4 minutes).
 bench: deps build

@@ -44,6 +44,7 @@ let package = Package(
             dependencies: ["Daemon", "Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
         ),
+        .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon"]),
         .executableTarget(
             name: "mpcctl",
             dependencies: ["Daemon", "CZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -55,7 +56,7 @@ let package = Package(
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
         .testTarget(name: "PlannersTests", dependencies: ["Models", "Planners"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Models", "Planners"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Models", "Planners", "FuzzSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,7 +19,7 @@ extension Server {
             let folder = (path as NSString).deletingLastPathComponent
             try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
             if FileManager.default.fileExists(atPath: path) {
-                if Self.somebodyAnswers(on: endpoint, context: context) { throw ServerError.alreadyRunning(control: endpoint) }
+                if Self.somebodyAnswers(on: endpoint, context: context) { throw ServerError.alreadyRunning(endpoint: endpoint) }
                 try? FileManager.default.removeItem(atPath: path)
             }
             controlSocketPath = path
@@ -50,6 +50,7 @@ extension Server {
 
     /// Between ticks: answers control requests, reloads on SIGHUP, and tells systemd how it is.
     func serviceControlPlane(now: UInt64) {
+        zap?.serve()
         while let control, let frames = try? control.receive() {
             guard frames.count >= 2 else { continue }
             let isRequest = frames[1].isEmpty
@@ -136,6 +137,7 @@ extension Server {
                          "list": sessionList(now: now)] as [String: Any],
             "iterations_per_tick": planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
             "endpoints": boundEndpoints, "control": controlEndpoint,
+            "curve": configuration.curve.map { ["public_key": $0.publicKey, "authorized_keys": $0.authorizedKeys.count, "refused_handshakes": zap?.refused ?? 0] as [String: Any] } as Any? ?? NSNull(),
         ]
         if let prior = configuration.prior {
             let gaps = sessions.values.map { Double($0.lastGap) }.filter { $0.isFinite }
@@ -217,6 +219,11 @@ extension Server {
             next.controlEndpoint = configuration.controlEndpoint
         }
         if fresh.server.cpuAffinity != configuration.server.cpuAffinity { warnings.append("server.cpu_affinity changed: restart mpcd to apply it") }
+        if fresh.curve?.secretKey != configuration.curve?.secretKey || (fresh.curve == nil) != (configuration.curve == nil) {
+            warnings.append("security keys changed: restart mpcd to apply them (the allow-list is reloaded)")
+            next.curve = configuration.curve.map { var c = $0; c.authorizedKeys = fresh.curve?.authorizedKeys ?? $0.authorizedKeys; return c }
+        }
+        if let keys = next.curve?.authorizedKeys { zap?.update(authorizedKeys: keys) }
         apply(next)
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }

@@ -104,6 +104,8 @@ public struct DaemonConfiguration: Sendable {
     /// The `[control]` table: where mpcctl finds the daemon.
     public var controlEndpoint: String
     public var safety = SafetyConfiguration()
+    /// The `[security]` table: CURVE on the data endpoints, when configured.
+    public var curve: CurveConfiguration?
 
     /// The action guard for replies sent every `period` seconds.
     public func actionSafety(period: Double) throws(ConfigurationError) -> ActionSafety {
@@ -220,9 +222,12 @@ public struct DaemonConfiguration: Sendable {
             }
             try table.finish()
         }
+        var curve: CurveConfiguration?
+        if let table = try root.table("security") { curve = try CurveConfiguration.read(table, source: source) }
         try root.finish()
         var configuration = DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
         configuration.safety = safety
+        configuration.curve = curve
         return configuration
     }
 

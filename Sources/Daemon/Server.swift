@@ -52,6 +52,10 @@ public final class Server: @unchecked Sendable {
     /// The guard every action passes (bounds, slew limit, finite values).
     var actionSafety = ActionSafety(lower: [], upper: [], maxStep: nil)
     var staleAfterNanoseconds: UInt64 = 0
+    /// Plan counters of fault-injecting models (testing only, MPCD_INJECT_NAN_EVERY).
+    var faultCounters: [FaultInjectingDynamics.PlanCounter] = []
+    /// Client authentication for CURVE, when configured.
+    var zap: ZAPHandler?
     // The control plane (docs/operations.md): a local socket for mpcctl, and systemd's notify socket.
     var control: ZMQSocket?
     public internal(set) var controlEndpoint = ""
@@ -87,7 +91,18 @@ public final class Server: @unchecked Sendable {
         try socket.setOption(ZMQ_RCVHWM, Int32(1000))
         apply(configuration)
         try bindControl()
+        if let curve = configuration.curve {
+            // the ZAP handler must be bound before the CURVE socket, or libzmq accepts every key
+            zap = try ZAPHandler(context: context, authorizedKeys: curve.authorizedKeys)
+            try socket.setOption(ZMQ_CURVE_SERVER, Int32(1))
+            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(curve.secretKey.utf8))
+        }
         for endpoint in configuration.server.endpoints {
+            if endpoint.hasPrefix("ipc://"), FileManager.default.fileExists(atPath: String(endpoint.dropFirst(6))) {
+                // libzmq would silently take the path over from a daemon still serving on it
+                if Self.somebodyServes(endpoint, context: context) { throw ServerError.alreadyRunning(endpoint: endpoint) }
+                try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6)))
+            }
             do {
                 try socket.bind(endpoint)
             } catch {
@@ -213,7 +228,7 @@ public final class Server: @unchecked Sendable {
     /// zmq_poll counts whole milliseconds, so the last stretch before a tick is slept with
     /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
     private func waitForMessages(until deadline: UInt64, tick: Bool) {
-        let sockets = [socket] + (control.map { [$0] } ?? [])
+        let sockets = [socket] + (control.map { [$0] } ?? []) + (zap.map { [$0.socket] } ?? [])
         if busyPollNanoseconds > 0 {
             let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
             while monotonicNanoseconds() < stop {
@@ -245,6 +260,7 @@ public final class Server: @unchecked Sendable {
     static let drainLimit = 512
 
     private func drainMessages() {
+        zap?.serve()
         for _ in 0..<Self.drainLimit {
             let frames: [[UInt8]]?
             do {
@@ -348,7 +364,9 @@ public final class Server: @unchecked Sendable {
     func makePlanner(index: UInt64) throws -> (MirrorDescentPlanner, NetworkPrior?) {
         var plannerConfiguration = configuration.planner
         plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
-        let planner = try MirrorDescentPlanner(task: configuration.task, configuration: plannerConfiguration)
+        let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
+        if let counter { faultCounters.append(counter) }
+        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration)
         var prior: NetworkPrior?
         if let settings = configuration.prior {
             prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
@@ -367,6 +385,7 @@ public final class Server: @unchecked Sendable {
     private func planAndSend(_ due: [Session], now: UInt64, deadline: UInt64, tick: UInt64?, lateness: Double) {
         let context = TickContext(periodNanoseconds: periodNanoseconds, advanceStale: configuration.server.mode == .realtime,
                                   planSteps: configuration.server.planSteps, latenessSeconds: lateness, overruns: counters.overruns)
+        for counter in faultCounters { counter.count += 1 }
         if due.count == 1 || configuration.server.workers == 1 {
             for session in due { session.plan(now: now, deadline: deadline, tick: tick ?? session.ticksServed + 1, context: context) }
         } else {
@@ -422,6 +441,13 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Whether an mpcd answers a hello on `endpoint` within 300 ms.
+    static func somebodyServes(_ endpoint: String, context: ZMQContext) -> Bool {
+        guard let probe = try? ZMQSocket(context, type: ZMQ_DEALER), (try? probe.connect(endpoint)) != nil,
+              (try? probe.send([WireProtocol.Header(type: .hello).bytes])) == true else { return false }
+        return (try? probe.waitReadable(milliseconds: 300)) == true
+    }
+
     /// Restricts the calling thread, and every thread it starts afterwards (libzmq's I/O thread,
     /// Dispatch's workers), to `cpus`.
     static func pin(to cpus: [Int]) throws {
@@ -471,13 +497,13 @@ public final class Server: @unchecked Sendable {
 public enum ServerError: Error, CustomStringConvertible {
     case bind(endpoint: String, reason: String)
     case affinity(cpus: [Int], reason: String)
-    case alreadyRunning(control: String)
+    case alreadyRunning(endpoint: String)
 
     public var description: String {
         switch self {
         case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
         case let .affinity(cpus, reason): "cannot run on CPUs \(cpus): \(reason)"
-        case let .alreadyRunning(control): "another mpcd is running (it answers on \(control)); stop it first, or give this one other endpoints"
+        case let .alreadyRunning(endpoint): "another mpcd is running (it answers on \(endpoint)); stop it first, or give this one other endpoints"
         }
     }
 }

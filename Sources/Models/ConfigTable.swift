@@ -133,8 +133,15 @@ public final class ConfigTable {
         return try numbers(key, default: [], count: count, range)
     }
 
+    /// Largest magnitude a 32-bit model parameter may take: far beyond any physical value, and far
+    /// enough below Float's limit that arithmetic on it stays finite.
+    public static let floatLimit = 1e12
+
     public func float(_ key: String, default fallback: Float, _ range: NumberRange = .any) throws(ConfigurationError) -> Float {
-        Float(try number(key, default: Double(fallback), range))
+        let x = try number(key, default: Double(fallback), range)
+        // (found by fuzzing: 2.2e130 passed as a finite Double and became an infinite Float)
+        guard abs(x) <= Self.floatLimit else { throw error(key, "expected \(range.phrase) no larger than 1e12 in magnitude, got \(x)") }
+        return Float(x)
     }
 
     public func integer(_ key: String, default fallback: Int, min: Int, max: Int = Int.max) throws(ConfigurationError) -> Int {

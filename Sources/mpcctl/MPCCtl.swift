@@ -10,7 +10,7 @@ struct MPCCtl: ParsableCommand {
         commandName: "mpcctl",
         abstract: "Control and inspect a running mpcd.",
         version: mpcdVersion,
-        subcommands: [Status.self, Sessions.self, Reload.self, Policy.self, Metrics.self],
+        subcommands: [Status.self, Sessions.self, Reload.self, Policy.self, Metrics.self, KeyGen.self],
         defaultSubcommand: Status.self
     )
 }
@@ -128,5 +128,25 @@ struct Metrics: ParsableCommand {
     func run() throws {
         let reply = try connection.request(["command": "metrics"])
         print(reply["text"] as? String ?? "", terminator: "")
+    }
+}
+
+struct KeyGen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Make a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (public).")
+    @Argument(help: "Path prefix of the two files, e.g. /etc/mpcd/server or robot-arm.") var name: String
+
+    func run() throws {
+        guard let (publicKey, secretKey) = CurveConfiguration.generateKeyPair() else { fail("libzmq has no CURVE support") }
+        let secretPath = name + ".key", publicPath = name + ".pub"
+        for path in [secretPath, publicPath] where FileManager.default.fileExists(atPath: path) { fail("\(path) exists; not overwriting it") }
+        guard FileManager.default.createFile(atPath: secretPath, contents: Data("# CURVE secret key: keep it private\n\(secretKey)\n".utf8),
+                                             attributes: [.posixPermissions: 0o600]),
+              FileManager.default.createFile(atPath: publicPath, contents: Data("\(publicKey)\n".utf8), attributes: [.posixPermissions: 0o644]) else {
+            fail("cannot write \(secretPath) and \(publicPath)")
+        }
+        print("wrote \(secretPath) (secret) and \(publicPath) (public)")
+        print("public key: \(publicKey)")
     }
 }

@@ -73,6 +73,8 @@ import Testing
         #expect(failure("pendulum", ["mass": .float(-1)])?.reason.contains("> 0") == true)
         #expect(failure("pendulum", ["dt": .float(.nan)])?.key == "task.dt")
         #expect(failure("pendulum", ["dt": .string("fast")])?.reason.contains("got a string") == true)
+        // a finite Double that would be an infinite Float (found by fuzzing)
+        #expect(failure("cartpole", ["max_force": .float(2.2e130)])?.key == "task.max_force")
         #expect(failure("mountain_car", ["min_position": .float(1), "max_position": .float(0)])?.key == "task.max_position")
         #expect(failure("unicycle", ["min_speed": .float(2), "max_speed": .float(1)])?.key == "task.min_speed")
         #expect(failure("unicycle", ["obstacles": .array([.table(["x": .float(1), "y": .float(1)])])])?.key == "task.obstacles[0].radius")

@@ -33,8 +33,13 @@ class Controller:
     ZeroMQ reconnects by itself when the daemon comes back.
     """
 
-    def __init__(self, endpoint="tcp://127.0.0.1:5555", timeout=1.0, identity=None, context=None):
+    def __init__(self, endpoint="tcp://127.0.0.1:5555", timeout=1.0, identity=None, context=None,
+                 server_public_key=None, public_key=None, secret_key=None):
+        """With `server_public_key` (the daemon's, Z85) and this client's `public_key` and
+        `secret_key`, the connection is CURVE-encrypted and the daemon admits the client only if
+        its public key is in the daemon's authorized_keys (docs/security.md)."""
         self.endpoint = endpoint
+        self._curve = (server_public_key, public_key, secret_key) if server_public_key else None
         self.timeout = timeout
         self.identity = identity or b"py-" + os.urandom(4).hex().encode()
         self._context = context or zmq.Context.instance()
@@ -52,6 +57,11 @@ class Controller:
         self._socket.setsockopt(zmq.IDENTITY, self.identity)
         self._socket.setsockopt(zmq.RECONNECT_IVL, 50)
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        if self._curve:
+            server, public, secret = (k.encode() if isinstance(k, str) else k for k in self._curve)
+            self._socket.setsockopt(zmq.CURVE_SERVERKEY, server)
+            self._socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            self._socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
         self._socket.connect(self.endpoint)
 
     def close(self):

@@ -33,9 +33,11 @@ class Daemon:
                                         stderr=self.log, text=True, env=self.env)
         line = self.process.stdout.readline()
         if "listening" not in line:
-            self.stop()
+            self.process.wait(timeout=10)
             self.log.seek(0)
-            raise RuntimeError(f"mpcd did not start: {line!r} {self.log.read()}")
+            reason = self.log.read()
+            self.stop()
+            raise RuntimeError(f"mpcd did not start: {line!r} {reason}")
 
     def stop(self):
         if self.process.poll() is None:

@@ -189,3 +189,88 @@ def test_a_100_MB_frame_disconnects_only_its_sender(start_daemon, tmp_path):
         after = rss_kib(daemon.process.pid)
     assert np.diff(arrivals).max() < 0.06
     assert after - before < 20_000, f"resident memory grew by {after - before} KiB"
+
+
+def test_injected_model_faults_give_the_flagged_prior_action_and_are_counted(start_daemon):
+    daemon = start_daemon(env={"MPCD_INJECT_NAN_EVERY": "4"})
+    FLAG_FALLBACK = 4
+    with Controller(daemon.endpoint) as c:
+        flags = []
+        for k in range(40):
+            action = c.act(np.array([0.3 * np.sin(k), 0.1]))
+            assert np.isfinite(action).all() and abs(action[0]) <= 2
+            flags.append(bool(c.last.flags & FLAG_FALLBACK))
+            if flags[-1]:
+                # the prior's action, unrefined: no valid rollout to refine it with
+                assert c.last.diagnostics["invalid_samples"] > 0
+        status = __import__("json").loads(daemon.mpcctl("status", "--json").stdout)
+    assert 8 <= sum(flags) <= 12, f"{sum(flags)} fallbacks in 40 plans with a fault every 4th"
+    assert status["fallbacks"] == sum(flags)
+
+
+def test_a_second_daemon_on_the_same_ipc_endpoint_refuses_to_start(start_daemon, tmp_path):
+    endpoint = f"ipc://{tmp_path}/data.sock"
+    first = start_daemon("--endpoint", endpoint)
+    with Controller(endpoint) as c:
+        c.act(np.array([0.1, 0.0]))
+    env = dict(first.env, RUNTIME_DIRECTORY=str(tmp_path / "other-runtime"))
+    second = subprocess.run([str(MPCD), "--endpoint", endpoint], capture_output=True, text=True, timeout=10, env=env)
+    assert second.returncode != 0 and "another mpcd is running" in second.stderr
+    with Controller(endpoint) as c:  # the first still serves
+        c.act(np.array([0.1, 0.0]))
+
+
+def keygen(daemon_env, path):
+    result = subprocess.run([str(MPCD.parent / "mpcctl"), "keygen", str(path)], capture_output=True, text=True, timeout=10, env=daemon_env)
+    assert result.returncode == 0, result.stderr
+    public = (path.parent / (path.name + ".pub")).read_text().strip()
+    secret = [l for l in (path.parent / (path.name + ".key")).read_text().splitlines() if l and not l.startswith("#")][0]
+    assert oct((path.parent / (path.name + ".key")).stat().st_mode & 0o777) == "0o600"
+    return public, secret
+
+
+def test_curve_admits_only_listed_client_keys(start_daemon, tmp_path):
+    server_public, _ = keygen(os.environ, tmp_path / "server")
+    robot_public, robot_secret = keygen(os.environ, tmp_path / "robot")
+    stranger_public, stranger_secret = keygen(os.environ, tmp_path / "stranger")
+    (tmp_path / "authorized_keys").write_text(f"# the robot arm\n{robot_public}\n")
+    daemon = start_daemon("--config", config(tmp_path, '[security]\ncurve_secret_key_file = "server.key"\nauthorized_keys_file = "authorized_keys"\n'))
+    with Controller(daemon.endpoint, server_public_key=server_public, public_key=robot_public, secret_key=robot_secret) as robot:
+        assert np.isfinite(robot.act(np.array([0.1, 0.0]))).all()
+    with Controller(daemon.endpoint, timeout=0.5, server_public_key=server_public, public_key=stranger_public, secret_key=stranger_secret) as stranger:
+        with pytest.raises(MpcdTimeout):
+            stranger.act(np.array([0.1, 0.0]))
+    with Controller(daemon.endpoint, timeout=0.5) as plain:
+        with pytest.raises(MpcdTimeout):
+            plain.act(np.array([0.1, 0.0]))
+    status = __import__("json").loads(daemon.mpcctl("status", "--json").stdout)
+    assert status["curve"]["public_key"] == server_public and status["curve"]["refused_handshakes"] >= 1
+
+
+def test_curve_without_an_allow_list_is_refused_at_start(tmp_path):
+    keygen(os.environ, tmp_path / "server")
+    path = config(tmp_path, '[security]\ncurve_secret_key_file = "server.key"\n')
+    result = subprocess.run([str(MPCD), "--config", path], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 78 and "security.authorized_keys_file" in result.stderr
+
+
+def soak(*args):
+    result = subprocess.run([__import__("sys").executable, "-m", "mpcd_client.soak", "--json", *args],
+                            capture_output=True, text=True, timeout=300)
+    return __import__("json").loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_short_soak_four_sessions_at_500_hz():
+    """The short version of docs/reliability.md's 30-minute soak."""
+    r = soak("--seconds", "15", "--rate", "500", "--sessions", "4", "--warmup", "5")
+    assert r["error_replies"] == 0
+    assert r["replies"] > 0.9 * 500 * 4 * 15
+    assert r["rss_growth_kib"] < 4096, r["rss_samples"]
+
+
+@pytest.mark.skipif(__import__("shutil").which("stress-ng") is None, reason="stress-ng is not installed")
+def test_short_cpu_contention_at_100_hz():
+    """The short version of docs/reliability.md's five minutes with one core loaded."""
+    r = soak("--seconds", "15", "--rate", "100", "--sessions", "1", "--stress")
+    assert r["error_replies"] == 0
+    assert r["missed_fraction"] <= 0.01, r
