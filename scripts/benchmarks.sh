@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every figure in docs/benchmarks.md, in one run: planner and noise timings (mpcd-bench), end-to-end
 # latency from Python (with a pyzmq echo baseline from the same run), and control results through
-# the daemon. Called by `make bench`; prints Markdown-ready tables.
+# the daemon, and the scaling sweeps (which write their own block and plot into docs/benchmarks.md).
+# Called by `make bench`; prints Markdown-ready tables. The peer benchmark is scripts/peer_bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -12,3 +13,5 @@ echo
 .venv/bin/python -m mpcd_client.bench --seconds 30 --busy-poll-us 6000 --pin 0
 echo
 .venv/bin/python -m mpcd_client.results
+echo
+.venv/bin/python benchmarks/scaling.py

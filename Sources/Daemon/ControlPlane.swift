@@ -111,6 +111,7 @@ extension Server {
             ]
             if let observation = s.observation { entry["last_observation_age_seconds"] = Double(now - observation.receivedAt) * 1e-9 }
             if s.lastGap.isFinite { entry["amortisation_gap"] = Double(s.lastGap) }
+            if s.lastValueTerm.isFinite { entry["value_term"] = Double(s.lastValueTerm) }
             return entry
         }
     }
@@ -145,6 +146,13 @@ extension Server {
                                         "adaptive": prior.adaptive, "online": prior.online]
             if !gaps.isEmpty { entry["amortisation_gap"] = gaps.reduce(0, +) / Double(gaps.count) }
             object["prior"] = entry
+        }
+        if let value = configuration.value {
+            let terms = sessions.values.map { Double($0.lastValueTerm) }.filter { $0.isFinite }
+            var entry: [String: Any] = ["file": value.file, "weight": Double(value.weight), "network_version": value.network.version]
+            // the cost the sessions' plans expect beyond their horizon, w V(x_H), averaged
+            if !terms.isEmpty { entry["value_term"] = terms.reduce(0, +) / Double(terms.count) }
+            object["value"] = entry
         }
         return object
     }

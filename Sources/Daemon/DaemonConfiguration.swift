@@ -93,6 +93,21 @@ public struct PriorConfiguration: Sendable {
     }
 }
 
+/// The `[value]` table: a learned value V(s) at the end of every rollout, in place of the task's
+/// terminal cost.
+public struct ValueConfiguration: Sendable {
+    /// Where the weights came from: a path, or `embedded:NAME`.
+    public var file: String
+    public var network: ValueNetwork
+    /// w in J = Σ c + w V(x_H).
+    public var weight: Float = 1
+
+    public init(file: String, network: ValueNetwork) {
+        self.file = file
+        self.network = network
+    }
+}
+
 /// Everything the daemon runs with, read and checked before anything starts.
 public struct DaemonConfiguration: Sendable {
     /// The file it came from, or "(embedded default)".
@@ -101,6 +116,7 @@ public struct DaemonConfiguration: Sendable {
     public var planner: PlannerConfiguration
     public var server: ServerConfiguration
     public var prior: PriorConfiguration?
+    public var value: ValueConfiguration?
     /// The `[control]` table: where mpcctl finds the daemon.
     public var controlEndpoint: String
     public var safety = SafetyConfiguration()
@@ -201,6 +217,13 @@ public struct DaemonConfiguration: Sendable {
         if let table = try root.table("prior"), withPrior {
             prior = try readPrior(table, task: task, planner: planner, source: source)
         }
+        var value: ValueConfiguration?
+        if let table = try root.table("value"), withPrior {
+            value = try readValue(table, task: task, source: source)
+            if let learned = value?.network.discount, learned != planner.discount {
+                throw ConfigurationError(key: "planner.discount", reason: "is \(planner.discount), but the [value] network was learned with discount \(learned): set discount = \(learned)")
+            }
+        }
         if withPrior && planner.iterations == 0 && prior == nil {
             throw ConfigurationError(key: "planner.iterations", reason: "0 iterations sends the prior's action alone and needs a [prior] file")
         }
@@ -228,7 +251,37 @@ public struct DaemonConfiguration: Sendable {
         var configuration = DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
         configuration.safety = safety
         configuration.curve = curve
+        configuration.value = value
         return configuration
+    }
+
+    /// The bytes of a network file named in a configuration: `embedded:NAME`, an absolute path, or
+    /// a path relative to the configuration file. Returns the resolved name too.
+    static func networkData(_ file: String, source: String) throws(AmortisedNetwork.LoadError) -> (resolved: String, data: Data) {
+        if file.hasPrefix("embedded:") {
+            guard let data = EmbeddedNetworks.data(named: String(file.dropFirst(9))) else {
+                throw AmortisedNetwork.LoadError(path: file, reason: "no embedded network of that name; embedded: \(EmbeddedNetworks.names.joined(separator: ", "))")
+            }
+            return (file, data)
+        }
+        let base = source == embeddedSource ? FileManager.default.currentDirectoryPath : (source as NSString).deletingLastPathComponent
+        let resolved = file.hasPrefix("/") ? file : (base as NSString).appendingPathComponent(file)
+        return (resolved, try NetworkFile.read(path: resolved))
+    }
+
+    public static func readValue(_ table: ConfigTable, task: ControlTask, source: String) throws(ConfigurationError) -> ValueConfiguration {
+        let file = try table.string("file", default: "")
+        guard !file.isEmpty else { throw table.error("file", "required: a value network's safetensors file (mpcd train --value writes one)") }
+        var v: ValueConfiguration
+        do throws(AmortisedNetwork.LoadError) {
+            let (resolved, data) = try networkData(file, source: source)
+            v = ValueConfiguration(file: resolved, network: try ValueNetwork.decode(data, for: task, path: resolved))
+        } catch {
+            throw table.error("file", error.reason)
+        }
+        v.weight = try table.float("weight", default: v.weight, .nonNegative)
+        try table.finish()
+        return v
     }
 
     public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String) throws(ConfigurationError) -> PriorConfiguration {
@@ -246,18 +299,10 @@ public struct DaemonConfiguration: Sendable {
         var network: AmortisedNetwork
         var resolved = "untrained"
         do throws(AmortisedNetwork.LoadError) {
-            if file.hasPrefix("embedded:") {
-                let name = String(file.dropFirst(9))
-                guard let data = EmbeddedNetworks.data(named: name) else {
-                    throw AmortisedNetwork.LoadError(path: file, reason: "no embedded network of that name; embedded: \(EmbeddedNetworks.names.joined(separator: ", "))")
-                }
-                resolved = file
-                network = try AmortisedNetwork.decode(data, for: task, path: file)
-            } else if !file.isEmpty {
-                // a relative path is relative to the configuration file
-                let base = source == embeddedSource ? FileManager.default.currentDirectoryPath : (source as NSString).deletingLastPathComponent
-                resolved = file.hasPrefix("/") ? file : (base as NSString).appendingPathComponent(file)
-                network = try AmortisedNetwork.load(path: resolved, for: task)
+            if !file.isEmpty {
+                let (path, data) = try networkData(file, source: source)
+                resolved = path
+                network = try AmortisedNetwork.decode(data, for: task, path: path)
             } else {
                 network = AmortisedNetwork(kind: kind, task: task, horizon: planner.horizon, hidden: hidden, seed: planner.seed)
             }

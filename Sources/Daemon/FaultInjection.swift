@@ -25,6 +25,8 @@ struct FaultInjectingDynamics: BatchDynamics, @unchecked Sendable {
     var featureNames: [String] { inner.featureNames }
     func features(of state: [Float]) -> [Float] { inner.features(of: state) }
     func randomInitialState(_ uniform: () -> Float) -> [Float] { inner.randomInitialState(uniform) }
+    func randomState(_ uniform: () -> Float) -> [Float] { inner.randomState(uniform) }
+    func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) { inner.writeFeatures(states: states, into: rows) }
     func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
 
     func step(states: BatchView, actions: BatchView) {

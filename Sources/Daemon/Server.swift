@@ -367,6 +367,7 @@ public final class Server: @unchecked Sendable {
         let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
         if let counter { faultCounters.append(counter) }
         let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration)
+        if let value = configuration.value { try planner.installValue(value.network, weight: value.weight) }
         var prior: NetworkPrior?
         if let settings = configuration.prior {
             prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)

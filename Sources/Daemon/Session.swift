@@ -45,6 +45,8 @@ final class Session: @unchecked Sendable {
     /// The last plan's figures, for `mpcctl` and the reply.
     var lastIterations = 0
     private(set) var lastGap: Float = .nan
+    /// w V(x_H) of the last plan, with a `[value]`: the cost the plan expects beyond its horizon.
+    private(set) var lastValueTerm: Float = .nan
     /// The guard every action passes, and the last action sent (its slew reference).
     var safety: ActionSafety
     private(set) var lastSent: [Float]?
@@ -100,6 +102,7 @@ final class Session: @unchecked Sendable {
         let iterations = plannedIterations()
         let plan = planner.plan(state: state, deadline: deadline, shift: shift, iterations: iterations)
         adapt(after: plan)
+        lastValueTerm = plan.valueTerm ?? .nan
         if keepsPlans { lastPlan = (state, plan) }
         let finished = monotonicNanoseconds()
         var flags = WireProtocol.ActionFlags()
@@ -126,7 +129,7 @@ final class Session: @unchecked Sendable {
             context.latenessSeconds, Double(context.overruns), Double(last?.effectiveSampleSize ?? .nan),
             Double(last?.klDivergence ?? .nan), Double(last?.invalidSamples ?? 0), Double(advanced),
             prior == nil ? .nan : Double(plan.priorKL), Double(plan.amortisationGap), Double(plan.priorCost),
-            Double(plan.planCost), Double(prior?.network.version ?? -1),
+            Double(plan.planCost), Double(prior?.network.version ?? -1), Double(plan.valueTerm ?? .nan),
         ]
         let header = WireProtocol.Header(type: .action, a: observation.sequence, b: tick, c: flags.rawValue)
         reply = envelope + [header.bytes, WireProtocol.encodeFloat64(action),

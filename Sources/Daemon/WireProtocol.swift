@@ -65,7 +65,7 @@ public enum WireProtocol {
     public static let diagnosticNames = [
         "iterations", "cost", "compute_seconds", "tick_lateness_seconds", "overruns",
         "effective_sample_size", "kl_divergence", "invalid_samples", "advanced_steps",
-        "prior_kl", "amortisation_gap", "prior_cost", "plan_cost", "network_version",
+        "prior_kl", "amortisation_gap", "prior_cost", "plan_cost", "network_version", "value_term",
     ]
 
     public struct Header: Equatable, Sendable {

@@ -88,88 +88,36 @@ public struct AmortisedNetwork: Sendable, Equatable {
         }
     }
 
-    static func tensorNames(hiddenLayers: Int) -> [String] {
-        (0..<hiddenLayers).map { "hidden.\($0)" } + ["mean", "log_std"]
-    }
-
     /// The safetensors file of these weights; the architecture goes in `__metadata__`.
     public func encode() -> Data {
-        let a = mlp.architecture
-        var tensors: [String: SafeTensors.Tensor] = [:]
-        for (name, (shape, offsets)) in zip(Self.tensorNames(hiddenLayers: a.hidden.count), zip(a.layerShapes, mlp.layerOffsets)) {
-            let weights = Array(mlp.parameters[offsets.weights..<(offsets.weights + shape.rows * shape.columns)])
-            tensors["\(name).weight"] = .init(shape: [shape.rows, shape.columns], values: weights)
-            tensors["\(name).bias"] = .init(shape: [shape.rows], values: Array(mlp.parameters[offsets.bias..<(offsets.bias + shape.rows)]))
-        }
-        let metadata = [
-            "format": "mpcd-network", "format_version": "1", "kind": kind.rawValue, "task": taskName,
-            "inputs": String(a.inputs), "hidden": a.hidden.map(String.init).joined(separator: ","),
-            "outputs": String(a.outputs), "activation": a.activation.rawValue, "horizon": String(horizon),
-            "actions": String(actionDimension), "log_std_min": String(Self.logStdMin), "log_std_max": String(Self.logStdMax),
-            "version": String(version),
-        ]
-        return SafeTensors.encode(.init(metadata: metadata, tensors: tensors))
+        NetworkFile.encode(mlp, kind: kind.rawValue, task: taskName, metadata: [
+            "horizon": String(horizon), "actions": String(actionDimension), "log_std_min": String(Self.logStdMin),
+            "log_std_max": String(Self.logStdMax), "version": String(version),
+        ])
     }
 
     public func save(to path: String) throws { try writeAtomically(encode(), to: path) }
 
     public static func load(path: String, for task: ControlTask) throws(LoadError) -> AmortisedNetwork {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw LoadError(path: path, reason: "cannot be read (\((error as NSError).localizedDescription))")
-        }
-        return try decode(data, for: task, path: path)
+        try decode(NetworkFile.read(path: path), for: task, path: path)
     }
 
     /// Checks dtypes, shapes, finite values and that the network fits `task`, with the reason.
     public static func decode(_ data: Data, for task: ControlTask, path: String) throws(LoadError) -> AmortisedNetwork {
-        func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
-        let file: SafeTensors.File
-        do {
-            file = try SafeTensors.decode(data)
-        } catch {
-            throw fail(error.reason)
-        }
-        let m = file.metadata
-        guard m["format"] == "mpcd-network" else { throw fail("not an mpcd network (__metadata__ format is \(m["format"].map { "\"\($0)\"" } ?? "missing"))") }
-        guard let kindName = m["kind"], let kind = Kind(rawValue: kindName) else { throw fail("__metadata__ kind must be policy or plan") }
-        guard m["task"] == task.name else { throw fail("made for task \(m["task"] ?? "?"), but the task is \(task.name)") }
-        guard let inputs = m["inputs"].flatMap(Int.init), let outputs = m["outputs"].flatMap(Int.init),
-              let horizon = m["horizon"].flatMap(Int.init), let actions = m["actions"].flatMap(Int.init),
-              let activation = m["activation"].flatMap(MLPArchitecture.Activation.init(rawValue:)) else {
-            throw fail("__metadata__ needs inputs, outputs, horizon, actions and activation (tanh or relu)")
-        }
-        let hiddenText = m["hidden"] ?? ""
-        let hidden = hiddenText.isEmpty ? [] : hiddenText.split(separator: ",").compactMap { Int($0) }
-        guard hidden.count == (hiddenText.isEmpty ? 0 : hiddenText.split(separator: ",").count), hidden.allSatisfy({ $0 > 0 }) else {
-            throw fail("__metadata__ hidden must list positive layer widths, got \"\(hiddenText)\"")
-        }
-        let d = task.dynamics
-        guard inputs == d.featureNames.count else {
-            throw fail("takes \(inputs) inputs, the task has \(d.featureNames.count) (\(d.featureNames.joined(separator: ", ")))")
-        }
-        guard actions == d.actionDimension else { throw fail("outputs \(actions) actions, the task has \(d.actionDimension)") }
-        guard horizon >= 1, kind == .plan || horizon == 1, outputs == horizon * actions else {
-            throw fail("outputs \(outputs) values, expected \(kind == .policy ? 1 : horizon) steps x \(actions) actions")
-        }
-        let architecture = MLPArchitecture(inputs: inputs, hidden: hidden, outputs: outputs, activation: activation)
-        var parameters: [Float] = []
-        parameters.reserveCapacity(architecture.parameterCount)
-        for (name, shape) in zip(tensorNames(hiddenLayers: hidden.count), architecture.layerShapes) {
-            for (suffix, expected) in [("weight", [shape.rows, shape.columns]), ("bias", [shape.rows])] {
-                guard let tensor = file.tensors["\(name).\(suffix)"] else { throw fail("tensor \(name).\(suffix) is missing") }
-                guard tensor.shape == expected else { throw fail("tensor \(name).\(suffix) has shape \(tensor.shape), expected \(expected)") }
-                if let bad = tensor.values.firstIndex(where: { !$0.isFinite }) {
-                    throw fail("tensor \(name).\(suffix) value \(bad) is not finite")
-                }
-                parameters += tensor.values
+        var horizon = 1, kind = Kind.policy
+        let (mlp, m) = try NetworkFile.decode(data, for: task, path: path, kinds: Kind.allCases.map(\.rawValue)) { m, a throws(LoadError) in
+            kind = Kind(rawValue: m["kind"]!)!
+            guard let steps = m["horizon"].flatMap(Int.init), let actions = m["actions"].flatMap(Int.init) else {
+                throw LoadError(path: path, reason: "__metadata__ needs horizon and actions")
             }
+            guard actions == task.dynamics.actionDimension else {
+                throw LoadError(path: path, reason: "outputs \(actions) actions, the task has \(task.dynamics.actionDimension)")
+            }
+            guard steps >= 1, kind == .plan || steps == 1, a.outputs == steps * actions else {
+                throw LoadError(path: path, reason: "outputs \(a.outputs) values, expected \(kind == .policy ? 1 : steps) steps x \(actions) actions")
+            }
+            horizon = steps
         }
-        let expected = Set(tensorNames(hiddenLayers: hidden.count).flatMap { ["\($0).weight", "\($0).bias"] })
-        if let extra = Set(file.tensors.keys).subtracting(expected).sorted().first { throw fail("unexpected tensor \(extra)") }
-        return AmortisedNetwork(kind: kind, task: task, horizon: horizon, mlp: MLP(architecture: architecture, parameters: parameters),
-                                version: m["version"].flatMap(Int.init) ?? 0)
+        return AmortisedNetwork(kind: kind, task: task, horizon: horizon, mlp: mlp, version: m["version"].flatMap(Int.init) ?? 0)
     }
 }

@@ -25,8 +25,16 @@ public protocol BatchDynamics: Sendable {
     /// A network's input for a state: continuous, bounded features (default: the state itself).
     func features(of state: [Float]) -> [Float]
 
+    /// `features(of:)` for every lane of a batch, row-major into `rows` ([lane][feature]), for a
+    /// network evaluated on all K rollouts at once.
+    func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>)
+
     /// A random start state, for training: `uniform()` returns numbers in [0, 1).
     func randomInitialState(_ uniform: () -> Float) -> [Float]
+
+    /// A random state from the whole region a controller may visit (default: a start state), for
+    /// learning a value everywhere it will be asked.
+    func randomState(_ uniform: () -> Float) -> [Float]
 }
 
 /// What the planner minimises: a running cost c(x_t, u_t) on the pre-step state and a terminal
@@ -66,6 +74,24 @@ extension BatchDynamics {
     public var featureNames: [String] { stateNames }
     public func randomInitialState(_ uniform: () -> Float) -> [Float] { Array(repeating: 0, count: stateDimension) }
     public func features(of state: [Float]) -> [Float] { state }
+    public func randomState(_ uniform: () -> Float) -> [Float] { randomInitialState(uniform) }
+
+    /// Copies the state when the features are the state; otherwise goes through `features(of:)`
+    /// lane by lane (tasks with other features override this to stay allocation-free).
+    public func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) {
+        let n = stateDimension
+        if featureNames == stateNames {
+            for k in 0..<states.lanes {
+                for c in 0..<n { rows[k &* n &+ c] = states[component: c][k] }
+            }
+            return
+        }
+        let width = featureNames.count
+        for k in 0..<states.lanes {
+            let f = features(of: (0..<n).map { states[component: $0][k] })
+            for c in 0..<width { rows[k &* width &+ c] = f[c] }
+        }
+    }
 
     public var stateDimension: Int { stateNames.count }
     public var actionDimension: Int { actionNames.count }

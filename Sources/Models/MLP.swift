@@ -104,7 +104,12 @@ public final class MLPWorkspace: @unchecked Sendable {
     let headDeltaMean: UnsafeMutablePointer<Float>
     let headDeltaLogStd: UnsafeMutablePointer<Float>
 
+    /// OpenBLAS's own threads, on by default, cost more than they give on these small products
+    /// (a few hundred rows of 64) and spin against the planner's threads: one thread, set once.
+    private static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
+
     public init(architecture: MLPArchitecture, capacity: Int) {
+        _ = Self.singleThreadedBLAS
         self.capacity = capacity
         let widths = [architecture.inputs] + architecture.hidden
         activations = widths.map { UnsafeMutablePointer<Float>.allocate(capacity: $0 * capacity) }

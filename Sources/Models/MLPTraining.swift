@@ -30,16 +30,19 @@ extension AmortisedNetwork {
             workspace.headDeltaMean[i] = scale * dMean * halfRange[action] * (1 - t * t)
             workspace.headDeltaLogStd[i] = rawLogStd == clamped ? scale * dStd * s : 0
         }
-        backward(rows: rows, workspace: workspace, gradient: gradient)
+        mlp.backward(rows: rows, workspace: workspace, gradient: gradient)
         return Float(loss / Double(rows))
     }
+}
 
-    /// Backpropagates the head deltas in `workspace` into `gradient`.
+extension MLP {
+    /// Backpropagates the head deltas in `workspace` (after a `forward` of the same rows) into
+    /// `gradient`, `parameterCount` floats.
     func backward(rows: Int, workspace: MLPWorkspace, gradient: UnsafeMutablePointer<Float>) {
-        let a = mlp.architecture, layers = mlp.layers
+        let a = architecture
         let shapes = layers.map { (rows: $0.rows, columns: $0.columns) }, offsets = layers.map { (weights: $0.weights, bias: $0.bias) }
         let hiddenCount = a.hidden.count
-        mlp.parameters.withUnsafeBufferPointer { p in
+        parameters.withUnsafeBufferPointer { p in
             let base = p.baseAddress!
             let last = workspace.activations[hiddenCount], width = shapes[hiddenCount].columns
             let deltaIn = workspace.deltas[hiddenCount]
@@ -119,5 +122,22 @@ public struct AdamOptimizer: Sendable, Equatable {
             secondMoment[i] = beta2 * secondMoment[i] + (1 - beta2) * g * g
             parameters[i] -= stepSize * firstMoment[i] / (secondMoment[i].squareRoot() + epsilon)
         }
+    }
+}
+
+extension AdamOptimizer {
+    /// Puts the optimiser's state into a training checkpoint (`checkpoint_adam_step` and the
+    /// tensors `checkpoint.adam_m`, `checkpoint.adam_v`).
+    public func store(in file: inout SafeTensors.File) {
+        file.metadata["checkpoint_adam_step"] = String(step)
+        file.tensors["checkpoint.adam_m"] = .init(shape: [firstMoment.count], values: firstMoment)
+        file.tensors["checkpoint.adam_v"] = .init(shape: [secondMoment.count], values: secondMoment)
+    }
+
+    /// Takes the optimiser's state out of a training checkpoint; nil when it is not there.
+    public static func take(from file: inout SafeTensors.File, learningRate: Float) -> AdamOptimizer? {
+        guard let step = file.metadata.removeValue(forKey: "checkpoint_adam_step").flatMap(Int.init),
+              let m = file.tensors.removeValue(forKey: "checkpoint.adam_m"), let v = file.tensors.removeValue(forKey: "checkpoint.adam_v") else { return nil }
+        return AdamOptimizer(learningRate: learningRate, step: step, firstMoment: m.values, secondMoment: v.values)
     }
 }

@@ -46,13 +46,26 @@ public struct MountainCarDynamics: BatchDynamics {
     /// Gymnasium's reset: position uniform in [-0.6, -0.4], at rest.
     public func randomInitialState(_ uniform: () -> Float) -> [Float] { [-0.6 + 0.2 * uniform(), 0] }
 
+    /// Anywhere on the track at any allowed speed.
+    public func randomState(_ uniform: () -> Float) -> [Float] {
+        [minPosition + (maxPosition - minPosition) * uniform(), (2 * uniform() - 1) * maxSpeed]
+    }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try stateFromObservationIdentity(observation)
     }
 }
 
-/// A planning cost that solves MountainCarContinuous at a modest horizon.
+/// A planning cost for MountainCarContinuous: an energy shaping that solves it at a modest
+/// horizon (`objective = energy`, the default), or the environment's own price (`reward`).
 ///
+/// `reward`: `actionWeight u^2 + timeWeight` per step while the car is short of the goal, 0 from
+/// the goal on, and no terminal cost. With the environment's 0.1 for `actionWeight` this is its
+/// reward minus the goal bonus, plus a small price on time: the gentle, long pumping that scores
+/// best. It is far-sighted (hundreds of steps), so a planner needs a learned value (`[value]`) to
+/// use it; without one it never leaves the valley.
+///
+/// `energy`:
 /// The environment's reward (+100 at the goal, -0.1 u^2 per step) is too sparse for a 50-step
 /// planner that starts in the valley. The shaping measures the car's mechanical energy
 /// `E = v^2 / 2 + (hill / 3) sin(3 p)` (the potential whose slope is the gravity term) against the
@@ -66,6 +79,12 @@ public struct MountainCarDynamics: BatchDynamics {
 /// step; the small distance term breaks ties towards the goal. The terminal cost is
 /// `terminalWeight` times the same state terms.
 public struct MountainCarCost: BatchCost {
+    public enum Objective: String, Sendable, CaseIterable {
+        case energy, reward
+    }
+
+    public var objective = Objective.energy
+    public var timeWeight: Float = 0.002
     public var goalPosition: Float = 0.45
     public var energyWeight: Float = 1
     public var distanceWeight: Float = 0.1
@@ -92,6 +111,16 @@ public struct MountainCarCost: BatchCost {
     public func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
         let position = states[component: 0], velocity = states[component: 1], force = actions[component: 0]
         let one = Lanes(repeating: 1)
+        if objective == .reward {
+            let goal = Lanes(repeating: goalPosition), zero = Lanes(repeating: 0)
+            for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
+                let u = force.lanes(at: k).clamp(-one, one)
+                var c = actionWeight * u * u + timeWeight
+                c.replace(with: zero, where: position.lanes(at: k) .>= goal)
+                costs.setLanes(costs.lanes(at: k) + c, at: k)
+            }
+            return
+        }
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
             let u = force.lanes(at: k).clamp(-one, one)
             let c = stateCost(position.lanes(at: k), velocity.lanes(at: k)) + actionWeight * u * u
@@ -100,6 +129,7 @@ public struct MountainCarCost: BatchCost {
     }
 
     public func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        guard objective == .energy else { return }
         let position = states[component: 0], velocity = states[component: 1]
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
             let c = terminalWeight * stateCost(position.lanes(at: k), velocity.lanes(at: k))
@@ -110,7 +140,8 @@ public struct MountainCarCost: BatchCost {
 
 extension ControlTask {
     /// `[task]` keys: `power`, `hill`, `min_position`, `max_position`, `max_speed`, `dt`,
-    /// `goal_position`, `energy_weight`, `distance_weight`, `action_weight`, `terminal_weight`.
+    /// `goal_position`, `objective` (energy or reward), `energy_weight`, `distance_weight`,
+    /// `action_weight`, `terminal_weight`, `time_weight`.
     public static func mountainCar(_ table: ConfigTable = ConfigTable([:])) throws(ConfigurationError) -> ControlTask {
         var d = MountainCarDynamics(), c = MountainCarCost()
         d.power = try table.float("power", default: d.power, .positive)
@@ -124,6 +155,9 @@ extension ControlTask {
         guard c.goalPosition > d.minPosition, c.goalPosition <= d.maxPosition else {
             throw table.error("goal_position", "must lie in (min_position, max_position]")
         }
+        c.objective = MountainCarCost.Objective(rawValue: try table.choice("objective", default: c.objective.rawValue,
+                                                                             from: MountainCarCost.Objective.allCases.map(\.rawValue)))!
+        c.timeWeight = try table.float("time_weight", default: c.timeWeight, .nonNegative)
         c.energyWeight = try table.float("energy_weight", default: c.energyWeight, .nonNegative)
         c.distanceWeight = try table.float("distance_weight", default: c.distanceWeight, .nonNegative)
         c.actionWeight = try table.float("action_weight", default: c.actionWeight, .nonNegative)

@@ -53,6 +53,22 @@ public struct PendulumDynamics: BatchDynamics {
 
     public func features(of state: [Float]) -> [Float] { [Foundation.cos(state[0]), Foundation.sin(state[0]), state[1]] }
 
+    public func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) {
+        let th = states[component: 0], thdot = states[component: 1]
+        for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
+            let (s, c) = VectorMath.sinCos(th.lanes(at: k)), v = thdot.lanes(at: k)
+            for j in 0..<laneWidth {
+                let row = rows + (k &+ j) &* 3
+                row[0] = c[j]
+                row[1] = s[j]
+                row[2] = v[j]
+            }
+        }
+    }
+
+    /// Any angle, any speed the model allows.
+    public func randomState(_ uniform: () -> Float) -> [Float] { [(2 * uniform() - 1) * .pi, (2 * uniform() - 1) * maxSpeed] }
+
     public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
         try checkFinite(observation)
         switch observation.count {

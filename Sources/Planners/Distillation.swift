@@ -136,13 +136,10 @@ public final class Distiller {
 
     /// Everything needed to resume: the network, the optimiser, the labels and the round count.
     public func checkpointData() -> Data {
-        let count = network.mlp.parameters.count
         var file = try! SafeTensors.decode(network.encode())
         file.metadata["checkpoint_rounds"] = String(completedRounds)
-        file.metadata["checkpoint_adam_step"] = String(optimiser.step)
         file.metadata["checkpoint_random"] = String(random)
-        file.tensors["checkpoint.adam_m"] = .init(shape: [count], values: optimiser.firstMoment)
-        file.tensors["checkpoint.adam_v"] = .init(shape: [count], values: optimiser.secondMoment)
+        optimiser.store(in: &file)
         file.tensors["checkpoint.inputs"] = .init(shape: [inputs.count], values: inputs)
         file.tensors["checkpoint.target_mean"] = .init(shape: [targetMean.count], values: targetMean)
         file.tensors["checkpoint.target_std"] = .init(shape: [targetStd.count], values: targetStd)
@@ -152,10 +149,11 @@ public final class Distiller {
     /// Restores a checkpoint written by `checkpointData()` for the same task and architecture.
     public func restore(_ data: Data, path: String) throws {
         var file = try SafeTensors.decode(data)
-        let rest = ["checkpoint.adam_m", "checkpoint.adam_v", "checkpoint.inputs", "checkpoint.target_mean", "checkpoint.target_std"]
+        let optimiser = AdamOptimizer.take(from: &file, learningRate: settings.learningRate)
+        let rest = ["checkpoint.inputs", "checkpoint.target_mean", "checkpoint.target_std"]
         let saved = rest.map { file.tensors.removeValue(forKey: $0) }
-        guard let rounds = file.metadata["checkpoint_rounds"].flatMap(Int.init), let step = file.metadata["checkpoint_adam_step"].flatMap(Int.init),
-              let randomState = file.metadata["checkpoint_random"].flatMap(UInt64.init), saved.allSatisfy({ $0 != nil }) else {
+        guard let rounds = file.metadata.removeValue(forKey: "checkpoint_rounds").flatMap(Int.init), let optimiser,
+              let randomState = file.metadata.removeValue(forKey: "checkpoint_random").flatMap(UInt64.init), saved.allSatisfy({ $0 != nil }) else {
             throw AmortisedNetwork.LoadError(path: path, reason: "not a training checkpoint")
         }
         let restored = try AmortisedNetwork.decode(SafeTensors.encode(file), for: task, path: path)
@@ -163,10 +161,10 @@ public final class Distiller {
             throw AmortisedNetwork.LoadError(path: path, reason: "the checkpoint's network differs from the one asked for (kind, layers or horizon)")
         }
         network = restored
-        optimiser = AdamOptimizer(learningRate: settings.learningRate, step: step, firstMoment: saved[0]!.values, secondMoment: saved[1]!.values)
-        inputs = saved[2]!.values
-        targetMean = saved[3]!.values
-        targetStd = saved[4]!.values
+        self.optimiser = optimiser
+        inputs = saved[0]!.values
+        targetMean = saved[1]!.values
+        targetStd = saved[2]!.values
         random = randomState
         completedRounds = rounds
     }

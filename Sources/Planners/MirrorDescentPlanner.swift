@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import Models
 
@@ -9,7 +8,9 @@ import Models
 /// Gaussian family by moment matching:
 ///
 /// 1. draw K sequences a^k = clamp(μ_i + σ_i ε^k), ε^k ~ N(0, I) fresh from the seeded generator;
-/// 2. roll each out through the model from the current state, J(a^k) = Σ_t c(x_t, a_t) + c_T(x_H);
+/// 2. roll each out through the model from the current state, J(a^k) = Σ_t γ^t c(x_t, a_t) +
+///    γ^H c_T(x_H) (γ = 1 unless a discount is set), where c_T is the task's terminal cost or, with
+///    a ``TerminalValue`` installed, w V(x_H);
 /// 3. weigh them with the likelihood, W(a^k) (MPPI: exp(-(J - J_min)/λ); CEM: top-k indicator);
 /// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples;
 /// 5. pull towards the action prior p = N(μ_p, σ_p) with strength κ: the Gaussian minimising
@@ -28,6 +29,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     public let likelihood: any OptimalityLikelihood
     /// The amortised proposal, when one is installed.
     public var actionPrior: (any ActionPrior)?
+    /// The amortised value at the end of every rollout, when one is installed (``installValue(_:weight:)``).
+    public private(set) var terminalValue: TerminalValue?
 
     /// K, H, action and state dimensions, and K padded to whole 16-lane noise blocks.
     public let samples: Int, horizon: Int, actionDimension: Int, stateDimension: Int
@@ -48,13 +51,19 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let priorStd: UnsafeMutablePointer<Float>
     let initialState: UnsafeMutablePointer<Float>
     let noise: NoisePipeline
+    /// The rollout workers when `threads` > 1.
+    let pool: SpinningPool?
     /// Lanes 0 ..< priorLanes sample the prior (a multiple of 8).
     let priorLanes: Int
     // An 8-lane batch for rolling out whole sequences (the prior's mean, the plan's mean).
     let evaluationStates: UnsafeMutablePointer<Float>
     let evaluationActions: UnsafeMutablePointer<Float>
     let evaluationCosts: UnsafeMutablePointer<Float>
+    /// One step's costs of every lane (sampled, then the 8 evaluation lanes), for discounting.
+    let stepCosts: UnsafeMutablePointer<Float>
 
+    /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
+    private var lastValueTerm: Float = 0
     private var planCount: UInt64 = 0
     private var hasPlan = false
     private var iterationEstimate: UInt64 = 0
@@ -92,18 +101,42 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         priorStd = buffer(rows)
         initialState = buffer(stateDimension)
         priorLanes = Swift.min(paddedSamples, Int((configuration.priorSamples * Float(samples) / 8).rounded()) * 8)
+        pool = configuration.threads > 1 ? SpinningPool(threads: Swift.min(configuration.threads, paddedSamples / 16)) : nil
         evaluationStates = buffer(stateDimension * laneWidth)
         evaluationActions = buffer(rows * laneWidth)
         evaluationCosts = buffer(laneWidth)
+        stepCosts = buffer(paddedSamples + laneWidth)
         noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
 
     deinit {
         for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
-                  evaluationStates, evaluationActions, evaluationCosts] {
+                  evaluationStates, evaluationActions, evaluationCosts, stepCosts] {
             p.deallocate()
         }
+    }
+
+    /// Puts `network`'s value, times `weight`, at the end of every rollout in place of the task's
+    /// terminal cost; nil removes it.
+    public func installValue(_ network: ValueNetwork?, weight: Float = 1) throws(ConfigurationError) {
+        guard let network else { return terminalValue = nil }
+        if let terminalValue, terminalValue.weight == weight, terminalValue.network.mlp.architecture == network.mlp.architecture {
+            return terminalValue.replace(network)
+        }
+        terminalValue = try TerminalValue(network: network, weight: weight, task: task, capacity: paddedSamples)
+    }
+
+    /// The soft minimum over the last iteration's K rollout costs, -τ ln((1/K) Σ_k exp(-J_k / τ))
+    /// (the paper's soft-max over trajectories, for costs); τ = 0 gives the hard minimum. Rollouts
+    /// with non-finite costs count as infinitely expensive. Infinity when none had a finite cost.
+    public func lastCostSoftMinimum(temperature: Float) -> Float {
+        var best = Float.infinity
+        for k in 0..<samples where costs[k] < best { best = costs[k] }
+        guard best.isFinite, temperature > 0 else { return best }
+        var sum = 0.0
+        for k in 0..<samples where costs[k].isFinite { sum += Foundation.exp(-Double(costs[k] - best) / Double(temperature)) }
+        return best - temperature * Float(Foundation.log(sum / Double(samples)))
     }
 
     /// The plan the next call warm-starts from, or nil before the first plan and after `reset()`.
@@ -125,9 +158,6 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         return shifted
     }
 
-    /// Smallest K x H whose noise is generated on a spare thread during the previous rollout.
-    public static let prefetchThreshold = 16_384
-
     /// Most iterations whose noise `prepareNoise()` generates ahead.
     public static let preparedIterations = 4
 
@@ -135,7 +165,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// reply has gone out, to take noise generation off the critical path. Changes no result.
     public func prepareNoise() {
         let next = planCount &+ 1
-        noise.prepare((0..<Swift.min(configuration.iterations, Self.preparedIterations)).map { .init(plan: next, iteration: $0) })
+        let split = samples * horizon >= configuration.parallelThreshold ? pool : nil
+        noise.prepare((0..<Swift.min(configuration.iterations, Self.preparedIterations)).map { .init(plan: next, iteration: $0) }, pool: split)
     }
 
     /// Plans from `state` (the task's internal state). With a `deadline` (monotonic nanoseconds),
@@ -201,7 +232,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let failed = !diagnostics.isEmpty && diagnostics.allSatisfy { $0.invalidSamples == samples }
         return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
                     prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
-                    priorCost: priorCost, planCost: planCost, failed: failed)
+                    priorCost: priorCost, planCost: planCost, failed: failed,
+                    valueTerm: terminalValue == nil ? nil : lastValueTerm)
     }
 
     /// Copies a sequence into mean and std buffers, clamping the mean to the bounds and the std
@@ -223,14 +255,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             row[1] = second[r]
         }
         for s in 0..<stateDimension { (evaluationStates + s * laneWidth).update(repeating: initialState[s], count: laneWidth) }
-        evaluationCosts.update(repeating: 0, count: laneWidth)
         let stateView = BatchView(base: evaluationStates, stride: laneWidth, lanes: laneWidth)
-        for t in 0..<horizon {
-            let actionView = BatchView(base: evaluationActions + t * m * laneWidth, stride: laneWidth, lanes: laneWidth)
-            task.cost.addRunningCost(states: stateView, actions: actionView, into: evaluationCosts)
-            task.dynamics.step(states: stateView, actions: actionView)
+        rollOut(stateView, actions: evaluationActions, actionStride: laneWidth, into: evaluationCosts, scratch: stepCosts + paddedSamples)
+        if let terminalValue {
+            lastValueTerm = terminalValue.add(states: stateView, into: evaluationCosts, factor: horizonDiscount, report: 1)
         }
-        task.cost.addTerminalCost(states: stateView, into: evaluationCosts)
         let a = evaluationCosts[0], b = evaluationCosts[1]
         return (a.isFinite ? a : .infinity, b.isFinite ? b : .infinity)
     }
@@ -246,30 +275,22 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
 
     private func iterate(_ iteration: Int, of count: Int) -> IterationDiagnostics {
         let blocks = paddedSamples / 16
-        var workers = 1
-        if configuration.threads > 1 && samples * horizon >= configuration.parallelThreshold {
-            workers = Swift.min(configuration.threads, blocks)
-        }
+        let workers = pool != nil && samples * horizon >= configuration.parallelThreshold ? 2 : 1
         let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
-        let epsilon = noise.noise(for: tag, workers: workers)
-        // A spare thread generates the next iteration's noise during this rollout (the next
-        // plan's is prepareNoise()'s job, between ticks), unless both threads roll out, or the
-        // problem is so small that waking a thread costs more (tens of microseconds here) than
-        // generating the noise in place.
-        if configuration.threads > 1 && workers == 1 && samples * horizon >= Self.prefetchThreshold
-            && iteration + 1 < count {
-            noise.prefetch(.init(plan: planCount, iteration: iteration + 1), sparing: tag)
-        }
-        if workers == 1 {
-            sampleAndRollOut(start: 0, count: paddedSamples, epsilon: epsilon)
-        } else {
-            let chunk = (blocks + workers - 1) / workers * 16, shared = SharedBuffer(base: epsilon)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let start = w * chunk
+        let epsilon = noise.noise(for: tag, pool: workers > 1 ? pool : nil)
+        if let pool, workers > 1 {
+            // each part rolls out a contiguous run of 16-lane blocks; the split never changes a result
+            let parts = pool.extraWorkers + 1, chunk = (blocks + parts - 1) / parts * 16, shared = SharedBuffer(base: epsilon)
+            pool.run { part in
+                let start = part * chunk
                 let count = Swift.min(chunk, self.paddedSamples - start)
                 if count > 0 { self.sampleAndRollOut(start: start, count: count, epsilon: shared.base) }
             }
+        } else {
+            sampleAndRollOut(start: 0, count: paddedSamples, epsilon: epsilon)
         }
+        // one batched forward pass over all K final states, on this thread
+        terminalValue?.add(states: BatchView(base: states, stride: paddedSamples, lanes: paddedSamples), into: costs, factor: horizonDiscount)
         return update()
     }
 
@@ -296,16 +317,44 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         for s in 0..<stateDimension {
             (states + s * lanesPerRow + start).update(repeating: initialState[s], count: count)
         }
-        let laneCosts = costs + start
-        laneCosts.update(repeating: 0, count: count)
         let stateView = BatchView(base: states + start, stride: lanesPerRow, lanes: count)
-        let dynamics = task.dynamics, cost = task.cost
+        rollOut(stateView, actions: actions + start, actionStride: lanesPerRow, into: costs + start, scratch: stepCosts + start)
+    }
+
+    /// γ^H, the weight of whatever comes after the horizon.
+    var horizonDiscount: Float { Float(Foundation.pow(Double(configuration.discount), Double(horizon))) }
+
+    /// Rolls the lanes of `stateView` through the model under the action rows at `actions`
+    /// (row t * A + a, `actionStride` apart) and writes J = Σ_t γ^t c(x_t, a_t) + γ^H c_T(x_H) to
+    /// `laneCosts`; with a learned value the terminal term is left to the caller (it batches all
+    /// lanes). `scratch` holds one step's costs when γ < 1.
+    private func rollOut(_ stateView: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int,
+                         into laneCosts: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let m = actionDimension, count = stateView.lanes, dynamics = task.dynamics, cost = task.cost
+        let gamma = configuration.discount
+        laneCosts.update(repeating: 0, count: count)
+        var weight: Float = 1
         for t in 0..<horizon {
-            let actionView = BatchView(base: actions + t * m * lanesPerRow + start, stride: lanesPerRow, lanes: count)
-            cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
+            let actionView = BatchView(base: actions + t * m * actionStride, stride: actionStride, lanes: count)
+            if gamma == 1 {
+                cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
+            } else {
+                scratch.update(repeating: 0, count: count)
+                cost.addRunningCost(states: stateView, actions: actionView, into: scratch)
+                let w = Lanes(repeating: weight)
+                for k in Swift.stride(from: 0, to: count, by: laneWidth) { laneCosts.setLanes(VectorMath.multiplyAdd(w, scratch.lanes(at: k), laneCosts.lanes(at: k)), at: k) }
+                weight *= gamma
+            }
             dynamics.step(states: stateView, actions: actionView)
         }
-        cost.addTerminalCost(states: stateView, into: laneCosts)
+        guard terminalValue == nil else { return }
+        if gamma == 1 {
+            cost.addTerminalCost(states: stateView, into: laneCosts)
+        } else {
+            scratch.update(repeating: 0, count: count)
+            cost.addTerminalCost(states: stateView, into: scratch)
+            for k in 0..<count { laneCosts[k] += weight * scratch[k] }
+        }
     }
 
     /// Steps 3-6: weigh, fit, pull towards the prior, step, clamp.

@@ -30,6 +30,9 @@ public struct Plan: Sendable {
     public var planCost: Float
     /// True when iterations ran but no rollout had a finite cost: the plan is the prior, unrefined.
     public var failed: Bool
+    /// With a learned value installed: w V(x_H) at the end of the refined mean's rollout, the part
+    /// of `planCost` that lies beyond the horizon. Nil without a value.
+    public var valueTerm: Float? = nil
 
     /// How much the iterative refinement improved on the amortised proposal, in cost units
     /// (positive: the plan is cheaper than the prior's mean).

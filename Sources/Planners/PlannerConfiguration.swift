@@ -43,6 +43,9 @@ public struct PlannerConfiguration: Sendable {
     /// Share of the K samples drawn from the action prior instead of the current distribution
     /// (the first iteration's distribution is the prior anyway; later ones keep exploring near it).
     public var priorSamples: Float = 0
+    /// γ, the discount per step: J = Σ_t γ^t c(x_t, a_t) + γ^H c_T(x_H). 1: none. A learned value
+    /// must be used with the discount it was learned with.
+    public var discount: Float = 1
     /// Keep the current mean as sample 0, so an iteration never loses the plan it started from.
     public var includeMeanSample = true
     /// Seed of the noise: the same seed and the same states give bit-identical plans.
@@ -50,7 +53,7 @@ public struct PlannerConfiguration: Sendable {
     /// Worker threads for rollouts (results do not depend on it).
     public var threads = 1
     /// Smallest K x H that is split across threads: below it the hand-off costs more than it saves.
-    public var parallelThreshold = 200_000
+    public var parallelThreshold = 16_384
     /// Optional tighter action limits than the task's; nil keeps the task's.
     public var actionLowerBounds: [Float]? = nil
     public var actionUpperBounds: [Float]? = nil
@@ -78,6 +81,7 @@ public struct PlannerConfiguration: Sendable {
         priorSamples = try table.float("prior_samples", default: priorSamples, .closed(0, 1))
         priorStart = PriorStart(rawValue: try table.choice("prior_start", default: priorStart.rawValue, from: PriorStart.allCases.map(\.rawValue)))!
         includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
+        discount = try table.float("discount", default: discount, .closed(0, 1))
         seed = UInt64(try table.integer("seed", default: Int(seed), min: 0))
         threads = try table.integer("threads", default: threads, min: 1, max: 64)
         parallelThreshold = try table.integer("parallel_threshold", default: parallelThreshold, min: 0)
@@ -109,6 +113,7 @@ public struct PlannerConfiguration: Sendable {
         guard priorSamples >= 0, priorSamples <= 1 else { throw fail("prior_samples", "expected a number in [0, 1], got \(priorSamples)") }
         guard priorStrength.isFinite, priorStrength >= 0 else { throw fail("prior_strength", "expected a number >= 0, got \(priorStrength)") }
         guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
+        guard discount > 0, discount <= 1 else { throw fail("discount", "expected a number in (0, 1], got \(discount)") }
         let (lower, upper) = try bounds(for: task)
         for i in lower.indices where !(lower[i] < upper[i]) {
             throw fail("action_min", "action \(i) (\(task.dynamics.actionNames[i])): lower bound \(lower[i]) must be below upper bound \(upper[i])")

@@ -60,6 +60,13 @@ struct StatusReport {
         } else {
             lines.append("prior      none (the previous plan carried forward)")
         }
+        if let value = status["value"] as? [String: Any] {
+            var line = "value      \(value["file"] ?? "?"), weight \(value["weight"] ?? "?"), network version \(value["network_version"] ?? "?")"
+            if let term = value["value_term"] as? NSNumber { line += String(format: ", beyond the horizon %.3f (cost)", term.doubleValue) }
+            lines.append(line)
+        } else {
+            lines.append("value      none (the task's terminal cost)")
+        }
         lines.append("endpoints  \((status["endpoints"] as? [String] ?? []).joined(separator: ", ")); control \(status["control"] ?? "?")")
         lines.append("sessions   \(sessions["count"] ?? 0) (opened \(sessions["opened"] ?? 0), expired \(sessions["expired"] ?? 0))")
         lines.append(Self.sessionTable(sessions["list"] as? [[String: Any]] ?? []))

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mpcd-bench",
         abstract: "Measure mpcd's planner.",
-        subcommands: [PlannerBench.self, NoiseBench.self],
+        subcommands: [PlannerBench.self, NoiseBench.self, EpisodesBench.self],
         defaultSubcommand: PlannerBench.self
     )
 }
@@ -26,17 +26,13 @@ struct PlannerBench: ParsableCommand {
     @Option(help: "Comma-separated thread counts.") var threads = "1,2"
     @Option(help: "Likelihood: mppi or cem.") var likelihood = "mppi"
     @Option(help: "Timed iterations per cell (after warm-up).") var repeats = 400
+    @Flag(help: "Print one JSON object per cell instead of the table.") var json = false
+    @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
         let controlTask = try TaskRegistry.make(name: task)
-        print("mpcd-bench planner: task \(task), likelihood \(likelihood), \(repeats) iterations per cell, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-        print("")
-        print("Per iteration: \"all-in\" generates the iteration's noise inside plan(); \"prepared\" has it generated")
-        print("between ticks by prepareNoise(), as the daemon does after each reply (that time is not counted).")
-        print("")
-        print("| K | H | threads | all-in p50 (us) | all-in p99 (us) | prepared p50 (us) | prepared p99 (us) | ns per sample-step (all-in p50) |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        if !json { printHeader() }
         for k in ks {
             for h in hs {
                 for t in ts {
@@ -47,18 +43,38 @@ struct PlannerBench: ParsableCommand {
                     configuration.iterations = 1
                     configuration.threads = t
                     configuration.elites = min(64, k)
-                    let allIn = try measure(controlTask, configuration, prepared: false)
-                    let prepared = try measure(controlTask, configuration, prepared: true)
+                    let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
+                    if let valueNetwork { configuration.discount = valueNetwork.discount }
+                    let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork)
+                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork)
                     let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
-                    print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
+                    if json {
+                        let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
+                                                   "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99]
+                        print(String(decoding: try JSONSerialization.data(withJSONObject: cell, options: [.sortedKeys]), as: UTF8.self))
+                    } else {
+                        print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
+                    }
                 }
             }
         }
     }
 
+    func printHeader() {
+        print("mpcd-bench planner: task \(task), likelihood \(likelihood), \(repeats) iterations per cell, \(ProcessInfo.processInfo.activeProcessorCount) cores"
+              + (value.map { ", value \($0) at the end of every rollout" } ?? ""))
+        print("")
+        print("Per iteration: \"all-in\" generates the iteration's noise inside plan(); \"prepared\" has it generated")
+        print("between ticks by prepareNoise(), as the daemon does after each reply (that time is not counted).")
+        print("")
+        print("| K | H | threads | all-in p50 (us) | all-in p99 (us) | prepared p50 (us) | prepared p99 (us) | ns per sample-step (all-in p50) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    }
+
     /// p50 and p99 of one-iteration plan() calls, in microseconds.
-    func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool) throws -> (p50: Double, p99: Double) {
+    func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil) throws -> (p50: Double, p99: Double) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
         let state = (0..<task.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
         var times: [Double] = []
@@ -112,5 +128,74 @@ struct NoiseBench: ParsableCommand {
         times.sort()
         let p50 = percentile(times, 0.5)
         print("noise: \(n) normals per call, p50 \(fmt(p50)) us, p99 \(fmt(percentile(times, 0.99))) us, \(String(format: "%.2f", p50 * 1000 / Double(n))) ns per normal")
+    }
+}
+
+/// Closed-loop episodes with the planner in this process, on the task's own model (for the pendulum,
+/// Gymnasium's Pendulum-v1 step for step): the per-command time and the return, for the peer benchmark.
+struct EpisodesBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "episodes",
+        abstract: "Run closed-loop episodes in process from given start states; print JSON with returns and per-command times."
+    )
+
+    @Option(help: "Task.") var task = "pendulum"
+    @Option(help: "File of start states, one per line, comma-separated (the task's state layout).") var starts: String
+    @Option(help: "Steps per episode.") var steps = 200
+    @Option(help: "Samples K.") var samples = 1000
+    @Option(help: "Horizon H.") var horizon = 30
+    @Option(help: "Temperature lambda.") var temperature: Float = 1
+    @Option(help: "Exploration std as a fraction of the half action range.") var initialStd: Float = 0.5
+    @Option(help: "Iterations per command.") var iterations = 1
+    @Option(help: "Planner threads.") var threads = 1
+    @Option(help: "Seed of the first episode's planner (episode i uses seed + i).") var seed: UInt64 = 0
+
+    func run() throws {
+        let controlTask = try TaskRegistry.make(name: task)
+        let text = try String(contentsOfFile: starts, encoding: .utf8)
+        let startStates = text.split(separator: "\n").map { $0.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) } }
+            .filter { !$0.isEmpty }
+        guard startStates.allSatisfy({ $0.count == controlTask.dynamics.stateDimension }) else {
+            throw ValidationError("every start needs \(controlTask.dynamics.stateDimension) values")
+        }
+        var returns: [Double] = [], times: [Double] = [], totals: [Double] = []
+        for (i, start) in startStates.enumerated() {
+            var configuration = PlannerConfiguration()
+            configuration.samples = samples
+            configuration.horizon = horizon
+            configuration.temperature = temperature
+            configuration.initialStd = initialStd
+            configuration.iterations = iterations
+            configuration.threads = threads
+            configuration.seed = seed &+ UInt64(i)
+            let planner = try MirrorDescentPlanner(task: controlTask, configuration: configuration)
+            var state = start, total = 0.0
+            var prepared = Double(0)
+            let first = monotonicNanoseconds()
+            planner.prepareNoise()
+            prepared = Double(monotonicNanoseconds() - first) * 1e-3
+            for _ in 0..<steps {
+                let begin = monotonicNanoseconds()
+                let plan = planner.plan(state: state)
+                let planned = Double(monotonicNanoseconds() - begin) * 1e-3
+                times.append(planned)
+                totals.append(planned + prepared)
+                let (next, cost) = controlTask.step(state: state, action: plan.action)
+                total -= Double(cost)
+                state = next
+                // the next command's noise, between commands as the daemon does; counted in the total
+                let noiseStart = monotonicNanoseconds()
+                planner.prepareNoise()
+                prepared = Double(monotonicNanoseconds() - noiseStart) * 1e-3
+            }
+            returns.append(total)
+        }
+        times.sort()
+        totals.sort()
+        // command: the whole work of one command (its noise included); critical path: plan() alone
+        let object: [String: Any] = ["returns": returns, "command_us_p50": percentile(totals, 0.5), "command_us_p99": percentile(totals, 0.99),
+                                     "critical_path_us_p50": percentile(times, 0.5), "critical_path_us_p99": percentile(times, 0.99),
+                                     "commands": times.count]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
     }
 }

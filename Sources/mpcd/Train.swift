@@ -8,25 +8,36 @@ import Planners
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Distil the planner into a network (a policy or an amortised plan) and write a safetensors file.",
+        abstract: "Distil the planner into a network (a policy or an amortised plan), or learn a value (--value); write a safetensors file.",
         discussion: """
             The task and the planner come from --config (or the embedded default). Each round runs the \
             network as the planner's prior closed-loop from random starts, labels every state with the \
-            planner's refined distribution, and fits the network to all labels so far (KL, Adam). A \
-            checkpoint beside the output (OUT.checkpoint) is written after every round; running the same \
-            command again resumes from it (--fresh starts over).
+            planner's refined distribution, and fits the network to all labels so far (KL, Adam). \
+            With --value, each round is a step of fitted value iteration: targets are the soft minimum \
+            over the planner's rollouts of the H-step cost plus the target network's value at the last \
+            state (see docs/configuration.md, [value]). A checkpoint beside the output (OUT.checkpoint) \
+            is written after every round; running the same command again resumes from it (--fresh \
+            starts over).
             """
     )
 
     @Option(help: "TOML configuration giving the task and the planner.") var config: String?
     @Option(help: "policy or plan.") var kind: String = "policy"
+    @Flag(help: "Learn a value V(s) by fitted value iteration instead of distilling a policy.") var value = false
     @Option(help: "Weights file to write.") var out: String
-    @Option(help: "Rounds of collect-then-fit.") var rounds = 8
+    @Option(help: "Rounds of collect-then-fit (default 8; with --value 60).") var rounds: Int?
     @Option(help: "Closed-loop episodes per round.") var episodes = 8
     @Option(help: "Steps per episode.") var steps = 200
     @Option(help: "Passes over the data per round.") var epochs = 20
-    @Option(help: "Hidden layer widths, comma-separated.") var hidden = "64,64"
-    @Option(help: "Adam's learning rate.") var learningRate: Float = 3e-3
+    @Option(help: "Hidden layer widths, comma-separated (default 64,64; with --value 32,32).") var hidden: String?
+    @Option(help: "Adam's learning rate (default 3e-3; with --value 1e-3).") var learningRate: Float?
+    @Option(help: "--value: states per round.") var states = 2048
+    @Option(help: "--value: share of the states from closed-loop runs, the rest from the whole state space.") var closedLoopShare: Float = 0.25
+    @Option(help: "--value: planner iterations per target.") var targetIterations = 3
+    @Option(help: "--value: temperature of the soft minimum over rollouts (0: the hard minimum).") var softMinTemperature: Float = 0
+    @Option(help: "--value: discount per step (default: the configuration's [planner] discount); the daemon must plan with the same.") var discount: Float?
+    @Option(help: "--value: how far the target network moves towards the fitted one each round.") var targetRate: Float = 0.5
+    @Option(help: "--value: the least cost-to-go possible, a floor for the value (0 when every cost term is non-negative, as in every built-in task); \"none\" for no floor.") var minValue = "0"
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
     @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
@@ -34,13 +45,20 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         guard AmortisedNetwork.Kind(rawValue: kind) != nil else { throw ValidationError("--kind must be policy or plan") }
-        guard rounds >= 1, episodes >= 1, steps >= 1, epochs >= 1 else { throw ValidationError("--rounds, --episodes, --steps and --epochs must be at least 1") }
-        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive") }
+        guard (rounds ?? 1) >= 1, episodes >= 1, steps >= 1, epochs >= 1, states >= 1, targetIterations >= 1 else {
+            throw ValidationError("--rounds, --episodes, --steps, --epochs, --states and --target-iterations must be at least 1")
+        }
+        guard (learningRate ?? 1) > 0, (learningRate ?? 1).isFinite else { throw ValidationError("--learning-rate must be positive") }
+        guard (0...1).contains(closedLoopShare), (discount ?? 1) > 0, (discount ?? 1) <= 1, targetRate > 0, targetRate <= 1 else {
+            throw ValidationError("--closed-loop-share must lie in [0, 1], --discount and --target-rate in (0, 1]")
+        }
+        guard minValue == "none" || Float(minValue)?.isFinite == true else { throw ValidationError("--min-value must be a number or none") }
+        guard softMinTemperature >= 0, softMinTemperature.isFinite else { throw ValidationError("--soft-min-temperature must be >= 0") }
         guard hiddenWidths != nil else { throw ValidationError("--hidden must be positive integers separated by commas, e.g. 64,64") }
     }
 
     var hiddenWidths: [Int]? {
-        let parts = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = (hidden ?? (value ? "32,32" : "64,64")).split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
         return parts.map { $0! }
     }
@@ -53,6 +71,8 @@ struct Train: ParsableCommand {
             guard (1...PlannerConfiguration.maxSamples).contains(labelSamples) else { throw ValidationError("--label-samples must be in [1, \(PlannerConfiguration.maxSamples)]") }
             planner.samples = labelSamples
         }
+        if value { return try learnValue(configuration.task, planner) }
+        let rounds = self.rounds ?? 8, learningRate = self.learningRate ?? 3e-3
         let networkKind = AmortisedNetwork.Kind(rawValue: kind)!
         let network = AmortisedNetwork(kind: networkKind, task: configuration.task, horizon: planner.horizon,
                                        hidden: hiddenWidths!, seed: seed)
@@ -81,6 +101,44 @@ struct Train: ParsableCommand {
         bar.finish()
         try distiller.network.save(to: out)
         print("wrote \(out): \(kind) for \(configuration.task.name), \(distiller.network.mlp.parameters.count) parameters, version \(distiller.network.version), \(distiller.sampleCount) labelled states")
+    }
+
+    func learnValue(_ task: ControlTask, _ planner: PlannerConfiguration) throws {
+        var planner = planner
+        planner.iterations = max(1, planner.iterations)
+        if let discount { planner.discount = discount }
+        var settings = ValueIteration.Settings()
+        settings.rounds = rounds ?? 60
+        settings.statesPerRound = states
+        settings.closedLoopShare = closedLoopShare
+        settings.episodeSteps = steps
+        settings.targetIterations = targetIterations
+        settings.softMinTemperature = softMinTemperature
+        settings.targetRate = targetRate
+        settings.epochsPerRound = epochs
+        settings.learningRate = learningRate ?? 1e-3
+        settings.seed = seed
+        var initial = ValueNetwork(task: task, hidden: hiddenWidths!, seed: seed)
+        initial.minimum = Float(minValue)
+        let learner = ValueIteration(task: task, planner: planner, network: initial, settings: settings)
+        let checkpoint = out + ".checkpoint"
+        if !fresh, FileManager.default.fileExists(atPath: checkpoint) {
+            try learner.restore(Data(contentsOf: URL(fileURLWithPath: checkpoint)), path: checkpoint)
+            FileHandle.standardError.write(Data("resuming from \(checkpoint): \(learner.completedRounds) of \(settings.rounds) rounds done\n".utf8))
+        }
+        FileHandle.standardError.write(Data("learning a value for \(task.name) by fitted value iteration (K=\(planner.samples), H=\(planner.horizon), \(targetIterations) iterations per target, \(states) states per round, discount \(planner.discount), soft-min temperature \(softMinTemperature)) into \(out)\n".utf8))
+        let bar = ProgressBar(total: Double(settings.rounds))
+        let phaseStart = ["states": 0.0, "targets": 0.2, "fit": 0.7], phaseShare = ["states": 0.2, "targets": 0.5, "fit": 0.3]
+        try learner.run(progress: { p in
+            bar.show(done: Double(p.round) + (phaseStart[p.phase] ?? 0) + (phaseShare[p.phase] ?? 0) * p.fraction,
+                     label: "round \(p.round + 1)/\(p.rounds) \(p.phase)",
+                     detail: String(format: "mean target %.3f", learner.lastMeanTarget) + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
+        }, checkpoint: { l in
+            try writeAtomically(l.checkpointData(), to: checkpoint)
+        })
+        bar.finish()
+        try learner.network.save(to: out)
+        print("wrote \(out): value for \(task.name), \(learner.network.mlp.parameters.count) parameters, \(learner.completedRounds) rounds, output scale \(learner.network.scale), last mean target \(learner.lastMeanTarget)")
     }
 }
 

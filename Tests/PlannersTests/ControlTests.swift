@@ -5,9 +5,12 @@ import Testing
 
 /// Closed-loop control on every built-in task: the planner drives the task's own model.
 @Suite struct ControlTests {
-    /// The discrete-time LQR solution of the point mass: P from the Riccati recursion.
-    static func lqr(dt: Double, q: (Double, Double), r: Double) -> (p: [[Double]], gain: [Double]) {
-        let a = [[1, dt], [0, 1]], b = [dt * dt / 2, dt]
+    /// The discrete-time LQR solution of the point mass: P from the Riccati recursion (with a
+    /// discount γ per step: the problem Σ γ^t (x'Qx + u'Ru) is the undiscounted one with A and B
+    /// scaled by sqrt(γ), and the same gain).
+    static func lqr(dt: Double, q: (Double, Double), r: Double, discount: Double = 1) -> (p: [[Double]], gain: [Double]) {
+        let root = discount.squareRoot()
+        let a = [[root, root * dt], [0, root]], b = [root * dt * dt / 2, root * dt]
         var p = [[q.0, 0], [0, q.1]]
         var gain = [0.0, 0.0]
         for _ in 0..<10_000 {

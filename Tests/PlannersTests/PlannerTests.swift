@@ -34,6 +34,24 @@ import Testing
     @Test func differentSeedsGiveDifferentPlans() throws {
         #expect(try plans(threads: 1, seed: 7) != plans(threads: 1, seed: 8))
     }
+
+    /// Planners come and go with sessions: each one's rollout workers must start on the first plan
+    /// (even one posted before the thread runs) and be joined when the planner goes away.
+    @Test func plannerWorkersStartAtOnceAndAreJoined() throws {
+        func threadCount() throws -> Int { try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count }
+        var configuration = PlannerConfiguration()
+        configuration.threads = 3
+        configuration.parallelThreshold = 0
+        let task = try TaskRegistry.make(name: "pendulum")
+        let reference = try MirrorDescentPlanner(task: task, configuration: configuration).plan(state: [3, 0.5]).action
+        let before = try threadCount()
+        for _ in 0..<40 {
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+            #expect(planner.plan(state: [3, 0.5]).action == reference)
+        }
+        // 40 leaked planners would leave 80 threads; other tests running alongside come and go
+        #expect(try threadCount() < before + 20)
+    }
 }
 
 @Suite struct NoiseTests {

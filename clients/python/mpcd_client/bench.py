@@ -1,6 +1,11 @@
 """End-to-end latency of mpcd from Python, with the daemon's default configuration.
 
     python -m mpcd_client.bench [--mpcd .build/release/mpcd] [--rate 200] [--seconds 10]
+    python -m mpcd_client.bench --sessions 1,4,16 --rate 50 --seconds 30
+
+With --sessions, only this: for each count, that many lockstep sessions, each in its own Python
+process at --rate observations a second, against one daemon; the pooled round trips and daemon
+compute times. Otherwise:
 
 Starts the daemon twice on a free loopback port:
 
@@ -198,6 +203,49 @@ def realtime(mpcd, rate, seconds, busy_poll_us=0):
         stop(process)
 
 
+def _session_worker(endpoint, rate, seconds, seed, start_at, out):
+    """One lockstep session in its own process (no shared GIL): paced round trips from start_at."""
+    with Controller(endpoint, timeout=5.0) as c:
+        c.info
+        compute = []
+
+        def act(state):
+            action = c.act(state)
+            compute.append(c.last.diagnostics["compute_seconds"] * 1e3)
+            return action[0]
+
+        # spread the sessions' phases over one period, as independent robots would be
+        time.sleep(max(0.0, start_at - time.time()) + (seed % 97) / 97.0 / rate)
+        out.put((paced_round_trips(endpoint, rate, seconds, act)[10:], compute[10:]))
+
+
+def sessions(mpcd, count, rate, seconds):
+    """`count` lockstep sessions at `rate` observations/s each, each from its own process, against one
+    daemon on its default configuration; returns the pooled round trips and daemon compute times."""
+    import multiprocessing
+
+    endpoint = free_endpoint()
+    process = start(mpcd, endpoint)
+    try:
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        start_at = time.time() + 1.0 + 0.05 * count  # after every worker has started and connected
+        workers = [context.Process(target=_session_worker, args=(endpoint, rate, seconds, i, start_at, out)) for i in range(count)]
+        for w in workers:
+            w.start()
+        round_trips, compute = [], []
+        for _ in workers:
+            r, c = out.get(timeout=seconds + 60)
+            round_trips += r
+            compute += c
+        for w in workers:
+            w.join(timeout=10)
+        print(f"{count} lockstep session{'s' if count > 1 else ''}, {rate:g} observations/s each for {seconds:g} s:")
+        return {"sessions": count, "round_trip": summary("round trip", round_trips), "compute": summary("daemon compute", compute)}
+    finally:
+        stop(process)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mpcd_client.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mpcd", default=os.environ.get("MPCD_BIN", str(REPO / ".build" / "release" / "mpcd")))
@@ -205,7 +253,12 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--busy-poll-us", type=int, default=0, help="also run lockstep with [server] busy_poll_us set to this")
     parser.add_argument("--pin", type=int, default=None, help="also run lockstep with the daemon (cpu_affinity) and this client on this CPU")
+    parser.add_argument("--sessions", default="", help="instead: comma-separated session counts, each run at --rate per session (e.g. 1,4,16)")
     args = parser.parse_args(argv)
+    if args.sessions:
+        for count in [int(n) for n in args.sessions.split(",")]:
+            sessions(args.mpcd, count, args.rate, args.seconds)
+        return 0
     echo_baseline(args.rate, args.seconds)
     lockstep(args.mpcd, args.rate, args.seconds)
     if args.busy_poll_us:

@@ -1,0 +1,114 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Splits a job across the calling thread and dedicated worker threads that wait for work by
+/// spinning for a short while before they sleep.
+///
+/// Handing work to a sleeping thread costs tens of microseconds on these machines (a wake-up
+/// through the kernel and the hypervisor), as much as the rollouts it would share; a worker that
+/// is still spinning picks the job up in well under a microsecond. Workers spin for `spin` after
+/// each job, so back-to-back iterations and commands find them awake, and sleep when work stops.
+/// The workers hold only the shared `Crew`, so the pool's deinit can stop and join them.
+final class SpinningPool: @unchecked Sendable {
+    let extraWorkers: Int
+    private let crew: Crew
+
+    /// `threads` in all, counting the caller; workers spin `spin` nanoseconds before sleeping.
+    init(threads: Int, spin: UInt64 = 200_000) {
+        extraWorkers = max(0, min(threads - 1, 64))
+        crew = Crew(workers: extraWorkers, spin: spin)
+        for index in 0..<extraWorkers {
+            crew.exited.enter()
+            let crew = self.crew
+            let thread = Thread {
+                crew.work(index)
+                crew.exited.leave()
+            }
+            thread.name = "mpcd.planner.\(index + 1)"
+            thread.start()
+        }
+    }
+
+    deinit { crew.stop() }
+
+    /// Runs `body(part)` for part 0 on the caller and parts 1 ... extraWorkers on the workers;
+    /// returns when all have finished. Not reentrant: one caller at a time.
+    func run(_ body: @escaping @Sendable (Int) -> Void) {
+        guard extraWorkers > 0 else { return body(0) }
+        crew.post(body)
+        body(0)
+        crew.awaitWorkers()
+    }
+}
+
+private final class Crew: @unchecked Sendable {
+    let workers: Int
+    let spin: UInt64
+    let exited = DispatchGroup()
+    /// Written before `generation` is bumped (release), read after it is seen (acquire).
+    private var job: (@Sendable (Int) -> Void)?
+    private let generation = Atomic<Int>(0)
+    private let finished = Atomic<Int>(0)
+    private let alive = Atomic<Bool>(true)
+    /// Bit i set: worker i is asleep, or about to be, and must be woken.
+    private let parked = Atomic<UInt64>(0)
+    private let wake: [DispatchSemaphore]
+
+    init(workers: Int, spin: UInt64) {
+        self.workers = workers
+        self.spin = spin
+        wake = (0..<workers).map { _ in DispatchSemaphore(value: 0) }
+    }
+
+    func post(_ body: @escaping @Sendable (Int) -> Void) {
+        job = body
+        finished.store(0, ordering: .relaxed)
+        generation.add(1, ordering: .releasing)
+        wakeParked()
+    }
+
+    func awaitWorkers() {
+        while finished.load(ordering: .acquiring) < workers {}
+        job = nil
+    }
+
+    func stop() {
+        alive.store(false, ordering: .releasing)
+        generation.add(1, ordering: .releasing)
+        wakeParked()
+        exited.wait()
+    }
+
+    /// Clears every parked bit and signals the workers that were parked.
+    private func wakeParked() {
+        let was = parked.exchange(0, ordering: .acquiringAndReleasing)
+        for i in 0..<workers where was & (1 << UInt64(i)) != 0 { wake[i].signal() }
+    }
+
+    func work(_ index: Int) {
+        let bit: UInt64 = 1 << UInt64(index)
+        // 0, not a fresh load: a job may be posted before this thread first runs
+        var seen = 0
+        while alive.load(ordering: .acquiring) {
+            // spin for a while, then sleep until post() or stop() wakes this worker
+            let giveUp = monotonicNanoseconds() &+ spin
+            var current = generation.load(ordering: .acquiring)
+            while current == seen && monotonicNanoseconds() < giveUp { current = generation.load(ordering: .acquiring) }
+            if current == seen {
+                parked.bitwiseOr(bit, ordering: .acquiringAndReleasing)
+                // look again after announcing the nap, so a job posted meanwhile is not missed
+                if generation.load(ordering: .acquiring) == seen {
+                    wake[index].wait()
+                } else if parked.bitwiseAnd(~bit, ordering: .acquiringAndReleasing).oldValue & bit == 0 {
+                    wake[index].wait()  // wakeParked() took the bit and signals: consume the signal
+                }
+                continue
+            }
+            seen = current
+            guard alive.load(ordering: .acquiring), let job else { continue }
+            job(index + 1)
+            finished.add(1, ordering: .releasing)
+        }
+    }
+}
