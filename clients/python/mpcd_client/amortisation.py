@@ -10,7 +10,9 @@ Every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, 
   (c) the policy as the planner's prior, 1 and 2 iterations (and, for comparison, with
       prior_start = "prior", the paper's literal form, at 1);
   (d) the distilled amortised plan as the prior, 1 iteration;
-  (e) the policy prior with adaptive iterations between 0 and 2.
+  (e) the policy prior with adaptive iterations between 0 and 2;
+  (f) a learned value at the end of the rollouts (deploy/config/pendulum_value.toml's network,
+      discount 0.99) at H=16, 2 iterations, beside the planner alone at H=16 and H=32.
 
 Then online amortisation: from an untrained policy, with adaptive iterations (0 to 2), the daemon
 distils its own ticks in the background while lockstep episodes run back to back, in blocks of the
@@ -40,7 +42,7 @@ name = "pendulum"
 [planner]
 likelihood = "mppi"
 samples = 256
-horizon = 32
+horizon = {horizon}
 temperature = 0.5
 initial_std = 0.3
 iterations = {iterations}
@@ -58,12 +60,16 @@ ROWS = [
     ("(c') as (c) at 1 iteration, prior_start = \"prior\"", 1, 'prior_start = "prior"', "policy"),
     ("(d) amortised-plan prior + planner, 1 iteration", 1, "", "plan"),
     ("(e) policy prior, adaptive 0-2 iterations", 2, "", "policy adaptive"),
+    ("(f) planner alone, H=16, 2 iterations", 2, "", "", 16),
+    ("(f) learned value, H=16, 2 iterations", 2, "discount = 0.99", "value", 16),
 ]
 
 
-def config_text(iterations, planner_extra, prior, online=False, state_directory=None):
+def config_text(iterations, planner_extra, prior, online=False, state_directory=None, horizon=32):
     lines = []
-    if prior:
+    if prior == "value":
+        lines += ["[value]", f'file = "{NETWORKS / "pendulum_value.safetensors"}"']
+    elif prior:
         kind = prior.split()[0]
         lines.append("[prior]")
         if online:
@@ -72,7 +78,7 @@ def config_text(iterations, planner_extra, prior, online=False, state_directory=
             lines.append(f'file = "{NETWORKS / f"pendulum_{kind}.safetensors"}"')
         if "adaptive" in prior:
             lines += ["adaptive = true", "min_iterations = 0"]
-    return BASE.format(iterations=iterations, planner_extra=planner_extra, prior="\n".join(lines))
+    return BASE.format(iterations=iterations, planner_extra=planner_extra, prior="\n".join(lines), horizon=horizon)
 
 
 def start(mpcd, text, folder):
@@ -105,8 +111,8 @@ def quiet(*args, **kwargs):
 
 def table(mpcd, folder):
     results = []
-    for label, iterations, extra, prior in ROWS:
-        process, endpoint = start(mpcd, config_text(iterations, extra, prior), folder)
+    for label, iterations, extra, prior, *horizon in ROWS:
+        process, endpoint = start(mpcd, config_text(iterations, extra, prior, horizon=(horizon or [32])[0]), folder)
         try:
             returns, rows, _, _ = run_episodes("Pendulum-v1", 20, 100, endpoint, out=quiet)
         finally:
