@@ -20,10 +20,11 @@ for task in "${tasks[@]}"; do
     # labels from a stronger planner than the one the policy will run with
     train pendulum policy --label-samples 1024
     train pendulum plan --label-samples 1024
-    # the value at the end of pendulum_value.toml's rollouts: fitted value iteration, about 40 s
+    # the value at the end of pendulum_value.toml's rollouts: fitted value iteration, about 20 s
     echo "== pendulum value"
     /usr/bin/time -f "   %e s" .build/release/mpcd train --value --config deploy/config/pendulum_value.toml \
-      --out deploy/networks/pendulum_value.safetensors --rounds 60 --closed-loop-share 0.5 --seed 0 --fresh
+      --out deploy/networks/pendulum_value.safetensors --rounds 60 --closed-loop-share 0.5 --hidden 48 --activation relu \
+      --seed 0 --fresh
     rm -f deploy/networks/pendulum_value.safetensors.checkpoint
   else
     train "$task" policy

@@ -25,9 +25,9 @@ public protocol BatchDynamics: Sendable {
     /// A network's input for a state: continuous, bounded features (default: the state itself).
     func features(of state: [Float]) -> [Float]
 
-    /// `features(of:)` for every lane of a batch, row-major into `rows` ([lane][feature]), for a
-    /// network evaluated on all K rollouts at once.
-    func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>)
+    /// `features(of:)` for every lane of a batch, feature-major into `columns` (feature i of lane k
+    /// at `columns[i * lanes + k]`), for a network evaluated on all K rollouts at once.
+    func writeFeatures(states: BatchView, into columns: UnsafeMutablePointer<Float>)
 
     /// A random start state, for training: `uniform()` returns numbers in [0, 1).
     func randomInitialState(_ uniform: () -> Float) -> [Float]
@@ -78,18 +78,16 @@ extension BatchDynamics {
 
     /// Copies the state when the features are the state; otherwise goes through `features(of:)`
     /// lane by lane (tasks with other features override this to stay allocation-free).
-    public func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) {
-        let n = stateDimension
+    public func writeFeatures(states: BatchView, into columns: UnsafeMutablePointer<Float>) {
+        let n = stateDimension, lanes = states.lanes
         if featureNames == stateNames {
-            for k in 0..<states.lanes {
-                for c in 0..<n { rows[k &* n &+ c] = states[component: c][k] }
-            }
+            for c in 0..<n { (columns + c &* lanes).update(from: states[component: c], count: lanes) }
             return
         }
         let width = featureNames.count
-        for k in 0..<states.lanes {
+        for k in 0..<lanes {
             let f = features(of: (0..<n).map { states[component: $0][k] })
-            for c in 0..<width { rows[k &* width &+ c] = f[c] }
+            for c in 0..<width { columns[c &* lanes &+ k] = f[c] }
         }
     }
 

@@ -106,7 +106,7 @@ public final class MLPWorkspace: @unchecked Sendable {
 
     /// OpenBLAS's own threads, on by default, cost more than they give on these small products
     /// (a few hundred rows of 64) and spin against the planner's threads: one thread, set once.
-    private static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
+    static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
 
     public init(architecture: MLPArchitecture, capacity: Int) {
         _ = Self.singleThreadedBLAS
@@ -182,6 +182,105 @@ extension MLP {
         switch architecture.activation {
         case .tanh: VectorMath.tanh(values, count: count)
         case .relu: for i in 0..<count where values[i] < 0 { values[i] = 0 }
+        }
+    }
+}
+
+extension MLP {
+    /// OpenBLAS starts its own threads, which spin for a while after start and after each call,
+    /// against the planner's threads; every mpcd product is small enough for one. Executables
+    /// call this first; building a workspace calls it too.
+    public static func useOneBLASThread() { _ = MLPWorkspace.singleThreadedBLAS }
+
+    /// Floats of scratch `forwardLanes` needs.
+    public var laneScratchCount: Int { 2 * ([architecture.inputs] + architecture.hidden).max()! * laneWidth }
+
+    /// The mean head's first output for `lanes` inputs stored feature-major (feature i of lane k
+    /// at `input[i * lanes + k]`), written to `output[k]`.
+    ///
+    /// For many rows through narrow layers (a value on all K final states): eight lanes go through
+    /// the whole network at once in `scratch`, four output units at a time so the multiply-adds do
+    /// not wait on each other. sgemm's packing costs more than the arithmetic at these widths.
+    public func forwardLanes(lanes: Int, input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
+                             scratch: UnsafeMutablePointer<Float>) {
+        precondition(lanes % laneWidth == 0)
+        let hiddenCount = architecture.hidden.count, half = laneScratchCount / 2, relu = architecture.activation == .relu
+        parameters.withUnsafeBufferPointer { p in
+            let base = p.baseAddress!
+            for k in Swift.stride(from: 0, to: lanes, by: laneWidth) {
+                var from = scratch, to = scratch + half
+                for i in 0..<architecture.inputs { from.setLanes(input.lanes(at: i &* lanes &+ k), at: i &* laneWidth) }
+                for l in 0..<hiddenCount {
+                    let layer = layers[l], columns = layer.columns
+                    let weights = base + layer.weights, bias = base + layer.bias
+                    if columns <= 4 {
+                        // few inputs (the first layer): they stay in registers, one output at a time
+                        let zero = Lanes(repeating: 0)
+                        let x0 = from.lanes(at: 0), x1 = columns > 1 ? from.lanes(at: laneWidth) : zero
+                        let x2 = columns > 2 ? from.lanes(at: 2 &* laneWidth) : zero, x3 = columns > 3 ? from.lanes(at: 3 &* laneWidth) : zero
+                        for o in 0..<layer.rows {
+                            let row = weights + o &* columns
+                            var a = VectorMath.multiplyAdd(Lanes(repeating: row[0]), x0, Lanes(repeating: bias[o]))
+                            if columns > 1 { a = VectorMath.multiplyAdd(Lanes(repeating: row[1]), x1, a) }
+                            if columns > 2 { a = VectorMath.multiplyAdd(Lanes(repeating: row[2]), x2, a) }
+                            if columns > 3 { a = VectorMath.multiplyAdd(Lanes(repeating: row[3]), x3, a) }
+                            if relu { a.replace(with: zero, where: a .< zero) } else { a = VectorMath.tanh(a) }
+                            to.setLanes(a, at: o &* laneWidth)
+                        }
+                        swap(&from, &to)
+                        continue
+                    }
+                    var o = 0
+                    while o < layer.rows {
+                        let n = Swift.min(4, layer.rows - o)
+                        let r0 = weights + o &* columns, r1 = weights + Swift.min(o + 1, layer.rows - 1) &* columns
+                        let r2 = weights + Swift.min(o + 2, layer.rows - 1) &* columns, r3 = weights + Swift.min(o + 3, layer.rows - 1) &* columns
+                        var a0 = Lanes(repeating: bias[o]), a1 = Lanes(repeating: bias[Swift.min(o + 1, layer.rows - 1)])
+                        var a2 = Lanes(repeating: bias[Swift.min(o + 2, layer.rows - 1)]), a3 = Lanes(repeating: bias[Swift.min(o + 3, layer.rows - 1)])
+                        for i in 0..<columns {
+                            let x = from.lanes(at: i &* laneWidth)
+                            a0 = VectorMath.multiplyAdd(Lanes(repeating: r0[i]), x, a0)
+                            a1 = VectorMath.multiplyAdd(Lanes(repeating: r1[i]), x, a1)
+                            a2 = VectorMath.multiplyAdd(Lanes(repeating: r2[i]), x, a2)
+                            a3 = VectorMath.multiplyAdd(Lanes(repeating: r3[i]), x, a3)
+                        }
+                        if relu {
+                            let zero = Lanes(repeating: 0)
+                            a0.replace(with: zero, where: a0 .< zero)
+                            a1.replace(with: zero, where: a1 .< zero)
+                            a2.replace(with: zero, where: a2 .< zero)
+                            a3.replace(with: zero, where: a3 .< zero)
+                        } else {
+                            a0 = VectorMath.tanh(a0)
+                            a1 = VectorMath.tanh(a1)
+                            a2 = VectorMath.tanh(a2)
+                            a3 = VectorMath.tanh(a3)
+                        }
+                        to.setLanes(a0, at: o &* laneWidth)
+                        if n > 1 { to.setLanes(a1, at: (o + 1) &* laneWidth) }
+                        if n > 2 { to.setLanes(a2, at: (o + 2) &* laneWidth) }
+                        if n > 3 { to.setLanes(a3, at: (o + 3) &* laneWidth) }
+                        o += 4
+                    }
+                    swap(&from, &to)
+                }
+                // the head: four partial sums, so the multiply-adds overlap
+                let head = layers[hiddenCount], row = base + head.weights, columns = head.columns
+                var h0 = Lanes(repeating: base[head.bias]), h1 = Lanes(repeating: 0), h2 = Lanes(repeating: 0), h3 = Lanes(repeating: 0)
+                var i = 0
+                while i + 4 <= columns {
+                    h0 = VectorMath.multiplyAdd(Lanes(repeating: row[i]), from.lanes(at: i &* laneWidth), h0)
+                    h1 = VectorMath.multiplyAdd(Lanes(repeating: row[i + 1]), from.lanes(at: (i + 1) &* laneWidth), h1)
+                    h2 = VectorMath.multiplyAdd(Lanes(repeating: row[i + 2]), from.lanes(at: (i + 2) &* laneWidth), h2)
+                    h3 = VectorMath.multiplyAdd(Lanes(repeating: row[i + 3]), from.lanes(at: (i + 3) &* laneWidth), h3)
+                    i += 4
+                }
+                while i < columns {
+                    h0 = VectorMath.multiplyAdd(Lanes(repeating: row[i]), from.lanes(at: i &* laneWidth), h0)
+                    i += 1
+                }
+                output.setLanes((h0 + h1) + (h2 + h3), at: k)
+            }
         }
     }
 }

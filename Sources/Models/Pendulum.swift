@@ -53,16 +53,13 @@ public struct PendulumDynamics: BatchDynamics {
 
     public func features(of state: [Float]) -> [Float] { [Foundation.cos(state[0]), Foundation.sin(state[0]), state[1]] }
 
-    public func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) {
-        let th = states[component: 0], thdot = states[component: 1]
-        for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
-            let (s, c) = VectorMath.sinCos(th.lanes(at: k)), v = thdot.lanes(at: k)
-            for j in 0..<laneWidth {
-                let row = rows + (k &+ j) &* 3
-                row[0] = c[j]
-                row[1] = s[j]
-                row[2] = v[j]
-            }
+    public func writeFeatures(states: BatchView, into columns: UnsafeMutablePointer<Float>) {
+        let th = states[component: 0], thdot = states[component: 1], lanes = states.lanes
+        for k in Swift.stride(from: 0, to: lanes, by: laneWidth) {
+            let (s, c) = VectorMath.sinCos(th.lanes(at: k))
+            columns.setLanes(c, at: k)
+            (columns + lanes).setLanes(s, at: k)
+            (columns + 2 &* lanes).setLanes(thdot.lanes(at: k), at: k)
         }
     }
 

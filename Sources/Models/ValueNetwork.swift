@@ -42,6 +42,14 @@ public struct ValueNetwork: Sendable, Equatable {
         for r in 0..<rows { values[r] = Swift.max(scale * workspace.rawMean[r], floor) }
     }
 
+    /// V of `lanes` feature columns (feature-major, as `BatchDynamics.writeFeatures` writes them),
+    /// written to `values`; `scratch` holds `mlp.laneScratchCount` floats.
+    public func evaluate(lanes: Int, columns: UnsafeMutablePointer<Float>, into values: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        mlp.forwardLanes(lanes: lanes, input: columns, output: values, scratch: scratch)
+        let floor = minimum ?? -.infinity
+        for k in 0..<lanes { values[k] = Swift.max(scale * values[k], floor) }
+    }
+
     /// V of one state's features. Allocates nothing but is not for inner loops (one forward pass).
     public func value(features: [Float], workspace: MLPWorkspace) -> Float {
         precondition(features.count == mlp.architecture.inputs)

@@ -321,6 +321,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         rollOut(stateView, actions: actions + start, actionStride: lanesPerRow, into: costs + start, scratch: stepCosts + start)
     }
 
+    private func scale(_ values: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        let f = Lanes(repeating: factor)
+        for k in Swift.stride(from: 0, to: count, by: laneWidth) { values.setLanes(values.lanes(at: k) * f, at: k) }
+    }
+
     /// γ^H, the weight of whatever comes after the horizon.
     var horizonDiscount: Float { Float(Foundation.pow(Double(configuration.discount), Double(horizon))) }
 
@@ -333,20 +338,26 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let m = actionDimension, count = stateView.lanes, dynamics = task.dynamics, cost = task.cost
         let gamma = configuration.discount
         laneCosts.update(repeating: 0, count: count)
-        var weight: Float = 1
+        // Σ_t γ^t c_t by Horner's rule, A_t = A_{t-1} / γ + c_t and J = γ^(H-1) A_(H-1): the costs
+        // add into the accumulator as they are, at one multiply per lane and step. When γ^-H could
+        // overflow, a per-step buffer instead.
+        let horner = gamma < 1 && Foundation.pow(Double(gamma), Double(horizon)) > 1e-12
+        var weight: Float = 1  // γ^t
         for t in 0..<horizon {
             let actionView = BatchView(base: actions + t * m * actionStride, stride: actionStride, lanes: count)
-            if gamma == 1 {
+            if gamma == 1 || horner {
+                if horner && t > 0 { scale(laneCosts, count: count, by: 1 / gamma) }
                 cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
             } else {
                 scratch.update(repeating: 0, count: count)
                 cost.addRunningCost(states: stateView, actions: actionView, into: scratch)
                 let w = Lanes(repeating: weight)
                 for k in Swift.stride(from: 0, to: count, by: laneWidth) { laneCosts.setLanes(VectorMath.multiplyAdd(w, scratch.lanes(at: k), laneCosts.lanes(at: k)), at: k) }
-                weight *= gamma
             }
             dynamics.step(states: stateView, actions: actionView)
+            weight *= gamma  // γ^(t+1)
         }
+        if horner { scale(laneCosts, count: count, by: weight / gamma) }  // γ^(H-1)
         guard terminalValue == nil else { return }
         if gamma == 1 {
             cost.addTerminalCost(states: stateView, into: laneCosts)

@@ -5,14 +5,16 @@ import Models
 /// Q-learning section; TD-MPC's learned terminal Q), so an H-step planner prices what happens
 /// after its horizon.
 ///
-/// Evaluates all K final states in one batched forward pass; holds its workspace, so one
-/// instance per planner, used from the planner's calling thread only.
+/// Evaluates all K final states in one pass (``MLP/forwardLanes(lanes:input:output:scratch:)``);
+/// holds its buffers, so one instance per planner, used from the planner's calling thread only.
 public final class TerminalValue: @unchecked Sendable {
     public private(set) var network: ValueNetwork
     /// w, the value's weight in the rollout cost (1: the value's own cost units).
     public let weight: Float
     let dynamics: any BatchDynamics
-    private var workspace: MLPWorkspace
+    /// Feature columns of every lane, then the network's scratch.
+    private let columns: UnsafeMutablePointer<Float>
+    private var scratch: UnsafeMutablePointer<Float>
     private let values: UnsafeMutablePointer<Float>
     let capacity: Int
 
@@ -25,16 +27,24 @@ public final class TerminalValue: @unchecked Sendable {
         self.weight = weight
         dynamics = task.dynamics
         self.capacity = paddedLaneCount(capacity)
-        workspace = network.makeWorkspace(capacity: self.capacity)
+        columns = .allocate(capacity: task.dynamics.featureNames.count * self.capacity)
+        scratch = .allocate(capacity: network.mlp.laneScratchCount)
         values = .allocate(capacity: self.capacity)
         values.initialize(repeating: 0, count: self.capacity)
     }
 
-    deinit { values.deallocate() }
+    deinit {
+        values.deallocate()
+        columns.deallocate()
+        scratch.deallocate()
+    }
 
     /// Swaps in new weights (a reload, or the target network during value iteration).
     public func replace(_ newNetwork: ValueNetwork) {
-        if newNetwork.mlp.architecture != network.mlp.architecture { workspace = newNetwork.makeWorkspace(capacity: capacity) }
+        if newNetwork.mlp.laneScratchCount > network.mlp.laneScratchCount {
+            scratch.deallocate()
+            scratch = .allocate(capacity: newNetwork.mlp.laneScratchCount)
+        }
         network = newNetwork
     }
 
@@ -43,8 +53,8 @@ public final class TerminalValue: @unchecked Sendable {
     @discardableResult
     func add(states: BatchView, into costs: UnsafeMutablePointer<Float>, factor: Float = 1, report: Int = 0) -> Float {
         precondition(states.lanes <= capacity)
-        dynamics.writeFeatures(states: states, into: workspace.input)
-        network.evaluate(rows: states.lanes, workspace: workspace, into: values)
+        dynamics.writeFeatures(states: states, into: columns)
+        network.evaluate(lanes: states.lanes, columns: columns, into: values, scratch: scratch)
         let w = factor * weight
         for k in 0..<states.lanes { costs[k] += w * values[k] }
         return w * values[report]

@@ -12,6 +12,11 @@ struct Bench: ParsableCommand {
         subcommands: [PlannerBench.self, NoiseBench.self, EpisodesBench.self],
         defaultSubcommand: PlannerBench.self
     )
+
+    static func main() {
+        MLP.useOneBLASThread()
+        main(nil)
+    }
 }
 
 struct PlannerBench: ParsableCommand {
@@ -149,6 +154,7 @@ struct EpisodesBench: ParsableCommand {
     @Option(help: "Iterations per command.") var iterations = 1
     @Option(help: "Planner threads.") var threads = 1
     @Option(help: "Seed of the first episode's planner (episode i uses seed + i).") var seed: UInt64 = 0
+    @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
 
     func run() throws {
         let controlTask = try TaskRegistry.make(name: task)
@@ -159,6 +165,7 @@ struct EpisodesBench: ParsableCommand {
             throw ValidationError("every start needs \(controlTask.dynamics.stateDimension) values")
         }
         var returns: [Double] = [], times: [Double] = [], totals: [Double] = []
+        let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
         for (i, start) in startStates.enumerated() {
             var configuration = PlannerConfiguration()
             configuration.samples = samples
@@ -168,7 +175,9 @@ struct EpisodesBench: ParsableCommand {
             configuration.iterations = iterations
             configuration.threads = threads
             configuration.seed = seed &+ UInt64(i)
+            if let valueNetwork { configuration.discount = valueNetwork.discount }
             let planner = try MirrorDescentPlanner(task: controlTask, configuration: configuration)
+            try planner.installValue(valueNetwork)
             var state = start, total = 0.0
             var prepared = Double(0)
             let first = monotonicNanoseconds()

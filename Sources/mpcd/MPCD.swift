@@ -2,6 +2,7 @@ import ArgumentParser
 import Daemon
 import Dispatch
 import Foundation
+import Models
 import Logging
 
 /// `mpcd`: the model-predictive control daemon.
@@ -14,6 +15,11 @@ struct MPCD: ParsableCommand {
         subcommands: [Serve.self, Train.self],
         defaultSubcommand: Serve.self
     )
+
+    static func main() {
+        MLP.useOneBLASThread()
+        main(nil)
+    }
 }
 
 /// Reads `--config`, or the embedded default; exits 78 (EX_CONFIG) with the reason on an error.

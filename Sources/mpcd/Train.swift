@@ -37,6 +37,7 @@ struct Train: ParsableCommand {
     @Option(help: "--value: temperature of the soft minimum over rollouts (0: the hard minimum).") var softMinTemperature: Float = 0
     @Option(help: "--value: discount per step (default: the configuration's [planner] discount); the daemon must plan with the same.") var discount: Float?
     @Option(help: "--value: how far the target network moves towards the fitted one each round.") var targetRate: Float = 0.5
+    @Option(help: "--value: tanh or relu (relu costs least per rollout at tick time).") var activation = "tanh"
     @Option(help: "--value: the least cost-to-go possible, a floor for the value (0 when every cost term is non-negative, as in every built-in task); \"none\" for no floor.") var minValue = "0"
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
     @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
@@ -52,6 +53,7 @@ struct Train: ParsableCommand {
         guard (0...1).contains(closedLoopShare), (discount ?? 1) > 0, (discount ?? 1) <= 1, targetRate > 0, targetRate <= 1 else {
             throw ValidationError("--closed-loop-share must lie in [0, 1], --discount and --target-rate in (0, 1]")
         }
+        guard MLPArchitecture.Activation(rawValue: activation) != nil else { throw ValidationError("--activation must be tanh or relu") }
         guard minValue == "none" || Float(minValue)?.isFinite == true else { throw ValidationError("--min-value must be a number or none") }
         guard softMinTemperature >= 0, softMinTemperature.isFinite else { throw ValidationError("--soft-min-temperature must be >= 0") }
         guard hiddenWidths != nil else { throw ValidationError("--hidden must be positive integers separated by commas, e.g. 64,64") }
@@ -118,7 +120,7 @@ struct Train: ParsableCommand {
         settings.epochsPerRound = epochs
         settings.learningRate = learningRate ?? 1e-3
         settings.seed = seed
-        var initial = ValueNetwork(task: task, hidden: hiddenWidths!, seed: seed)
+        var initial = ValueNetwork(task: task, hidden: hiddenWidths!, activation: MLPArchitecture.Activation(rawValue: activation)!, seed: seed)
         initial.minimum = Float(minValue)
         let learner = ValueIteration(task: task, planner: planner, network: initial, settings: settings)
         let checkpoint = out + ".checkpoint"

@@ -64,6 +64,30 @@ import Testing
         #expect(early > 2 * late, "after 3 rounds \(early), after \(settings.rounds) \(late)")
     }
 
+    /// J = Σ_t γ^t c_t + γ^H c_T, by Horner's rule for a mild discount and step by step for one so
+    /// strong that γ^-H would overflow: both against the sum done by hand.
+    @Test func discountedCostIsTheDiscountedSum() throws {
+        let task = try TaskRegistry.make(name: "point_mass", parameters: ConfigTable(["terminal_pp": .float(3)], path: "task"))
+        for gamma: Float in [1, 0.9, 0.01] {
+            var configuration = PlannerConfiguration()
+            configuration.samples = 64
+            configuration.horizon = 10
+            configuration.discount = gamma
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+            let start: [Float] = [1, -0.5]
+            let plan = planner.plan(state: start)
+            var state = start, total = 0.0, weight = 1.0
+            for t in 0..<10 {
+                let (next, cost) = task.step(state: state, action: [plan.sequence.mean[t]])
+                total += weight * Double(cost)
+                weight *= Double(gamma)
+                state = next
+            }
+            total += weight * 3 * Double(state[0] * state[0])
+            #expect(abs(Double(plan.planCost) - total) <= 1e-4 * max(1, abs(total)), "gamma \(gamma): \(plan.planCost) vs \(total)")
+        }
+    }
+
     @Test func softMinimumLiesBetweenTheMinimumAndTheMean() throws {
         let task = try TaskRegistry.make(name: "pendulum")
         var configuration = PlannerConfiguration()
@@ -104,6 +128,28 @@ import Testing
         }
     }
 
+    /// The lane-blocked forward pass the planner uses for a value gives what the row-wise (sgemm)
+    /// pass gives, for both activations and widths that are not multiples of four or eight.
+    @Test func laneBlockedForwardMatchesTheRowWiseOne() throws {
+        for activation in MLPArchitecture.Activation.allCases {
+            let mlp = MLP(architecture: MLPArchitecture(inputs: 3, hidden: [5, 7], outputs: 1, activation: activation), seed: 9)
+            let lanes = 24, workspace = MLPWorkspace(architecture: mlp.architecture, capacity: lanes)
+            let columns = UnsafeMutablePointer<Float>.allocate(capacity: 3 * lanes), out = UnsafeMutablePointer<Float>.allocate(capacity: lanes)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: mlp.laneScratchCount)
+            defer { columns.deallocate(); out.deallocate(); scratch.deallocate() }
+            for k in 0..<lanes {
+                for i in 0..<3 {
+                    let x = Float((k * 7 + i * 13) % 17) / 8 - 1
+                    columns[i * lanes + k] = x
+                    workspace.input[k * 3 + i] = x
+                }
+            }
+            mlp.forward(rows: lanes, workspace: workspace)
+            mlp.forwardLanes(lanes: lanes, input: columns, output: out, scratch: scratch)
+            for k in 0..<lanes { #expect(abs(out[k] - workspace.rawMean[k]) <= 1e-5, "\(activation) lane \(k): \(out[k]) vs \(workspace.rawMean[k])") }
+        }
+    }
+
     /// The batched features the value sees at the end of the rollouts are the task's own.
     @Test func batchedFeaturesMatchFeaturesOfEachState() throws {
         for name in TaskRegistry.names {
@@ -117,7 +163,7 @@ import Testing
             d.writeFeatures(states: BatchView(base: buffer, stride: lanes, lanes: lanes), into: rows)
             for k in 0..<lanes {
                 let expected = d.features(of: states[k])
-                for c in 0..<width { #expect(abs(rows[k * width + c] - expected[c]) <= 1e-5 * max(1, abs(expected[c])), "\(name) lane \(k) feature \(c)") }
+                for c in 0..<width { #expect(abs(rows[c * lanes + k] - expected[c]) <= 1e-5 * max(1, abs(expected[c])), "\(name) lane \(k) feature \(c)") }
             }
         }
     }
