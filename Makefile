@@ -48,7 +48,8 @@ fuzz-check:
 bench: deps build
 	scripts/benchmarks.sh
 
-# docs/results.md and docs/results.png: amortised against iterative inference (about 6 minutes).
+# docs/results.md, results.png and horizons.png: amortised against iterative inference, and the
+# learned value against the horizon (about 1.5 minutes).
 results: deps build
 	.venv/bin/python -m mpcd_client.amortisation
 

@@ -26,6 +26,14 @@ for task in "${tasks[@]}"; do
       --out deploy/networks/pendulum_value.safetensors --rounds 60 --closed-loop-share 0.5 --hidden 48 --activation relu \
       --seed 0 --fresh
     rm -f deploy/networks/pendulum_value.safetensors.checkpoint
+  elif [ "$task" = mountain_car ]; then
+    train mountain_car policy
+    # the value at the end of mountain_car_value.toml's rollouts (the environment's own price), ~1.5 min
+    echo "== mountain_car value"
+    /usr/bin/time -f "   %e s" .build/release/mpcd train --value --config deploy/config/mountain_car_value.toml \
+      --out deploy/networks/mountain_car_value.safetensors --rounds 60 --closed-loop-share 0.25 --steps 400 \
+      --hidden 64,64 --activation relu --seed 0 --fresh
+    rm -f deploy/networks/mountain_car_value.safetensors.checkpoint
   else
     train "$task" policy
   fi

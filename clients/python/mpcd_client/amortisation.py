@@ -19,7 +19,13 @@ distils its own ticks in the background while lockstep episodes run back to back
 same 20 seeds (100-119), so that every block's mean return compares directly with the rows above;
 the curve of iterations per tick and return per block shows the prior taking over.
 
-Writes OUT/results.md (the table) and OUT/results.png (the plots).
+Then the learned value against the horizon: Pendulum-v1 (seeds 100-119, 2 iterations) at H = 4,
+8, 16, 32 without a value and with deploy/networks/pendulum_value.safetensors, and
+MountainCarContinuous-v0 (seeds 0-9) at H = 10, 25, 50 with deploy/config/mountain_car_value.toml
+(the environment's own price and its value), the same without the value, and the shaped
+deploy/config/mountain_car.toml.
+
+Writes OUT/results.md (the tables) and OUT/results.png and OUT/horizons.png (the plots).
 """
 import argparse
 import os
@@ -124,6 +130,90 @@ def table(mpcd, folder):
     return results
 
 
+PENDULUM_HORIZONS = [4, 8, 16, 32]
+MOUNTAIN_CAR_HORIZONS = [10, 25, 50]
+CONFIGS = REPO / "deploy" / "config"
+
+
+def with_horizon(text, horizon, drop_value=False):
+    """A configuration's text at another horizon, optionally without its [value] table; network
+    paths made absolute."""
+    lines, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skipping = drop_value and line.strip() == "[value]"
+        if skipping:
+            continue
+        if line.startswith("horizon ="):
+            line = f"horizon = {horizon}"
+        if drop_value and line.startswith("discount ="):
+            line = "discount = 1.0"
+        lines.append(line.replace('"../networks/', f'"{NETWORKS}/'))
+    return "\n".join(lines) + "\n"
+
+
+def horizons(mpcd, folder):
+    """Return against the horizon with and without a learned value, for both tasks."""
+    curves = []
+    pendulum = (CONFIGS / "pendulum_value.toml").read_text()
+    car = (CONFIGS / "mountain_car_value.toml").read_text()
+    shaped = (CONFIGS / "mountain_car.toml").read_text()
+    for task, env, episodes, seed, hs, variants in (
+        ("Pendulum-v1", "Pendulum-v1", 20, 100, PENDULUM_HORIZONS,
+         [("planner alone", pendulum, True), ("with the learned value", pendulum, False)]),
+        ("MountainCarContinuous-v0", "MountainCarContinuous-v0", 10, 0, MOUNTAIN_CAR_HORIZONS,
+         [("environment's price, no value", car, True), ("environment's price + learned value", car, False),
+          ("shaped cost (mountain_car.toml), no value", shaped, False)])):
+        for label, text, drop in variants:
+            points = []
+            for h in hs:
+                process, endpoint = start(mpcd, with_horizon(text, h, drop), folder)
+                try:
+                    lines = []
+                    returns, rows, _, _ = run_episodes(env, episodes, seed, endpoint, out=lines.append)
+                finally:
+                    stop(process)
+                reached = sum("terminated" in line for line in lines)
+                points.append({"horizon": h, "mean": float(np.mean(returns)), "std": float(np.std(returns)), "reached": reached,
+                               "episodes": episodes} | measure(rows))
+                p = points[-1]
+                print(f"{task} {label:<42} H={h:3d}: return {p['mean']:8.1f} +- {p['std']:5.1f}"
+                      + (f", goal {reached}/{episodes}" if task.startswith("Mountain") else "") + f", compute {p['compute_ms']:.3f} ms", flush=True)
+            curves.append({"task": task, "label": label, "points": points})
+    return curves
+
+
+def write_horizons(out, curves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, task in zip(axes, ["Pendulum-v1", "MountainCarContinuous-v0"]):
+        for c in (c for c in curves if c["task"] == task):
+            h = [p["horizon"] for p in c["points"]]
+            ax.errorbar(h, [p["mean"] for p in c["points"]], yerr=[p["std"] for p in c["points"]], marker="o", capsize=3, label=c["label"])
+        ax.set_xlabel("horizon H (steps)")
+        ax.set_ylabel("mean return" + (" (seeds 100-119)" if task == "Pendulum-v1" else " (seeds 0-9)"))
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(96.67, color="gray", ls=":", lw=1, label="best rl-baselines3-zoo agent (96.7)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "horizons.png", dpi=90)
+    lines = ["| task | configuration | " + " | ".join(f"H={h}" for h in PENDULUM_HORIZONS) + " |", "|---|---|" + "---:|" * len(PENDULUM_HORIZONS)]
+    for c in curves:
+        cells = {p["horizon"]: f"{p['mean']:.1f}" + (f" ({p['reached']}/{p['episodes']} at goal)" if c["task"].startswith("Mountain") else "")
+                 + f", {p['compute_ms']:.3f} ms" for p in c["points"]}
+        hs = PENDULUM_HORIZONS if c["task"] == "Pendulum-v1" else MOUNTAIN_CAR_HORIZONS
+        if c["task"] != "Pendulum-v1" and lines[-1].startswith("| Pendulum"):
+            lines += ["", "| task | configuration | " + " | ".join(f"H={h}" for h in MOUNTAIN_CAR_HORIZONS) + " |", "|---|---|" + "---:|" * len(MOUNTAIN_CAR_HORIZONS)]
+        lines.append(f"| {c['task']} | {c['label']} | " + " | ".join(cells[h] for h in hs) + " |")
+    return "\n".join(lines)
+
+
 def online(mpcd, folder, blocks):
     """Blocks of 20 episodes (seeds 100-119) back to back against one daemon learning online."""
     state = Path(folder) / "state"
@@ -196,8 +286,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         results = table(args.mpcd, folder)
         curve = online(args.mpcd, folder, args.online_blocks)
+        value_curves = horizons(args.mpcd, folder)
     planner_alone_2 = next(r["mean"] for r in results if r["label"] == "(a) planner alone, 2 iterations")
     rows, summary = write(out, results, curve, planner_alone_2)
+    summary += ("\n\nReturn against the horizon, with and without a learned value (mean return, and compute per tick, "
+                "mean):\n\n" + write_horizons(out, value_curves) + "\n\n![horizons](horizons.png)")
     page = (out / "results.md").read_text() if (out / "results.md").exists() else ""
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     block = f"{begin}\n{rows}\n\n{summary}\n\n![results](results.png)\n{end}"

@@ -38,6 +38,19 @@ def test_mpcctl_status_agrees_with_what_two_clients_saw(start_daemon):
     assert status["task"] == "pendulum" and status["planner"]["samples"] == 512
     assert status["prior"]["network_version"] >= 1
     assert "robot-a" in text and "robot-b" in text and "rejected messages" in text
+    assert "value      none" in text and "value" not in status
+
+
+def test_mpcctl_status_shows_the_value_and_what_it_expects_beyond_the_horizon(start_daemon):
+    daemon = start_daemon("--config", str(REPO / "deploy" / "config" / "pendulum_value.toml"))
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([3.0, 0.0]))  # the state form: near hanging
+        status = json.loads(daemon.mpcctl("status", "--json").stdout)
+        text = daemon.mpcctl("status").stdout
+    assert status["value"]["file"].endswith("pendulum_value.safetensors") and status["value"]["weight"] == 1
+    assert status["value"]["value_term"] > 10
+    assert status["sessions"]["list"][0]["value_term"] == pytest.approx(status["value"]["value_term"])
+    assert "beyond the horizon" in text
 
 
 def test_mpcctl_says_when_the_daemon_is_not_running(tmp_path):
