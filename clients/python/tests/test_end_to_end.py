@@ -227,11 +227,15 @@ def test_a_broken_weights_file_stops_the_start_with_the_reason(tmp_path):
     assert "prior.file" in result.stderr and "not JSON" in result.stderr, result.stderr
 
 
-def test_train_writes_a_loadable_policy_and_resumes(tmp_path):
-    out = tmp_path / "policy.safetensors"
+@pytest.mark.parametrize("kind, extra, table", [
+    ("policy", ["--episodes", "1", "--steps", "30"], "[planner]\niterations = 0\n[prior]"),
+    ("value", ["--value", "--states", "64", "--steps", "20"], "[value]"),
+])
+def test_train_writes_a_loadable_network_and_resumes(tmp_path, kind, extra, table):
+    out = tmp_path / f"{kind}.safetensors"
     def train(rounds):
-        return subprocess.run([str(MPCD), "train", "--out", str(out), "--rounds", str(rounds), "--episodes", "1",
-                               "--steps", "30", "--epochs", "2"], capture_output=True, text=True, timeout=120)
+        return subprocess.run([str(MPCD), "train", "--out", str(out), "--rounds", str(rounds), "--epochs", "2", *extra],
+                              capture_output=True, text=True, timeout=120)
 
     first = train(1)
     assert first.returncode == 0, first.stderr
@@ -240,6 +244,11 @@ def test_train_writes_a_loadable_policy_and_resumes(tmp_path):
     assert "resuming" in second.stderr and "1 of 2 rounds done" in second.stderr
     assert "ETA" in second.stderr
     config = tmp_path / "mpcd.toml"
-    config.write_text(f'[task]\nname = "pendulum"\n[planner]\niterations = 0\n[prior]\nfile = "{out}"\n')
+    config.write_text(f'[task]\nname = "pendulum"\n{table}\nfile = "{out}"\n')
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=10)
     assert check.returncode == 0, check.stderr
+    if kind == "value":
+        # a value learned without a discount, used with one: refused, with the reason
+        config.write_text(f'[task]\nname = "pendulum"\n[planner]\ndiscount = 0.99\n{table}\nfile = "{out}"\n')
+        check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=10)
+        assert check.returncode == 78 and "planner.discount" in check.stderr and "learned with discount 1.0" in check.stderr, check.stderr
