@@ -35,13 +35,6 @@ public struct ValueNetwork: Sendable, Equatable {
 
     public func makeWorkspace(capacity: Int) -> MLPWorkspace { MLPWorkspace(architecture: mlp.architecture, capacity: capacity) }
 
-    /// V of `rows` feature rows already in `workspace.input`, written to `values`.
-    public func evaluate(rows: Int, workspace: MLPWorkspace, into values: UnsafeMutablePointer<Float>) {
-        mlp.forward(rows: rows, workspace: workspace)
-        let floor = minimum ?? -.infinity
-        for r in 0..<rows { values[r] = Swift.max(scale * workspace.rawMean[r], floor) }
-    }
-
     /// V of `lanes` feature columns (feature-major, as `BatchDynamics.writeFeatures` writes them),
     /// written to `values`; `scratch` holds `mlp.laneScratchCount` floats.
     public func evaluate(lanes: Int, columns: UnsafeMutablePointer<Float>, into values: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {

@@ -37,6 +37,7 @@ struct PlannerBench: ParsableCommand {
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
         let controlTask = try TaskRegistry.make(name: task)
+        let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
         if !json { printHeader() }
         for k in ks {
             for h in hs {
@@ -48,7 +49,6 @@ struct PlannerBench: ParsableCommand {
                     configuration.iterations = 1
                     configuration.threads = t
                     configuration.elites = min(64, k)
-                    let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
                     if let valueNetwork { configuration.discount = valueNetwork.discount }
                     let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork)
                     let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork)
