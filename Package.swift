@@ -41,13 +41,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "mpcd",
-            dependencies: ["Daemon", "Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Daemon", "Models", "Planners", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
         ),
         .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon"]),
         .executableTarget(
             name: "mpcctl",
-            dependencies: ["Daemon", "CZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Models", "CZeroMQ", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "mpcd-bench",

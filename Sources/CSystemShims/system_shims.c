@@ -28,3 +28,90 @@ int mpcd_set_realtime_priority(int priority) {
     struct sched_param parameters = {.sched_priority = priority};
     return sched_setscheduler(0, SCHED_FIFO, &parameters) == 0 ? 0 : errno;
 }
+
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+/* the kernel's struct tcp_info: glibc's predates tcpi_bytes_received (Linux 4.1) */
+#include <linux/tcp.h>
+
+int mpcd_tcp_received(int fd, unsigned long long *received, unsigned long long *queued) {
+    struct tcp_info info;
+    memset(&info, 0, sizeof info);
+    socklen_t length = sizeof info;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return errno;
+    /* only when the kernel filled the structure that far */
+    if (length < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received) return EOPNOTSUPP;
+    int waiting = 0;
+    if (ioctl(fd, SIOCINQ, &waiting) != 0) return errno;
+    *received = info.tcpi_bytes_received;
+    *queued = (unsigned long long)(waiting < 0 ? 0 : waiting);
+    return 0;
+}
+
+int mpcd_peer_name(int fd, char *buffer, int size) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    if (getpeername(fd, (struct sockaddr *)&address, &length) != 0) return errno;
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (address.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&address;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+    } else if (address.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&address;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+    } else {
+        return EAFNOSUPPORT;
+    }
+    snprintf(buffer, (size_t)size, "%s:%d", host, port);
+    return 0;
+}
+
+int mpcd_shutdown(int fd) { return shutdown(fd, SHUT_RDWR) == 0 ? 0 : errno; }
+
+int mpcd_raise_open_files_limit(unsigned long long ceiling, unsigned long long *limit) {
+    struct rlimit current;
+    if (getrlimit(RLIMIT_NOFILE, &current) != 0) return errno;
+    rlim_t wanted = current.rlim_max;
+    if (wanted == RLIM_INFINITY || wanted > ceiling) wanted = ceiling;
+    if (wanted > current.rlim_cur) {
+        struct rlimit raised = {.rlim_cur = wanted, .rlim_max = current.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) current.rlim_cur = wanted;
+    }
+    *limit = current.rlim_cur;
+    return 0;
+}
+
+int mpcd_probe_unix_socket(const char *path) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address.sun_path) return ENAMETOOLONG;
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    int result = connect(fd, (struct sockaddr *)&address, sizeof address) == 0 ? 0 : errno;
+    close(fd);
+    return result;
+}
+
+int mpcd_try_lock(int fd) { return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno; }
+
+#include <signal.h>
+
+void mpcd_ignore_stray_signals(void) {
+    const int stray[] = {SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ};
+    for (unsigned i = 0; i < sizeof stray / sizeof stray[0]; i++) signal(stray[i], SIG_IGN);
+    for (int s = SIGRTMIN; s <= SIGRTMAX; s++) signal(s, SIG_IGN);
+}

@@ -32,6 +32,8 @@ public struct ActionSafety: Sendable, Equatable {
     /// components become the previous action's (or zero's); then the slew limit, then the bounds.
     /// `limited` says whether anything was changed.
     public func filter(_ proposed: [Float], previous: [Float]?) -> (action: [Float], limited: Bool) {
+        // a previous action of another size (sent under another task) is no reference at all
+        let previous = previous?.count == lower.count ? previous : nil
         let fallback = previous ?? zero
         var out = proposed.count == lower.count ? proposed : fallback
         var limited = proposed.count != lower.count

@@ -24,8 +24,17 @@ public struct ServerConfiguration: Sendable {
     /// A session with no message for this long is dropped, s.
     public var sessionTimeout = 10.0
     public var maxSessions = 64
-    /// Largest message accepted, bytes; bigger ones disconnect the sender (ZMQ_MAXMSGSIZE).
+    /// With `maxSessions` open, a new client takes the place of the session silent longest, if it
+    /// has been silent at least this long, s (a robot that stopped sending yields its slot).
+    public var evictIdleAfter = 1.0
+    /// Largest message accepted, all its frames together, bytes; a bigger one disconnects its
+    /// sender (per frame by ZMQ_MAXMSGSIZE, per message by the daemon and its connection guard).
     public var maxMessageBytes = 65_536
+    /// Most TCP connections to the data endpoints at once (also kept below the open-files limit).
+    public var maxConnections = 256
+    /// Memory the sessions' planners (and the online amortiser's buffer) may take at most, MiB:
+    /// checked against the configuration before anything starts.
+    public var memoryLimitMB = 2048
     /// Use the observation's timestamp (seconds on this host's CLOCK_MONOTONIC) as its age;
     /// otherwise its age counts from when it arrived.
     public var trustClientTimestamps = false
@@ -40,6 +49,12 @@ public struct ServerConfiguration: Sendable {
     public var realtimePriority = 0
 
     public init() {}
+
+    /// Whether `endpoint` names a transport the daemon binds: tcp://, ipc:// or inproc://, with
+    /// something after the scheme.
+    public static func isEndpoint(_ endpoint: String) -> Bool {
+        ["tcp://", "ipc://", "inproc://"].contains { endpoint.hasPrefix($0) && endpoint.count > $0.count }
+    }
 }
 
 /// The `[safety]` table: what guards the actions that leave the daemon.
@@ -145,14 +160,17 @@ public struct DaemonConfiguration: Sendable {
 
     /// The control socket when the configuration does not say: in the runtime directory systemd
     /// gives the service (`$RUNTIME_DIRECTORY`), else /run/mpcd for root, else the user's runtime
-    /// directory. mpcctl derives the same.
+    /// directory (`$XDG_RUNTIME_DIR/mpcd`), else `~/.local/state/mpcd`: never a shared folder such
+    /// as /tmp, where another user could make the folder first. mpcctl derives the same.
     public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let runtime = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first, !runtime.isEmpty {
             return "ipc://\(runtime)/control.sock"
         }
-        if getuid() == 0 { return "ipc:///run/mpcd/control.sock" }
-        if let user = environment["XDG_RUNTIME_DIR"], !user.isEmpty { return "ipc://\(user)/mpcd/control.sock" }
-        return "ipc:///tmp/mpcd-\(getuid())/control.sock"
+        if geteuid() == 0 { return "ipc:///run/mpcd/control.sock" }
+        if let user = environment["XDG_RUNTIME_DIR"], user.hasPrefix("/") { return "ipc://\(user)/mpcd/control.sock" }
+        if let home = environment["HOME"], home.hasPrefix("/"), home != "/" { return "ipc://\(home)/.local/state/mpcd/control.sock" }
+        // no home either: a per-user folder in /tmp, which the daemon refuses unless it is its own
+        return "ipc:///tmp/mpcd-\(geteuid())/control.sock"
     }
 
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
@@ -237,7 +255,7 @@ public struct DaemonConfiguration: Sendable {
         }
         var safety = SafetyConfiguration()
         if let table = try root.table("safety") {
-            safety.staleAfter = try table.number("stale_after_s", default: safety.staleAfter, .nonNegative)
+            safety.staleAfter = try table.number("stale_after_s", default: safety.staleAfter, .closed(0, 3600))
             safety.safeAction = ActionSafety.SafeAction(rawValue: try table.choice("safe_action", default: safety.safeAction.rawValue,
                                                                                    from: ActionSafety.SafeAction.allCases.map(\.rawValue)))!
             if let rates = try table.optionalNumbers("max_rate", count: task.dynamics.actionDimension, .positive) {
@@ -252,7 +270,47 @@ public struct DaemonConfiguration: Sendable {
         configuration.safety = safety
         configuration.curve = curve
         configuration.value = value
+        try configuration.checkMemory()
         return configuration
+    }
+
+    /// Bytes one session takes besides its buffers (objects, history, bookkeeping, the allocator's
+    /// share): an allowance that `test_memory_per_session_stays_within_the_estimate` checks.
+    static let sessionOverheadBytes = 64.0 * 1024
+
+    /// Bytes one session's planner, prior and value take at most (weights are shared).
+    public var bytesPerSession: Double {
+        let h = Double(planner.horizon), m = Double(task.dynamics.actionDimension)
+        var bytes = MirrorDescentPlanner.memoryFootprint(task: task, configuration: planner) + Self.sessionOverheadBytes
+        if let prior {
+            let a = prior.network.mlp.architecture
+            bytes += 4 * (2 * Double(a.inputs + a.hidden.reduce(0, +)) + 4 * Double(a.outputs) + 4 * h * m)
+        }
+        if let value {
+            let a = value.network.mlp.architecture
+            bytes += 4 * Double(a.inputs + 2 * a.hidden.reduce(0, +) + 2) * Double(planner.samples + 16)
+        }
+        return bytes
+    }
+
+    /// Refuses a configuration whose sessions could take more than `[server] memory_limit_mb`:
+    /// `max_sessions` planners of K x H samples, and the online amortiser's buffer.
+    func checkMemory() throws(ConfigurationError) {
+        let limit = Double(server.memoryLimitMB) * 1_048_576
+        func mib(_ bytes: Double) -> String { bytes >= 1_048_576 ? String(format: "%.0f MiB", bytes / 1_048_576) : String(format: "%.0f KiB", bytes / 1024) }
+        let perSession = bytesPerSession
+        guard perSession <= limit else {
+            throw ConfigurationError(key: "planner.samples", reason: "K=\(planner.samples) x H=\(planner.horizon) needs \(mib(perSession)) per session, above server.memory_limit_mb = \(server.memoryLimitMB)")
+        }
+        var buffer = 0.0
+        if let prior, prior.online {
+            let a = prior.network.mlp.architecture
+            buffer = 4 * Double(prior.onlineBuffer) * Double(a.inputs + 2 * a.outputs)
+        }
+        let total = perSession * Double(server.maxSessions) + buffer
+        guard total <= limit else {
+            throw ConfigurationError(key: "server.max_sessions", reason: "\(server.maxSessions) sessions x \(mib(perSession))\(buffer > 0 ? " + the online buffer's \(mib(buffer))" : "") = \(mib(total)), above server.memory_limit_mb = \(server.memoryLimitMB); lower max_sessions, samples or horizon, or raise memory_limit_mb")
+        }
     }
 
     /// The bytes of a network file named in a configuration: `embedded:NAME`, an absolute path, or
@@ -292,6 +350,10 @@ public struct DaemonConfiguration: Sendable {
         let hidden = hiddenText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !hidden.isEmpty, hidden.allSatisfy({ $0 > 0 }), hidden.count == hiddenText.split(separator: ",").count else {
             throw table.error("hidden", "expected layer widths separated by commas, e.g. \"64,64\"")
+        }
+        let outputs = (kind == .plan ? planner.horizon : 1) * task.dynamics.actionDimension
+        guard MLPArchitecture.checkedParameterCount(inputs: task.dynamics.featureNames.count, hidden: hidden, outputs: outputs) != nil else {
+            throw table.error("hidden", "\"\(hiddenText)\" makes a network of more than \(MLPArchitecture.maxParameters) parameters")
         }
         let environment = ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? ""
         let stateDirectory = try table.string("state_directory", default: environment)
@@ -344,16 +406,19 @@ public struct DaemonConfiguration: Sendable {
         s.planSteps = min(s.planSteps, planner.horizon - 1)
         s.endpoints = try table.strings("endpoints", default: s.endpoints)
         if s.endpoints.isEmpty { throw table.error("endpoints", "at least one endpoint is required") }
-        for e in s.endpoints where !(e.hasPrefix("tcp://") || e.hasPrefix("ipc://") || e.hasPrefix("inproc://")) {
+        for e in s.endpoints where !ServerConfiguration.isEndpoint(e) {
             throw table.error("endpoints", "\"\(e)\" is not a tcp://, ipc:// or inproc:// endpoint")
         }
         s.mode = TimingMode(rawValue: try table.choice("mode", default: s.mode.rawValue, from: TimingMode.allCases.map(\.rawValue)))!
         s.rateHz = try table.optionalNumber("rate_hz", .closed(0.1, 10_000))
         s.budgetFraction = try table.number("budget_fraction", default: s.budgetFraction, .closed(0.05, 1))
         s.planSteps = try table.integer("plan_steps", default: s.planSteps, min: 0, max: planner.horizon - 1)
-        s.sessionTimeout = try table.number("session_timeout_s", default: s.sessionTimeout, .positive)
+        s.sessionTimeout = try table.number("session_timeout_s", default: s.sessionTimeout, .closed(0.01, 1_000_000))
         s.maxSessions = try table.integer("max_sessions", default: s.maxSessions, min: 1, max: 100_000)
-        s.maxMessageBytes = try table.integer("max_message_bytes", default: s.maxMessageBytes, min: 64, max: 1 << 30)
+        s.evictIdleAfter = try table.number("evict_idle_after_s", default: min(s.evictIdleAfter, s.sessionTimeout), .closed(0, s.sessionTimeout))
+        s.maxMessageBytes = try table.integer("max_message_bytes", default: s.maxMessageBytes, min: 64, max: 64 << 20)
+        s.maxConnections = try table.integer("max_connections", default: s.maxConnections, min: 1, max: 100_000)
+        s.memoryLimitMB = try table.integer("memory_limit_mb", default: s.memoryLimitMB, min: 16, max: 1 << 24)
         s.trustClientTimestamps = try table.bool("trust_client_timestamps", default: s.trustClientTimestamps)
         s.workers = try table.integer("workers", default: s.workers, min: 1, max: 256)
         s.busyPollMicroseconds = try table.integer("busy_poll_us", default: s.busyPollMicroseconds, min: 0, max: 10_000_000)

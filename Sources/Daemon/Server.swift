@@ -18,6 +18,13 @@ public struct ServerCounters: Sendable {
     public var refused: [WireProtocol.ErrorCode: UInt64] = [:]
     public var sessionsOpened: UInt64 = 0
     public var sessionsExpired: UInt64 = 0
+    /// Sessions that gave their place to a newcomer (max_sessions reached), whose peer was gone,
+    /// or that a reload ended (another task, a revoked key).
+    public var sessionsEvicted: UInt64 = 0
+    public var sessionsPeerGone: UInt64 = 0
+    public var sessionsEndedByReload: UInt64 = 0
+    /// Messages over max_message_bytes (all frames together), read and discarded.
+    public var oversizedMessages: UInt64 = 0
     /// Fallbacks and stale replies of sessions that have ended (live sessions count their own).
     public var fallbacks: UInt64 = 0
     public var staleReplies: UInt64 = 0
@@ -32,6 +39,8 @@ public struct ServerCounters: Sendable {
 /// mode as soon as observations arrive.
 public final class Server: @unchecked Sendable {
     public internal(set) var configuration: DaemonConfiguration
+    /// The command line's overrides, applied again to every configuration a reload reads.
+    public let overrides: ConfigurationOverrides
     public private(set) var boundEndpoints: [String] = []
     public internal(set) var counters = ServerCounters()
     let logger: Logger
@@ -41,7 +50,15 @@ public final class Server: @unchecked Sendable {
     var budgetNanoseconds: UInt64 = 0
     var busyPollNanoseconds: UInt64 = 0
     var sessions: [[UInt8]: Session] = [:]
-    private var nextSessionIndex: UInt64 = 0
+    var nextSessionIndex: UInt64 = 0
+    /// The TCP connections of the data socket, watched (docs/reliability.md, "Connections").
+    var connectionGuard: ConnectionGuard?
+    /// The ipc endpoints' socket files, claimed while the daemon runs.
+    var dataSocketFiles: [IPCSocketFile] = []
+    /// The most a message may hold, all frames after the routing id together.
+    var messageLimit = ZMQSocket.MessageLimit(bytes: 65_536, frames: 4)
+    /// The most values an observation of the task may have (larger ones are refused undecoded).
+    var maxObservationValues = Int.max
     private let stopRequested = Atomic<Bool>(false)
     public let reloadRequested = Atomic<Bool>(false)
     private var lastOverrunLog: UInt64 = 0
@@ -59,7 +76,9 @@ public final class Server: @unchecked Sendable {
     // The control plane (docs/operations.md): a local socket for mpcctl, and systemd's notify socket.
     var control: ZMQSocket?
     public internal(set) var controlEndpoint = ""
-    var controlSocketPath: String?
+    var controlSocketFile: IPCSocketFile?
+    /// A reload or policy load being prepared off the serving thread, and who asked for it.
+    var pendingReconfiguration: PendingReconfiguration?
     let notifier = SystemdNotifier()
     var lastWatchdog: UInt64 = 0
     var lastStatusNotice: UInt64 = 0
@@ -70,9 +89,21 @@ public final class Server: @unchecked Sendable {
     var iterationCount: UInt64 = 0
     var planCount: UInt64 = 0
 
-    public init(configuration: DaemonConfiguration, logger: Logger) throws {
-        self.configuration = configuration
+    /// Receive queue per connection, messages: a session needs only its newest observation, and
+    /// the connection guard counts what libzmq may hold per connection from it.
+    static let receiveHighWaterMark: Int32 = 16
+    /// Most open files asked for at start (the soft limit is raised to the hard one, up to this).
+    static let openFilesCeiling: UInt64 = 1 << 20
+    /// Descriptors kept for everything but data connections (files, the control socket, threads).
+    static let reservedDescriptors = 64
+
+    public init(configuration: DaemonConfiguration, overrides: ConfigurationOverrides = ConfigurationOverrides(), logger: Logger) throws {
+        self.configuration = overrides.applied(to: configuration)
+        self.overrides = overrides
         self.logger = logger
+        let configuration = self.configuration
+        var openFiles: UInt64 = 1024
+        _ = mpcd_raise_open_files_limit(Self.openFilesCeiling, &openFiles)
         if !configuration.server.cpuAffinity.isEmpty {
             try Self.pin(to: configuration.server.cpuAffinity)
         }
@@ -88,7 +119,20 @@ public final class Server: @unchecked Sendable {
         socket = try ZMQSocket(context, type: ZMQ_ROUTER)
         try socket.setOption(ZMQ_MAXMSGSIZE, Int64(configuration.server.maxMessageBytes))
         try socket.setOption(ZMQ_SNDHWM, Int32(16))
-        try socket.setOption(ZMQ_RCVHWM, Int32(1000))
+        try socket.setOption(ZMQ_RCVHWM, Self.receiveHighWaterMark)
+        // a reply to a peer that has gone fails (and is counted) instead of vanishing
+        try socket.setOption(ZMQ_ROUTER_MANDATORY, Int32(1))
+        try socket.setOption(ZMQ_HANDSHAKE_IVL, ConnectionGuard.handshakeMilliseconds)
+        // half the descriptors left after the reserve: room for a burst libzmq accepts before the
+        // guard has ended the surplus (libzmq aborts when it cannot accept on the control socket)
+        let connectionLimit = max(1, min(configuration.server.maxConnections, (Int(min(openFiles, 1 << 30)) - Self.reservedDescriptors) / 2))
+        if connectionLimit < configuration.server.maxConnections {
+            logger.warning("the open-files limit allows fewer connections than max_connections", metadata: [
+                "open_files_limit": "\(openFiles)", "max_connections": "\(configuration.server.maxConnections)", "in_force": "\(connectionLimit)",
+            ])
+        }
+        let held = UInt64(Self.receiveHighWaterMark + 2) * UInt64(configuration.server.maxMessageBytes + 4 * Int(ConnectionGuard.frameAllowance))
+        connectionGuard = try ConnectionGuard(context: context, socket: socket, name: "data", limits: .init(maxConnections: connectionLimit, maxHeldBytes: held), logger: logger)
         apply(configuration)
         try bindControl()
         if let curve = configuration.curve {
@@ -98,14 +142,16 @@ public final class Server: @unchecked Sendable {
             try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(curve.secretKey.utf8))
         }
         for endpoint in configuration.server.endpoints {
-            if endpoint.hasPrefix("ipc://"), FileManager.default.fileExists(atPath: String(endpoint.dropFirst(6))) {
-                // libzmq would silently take the path over from a daemon still serving on it
-                if Self.somebodyServes(endpoint, context: context) { throw ServerError.alreadyRunning(endpoint: endpoint) }
-                try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6)))
-            }
             do {
-                try socket.bind(endpoint)
-            } catch {
+                if endpoint.hasPrefix("ipc://") {
+                    // claimed first: libzmq would silently take the path over from a daemon still serving on it
+                    let file = try IPCSocketFile(path: String(endpoint.dropFirst(6)), createFolder: false)
+                    try file.bind(socket)
+                    dataSocketFiles.append(file)
+                } else {
+                    try socket.bind(endpoint)
+                }
+            } catch let error as ZMQError {
                 throw ServerError.bind(endpoint: endpoint, reason: String(cString: zmq_strerror(error.code)))
             }
             let resolved = socket.lastEndpoint
@@ -118,16 +164,25 @@ public final class Server: @unchecked Sendable {
 
     /// Takes `configuration`'s timings, hello reply and online amortisation (at start and on reload).
     func apply(_ configuration: DaemonConfiguration) {
+        let previous = self.configuration
         self.configuration = configuration
-        periodNanoseconds = UInt64((1e9 / configuration.rateHz).rounded())
+        // the rate is checked at load (0.1 to 10000 Hz); a period never below a microsecond regardless
+        periodNanoseconds = max(1000, nanoseconds(seconds: 1 / configuration.rateHz))
         budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
+        messageLimit = .init(bytes: configuration.server.maxMessageBytes, frames: WireProtocol.maxFrames)
+        maxObservationValues = configuration.task.dynamics.observationForms.map(\.components.count).max() ?? Int.max
+        if !Self.sameShape(previous.task, configuration.task) {
+            // states and actions of another shape: every session's observation, plan and slew
+            // reference belong to the old task; the clients open new sessions with their next observation
+            endSessions(where: { _ in true }, reason: "the task changed to \(configuration.task.name)")
+        }
         helloReply = Self.describe(configuration)
         networkVersion = configuration.prior?.network.version ?? -1
         // between two replies: a tick period in realtime, one model step in lockstep
         let replyPeriod = configuration.server.mode == .realtime ? 1 / configuration.rateHz : Double(configuration.task.dynamics.dt)
         actionSafety = (try? configuration.actionSafety(period: replyPeriod)) ?? actionSafety
-        staleAfterNanoseconds = UInt64(configuration.safety.staleAfter * 1e9)
+        staleAfterNanoseconds = nanoseconds(seconds: configuration.safety.staleAfter)
         for session in sessions.values { session.safety = actionSafety }
         amortiser?.stop()
         amortiser = nil
@@ -165,21 +220,23 @@ public final class Server: @unchecked Sendable {
             switch configuration.server.mode {
             case .lockstep:
                 waitForMessages(until: now + 100_000_000, tick: false)
-                drainMessages()
+                drainMessages(until: monotonicNanoseconds() + Self.drainBudgetNanoseconds)
                 let due = sessions.values.filter { $0.unanswered }
                 if !due.isEmpty {
                     let start = monotonicNanoseconds()
                     planAndSend(due, now: start, deadline: start + budgetNanoseconds, tick: nil, lateness: 0)
                 }
             case .realtime:
+                // between ticks, work stops a little before the next one: it must start on time
+                let margin = min(periodNanoseconds / 10, Self.drainBudgetNanoseconds)
                 if now < nextTick {
                     waitForMessages(until: nextTick, tick: true)
-                    drainMessages()
-                    serviceControlPlane(now: monotonicNanoseconds())
+                    drainMessages(until: nextTick - margin)
+                    serviceControlPlane(now: monotonicNanoseconds(), until: nextTick - margin)
                     continue
                 }
                 let start = monotonicNanoseconds()
-                drainMessages()
+                drainMessages(until: start + margin)
                 counters.ticks += 1
                 counters.gridTick += 1
                 let live = sessions.values.filter { $0.observation != nil }
@@ -211,11 +268,14 @@ public final class Server: @unchecked Sendable {
                 lastSweep = now
                 expireIdleSessions(now: now)
             }
-            serviceControlPlane(now: monotonicNanoseconds())
+            let after = monotonicNanoseconds()
+            let margin = min(periodNanoseconds / 10, Self.drainBudgetNanoseconds)
+            serviceControlPlane(now: after, until: configuration.server.mode == .realtime ? nextTick - margin : after + Self.drainBudgetNanoseconds)
         }
         notifier.send("STOPPING=1")
         amortiser?.stop()
         closeControl()
+        for file in dataSocketFiles { file.release() }
         logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])
     }
 
@@ -228,7 +288,7 @@ public final class Server: @unchecked Sendable {
     /// zmq_poll counts whole milliseconds, so the last stretch before a tick is slept with
     /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
     private func waitForMessages(until deadline: UInt64, tick: Bool) {
-        let sockets = [socket] + (control.map { [$0] } ?? []) + (zap.map { [$0.socket] } ?? [])
+        let sockets = [socket] + (control.map { [$0] } ?? []) + (zap.map { [$0.socket] } ?? []) + (connectionGuard.map { [$0.monitor] } ?? [])
         if busyPollNanoseconds > 0 {
             let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
             while monotonicNanoseconds() < stop {
@@ -239,8 +299,10 @@ public final class Server: @unchecked Sendable {
         guard deadline > now else { return }
         let remaining = deadline - now
         if remaining > 1_500_000 {
-            // at most 100 ms, so a stop request or a watchdog notice is never late
-            let ms = Int(min(remaining - 1_000_000, 100_000_000) / 1_000_000)
+            // at most 100 ms, so a stop request or a watchdog notice is never late; with connections
+            // to watch, at most the guard's sweep interval; with a reload running, 5 ms
+            let cap: UInt64 = pendingReconfiguration != nil ? 5_000_000 : (connectionGuard?.count ?? 0) > 0 ? ConnectionGuard.sweepNanoseconds : 100_000_000
+            let ms = Int(max(1_000_000, min(remaining - 1_000_000, cap)) / 1_000_000)
             _ = try? ZMQSocket.waitReadable(sockets, milliseconds: ms)
         } else if tick {
             if remaining > Self.tickSpinNanoseconds {
@@ -254,27 +316,55 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    /// Most messages read per wake-up: a peer flooding the socket cannot keep the loop from its
-    /// tick (each session keeps only its newest observation anyway, and the rest wait in libzmq's
-    /// bounded queue, whose high-water mark drops the excess).
+    /// Most messages read per wake-up, and the longest a wake-up reads: a peer flooding the socket
+    /// cannot keep the loop from its tick (each session keeps only its newest observation anyway,
+    /// and the rest wait in libzmq's bounded queue, which then stops reading the flooder's socket).
     static let drainLimit = 512
+    static let drainBudgetNanoseconds: UInt64 = 1_000_000
 
-    private func drainMessages() {
+    private func drainMessages(until deadline: UInt64) {
         zap?.serve()
+        if let connectionGuard {
+            let now = monotonicNanoseconds()
+            connectionGuard.serviceEvents(now: now)
+            connectionGuard.sweep(now: now)
+        }
         for _ in 0..<Self.drainLimit {
-            let frames: [[UInt8]]?
+            guard monotonicNanoseconds() < deadline else { return }
+            let incoming: ZMQSocket.Incoming?
             do {
-                frames = try socket.receive()
+                incoming = try socket.receive(limit: messageLimit)
             } catch {
                 logger.error("receive failed", metadata: ["error": "\(error)"])
                 return
             }
-            guard let frames else { return }
-            handle(frames)
+            switch incoming {
+            case nil:
+                return
+            case let .oversized(identity, source, bytes, frames)?:
+                // read whole and freed; its sender is disconnected, as libzmq does for one frame too big
+                counters.oversizedMessages += 1
+                counters.refused[.malformed, default: 0] += 1
+                sessions[identity]?.refused += 1
+                connectionGuard?.delivered(bytes: bytes, frames: frames, from: source, userID: nil)
+                connectionGuard?.cut(descriptor: source, reason: .messageTooLarge,
+                                     detail: "a message of \(frames) frames, \(bytes) bytes; max_message_bytes is \(messageLimit.bytes)")
+            case let .message(frames, source, userID)?:
+                connectionGuard?.delivered(bytes: frames.dropFirst().reduce(0) { $0 + $1.count }, frames: frames.count - 1, from: source, userID: userID)
+                if let zap {
+                    // a key taken off the allow-list since this connection's handshake: cut it
+                    guard let userID, zap.authorizedKeys.contains(userID) else {
+                        connectionGuard?.cut(descriptor: source, reason: .keyRevoked, detail: "its key is not in authorized_keys")
+                        endSessions(where: { $0.identity == frames.first }, reason: "its key is not in authorized_keys")
+                        continue
+                    }
+                }
+                handle(frames, userID: userID)
+            }
         }
     }
 
-    private func handle(_ frames: [[UInt8]]) {
+    private func handle(_ frames: [[UInt8]], userID: String?) {
         guard frames.count >= 2 else { return }
         let identity = frames[0]
         // REQ clients put an empty delimiter frame before the payload; DEALER clients do not.
@@ -283,14 +373,13 @@ public final class Server: @unchecked Sendable {
         let payload = Array(frames[(isRequest ? 2 : 1)...])
         let now = monotonicNanoseconds()
         do throws(WireProtocol.Refusal) {
-            switch try WireProtocol.decode(payload) {
+            switch try WireProtocol.decode(payload, maxValues: maxObservationValues) {
             case .hello:
                 send(envelope + [WireProtocol.Header(type: .helloReply).bytes, helloReply])
                 sessions[identity]?.lastSeen = now
             case .bye:
-                if let ended = sessions.removeValue(forKey: identity) {
-                    counters.fallbacks += ended.fallbacks
-                    counters.staleReplies += ended.staleReplies
+                if sessions[identity] != nil {
+                    endSessions(where: { $0.identity == identity }, reason: nil)
                     logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
                 }
             case let .observation(sequence, timestamp, values):
@@ -298,21 +387,15 @@ public final class Server: @unchecked Sendable {
                 do {
                     state = try configuration.task.dynamics.state(fromObservation: values)
                 } catch .nonFinite(let index) {
-                    throw WireProtocol.Refusal(.nonFinite, "observation value \(index) is not finite", sequence: sequence)
+                    throw WireProtocol.Refusal(.nonFinite, "observation value \(index) is not finite (or beyond float32's range)", sequence: sequence)
                 } catch {
                     throw WireProtocol.Refusal(.wrongDimension, error.description, sequence: sequence)
                 }
+                let measuredAt = try measurementTime(timestamp, now: now, sequence: sequence)
                 let session = try session(for: identity, envelope: envelope, now: now, sequence: sequence)
                 session.envelope = envelope
                 session.lastSeen = now
-                var measuredAt = now
-                if configuration.server.trustClientTimestamps, timestamp > 0 {
-                    let stamped = UInt64(timestamp * 1e9)
-                    if stamped <= now { measuredAt = stamped }
-                    if staleAfterNanoseconds > 0, now - measuredAt > staleAfterNanoseconds {
-                        throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.safety.staleAfter)", sequence: sequence)
-                    }
-                }
+                session.userID = userID
                 session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
             }
@@ -326,26 +409,28 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    private func session(for identity: [UInt8], envelope: [[UInt8]], now: UInt64, sequence: UInt64) throws(WireProtocol.Refusal) -> Session {
-        if let existing = sessions[identity] { return existing }
-        guard sessions.count < configuration.server.maxSessions else {
-            throw WireProtocol.Refusal(.tooManySessions, "the daemon serves at most \(configuration.server.maxSessions) sessions", sequence: sequence)
+    /// When an observation was measured: its arrival, or with `trust_client_timestamps` its
+    /// timestamp (seconds on this host's CLOCK_MONOTONIC; 0: none), which must be a finite time
+    /// not ahead of this host's clock and not older than `stale_after_s`.
+    private func measurementTime(_ timestamp: Double, now: UInt64, sequence: UInt64) throws(WireProtocol.Refusal) -> UInt64 {
+        guard configuration.server.trustClientTimestamps, timestamp != 0 else { return now }
+        guard timestamp.isFinite, timestamp > 0 else {
+            throw WireProtocol.Refusal(.nonFinite, "timestamp \(timestamp) is not a time: seconds on this host's CLOCK_MONOTONIC, or 0 for none", sequence: sequence)
         }
-        let planner: MirrorDescentPlanner, prior: NetworkPrior?
-        do {
-            (planner, prior) = try makePlanner(index: nextSessionIndex)
-        } catch {
-            throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
+        let stamped = nanoseconds(seconds: timestamp)
+        guard stamped <= now + Self.timestampTolerance else {
+            throw WireProtocol.Refusal(.malformed, "timestamp \(timestamp) s is ahead of this host's CLOCK_MONOTONIC (\(Double(now) * 1e-9) s): trust_client_timestamps needs this host's monotonic clock, e.g. Python's time.monotonic()", sequence: sequence)
         }
-        let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
-                              priorSettings: configuration.prior, safety: actionSafety, index: nextSessionIndex, now: now)
-        session.keepsPlans = amortiser != nil
-        nextSessionIndex += 1
-        sessions[identity] = session
-        counters.sessionsOpened += 1
-        logger.info("session opened", metadata: ["peer": "\(session.name)", "sessions": "\(sessions.count)"])
-        return session
+        let measuredAt = min(stamped, now)
+        if staleAfterNanoseconds > 0, now - measuredAt > staleAfterNanoseconds {
+            throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.safety.staleAfter)", sequence: sequence)
+        }
+        return measuredAt
     }
+
+    /// How far ahead of this host's clock a trusted timestamp may be (rounding, not skew: the
+    /// client reads the same clock).
+    static let timestampTolerance: UInt64 = 1_000_000_000
 
     private func sendStale(_ stale: [Session], now: UInt64, tick: UInt64, lateness: Double) {
         let context = TickContext(periodNanoseconds: periodNanoseconds, advanceStale: false,
@@ -357,30 +442,6 @@ public final class Server: @unchecked Sendable {
                 send(reply)
             }
         }
-    }
-
-    /// A planner for session number `index` under the current configuration, with its prior:
-    /// every session has its own random stream, the configured seed offset by its number.
-    func makePlanner(index: UInt64) throws -> (MirrorDescentPlanner, NetworkPrior?) {
-        var plannerConfiguration = configuration.planner
-        plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
-        let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
-        if let counter { faultCounters.append(counter) }
-        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration)
-        if let value = configuration.value { try planner.installValue(value.network, weight: value.weight) }
-        var prior: NetworkPrior?
-        if let settings = configuration.prior {
-            prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
-            if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
-        }
-        return (planner, prior)
-    }
-
-    /// Gives a session a planner and prior built from the current configuration.
-    func rebuildPlanner(of session: Session) {
-        guard let (planner, prior) = try? makePlanner(index: session.index) else { return }
-        session.rebuild(planner: planner, prior: prior, priorSettings: configuration.prior)
-        session.keepsPlans = amortiser != nil
     }
 
     private func planAndSend(_ due: [Session], now: UInt64, deadline: UInt64, tick: UInt64?, lateness: Double) {
@@ -418,35 +479,25 @@ public final class Server: @unchecked Sendable {
         for session in due { session.planner.prepareNoise() }
     }
 
-    private func send(_ frames: [[UInt8]]) {
+    func send(_ frames: [[UInt8]]) {
         do {
-            if try socket.send(frames) {
+            switch try socket.trySend(frames) {
+            case .sent:
                 counters.replies += 1
-            } else {
+            case .queueFull:
                 counters.dropped += 1
+            case .peerGone:
+                // the client has gone: its session ends now rather than at its timeout
+                counters.dropped += 1
+                if let identity = frames.first, sessions[identity] != nil {
+                    counters.sessionsPeerGone += 1
+                    endSessions(where: { $0.identity == identity }, reason: nil)
+                }
             }
         } catch {
             counters.dropped += 1
             logger.error("send failed", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func expireIdleSessions(now: UInt64) {
-        let timeout = UInt64(configuration.server.sessionTimeout * 1e9)
-        for (identity, session) in sessions where now > session.lastSeen && now - session.lastSeen > timeout {
-            sessions.removeValue(forKey: identity)
-            counters.sessionsExpired += 1
-            counters.fallbacks += session.fallbacks
-            counters.staleReplies += session.staleReplies
-            logger.info("session expired", metadata: ["peer": "\(session.name)", "idle_s": "\(Double(now - session.lastSeen) * 1e-9)"])
-        }
-    }
-
-    /// Whether an mpcd answers a hello on `endpoint` within 300 ms.
-    static func somebodyServes(_ endpoint: String, context: ZMQContext) -> Bool {
-        guard let probe = try? ZMQSocket(context, type: ZMQ_DEALER), (try? probe.connect(endpoint)) != nil,
-              (try? probe.send([WireProtocol.Header(type: .hello).bytes])) == true else { return false }
-        return (try? probe.waitReadable(milliseconds: 300)) == true
     }
 
     /// Restricts the calling thread, and every thread it starts afterwards (libzmq's I/O thread,
@@ -498,13 +549,17 @@ public final class Server: @unchecked Sendable {
 public enum ServerError: Error, CustomStringConvertible {
     case bind(endpoint: String, reason: String)
     case affinity(cpus: [Int], reason: String)
-    case alreadyRunning(endpoint: String)
+    case alreadyRunning(endpoint: String, pid: Int?)
+    case unsafeFolder(path: String, reason: String)
 
     public var description: String {
         switch self {
         case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
         case let .affinity(cpus, reason): "cannot run on CPUs \(cpus): \(reason)"
-        case let .alreadyRunning(endpoint): "another mpcd is running (it answers on \(endpoint)); stop it first, or give this one other endpoints"
+        case let .alreadyRunning(endpoint, pid):
+            "another mpcd is running (\(pid.map { "pid \($0), " } ?? "")it holds \(endpoint)); stop it first, or give this one other endpoints"
+        case let .unsafeFolder(path, reason):
+            "\(path) \(reason); give the socket a folder of this user's ([control] endpoint, XDG_RUNTIME_DIR)"
         }
     }
 }

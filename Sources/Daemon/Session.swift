@@ -24,6 +24,10 @@ final class Session: @unchecked Sendable {
     var unanswered = false
     var lastSeen: UInt64
     let createdAt: UInt64
+    /// When the last observation arrived (its creation before any): who gives way when full.
+    var lastObservationAt: UInt64 { observation?.receivedAt ?? createdAt }
+    /// The client's CURVE key, with CURVE.
+    var userID: String?
     var ticksServed: UInt64 = 0
     var refused: UInt64 = 0
     /// The reply built by the last plan, waiting for the socket thread to send it.
@@ -78,15 +82,20 @@ final class Session: @unchecked Sendable {
     /// In realtime mode an observation older than one period is first advanced to `now` through the
     /// model, one `dt` at a time, with the actions this session was sent in that interval.
     func plan(now: UInt64, deadline: UInt64, tick: UInt64, context: TickContext) {
-        guard let observation else { return }
-        let task = planner.task, dtNanoseconds = UInt64(Double(task.dynamics.dt) * 1e9)
+        // an observation of another shape than the planner's task (a reload changed it) is never planned
+        guard let observation, observation.state.count == planner.stateDimension else {
+            unanswered = false
+            return
+        }
+        let task = planner.task, dtNanoseconds = max(1, nanoseconds(seconds: Double(task.dynamics.dt)))
         var state = observation.state
         var advanced = 0
         if context.advanceStale, now > observation.measuredAt, now - observation.measuredAt > context.periodNanoseconds {
             let steps = min(planner.horizon, Int((Double(now - observation.measuredAt) / Double(dtNanoseconds)).rounded()))
             for i in 0..<steps {
                 let at = observation.measuredAt + UInt64(i) * dtNanoseconds
-                guard let action = sent.last(where: { $0.time <= at })?.action ?? sent.first?.action else { break }
+                guard let action = sent.last(where: { $0.time <= at })?.action ?? sent.first?.action,
+                      action.count == planner.actionDimension else { break }
                 state = task.step(state: state, action: action).next
                 advanced += 1
             }

@@ -10,6 +10,9 @@ public enum WireProtocol {
     public static let version: UInt16 = 1
     public static let magic: [UInt8] = Array("MPCD".utf8)
     public static let headerSize = 32
+    /// Most frames a request may have after the routing id: a REQ client's delimiter, the header
+    /// and an observation's state.
+    public static let maxFrames = 3
 
     public enum MessageType: UInt16, Sendable {
         case hello = 1
@@ -128,8 +131,9 @@ public enum WireProtocol {
         }
     }
 
-    /// Decodes the payload frames of a request (the routing envelope already removed).
-    public static func decode(_ frames: [[UInt8]]) throws(Refusal) -> Request {
+    /// Decodes the payload frames of a request (the routing envelope already removed). A state
+    /// of more than `maxValues` values is refused as `wrongDimension` before it is decoded.
+    public static func decode(_ frames: [[UInt8]], maxValues: Int = .max) throws(Refusal) -> Request {
         guard let first = frames.first, let header = Header(first) else {
             throw Refusal(.malformed, "the first frame must be a \(headerSize)-byte header starting with \"MPCD\"")
         }
@@ -151,6 +155,9 @@ public enum WireProtocol {
             let body = frames[1]
             guard body.count % 8 == 0 else {
                 throw Refusal(.malformed, "the state frame has \(body.count) bytes, not a whole number of float64 values", sequence: header.a)
+            }
+            guard body.count / 8 <= maxValues else {
+                throw Refusal(.wrongDimension, "the state has \(body.count / 8) values; this task takes at most \(maxValues)", sequence: header.a)
             }
             let values = decodeFloat64(body)
             return .observation(sequence: header.a, timestamp: Double(bitPattern: header.b), values: values)
@@ -174,7 +181,9 @@ public enum WireProtocol {
     }
 
     public static func decodeFloat64(_ bytes: [UInt8]) -> [Double] {
-        (0..<(bytes.count / 8)).map { Double(bitPattern: read(bytes, $0 * 8)) }
+        bytes.withUnsafeBytes { raw in
+            (0..<(bytes.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 &* 8, as: UInt64.self))) }
+        }
     }
 
     public static func errorMessage(_ refusal: Refusal) -> [[UInt8]] {

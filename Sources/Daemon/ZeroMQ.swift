@@ -94,6 +94,63 @@ public final class ZMQSocket {
         return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
     }
 
+    /// A message read with `receive(limit:)`.
+    public enum Incoming {
+        /// The frames, the socket descriptor of the connection it came from (-1: unknown, as for
+        /// ipc and inproc), and the user id the ZAP handler gave that connection.
+        case message(frames: [[UInt8]], source: Int32, userID: String?)
+        /// A message over the limit: only its first frame (a ROUTER's routing id) was kept, the rest
+        /// was read and discarded without being copied.
+        case oversized(identity: [UInt8], source: Int32, bytes: Int, frames: Int)
+    }
+
+    /// The frame and byte limits of one message, after the first frame (a ROUTER's routing id).
+    public struct MessageLimit: Sendable {
+        public var bytes: Int
+        public var frames: Int
+        public init(bytes: Int, frames: Int) {
+            self.bytes = bytes
+            self.frames = frames
+        }
+    }
+
+    /// One whole multipart message if one is waiting, without blocking; nil otherwise. A message
+    /// whose frames after the first add up to more than `limit` is read to its end (libzmq hands
+    /// over messages whole) but not copied, and returned as `.oversized`.
+    public func receive(limit: MessageLimit) throws(ZMQError) -> Incoming? {
+        var frames: [[UInt8]] = []
+        var message = zmq_msg_t()
+        zmq_msg_init(&message)
+        defer { zmq_msg_close(&message) }
+        var source: Int32 = -1, userID: String?, bytes = 0, count = 0
+        while true {
+            do {
+                try zmqCall("zmq_msg_recv") { zmq_msg_recv(&message, handle, count == 0 ? ZMQ_DONTWAIT : 0) }
+            } catch where error.code == EAGAIN && count == 0 {
+                return nil
+            }
+            let size = zmq_msg_size(&message)
+            if count == 1 {
+                // the connection's properties travel with the payload frames, not the routing id
+                source = zmq_msg_get(&message, ZMQ_SRCFD)
+                if let id = zmq_msg_gets(&message, "User-Id") { userID = String(cString: id) }
+            }
+            if count > 0 { bytes += size }
+            count += 1
+            if count == 1 || (bytes <= limit.bytes && count - 1 <= limit.frames) {
+                frames.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: zmq_msg_data(&message), count: size)))
+            } else if frames.count > 1 {
+                frames.removeSubrange(1...)  // over the limit: keep nothing but the routing id
+            }
+            if zmq_msg_more(&message) == 0 {
+                if bytes > limit.bytes || count - 1 > limit.frames {
+                    return .oversized(identity: frames.first ?? [], source: source, bytes: bytes, frames: count - 1)
+                }
+                return .message(frames: frames, source: source, userID: userID)
+            }
+        }
+    }
+
     /// One whole multipart message if one is waiting, without blocking; nil otherwise.
     public func receive() throws(ZMQError) -> [[UInt8]]? {
         var frames: [[UInt8]] = []
@@ -113,10 +170,21 @@ public final class ZMQSocket {
         }
     }
 
-    /// Sends a multipart message without blocking. Returns false when the peer's queue is full or
-    /// the peer is gone (the message is dropped): a slow reader never stalls the caller.
+    /// What became of a message sent without blocking.
+    public enum SendOutcome: Equatable {
+        case sent
+        /// The peer's queue is full (a slow reader): dropped.
+        case queueFull
+        /// No peer of that routing id (gone, or never there; ROUTER_MANDATORY sockets only): dropped.
+        case peerGone
+    }
+
+    /// Sends a multipart message without blocking: a slow reader never stalls the caller.
     @discardableResult
-    public func send(_ frames: [[UInt8]]) throws(ZMQError) -> Bool {
+    public func send(_ frames: [[UInt8]]) throws(ZMQError) -> Bool { try trySend(frames) == .sent }
+
+    /// Sends a multipart message without blocking, and says whether it went.
+    public func trySend(_ frames: [[UInt8]]) throws(ZMQError) -> SendOutcome {
         for (i, frame) in frames.enumerated() {
             let flags = ZMQ_DONTWAIT | (i + 1 < frames.count ? ZMQ_SNDMORE : 0)
             do {
@@ -124,9 +192,14 @@ public final class ZMQSocket {
             } catch where error.code == EAGAIN || error.code == EHOSTUNREACH {
                 // Only the first frame can fail this way: libzmq queues the rest of a message
                 // atomically once its first frame is accepted.
-                return false
+                return error.code == EAGAIN ? .queueFull : .peerGone
             }
         }
-        return true
+        return .sent
+    }
+
+    /// Publishes this socket's connection events on `endpoint` (an inproc PAIR socket reads them).
+    public func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
+        try zmqCall("zmq_socket_monitor") { zmq_socket_monitor(handle, endpoint, events) }
     }
 }

@@ -113,7 +113,8 @@ public struct AmortisedNetwork: Sendable, Equatable {
             guard actions == task.dynamics.actionDimension else {
                 throw LoadError(path: path, reason: "outputs \(actions) actions, the task has \(task.dynamics.actionDimension)")
             }
-            guard steps >= 1, kind == .plan || steps == 1, a.outputs == steps * actions else {
+            guard steps >= 1, kind == .plan || steps == 1, a.outputs == steps.multipliedReportingOverflow(by: actions).partialValue,
+                  !steps.multipliedReportingOverflow(by: actions).overflow else {
                 throw LoadError(path: path, reason: "outputs \(a.outputs) values, expected \(kind == .policy ? 1 : steps) steps x \(actions) actions")
             }
             horizon = steps

@@ -65,7 +65,7 @@ public enum ObservationError: Error, Equatable, CustomStringConvertible {
             let forms = accepted.map(String.init).joined(separator: " or ")
             return "observation has \(got) values; this task accepts \(forms)"
         case let .nonFinite(index):
-            return "observation value \(index) is not finite"
+            return "observation value \(index) is not finite (or beyond float32's range)"
         }
     }
 }
@@ -103,8 +103,10 @@ extension BatchDynamics {
         return observation.map { Float($0) }
     }
 
+    /// Refuses a value that is not finite, or finite as a Double but not as the planner's Float
+    /// (1e39, 1e308): it would reach the model as an infinity.
     public func checkFinite(_ observation: [Double]) throws(ObservationError) {
-        if let bad = observation.firstIndex(where: { !$0.isFinite }) { throw .nonFinite(index: bad) }
+        if let bad = observation.firstIndex(where: { !(abs($0) <= Double(Float.greatestFiniteMagnitude)) }) { throw .nonFinite(index: bad) }
     }
 }
 

@@ -34,6 +34,28 @@ public struct MLPArchitecture: Sendable, Equatable {
 
     /// Parameters in all: every weight matrix and bias vector.
     public var parameterCount: Int { layerShapes.reduce(0) { $0 + $1.rows * $1.columns + $1.rows } }
+
+    /// Most parameters a network mpcd runs may have (64 MiB of Float): far beyond a network that
+    /// answers within a tick, and small enough that a file or a configuration naming a bigger one
+    /// is refused before anything is allocated.
+    public static let maxParameters = 1 << 24
+
+    /// The parameter count of `inputs` -> `hidden` -> two heads of `outputs`, or nil when a width is
+    /// not positive or the count exceeds `maxParameters` (computed without overflowing, whatever
+    /// the widths: they may come from a file).
+    public static func checkedParameterCount(inputs: Int, hidden: [Int], outputs: Int) -> Int? {
+        guard inputs > 0, outputs > 0, hidden.allSatisfy({ $0 > 0 }) else { return nil }
+        var total = 0, width = inputs
+        for (rows, isHead) in hidden.map({ ($0, false) }) + [(outputs, true), (outputs, true)] {
+            let (weights, o1) = rows.multipliedReportingOverflow(by: width)
+            let (layer, o2) = weights.addingReportingOverflow(rows)
+            let (sum, o3) = total.addingReportingOverflow(layer)
+            guard !o1, !o2, !o3, sum <= maxParameters else { return nil }
+            total = sum
+            if !isHead { width = rows }
+        }
+        return total
+    }
 }
 
 /// A multilayer perceptron whose parameters live in one flat buffer (so an optimiser and a

@@ -25,12 +25,37 @@ public enum NetworkFile {
         return SafeTensors.encode(.init(metadata: metadata, tensors: tensors))
     }
 
+    /// Largest weights file read: a network of `MLPArchitecture.maxParameters` in F64 with room
+    /// for its header. A bigger file is refused before it is read.
+    public static let maxFileBytes = 8 * MLPArchitecture.maxParameters + (1 << 20)
+
+    /// The bytes of a weights file: a regular file no larger than `maxFileBytes`, else the reason.
     public static func read(path: String) throws(AmortisedNetwork.LoadError) -> Data {
-        do {
-            return try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw AmortisedNetwork.LoadError(path: path, reason: "cannot be read (\((error as NSError).localizedDescription))")
+        func fail(_ reason: String) -> AmortisedNetwork.LoadError { AmortisedNetwork.LoadError(path: path, reason: reason) }
+        // opened first and examined through the descriptor, so the checks and the read see one file
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(String(cString: strerror(errno))))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
+        guard Int(info.st_size) <= maxFileBytes else {
+            throw fail("is \(info.st_size) bytes; a weights file mpcd loads is at most \(maxFileBytes) bytes (\(MLPArchitecture.maxParameters) parameters)")
         }
+        var data = Data(count: Int(info.st_size))
+        var filled = 0
+        let failure: Int32? = data.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Int32? in
+            while filled < buffer.count {
+                let n = Glibc.read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { return errno }
+                if n == 0 { break }
+                filled += n
+            }
+            return nil
+        }
+        if let failure { throw fail("cannot be read (\(String(cString: strerror(failure))))") }
+        return data.prefix(filled)
     }
 
     /// Decodes the network in `data` for `task`, refusing with the reason: a file that is not an
@@ -66,6 +91,11 @@ public enum NetworkFile {
             throw fail("takes \(inputs) inputs, the task has \(d.featureNames.count) (\(d.featureNames.joined(separator: ", ")))")
         }
         guard outputs >= 1 else { throw fail("__metadata__ outputs must be positive") }
+        // the architecture comes from the file: its size is checked before anything is allocated
+        guard let count = MLPArchitecture.checkedParameterCount(inputs: inputs, hidden: hidden, outputs: outputs),
+              count <= data.count / 4 else {
+            throw fail("__metadata__ describes a network (inputs \(inputs), hidden \"\(hiddenText)\", outputs \(outputs)) larger than the file can hold or than \(MLPArchitecture.maxParameters) parameters")
+        }
         let architecture = MLPArchitecture(inputs: inputs, hidden: hidden, outputs: outputs, activation: activation)
         try check(m, architecture)
         var parameters: [Float] = []

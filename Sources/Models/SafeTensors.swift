@@ -46,6 +46,9 @@ public enum SafeTensors {
         }
         guard let header = json as? [String: Any] else { throw FormatError(reason: "the header is not a JSON object") }
         var file = File(metadata: [:], tensors: [:])
+        // tensors may not share bytes (the format lays them end to end), so their sizes add up to
+        // at most the data section: a few tensors cannot claim the same gigabyte over and over
+        var claimed = 0
         for (name, entry) in header {
             if name == "__metadata__" {
                 guard let metadata = entry as? [String: String] else { throw FormatError(reason: "__metadata__ must map strings to strings") }
@@ -62,17 +65,33 @@ public enum SafeTensors {
             case "F64": width = 8
             default: throw FormatError(reason: "tensor \(name): dtype \(dtype) is not supported (F32 or F64)")
             }
-            let count = shape.reduce(1, *)
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[1] - offsets[0] == count * width,
-                  dataStart + offsets[1] <= data.endIndex else {
+            // every size and offset comes from the file: checked arithmetic, no trap, no huge allocation
+            var count = 1
+            for extent in shape {
+                let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+                guard extent >= 0, !overflow else { throw FormatError(reason: "tensor \(name): shape \(shape) is not a valid size") }
+                count = product
+            }
+            let (byteCount, tooMany) = count.multipliedReportingOverflow(by: width)
+            let available = data.endIndex - dataStart
+            guard !tooMany, offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= available, offsets[1] - offsets[0] == byteCount else {
                 throw FormatError(reason: "tensor \(name): data_offsets \(offsets) do not fit shape \(shape) of \(dtype) in the file")
             }
+            claimed += byteCount
+            guard claimed <= available else { throw FormatError(reason: "tensor \(name): the tensors claim more bytes than the file holds") }
             var values = [Float](repeating: 0, count: count)
             let start = dataStart + offsets[0]
-            for i in 0..<count {
-                var bits: UInt64 = 0
-                for b in 0..<width { bits |= UInt64(data[start + i * width + b]) << (8 * UInt64(b)) }
-                values[i] = width == 4 ? Float(bitPattern: UInt32(truncatingIfNeeded: bits)) : Float(Double(bitPattern: bits))
+            data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+                let base = raw.baseAddress! + (start - data.startIndex)
+                values.withUnsafeMutableBufferPointer { out in
+                    for i in 0..<count {
+                        if width == 4 {
+                            out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self)))
+                        } else {
+                            out[i] = Float(Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))))
+                        }
+                    }
+                }
             }
             file.tensors[name] = Tensor(shape: shape, values: values)
         }
@@ -103,23 +122,5 @@ public enum SafeTensors {
             }
         }
         return out
-    }
-}
-
-/// Writes `data` to `path` so that a reader sees the old file or the new one, never half of
-/// either: write a temporary file beside it, flush it to disk, rename it over the old one.
-public func writeAtomically(_ data: Data, to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-    guard FileManager.default.createFile(atPath: temporary.path, contents: data) else {
-        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temporary.path])
-    }
-    let handle = try FileHandle(forWritingTo: temporary)
-    try handle.synchronize()
-    try handle.close()
-    if rename(temporary.path, url.path) != 0 {
-        let code = errno
-        try? FileManager.default.removeItem(at: temporary)
-        throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)
     }
 }

@@ -1,6 +1,8 @@
 /// The built-in tasks by the name a configuration uses.
 public enum TaskRegistry {
     public static let names = ["pendulum", "mountain_car", "cartpole", "point_mass", "unicycle"]
+    /// The range of a model step, s.
+    public static let minimumStep: Float = 1e-4, maximumStep: Float = 10
 
     /// Builds the task `name` from its `[task]` table; unknown keys and bad values are errors.
     public static func make(name: String, parameters: ConfigTable = ConfigTable([:], path: "task")) throws(ConfigurationError) -> ControlTask {
@@ -15,6 +17,10 @@ public enum TaskRegistry {
             throw ConfigurationError(key: parameters.keyPath("name"), reason: "unknown task \"\(name)\"; expected one of \(names.joined(separator: ", "))")
         }
         try parameters.finish()
+        // the model step sets the tick rate: 0.1 to 10000 Hz, as [server] rate_hz allows
+        guard task.dynamics.dt >= minimumStep, task.dynamics.dt <= maximumStep else {
+            throw ConfigurationError(key: parameters.keyPath("dt"), reason: "expected seconds in [\(minimumStep), \(maximumStep)] (a rate of 0.1 to 10000 Hz), got \(task.dynamics.dt)")
+        }
         return task
     }
 }

@@ -110,6 +110,19 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
 
+    /// Bytes a planner of `configuration` for `task` allocates (its sample, noise and plan
+    /// buffers), computed in floating point so that no configuration can overflow it. What the
+    /// daemon checks against its memory limit before a session is ever opened.
+    public static func memoryFootprint(task: ControlTask, configuration: PlannerConfiguration) -> Double {
+        let padded = Double((Swift.min(configuration.samples, PlannerConfiguration.maxSamples) + 15) / 16 * 16)
+        let n = Double(task.dynamics.stateDimension), rows = Double(configuration.horizon) * Double(task.dynamics.actionDimension)
+        let noiseBuffers = Double(Swift.min(configuration.iterations, preparedIterations) + 1)
+        let lanes = Double(laneWidth)
+        let floats = rows * padded * (1 + noiseBuffers) + n * padded + 4 * padded + lanes + 4 * rows + n
+            + n * lanes + rows * lanes + lanes
+        return 4 * floats
+    }
+
     deinit {
         for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
                   evaluationStates, evaluationActions, evaluationCosts, stepCosts] {

@@ -11,3 +11,12 @@ public func monotonicNanoseconds() -> UInt64 {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
+
+/// `seconds` as nanoseconds for the monotonic clock, saturating: negative or NaN gives 0, and
+/// anything beyond UInt64's range (about 584 years) gives `UInt64.max`, never a trap.
+@inlinable
+public func nanoseconds(seconds: Double) -> UInt64 {
+    guard seconds > 0 else { return 0 }
+    let ns = (seconds * 1e9).rounded()
+    return ns < 18_446_744_073_709_549_568.0 ? UInt64(ns) : .max
+}

@@ -1,7 +1,9 @@
 import ArgumentParser
+import CSystemShims
 import CZeroMQ
 import Daemon
 import Foundation
+import Models
 
 /// `mpcctl`: asks a running mpcd how it is, and tells it what to do.
 @main
@@ -18,40 +20,68 @@ struct MPCCtl: ParsableCommand {
 struct Connection: ParsableArguments {
     @Option(help: "The daemon's control endpoint (default: the one mpcd uses, or --config's).") var socket: String?
     @Option(help: "Read the control endpoint from this mpcd configuration file.") var config: String?
-    @Option(help: "Seconds to wait for an answer.") var timeout: Double = 2
+    @Option(help: "Seconds to wait for an answer (default 2; 60 for reload and policy load).") var timeout: Double?
 
-    var endpoint: String {
+    static let maxTimeout = 3600.0
+
+    func validate() throws {
+        if let timeout, !(timeout > 0 && timeout <= Self.maxTimeout) {
+            throw ValidationError("--timeout must be a number of seconds above 0 and at most \(Int(Self.maxTimeout)), got \(timeout)")
+        }
+    }
+
+    /// The endpoint, and whether the operator named it (rather than mpcctl deriving the default).
+    var endpoint: (String, explicit: Bool) {
         get throws {
-            if let socket { return socket }
+            if let socket { return (socket, true) }
             if let config {
                 do {
-                    return try DaemonConfiguration.load(path: config, withPrior: false).controlEndpoint
+                    return (try DaemonConfiguration.load(path: config, withPrior: false).controlEndpoint, true)
                 } catch {
                     throw ValidationError("\(error)")
                 }
             }
-            return DaemonConfiguration.defaultControlEndpoint()
+            return (DaemonConfiguration.defaultControlEndpoint(), false)
         }
     }
 
-    /// Sends one JSON request and returns the reply; exits 1 when the daemon does not answer.
-    func request(_ object: [String: Any]) throws -> [String: Any] {
-        let endpoint = try self.endpoint
-        if endpoint.hasPrefix("ipc://"), !FileManager.default.fileExists(atPath: String(endpoint.dropFirst(6))) {
-            fail("mpcd is not running: there is no control socket at \(endpoint)")
-        }
+    /// Sends one JSON request and returns the reply; exits 1 with the reason when there is none:
+    /// not running (no socket, or a stale one), permission denied, or no answer in time (busy).
+    func request(_ object: [String: Any], defaultTimeout: Double = 2) throws -> [String: Any] {
+        let (endpoint, explicit) = try self.endpoint
+        let timeout = self.timeout ?? defaultTimeout
+        if endpoint.hasPrefix("ipc://") { Self.checkReachable(path: String(endpoint.dropFirst(6)), explicit: explicit) }
         let context = try ZMQContext()
         let socket = try ZMQSocket(context, type: ZMQ_REQ)
         try socket.connect(endpoint)
         let data = try JSONSerialization.data(withJSONObject: object)
-        guard try socket.send([Array(data)]) else { fail("mpcd is not running: cannot reach \(endpoint)") }
-        guard try socket.waitReadable(milliseconds: Int(timeout * 1000)), let frames = try socket.receive(), let last = frames.last else {
-            fail("mpcd is not running: no answer on \(endpoint) within \(timeout) s")
+        guard try socket.send([Array(data)]) else { fail("cannot reach mpcd at \(endpoint)") }
+        guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
+            fail("mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout")
         }
         guard let reply = try? JSONSerialization.jsonObject(with: Data(last)) as? [String: Any] else {
             fail("the daemon's answer is not JSON")
         }
         return reply
+    }
+
+    /// Tells apart, before asking: no daemon (no socket file, or nothing listening on it), no
+    /// permission, and a socket in a folder another user owns (the default path only: an operator
+    /// who names a socket has chosen it).
+    static func checkReachable(path: String, explicit: Bool) {
+        let folder = (path as NSString).deletingLastPathComponent
+        var info = stat()
+        if !explicit, lstat(folder, &info) == 0, info.st_uid != 0, info.st_uid != geteuid() {
+            fail("not using \(path): its folder \(folder) belongs to user \(info.st_uid), not to you or root, so another user may have put it there; pass --socket \(path) if you trust it")
+        }
+        switch mpcd_probe_unix_socket(path) {
+        case 0: return
+        case ENOENT: fail("mpcd is not running: there is no control socket at \(path)")
+        case ECONNREFUSED: fail("mpcd is not running: \(path) is left over from a daemon that has stopped (nothing listens on it)")
+        case EACCES, EPERM:
+            fail("permission denied on \(path): mpcctl needs write access to the control socket; run it as the daemon's user or root, or as a member of the socket's group")
+        case let error: fail("cannot reach mpcd at \(path): \(String(cString: strerror(error)))")
+        }
     }
 }
 
@@ -97,7 +127,7 @@ struct Reload: ParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() throws {
-        let reply = try connection.request(["command": "reload"])
+        let reply = try connection.request(["command": "reload"], defaultTimeout: 60)
         guard reply["ok"] as? Bool == true else { fail("reload refused, still serving the previous configuration: \(reply["error"] ?? "?")") }
         print("reloaded \(reply["config"] ?? "")")
         for warning in reply["warnings"] as? [String] ?? [] { print("warning: \(warning)") }
@@ -114,7 +144,7 @@ struct Policy: ParsableCommand {
 
         func run() throws {
             let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-            let reply = try connection.request(["command": "policy_load", "path": absolute])
+            let reply = try connection.request(["command": "policy_load", "path": absolute], defaultTimeout: 60)
             guard reply["ok"] as? Bool == true else { fail("not loaded: \(reply["error"] ?? "?")") }
             print("loaded \(absolute): \(reply["kind"] ?? "") version \(reply["version"] ?? "")")
         }
@@ -140,11 +170,18 @@ struct KeyGen: ParsableCommand {
     func run() throws {
         guard let (publicKey, secretKey) = CurveConfiguration.generateKeyPair() else { fail("libzmq has no CURVE support") }
         let secretPath = name + ".key", publicPath = name + ".pub"
-        for path in [secretPath, publicPath] where FileManager.default.fileExists(atPath: path) { fail("\(path) exists; not overwriting it") }
-        guard FileManager.default.createFile(atPath: secretPath, contents: Data("# CURVE secret key: keep it private\n\(secretKey)\n".utf8),
-                                             attributes: [.posixPermissions: 0o600]),
-              FileManager.default.createFile(atPath: publicPath, contents: Data("\(publicKey)\n".utf8), attributes: [.posixPermissions: 0o644]) else {
-            fail("cannot write \(secretPath) and \(publicPath)")
+        // created exclusively with their final modes: the secret is never readable by others, not
+        // even for an instant, and an existing file (or a link planted in its place) is never written
+        do {
+            try FileWriting.writeNew(Data("# CURVE secret key: keep it private\n\(secretKey)\n".utf8), to: secretPath, mode: 0o600)
+        } catch {
+            fail("cannot write the secret key: \(error)")
+        }
+        do {
+            try FileWriting.writeNew(Data("\(publicKey)\n".utf8), to: publicPath, mode: 0o644)
+        } catch {
+            unlink(secretPath)
+            fail("cannot write the public key: \(error)")
         }
         print("wrote \(secretPath) (secret) and \(publicPath) (public)")
         print("public key: \(publicKey)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import Daemon
 import Dispatch
 import Foundation
@@ -74,16 +75,13 @@ struct Serve: ParsableCommand {
             handler.logLevel = level
             return handler
         }
-        var configuration = try loadConfiguration(config)
-        if let mode {
-            guard let parsed = TimingMode(rawValue: mode) else { throw ValidationError("--mode must be realtime or lockstep") }
-            configuration.server.mode = parsed
+        let overrides: ConfigurationOverrides
+        do {
+            overrides = try ConfigurationOverrides(mode: mode, rateHz: rateHz, endpoint: endpoint)
+        } catch {
+            throw ValidationError("\(error)")
         }
-        if let rateHz {
-            guard rateHz >= 0.1 && rateHz <= 10_000 else { throw ValidationError("--rate-hz must be in [0.1, 10000]") }
-            configuration.server.rateHz = rateHz
-        }
-        if let endpoint { configuration.server.endpoints = [endpoint] }
+        let configuration = overrides.applied(to: try loadConfiguration(config))
         if check {
             print("\(configuration.source): OK (task \(configuration.task.name), \(configuration.planner.likelihood), K=\(configuration.planner.samples), H=\(configuration.planner.horizon), \(configuration.server.mode.rawValue) at \(configuration.rateHz) Hz)")
             return
@@ -91,13 +89,14 @@ struct Serve: ParsableCommand {
         let logger = Logger(label: "mpcd")
         let server: Server
         do {
-            server = try Server(configuration: configuration, logger: logger)
+            server = try Server(configuration: configuration, overrides: overrides, logger: logger)
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
         for endpoint in server.boundEndpoints { print("mpcd listening on \(endpoint)") }
         fflush(nil)
+        ignoreStraySignals()
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
@@ -113,4 +112,12 @@ struct Serve: ParsableCommand {
         server.run()
         signals.forEach { $0.cancel() }
     }
+}
+
+/// Signals whose default action ends the process but that mean nothing to mpcd: a closed pipe on
+/// standard error or a socket (EPIPE is handled where it happens), a stray kill -USR1, a timer, the
+/// real-time signals. Only SIGTERM and SIGINT stop the daemon, SIGHUP reloads it (and SIGKILL,
+/// which cannot be caught, ends it).
+func ignoreStraySignals() {
+    mpcd_ignore_stray_signals()
 }

@@ -66,12 +66,25 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // before any work: the output and its checkpoint must be files that may be written
+        for path in [out, out + ".checkpoint"] {
+            do {
+                try FileWriting.checkReplaceable(path)
+            } catch {
+                throw ValidationError("--out: \(error)")
+            }
+        }
         let configuration = try loadConfiguration(config, withPrior: false)
         var planner = configuration.planner
         planner.iterations = labelIterations ?? max(configuration.planner.iterations, 4)
         if let labelSamples {
             guard (1...PlannerConfiguration.maxSamples).contains(labelSamples) else { throw ValidationError("--label-samples must be in [1, \(PlannerConfiguration.maxSamples)]") }
             planner.samples = labelSamples
+        }
+        let d = configuration.task.dynamics
+        let outputs = value ? 1 : (kind == "plan" ? planner.horizon : 1) * d.actionDimension
+        guard MLPArchitecture.checkedParameterCount(inputs: d.featureNames.count, hidden: hiddenWidths!, outputs: outputs) != nil else {
+            throw ValidationError("--hidden \(hidden ?? ""): a network of more than \(MLPArchitecture.maxParameters) parameters")
         }
         if value { return try learnValue(configuration.task, planner) }
         let rounds = self.rounds ?? 8, learningRate = self.learningRate ?? 3e-3

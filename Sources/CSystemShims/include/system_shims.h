@@ -13,4 +13,33 @@ int mpcd_lower_thread_priority(void);
    Returns 0 or an errno (EPERM without CAP_SYS_NICE or an RT budget). */
 int mpcd_set_realtime_priority(int priority);
 
+/* The connection guard's view of one accepted TCP socket: bytes the kernel has received on it
+   (tcpi_bytes_received) and bytes still waiting in its receive queue (SIOCINQ), so that what the
+   reader took is the difference. Returns 0, or an errno (ENOTSOCK, EOPNOTSUPP for a non-TCP
+   socket, EBADF for a closed one). */
+int mpcd_tcp_received(int fd, unsigned long long *received, unsigned long long *queued);
+
+/* The peer of a connected socket as "address:port" (IPv4 or IPv6) into `buffer`. Returns 0 or an errno. */
+int mpcd_peer_name(int fd, char *buffer, int size);
+
+/* shutdown(fd, SHUT_RDWR): ends a connection whose descriptor another thread owns, without
+   closing the descriptor (its owner sees the end and closes it). Returns 0 or an errno. */
+int mpcd_shutdown(int fd);
+
+/* Raises the soft limit of open files to the hard limit (at most `ceiling`); writes the limit in
+   force to `limit`. Returns 0 or an errno. */
+int mpcd_raise_open_files_limit(unsigned long long ceiling, unsigned long long *limit);
+
+/* Connects a Unix stream socket to `path` and closes it again: 0 when something listens there,
+   else the errno (ECONNREFUSED: a stale socket file, EACCES: no permission, ENOENT: no file). */
+int mpcd_probe_unix_socket(const char *path);
+
+/* flock(fd, LOCK_EX | LOCK_NB). Returns 0 or an errno (EWOULDBLOCK: another process holds it). */
+int mpcd_try_lock(int fd);
+
+/* Ignores the signals whose default action would end the daemon but that it has no use for:
+   SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ and the
+   real-time signals. */
+void mpcd_ignore_stray_signals(void);
+
 #endif

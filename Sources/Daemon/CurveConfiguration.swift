@@ -1,0 +1,92 @@
+import CZeroMQ
+import Foundation
+import Models
+
+/// CURVE encryption and client authentication for the data endpoints (docs/security.md).
+///
+/// The ROUTER socket becomes a CURVE server with the daemon's secret key; a ZAP handler (the
+/// ZeroMQ authentication protocol, RFC 27) on `inproc://zeromq.zap.01` accepts a client only if
+/// its public key is in the allow-list. Without a ZAP handler libzmq would accept every key.
+public struct CurveConfiguration: Sendable, Equatable {
+    /// The daemon's secret key (Z85, 40 characters) and the public key derived from it.
+    public var secretKey: String
+    public var publicKey: String
+    /// Z85 public keys of the clients allowed to connect.
+    public var authorizedKeys: Set<String>
+
+    /// Reads a key file: the first line that is neither empty nor a comment.
+    public static func readKey(path: String) throws -> String {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        guard let key = keys(in: text).first else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path]) }
+        return key
+    }
+
+    /// Every key in `text`, one per line, ignoring blank lines and comment lines: a line starting
+    /// with # that is not itself a key ('#' is a Z85 character, so a key may start with one).
+    public static func keys(in text: String) -> [String] {
+        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !($0.hasPrefix("#") && !isValidKey($0)) }
+    }
+
+    public static func isValidKey(_ key: String) -> Bool {
+        guard key.utf8.count == 40 else { return false }
+        var raw = [UInt8](repeating: 0, count: 32)
+        return zmq_z85_decode(&raw, key) != nil
+    }
+
+    /// The public key that goes with a Z85 secret key.
+    public static func publicKey(forSecret secret: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_public(&buffer, secret) == 0 else { return nil }
+        return String(cString: buffer)
+    }
+
+    /// A new key pair (public, secret), Z85.
+    public static func generateKeyPair() -> (publicKey: String, secretKey: String)? {
+        var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_keypair(&pub, &sec) == 0 else { return nil }
+        return (String(cString: pub), String(cString: sec))
+    }
+
+    /// Reads the `[security]` table; nil when CURVE is not configured.
+    static func read(_ table: ConfigTable, source: String) throws(ConfigurationError) -> CurveConfiguration? {
+        let secretFile = try table.string("curve_secret_key_file", default: "")
+        let authorizedFile = try table.string("authorized_keys_file", default: "")
+        try table.finish()
+        guard !secretFile.isEmpty || !authorizedFile.isEmpty else { return nil }
+        guard !secretFile.isEmpty else { throw table.error("curve_secret_key_file", "required with authorized_keys_file") }
+        guard !authorizedFile.isEmpty else {
+            throw table.error("authorized_keys_file", "required with curve_secret_key_file: without an allow-list every client key would be accepted")
+        }
+        let base = (source as NSString).deletingLastPathComponent
+        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path) }
+        // like ssh: a secret others can read is no secret, and an allow-list others can write is no list
+        var info = stat()
+        if stat(resolve(secretFile), &info) == 0, info.st_mode & (S_IROTH | S_IWOTH) != 0 {
+            throw table.error("curve_secret_key_file", "\(resolve(secretFile)) is readable or writable by every user (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 it (640 for a group), and make a new key pair, since others may have read it")
+        }
+        if stat(resolve(authorizedFile), &info) == 0, info.st_mode & S_IWOTH != 0 {
+            throw table.error("authorized_keys_file", "\(resolve(authorizedFile)) is writable by every user (mode \(String(info.st_mode & 0o777, radix: 8))): anyone could add a key; chmod 644 it")
+        }
+        let secret: String
+        do {
+            secret = try readKey(path: resolve(secretFile))
+        } catch {
+            throw table.error("curve_secret_key_file", "cannot read a key from \(resolve(secretFile)) (mpcctl keygen writes one)")
+        }
+        guard isValidKey(secret), let publicKey = publicKey(forSecret: secret) else {
+            throw table.error("curve_secret_key_file", "\(resolve(secretFile)) does not hold a 40-character Z85 secret key")
+        }
+        let authorizedText: String
+        do {
+            authorizedText = try String(contentsOfFile: resolve(authorizedFile), encoding: .utf8)
+        } catch {
+            throw table.error("authorized_keys_file", "cannot read \(resolve(authorizedFile))")
+        }
+        let keys = keys(in: authorizedText)
+        if let bad = keys.first(where: { !isValidKey($0) }) {
+            throw table.error("authorized_keys_file", "\"\(bad)\" is not a 40-character Z85 public key")
+        }
+        return CurveConfiguration(secretKey: secret, publicKey: publicKey, authorizedKeys: Set(keys))
+    }
+}

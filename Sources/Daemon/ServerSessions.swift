@@ -1,0 +1,84 @@
+import Foundation
+import Logging
+import Models
+import Planners
+
+/// The daemon's sessions: opening one per client identity (within `max_sessions`, an idle one
+/// giving way to a newcomer), ending them (by the client, a timeout, a departed peer, a reload),
+/// and their planners.
+extension Server {
+    func session(for identity: [UInt8], envelope: [[UInt8]], now: UInt64, sequence: UInt64) throws(WireProtocol.Refusal) -> Session {
+        if let existing = sessions[identity] { return existing }
+        if sessions.count >= configuration.server.maxSessions {
+            // full: the session silent longest gives way if it has been silent long enough
+            let idleAfter = nanoseconds(seconds: configuration.server.evictIdleAfter)
+            guard let idlest = sessions.values.min(by: { $0.lastObservationAt < $1.lastObservationAt }),
+                  now > idlest.lastObservationAt, now - idlest.lastObservationAt >= idleAfter else {
+                throw WireProtocol.Refusal(.tooManySessions, "the daemon serves at most \(configuration.server.maxSessions) sessions, all active within the last \(configuration.server.evictIdleAfter) s", sequence: sequence)
+            }
+            counters.sessionsEvicted += 1
+            endSessions(where: { $0 === idlest }, reason: "silent for \(Double(now - idlest.lastObservationAt) * 1e-9) s, its place taken by a new client")
+        }
+        let planner: MirrorDescentPlanner, prior: NetworkPrior?
+        do {
+            (planner, prior) = try makePlanner(index: nextSessionIndex)
+        } catch {
+            throw WireProtocol.Refusal(.internalError, "cannot create a planner: \(error)", sequence: sequence)
+        }
+        let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
+                              priorSettings: configuration.prior, safety: actionSafety, index: nextSessionIndex, now: now)
+        session.keepsPlans = amortiser != nil
+        nextSessionIndex += 1
+        sessions[identity] = session
+        counters.sessionsOpened += 1
+        logger.info("session opened", metadata: ["peer": "\(session.name)", "sessions": "\(sessions.count)"])
+        return session
+    }
+
+    /// Ends the sessions `predicate` picks, keeping their counts; `reason` is logged (nil: quietly).
+    func endSessions(where predicate: (Session) -> Bool, reason: String?) {
+        for (identity, session) in sessions where predicate(session) {
+            sessions.removeValue(forKey: identity)
+            counters.fallbacks += session.fallbacks
+            counters.staleReplies += session.staleReplies
+            if let reason { logger.info("session ended", metadata: ["peer": "\(session.name)", "reason": "\(reason)"]) }
+        }
+    }
+
+    func expireIdleSessions(now: UInt64) {
+        let timeout = nanoseconds(seconds: configuration.server.sessionTimeout)
+        for session in sessions.values where now > session.lastSeen && now - session.lastSeen > timeout {
+            counters.sessionsExpired += 1
+            endSessions(where: { $0 === session }, reason: "no message for \(Double(now - session.lastSeen) * 1e-9) s")
+        }
+    }
+
+    /// Whether two tasks take states and actions of the same shape, so a session can keep going.
+    static func sameShape(_ a: ControlTask, _ b: ControlTask) -> Bool {
+        a.name == b.name && a.dynamics.stateDimension == b.dynamics.stateDimension && a.dynamics.actionDimension == b.dynamics.actionDimension
+    }
+
+    /// A planner for session number `index` under the current configuration, with its prior:
+    /// every session has its own random stream, the configured seed offset by its number.
+    func makePlanner(index: UInt64) throws -> (MirrorDescentPlanner, NetworkPrior?) {
+        var plannerConfiguration = configuration.planner
+        plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
+        let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
+        if let counter { faultCounters.append(counter) }
+        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration)
+        if let value = configuration.value { try planner.installValue(value.network, weight: value.weight) }
+        var prior: NetworkPrior?
+        if let settings = configuration.prior {
+            prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
+            if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
+        }
+        return (planner, prior)
+    }
+
+    /// Gives a session a planner and prior built from the current configuration.
+    func rebuildPlanner(of session: Session) {
+        guard let (planner, prior) = try? makePlanner(index: session.index) else { return }
+        session.rebuild(planner: planner, prior: prior, priorSettings: configuration.prior)
+        session.keepsPlans = amortiser != nil
+    }
+}
