@@ -1,39 +1,75 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ with swiftc directly (SwiftPM's fuzzer build does not link
 # here) and runs each for N seconds (default 60), growing the corpus in Fuzz/corpus/<target>, which
-# `swift test` replays (FuzzCorpusTests). Usage: scripts/fuzz.sh [seconds] [--check]
+# `swift test` replays (FuzzCorpusTests). Usage: scripts/fuzz.sh [seconds] [--check] [targets...]
 # --check fuzzes a temporary copy of the corpus and leaves the repository's corpus alone (make test).
+# Targets: decoder (data-socket messages), configuration (every configuration table, then a plan),
+# control (control-socket requests), network (weights files). Default: all four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+shift || true
 corpus=Fuzz/corpus
-if [ "${2:-}" = "--check" ]; then
+if [ "${1:-}" = "--check" ]; then
+  shift
   corpus=$(mktemp -d)
   cp -r Fuzz/corpus/. "$corpus"/
   trap 'rm -rf "$corpus"' EXIT
 fi
+targets=${*:-decoder configuration control network}
 out=.build/fuzz
 mkdir -p "$out"
 # swiftc, without the linker's harmless "Cannot export local symbol" warnings about the sanitizer runtime
 build() { swiftc "$@" 2>&1 | { grep -v "Cannot export local symbol" || true; }; return "${PIPESTATUS[0]}"; }
 blas="-I Sources/COpenBLAS -Xcc -I/usr/include/x86_64-linux-gnu/openblas-pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas"
+zmq="-I Sources/CZeroMQ -lzmq"
 flags="-parse-as-library -sanitize=fuzzer,address -O -g"
-echo "building the decoder target"
-build $flags -module-name DecoderFuzz Sources/Daemon/WireProtocol.swift Sources/FuzzSupport/FuzzFrames.swift \
-  Fuzz/DecoderFuzz.swift -o "$out/decoder"
-echo "building the configuration target"
-# Models and Planners as instrumented static libraries, then the target against them
-for module in Models Planners; do
-  build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas -I "$out" \
-    -module-name "$module" -emit-module -emit-module-path "$out/$module.swiftmodule" -emit-library -static \
-    -o "$out/lib$module.a" Sources/$module/*.swift
+libraries() {
+  # Models and Planners as instrumented static libraries, for the targets that link them
+  [ -f "$out/libPlanners.a" ] && [ -z "$(find Sources/Models Sources/Planners -newer "$out/libPlanners.a" -name '*.swift')" ] && return
+  for module in Models Planners; do
+    build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas -I "$out" \
+      -module-name "$module" -emit-module -emit-module-path "$out/$module.swiftmodule" -emit-library -static \
+      -o "$out/lib$module.a" Sources/$module/*.swift
+  done
+}
+for target in $targets; do
+  echo "building the $target target"
+  case $target in
+    decoder)
+      build $flags -module-name DecoderFuzz Sources/Daemon/WireProtocol.swift Sources/FuzzSupport/FuzzFrames.swift \
+        Fuzz/DecoderFuzz.swift -o "$out/decoder" ;;
+    configuration)
+      libraries
+      # the daemon's configuration readers, compiled into the target with what they use
+      build $flags $blas $zmq -I "$out" -L "$out" -lPlanners -lModels -module-name ConfigurationFuzz \
+        Sources/Daemon/DaemonConfiguration.swift Sources/Daemon/CurveConfiguration.swift Sources/Daemon/ActionSafety.swift \
+        Sources/Daemon/EmbeddedNetworks.swift Sources/Daemon/EmbeddedNetworkData.swift \
+        Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzConfiguration.swift Fuzz/ConfigurationFuzz.swift \
+        -o "$out/configuration" ;;
+    control)
+      build $flags -module-name ControlFuzz Sources/Daemon/ControlRequest.swift Sources/FuzzSupport/FuzzControl.swift \
+        Fuzz/ControlFuzz.swift -o "$out/control" ;;
+    network)
+      libraries
+      build $flags $blas -I "$out" -L "$out" -lModels -module-name NetworkFuzz \
+        Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzNetworkFile.swift Fuzz/NetworkFuzz.swift \
+        -o "$out/network" ;;
+    *) echo "unknown target $target" >&2; exit 2 ;;
+  esac
 done
-build $flags $blas -I "$out" -L "$out" -lPlanners -lModels -module-name ConfigurationFuzz \
-  Sources/FuzzSupport/FuzzConfiguration.swift Fuzz/ConfigurationFuzz.swift -o "$out/configuration"
-for target in decoder configuration; do
+status=0
+for target in $targets; do
+  mkdir -p "$corpus/$target"
   echo "fuzzing $target for $seconds s"
-  "$out/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$corpus/$target" 2>&1 \
-    | grep -E "^#[0-9]+.*(DONE|INITED)|stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY" || true
+  "$out/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$out/$target-" "$corpus/$target" 2>&1 \
+    | grep -E "^#[0-9]+.*(DONE|INITED)|stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY|Test unit written" || true
+  if ls "$out/$target"-crash-* "$out/$target"-leak-* "$out/$target"-timeout-* "$out/$target"-oom-* 2>/dev/null; then
+    echo "fuzzing $target found a failure: the inputs above reproduce it ($out/$target <input>)"
+    status=1
+    continue
+  fi
   # keep only inputs that add coverage (and the named regression inputs)
   merged=$(mktemp -d)
   "$out/$target" -merge=1 "$merged" "$corpus/$target" >/dev/null 2>&1
@@ -42,7 +78,4 @@ for target in decoder configuration; do
   rm -rf "$merged"
   echo "corpus: $(ls "$corpus/$target" | wc -l) inputs"
 done
-if ls crash-* leak-* timeout-* oom-* 2>/dev/null; then
-  echo "fuzzing found a failure: the inputs above reproduce it ($out/<target> <input>)"
-  exit 1
-fi
+exit $status

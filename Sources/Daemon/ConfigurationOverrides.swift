@@ -16,7 +16,7 @@ public struct ConfigurationOverrides: Sendable, Equatable {
 
     /// Checks the command-line values as the `[server]` table checks its keys; the error names the
     /// flag.
-    public init(mode: String?, rateHz: Double?, endpoint: String?) throws(ConfigurationError) {
+    public init(checkingMode mode: String?, rateHz: Double?, endpoint: String?) throws(ConfigurationError) {
         if let mode {
             guard let parsed = TimingMode(rawValue: mode) else {
                 throw ConfigurationError(key: "--mode", reason: "expected one of \(TimingMode.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(mode)\"")

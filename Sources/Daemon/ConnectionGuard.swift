@@ -64,6 +64,8 @@ final class ConnectionGuard {
     private(set) var ended: [Reason: UInt64] = [:]
     private(set) var accepted: UInt64 = 0
     private var lastSweep: UInt64 = 0
+    private var lastLog: [Reason: UInt64] = [:]
+    private var loggedCount: [Reason: UInt64] = [:]
 
     /// Starts monitoring `socket`: call before it binds, so that no connection goes unseen.
     init(context: ZMQContext, socket: ZMQSocket, name: String, limits: Limits, logger: Logger) throws(ZMQError) {
@@ -164,8 +166,18 @@ final class ConnectionGuard {
         guard Self.peerName(connection.descriptor) == connection.peer else { return }
         _ = mpcd_shutdown(connection.descriptor)
         ended[reason, default: 0] += 1
-        logger.warning("connection ended", metadata: ["peer": "\(connection.peer)", "reason": "\(reason.rawValue)", "detail": "\(detail)"])
+        // at most one line a second per reason, with the count since: an attack must not flood the journal
+        let now = monotonicNanoseconds()
+        if now - (lastLog[reason] ?? 0) >= 1_000_000_000 {
+            logger.warning("connection ended", metadata: [
+                "peer": "\(connection.peer)", "reason": "\(reason.rawValue)", "detail": "\(detail)",
+                "ended_since_last_line": "\(ended[reason, default: 0] - (loggedCount[reason] ?? 0))",
+            ])
+            lastLog[reason] = now
+            loggedCount[reason] = ended[reason, default: 0]
+        }
     }
+
 
     static func peerName(_ descriptor: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 128)

@@ -47,7 +47,14 @@ extension Server {
             "rejected_messages": refused.values.reduce(0, +), "rejected_by_code": refused,
             "stale_replies": counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies },
             "sessions": ["count": sessions.count, "opened": counters.sessionsOpened, "expired": counters.sessionsExpired,
-                         "list": sessionList(now: now)] as [String: Any],
+                         "evicted": counters.sessionsEvicted, "peer_gone": counters.sessionsPeerGone,
+                         "ended_by_reload": counters.sessionsEndedByReload, "max": configuration.server.maxSessions,
+                         "bytes_each": configuration.bytesPerSession, "list": sessionList(now: now)] as [String: Any],
+            "connections": ["count": connectionGuard?.count ?? 0, "accepted": connectionGuard?.accepted ?? 0,
+                            "max": connectionGuard?.limits.maxConnections ?? 0,
+                            "ended": Dictionary(uniqueKeysWithValues: ConnectionGuard.Reason.allCases.map { ($0.rawValue, connectionGuard?.ended[$0] ?? 0) }),
+                            "oversized_messages": counters.oversizedMessages] as [String: Any],
+            "reconfiguring": pendingReconfiguration.map { $0.kind == .reload ? "reload" : "policy_load" } as Any? ?? NSNull(),
             "iterations_per_tick": planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
             "endpoints": boundEndpoints, "control": controlEndpoint,
             "curve": configuration.curve.map { ["public_key": $0.publicKey, "authorized_keys": $0.authorizedKeys.count, "refused_handshakes": zap?.refused ?? 0] as [String: Any] } as Any? ?? NSNull(),
@@ -93,6 +100,14 @@ extension Server {
                WireProtocol.ErrorCode.allCases.map { ("{code=\"\($0.name)\"}", Double(counters.refused[$0, default: 0])) })
         metric("mpcd_sessions", "gauge", "Sessions being served.", [("", Double(sessions.count))])
         metric("mpcd_sessions_opened_total", "counter", "Sessions opened since start.", [("", Double(counters.sessionsOpened))])
+        metric("mpcd_sessions_ended_total", "counter", "Sessions ended other than by their client, by reason.", [
+            ("{reason=\"expired\"}", Double(counters.sessionsExpired)), ("{reason=\"evicted\"}", Double(counters.sessionsEvicted)),
+            ("{reason=\"peer_gone\"}", Double(counters.sessionsPeerGone)), ("{reason=\"reload\"}", Double(counters.sessionsEndedByReload)),
+        ])
+        metric("mpcd_connections", "gauge", "TCP and ipc connections to the data endpoints.", [("", Double(connectionGuard?.count ?? 0))])
+        metric("mpcd_connections_ended_total", "counter", "Connections the daemon ended, by reason.",
+               ConnectionGuard.Reason.allCases.map { ("{reason=\"\($0.rawValue)\"}", Double(connectionGuard?.ended[$0] ?? 0)) })
+        metric("mpcd_oversized_messages_total", "counter", "Messages over max_message_bytes, all frames together.", [("", Double(counters.oversizedMessages))])
         metric("mpcd_iterations_per_tick", "gauge", "Mean mirror-descent iterations per plan since start.",
                [("", planCount > 0 ? Double(iterationCount) / Double(planCount) : 0)])
         if configuration.prior != nil {

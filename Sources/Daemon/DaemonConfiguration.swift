@@ -162,15 +162,15 @@ public struct DaemonConfiguration: Sendable {
     /// gives the service (`$RUNTIME_DIRECTORY`), else /run/mpcd for root, else the user's runtime
     /// directory (`$XDG_RUNTIME_DIR/mpcd`), else `~/.local/state/mpcd`: never a shared folder such
     /// as /tmp, where another user could make the folder first. mpcctl derives the same.
-    public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment, user: uid_t = geteuid()) -> String {
         if let runtime = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first, !runtime.isEmpty {
             return "ipc://\(runtime)/control.sock"
         }
-        if geteuid() == 0 { return "ipc:///run/mpcd/control.sock" }
+        if user == 0 { return "ipc:///run/mpcd/control.sock" }
         if let user = environment["XDG_RUNTIME_DIR"], user.hasPrefix("/") { return "ipc://\(user)/mpcd/control.sock" }
         if let home = environment["HOME"], home.hasPrefix("/"), home != "/" { return "ipc://\(home)/.local/state/mpcd/control.sock" }
         // no home either: a per-user folder in /tmp, which the daemon refuses unless it is its own
-        return "ipc:///tmp/mpcd-\(geteuid())/control.sock"
+        return "ipc:///tmp/mpcd-\(user)/control.sock"
     }
 
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
@@ -199,32 +199,8 @@ public struct DaemonConfiguration: Sendable {
         mode = "lockstep"
         """
 
-    /// `withPrior: false` skips loading the `[prior]` network (`mpcd train` writes it).
-    public static func load(path: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw LoadError(source: path, location: "file", reason: "cannot be read (\((error as NSError).localizedDescription))")
-        }
-        return try parse(text, source: path, withPrior: withPrior)
-    }
-
-    public static func parse(_ text: String, source: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
-        let values: [String: ConfigValue]
-        do {
-            values = try TOMLReader.parse(text)
-        } catch {
-            throw LoadError(source: source, location: "line \(error.line), column \(error.column)", reason: error.reason)
-        }
-        do {
-            return try read(ConfigTable(values), source: source, withPrior: withPrior)
-        } catch {
-            throw LoadError(source: source, location: error.key, reason: error.reason)
-        }
-    }
-
-    static func read(_ root: ConfigTable, source: String, withPrior: Bool) throws(ConfigurationError) -> DaemonConfiguration {
+    /// The configuration in `root`, the tables a file gave (its TOML is read in TOMLReader.swift).
+    public static func read(_ root: ConfigTable, source: String, withPrior: Bool) throws(ConfigurationError) -> DaemonConfiguration {
         let taskTable = try root.table("task") ?? ConfigTable([:], path: "task")
         let name = try taskTable.choice("name", default: "pendulum", from: TaskRegistry.names)
         let task = try TaskRegistry.make(name: name, parameters: taskTable)

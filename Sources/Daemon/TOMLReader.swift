@@ -1,3 +1,4 @@
+import Foundation
 import Models
 import TOMLKit
 
@@ -38,6 +39,34 @@ enum TOMLReader {
         case .double: return .float(value.double!)
         case .bool: return .bool(value.bool!)
         case .date, .time, .dateTime: return .string(value.tomlValue.debugDescription)
+        }
+    }
+}
+
+/// Configuration files: TOML text to a checked configuration.
+extension DaemonConfiguration {
+    /// `withPrior: false` skips loading the `[prior]` network (`mpcd train` writes it).
+    public static func load(path: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw LoadError(source: path, location: "file", reason: "cannot be read (\((error as NSError).localizedDescription))")
+        }
+        return try parse(text, source: path, withPrior: withPrior)
+    }
+
+    public static func parse(_ text: String, source: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
+        let values: [String: ConfigValue]
+        do {
+            values = try TOMLReader.parse(text)
+        } catch {
+            throw LoadError(source: source, location: "line \(error.line), column \(error.column)", reason: error.reason)
+        }
+        do {
+            return try read(ConfigTable(values), source: source, withPrior: withPrior)
+        } catch {
+            throw LoadError(source: source, location: error.key, reason: error.reason)
         }
     }
 }

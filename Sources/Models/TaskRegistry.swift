@@ -19,7 +19,7 @@ public enum TaskRegistry {
         try parameters.finish()
         // the model step sets the tick rate: 0.1 to 10000 Hz, as [server] rate_hz allows
         guard task.dynamics.dt >= minimumStep, task.dynamics.dt <= maximumStep else {
-            throw ConfigurationError(key: parameters.keyPath("dt"), reason: "expected seconds in [\(minimumStep), \(maximumStep)] (a rate of 0.1 to 10000 Hz), got \(task.dynamics.dt)")
+            throw ConfigurationError(key: parameters.keyPath("dt"), reason: "expected seconds in [0.0001, 10] (a rate of 0.1 to 10000 Hz), got \(task.dynamics.dt)")
         }
         return task
     }

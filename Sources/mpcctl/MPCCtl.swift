@@ -47,14 +47,14 @@ struct Connection: ParsableArguments {
 
     /// Sends one JSON request and returns the reply; exits 1 with the reason when there is none:
     /// not running (no socket, or a stale one), permission denied, or no answer in time (busy).
-    func request(_ object: [String: Any], defaultTimeout: Double = 2) throws -> [String: Any] {
+    func request(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> [String: Any] {
         let (endpoint, explicit) = try self.endpoint
         let timeout = self.timeout ?? defaultTimeout
         if endpoint.hasPrefix("ipc://") { Self.checkReachable(path: String(endpoint.dropFirst(6)), explicit: explicit) }
         let context = try ZMQContext()
         let socket = try ZMQSocket(context, type: ZMQ_REQ)
         try socket.connect(endpoint)
-        let data = try JSONSerialization.data(withJSONObject: object)
+        let data = try JSONEncoder().encode(request)
         guard try socket.send([Array(data)]) else { fail("cannot reach mpcd at \(endpoint)") }
         guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
             fail("mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout")
@@ -101,7 +101,7 @@ struct Status: ParsableCommand {
     @Flag(help: "Print JSON for scripts.") var json = false
 
     func run() throws {
-        let reply = try connection.request(["command": "status"])
+        let reply = try connection.request(ControlRequest(command: .status))
         guard let status = reply["status"] as? [String: Any] else { fail("\(reply["error"] ?? "unexpected reply")") }
         if json { return printJSON(status) }
         print(StatusReport(status).text)
@@ -114,7 +114,7 @@ struct Sessions: ParsableCommand {
     @Flag(help: "Print JSON for scripts.") var json = false
 
     func run() throws {
-        let reply = try connection.request(["command": "sessions"])
+        let reply = try connection.request(ControlRequest(command: .sessions))
         let sessions = reply["sessions"] as? [[String: Any]] ?? []
         if json { return printJSON(sessions) }
         print(StatusReport.sessionTable(sessions))
@@ -127,7 +127,7 @@ struct Reload: ParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() throws {
-        let reply = try connection.request(["command": "reload"], defaultTimeout: 60)
+        let reply = try connection.request(ControlRequest(command: .reload), defaultTimeout: 60)
         guard reply["ok"] as? Bool == true else { fail("reload refused, still serving the previous configuration: \(reply["error"] ?? "?")") }
         print("reloaded \(reply["config"] ?? "")")
         for warning in reply["warnings"] as? [String] ?? [] { print("warning: \(warning)") }
@@ -144,7 +144,7 @@ struct Policy: ParsableCommand {
 
         func run() throws {
             let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-            let reply = try connection.request(["command": "policy_load", "path": absolute], defaultTimeout: 60)
+            let reply = try connection.request(ControlRequest(command: .policyLoad, path: absolute), defaultTimeout: 60)
             guard reply["ok"] as? Bool == true else { fail("not loaded: \(reply["error"] ?? "?")") }
             print("loaded \(absolute): \(reply["kind"] ?? "") version \(reply["version"] ?? "")")
         }
@@ -156,7 +156,7 @@ struct Metrics: ParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() throws {
-        let reply = try connection.request(["command": "metrics"])
+        let reply = try connection.request(ControlRequest(command: .metrics))
         print(reply["text"] as? String ?? "", terminator: "")
     }
 }

@@ -77,7 +77,7 @@ struct Serve: ParsableCommand {
         }
         let overrides: ConfigurationOverrides
         do {
-            overrides = try ConfigurationOverrides(mode: mode, rateHz: rateHz, endpoint: endpoint)
+            overrides = try ConfigurationOverrides(checkingMode: mode, rateHz: rateHz, endpoint: endpoint)
         } catch {
             throw ValidationError("\(error)")
         }

@@ -114,3 +114,136 @@ import Testing
         #expect(worst <= 1e-5, "largest difference from PyTorch: \(worst)")
     }
 }
+
+/// Weights files crafted to kill the daemon (sizes, shapes and offsets near the integer limits,
+/// architectures of billions of parameters) are refused with the reason, without a trap or a
+/// large allocation.
+@Suite struct CraftedWeightsFileTests {
+    let pendulum = try! TaskRegistry.make(name: "pendulum")
+
+    /// A safetensors file from a header and a data section.
+    func file(header: [String: Any], data: Int = 64) -> Data {
+        var json = try! JSONSerialization.data(withJSONObject: header)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data()
+        var length = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        return out + json + Data(count: data)
+    }
+
+    func metadata(hidden: String, inputs: String = "3", outputs: String = "1") -> [String: String] {
+        ["format": "mpcd-network", "kind": "policy", "task": "pendulum", "inputs": inputs, "hidden": hidden, "outputs": outputs,
+         "activation": "tanh", "horizon": "1", "actions": "1"]
+    }
+
+    func reason(_ data: Data) -> String? {
+        do {
+            _ = try AmortisedNetwork.decode(data, for: pendulum, path: "crafted")
+            return nil
+        } catch { return error.reason }
+    }
+
+    @Test func hugeArchitecturesInTheMetadataAreRefused() {
+        for hidden in ["4294967296,4294967296", "100000,100000", "9223372036854775807", "3037000500,3037000500"] {
+            let refused = reason(file(header: ["__metadata__": metadata(hidden: hidden)]))
+            #expect(refused?.contains("larger than the file can hold") == true, "\(hidden): \(refused ?? "accepted")")
+        }
+        #expect(reason(file(header: ["__metadata__": metadata(hidden: "4", inputs: "9223372036854775807")])) != nil)
+        #expect(reason(file(header: ["__metadata__": metadata(hidden: "4", outputs: "9223372036854775807")])) != nil)
+        var plan = metadata(hidden: "4", outputs: "2")
+        plan["kind"] = "plan"
+        plan["horizon"] = "9223372036854775807"
+        plan["actions"] = "2"
+        #expect(reason(file(header: ["__metadata__": plan])) != nil)
+    }
+
+    @Test func shapesAndOffsetsNearTheLimitsAreRefused() {
+        let cases: [[String: Any]] = [
+            ["dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 16]],
+            ["dtype": "F32", "shape": [Int.max, 2], "data_offsets": [0, 16]],
+            ["dtype": "F32", "shape": [2, 2], "data_offsets": [Int.max - 8, Int.max]],
+            ["dtype": "F32", "shape": [2, 2], "data_offsets": [0, Int.max]],
+            ["dtype": "F32", "shape": [2, 2], "data_offsets": [16, 0]],
+            ["dtype": "F32", "shape": [2, 2], "data_offsets": [-16, 0]],
+            ["dtype": "F32", "shape": [2, 2], "data_offsets": [Int.min, Int.min + 16]],
+            ["dtype": "F64", "shape": [-2, -2], "data_offsets": [0, 32]],
+            ["dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 1 << 42]],
+        ]
+        for tensor in cases {
+            do {
+                _ = try SafeTensors.decode(file(header: ["t": tensor]))
+                Issue.record("accepted \(tensor)")
+            } catch {
+                #expect(error.reason.contains("tensor t"), "\(error.reason)")
+            }
+        }
+    }
+
+    /// Tensors may not claim the same bytes over and over: together they fit in the data section.
+    @Test func tensorsCannotShareBytes() {
+        var header: [String: Any] = [:]
+        for i in 0..<100 { header["t\(i)"] = ["dtype": "F32", "shape": [16], "data_offsets": [0, 64]] as [String: Any] }
+        #expect(throws: SafeTensors.FormatError.self) { try SafeTensors.decode(file(header: header)) }
+    }
+
+    /// A file beyond the size limit, or not a regular file, is refused before it is read.
+    @Test func bigFilesAndSpecialFilesAreRefusedUnread() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mpcd-crafted-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let big = folder.appendingPathComponent("big.safetensors").path
+        FileManager.default.createFile(atPath: big, contents: nil)
+        truncate(big, off_t(NetworkFile.maxFileBytes + 1))  // sparse: no disk used
+        #expect(throws: AmortisedNetwork.LoadError.self) { try NetworkFile.read(path: big) }
+        #expect(throws: AmortisedNetwork.LoadError.self) { try NetworkFile.read(path: folder.path) }
+        #expect(throws: AmortisedNetwork.LoadError.self) { try NetworkFile.read(path: "/dev/zero") }
+    }
+}
+
+/// Outputs (weights, checkpoints, keys) never replace a link, a device or a folder, fail early with
+/// the system's reason, and secret files are never readable by others, even for an instant.
+@Suite struct FileWritingTests {
+    let folder: String = {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mpcd-writing-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+
+    @Test func linksDevicesAndFoldersAreNeverReplaced() throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let target = folder + "/target", link = folder + "/link", fifo = folder + "/fifo"
+        FileManager.default.createFile(atPath: target, contents: Data("keep".utf8))
+        symlink(target, link)
+        mkfifo(fifo, 0o600)
+        for path in [link, fifo, folder, "/dev/null"] {
+            #expect(throws: FileWriteError.self) { try FileWriting.writeAtomically(Data("x".utf8), to: path) }
+        }
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep")
+        var info = stat()
+        #expect(lstat(link, &info) == 0 && info.st_mode & S_IFMT == S_IFLNK)
+        #expect(stat("/dev/null", &info) == 0 && info.st_mode & S_IFMT == S_IFCHR)
+        do {
+            try FileWriting.checkReplaceable(folder + "/missing/out.safetensors")
+            Issue.record("a missing folder was accepted")
+        } catch {
+            #expect(error.reason.contains("No such file or directory"), "\(error.reason)")
+        }
+        try FileWriting.writeAtomically(Data("new".utf8), to: target)
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "new")
+    }
+
+    @Test func newFilesHaveTheirModeFromTheStartAndNeverOverwrite() throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let previous = umask(0)
+        defer { umask(previous) }
+        let secret = folder + "/secret.key"
+        try FileWriting.writeNew(Data("s".utf8), to: secret, mode: 0o600)
+        var info = stat()
+        #expect(stat(secret, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        #expect(throws: FileWriteError.self) { try FileWriting.writeNew(Data("t".utf8), to: secret, mode: 0o600) }
+        let link = folder + "/planted"
+        symlink(folder + "/elsewhere", link)
+        #expect(throws: FileWriteError.self) { try FileWriting.writeNew(Data("t".utf8), to: link, mode: 0o600) }
+        #expect(access(folder + "/elsewhere", F_OK) != 0)
+    }
+}

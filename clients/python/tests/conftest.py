@@ -23,14 +23,15 @@ MPCCTL = MPCD.parent / "mpcctl"
 class Daemon:
     """The real mpcd on a free loopback port, with its own runtime directory (control socket)."""
 
-    def __init__(self, args, tmp_path, env=None):
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+    def __init__(self, args, tmp_path, env=None, preexec=None, endpoint=None, stderr=None):
+        self.endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
         stamp = time.monotonic_ns()
         self.runtime = tmp_path / f"runtime-{stamp}"
         self.env = dict(os.environ, RUNTIME_DIRECTORY=str(self.runtime), **(env or {}))
         self.log = open(tmp_path / f"mpcd-{stamp}.log", "w+")
         self.process = subprocess.Popen([str(MPCD), "--endpoint", self.endpoint, *args], stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True, env=self.env)
+                                        stderr=stderr if stderr is not None else self.log, text=True, env=self.env,
+                                        preexec_fn=preexec)
         line = self.process.stdout.readline()
         if "listening" not in line:
             self.process.wait(timeout=10)
@@ -49,6 +50,10 @@ class Daemon:
                 self.process.wait()
         self.log.close()
 
+    def status(self):
+        """`mpcctl status --json` as a dict."""
+        return __import__("json").loads(self.mpcctl("status", "--json").stdout)
+
     def logs(self):
         with open(self.log.name) as f:
             return f.read()
@@ -66,9 +71,9 @@ def start_daemon(tmp_path):
     """start_daemon(*args) -> Daemon on a free loopback port; stopped after the test."""
     started = []
 
-    def start(*args, env=None):
+    def start(*args, env=None, preexec=None, endpoint=None, stderr=None):
         assert MPCD.exists(), f"{MPCD} is missing: build with `swift build -c release`"
-        daemon = Daemon(list(args), tmp_path, env)
+        daemon = Daemon(list(args), tmp_path, env, preexec=preexec, endpoint=endpoint, stderr=stderr)
         started.append(daemon)
         return daemon
 

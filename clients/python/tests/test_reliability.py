@@ -264,7 +264,10 @@ def test_short_soak_four_sessions_at_500_hz():
     """The short version of docs/reliability.md's 30-minute soak."""
     r = soak("--seconds", "15", "--rate", "500", "--sessions", "4", "--warmup", "5")
     assert r["error_replies"] == 0
-    assert r["replies"] > 0.9 * 500 * 4 * 15
+    # what this short run is for is memory and errors; the rate it reaches depends on how busy the
+    # 2-core machine is (26,400 to 29,600 replies of 30,000 across four runs, old and new daemon
+    # alike): the floor only catches a daemon that stops serving
+    assert r["replies"] > 0.75 * 500 * 4 * 15
     assert r["rss_growth_kib"] < 4096, r["rss_samples"]
 
 

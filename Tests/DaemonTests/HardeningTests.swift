@@ -1,0 +1,147 @@
+import Daemon
+import Foundation
+import Models
+import Planners
+import Testing
+
+/// The hardening cases (docs/reliability.md) that a unit can show: values that once killed the
+/// daemon are refused with a reason that names them.
+@Suite struct HardeningConfigurationTests {
+    func failure(_ text: String) -> DaemonConfiguration.LoadError? { ConfigurationTests().failure(text) }
+
+    /// Every one of these was accepted by --check and killed the daemon at start or on its first tick.
+    @Test func valuesThatOnceKilledTheDaemonAreRefused() {
+        let cases: [(String, String, String)] = [
+            ("[server]\nsession_timeout_s = 1e11\n", "server.session_timeout_s", "[0.01, 1000000]"),
+            ("[safety]\nstale_after_s = 1e11\n", "safety.stale_after_s", "[0, 3600]"),
+            ("[task]\ndt = 1e7\n", "task.dt", "[0.0001, 10]"),
+            ("[task]\ndt = 1e-12\n[server]\nmode = \"realtime\"\n", "task.dt", "[0.0001, 10]"),
+            ("[task]\nname = \"cartpole\"\ndt = 1e-9\n", "task.dt", "[0.0001, 10]"),
+            ("[planner]\nsamples = 1048576\nhorizon = 10000\n", "planner.samples", "per session, above server.memory_limit_mb"),
+            ("[server]\nmax_sessions = 100000\n", "server.max_sessions", "above server.memory_limit_mb"),
+            ("[prior]\nonline = true\nhidden = \"100000,100000\"\n", "prior.hidden", "more than 16777216 parameters"),
+            ("[prior]\nonline = true\nhidden = \"4294967296,4294967296\"\n", "prior.hidden", "more than 16777216 parameters"),
+            ("[prior]\nonline = true\nonline_buffer = 10000000\nkind = \"plan\"\n", "server.max_sessions", "online buffer"),
+            ("[server]\nmax_message_bytes = 1073741824\n", "server.max_message_bytes", "[64, 67108864]"),
+            ("[server]\nevict_idle_after_s = 20\n", "server.evict_idle_after_s", "[0, 10]"),
+            ("[server]\nendpoints = [\"tcp://\"]\n", "server.endpoints", "not a tcp://"),
+        ]
+        for (text, location, reason) in cases {
+            let error = failure(text)
+            #expect(error?.location.contains(location) == true, "\(text): expected \(location), got \(String(describing: error))")
+            #expect(error?.reason.contains(reason) == true, "\(text): \(error?.reason ?? "no error")")
+        }
+    }
+
+    /// The memory a configuration may take is its sessions' buffers, and the limit can be raised.
+    @Test func theMemoryLimitCountsEverySessionAndCanBeRaised() throws {
+        let c = try DaemonConfiguration.parse("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 64\n", source: "t")
+        let expected = MirrorDescentPlanner.memoryFootprint(task: c.task, configuration: c.planner)
+        #expect(c.bytesPerSession >= expected && c.bytesPerSession < expected + 128 * 1024)
+        // 4096 x 100 x 4 bytes x (1 + 2 noise buffers) = 4.9 MB per session; 1000 of them do not fit in 2 GiB
+        #expect(failure("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 1000\n")?.location == "server.max_sessions")
+        #expect(failure("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 1000\nmemory_limit_mb = 8192\n") == nil)
+    }
+
+    /// The footprint the check relies on is what a planner really allocates: resident memory grows
+    /// by about that much per planner, never by more.
+    @Test func thePlannerFootprintMatchesWhatPlannersAllocate() throws {
+        let task = try TaskRegistry.make(name: "pendulum")
+        var configuration = PlannerConfiguration()
+        configuration.samples = 8192
+        configuration.horizon = 64
+        configuration.iterations = 3
+        let estimate = MirrorDescentPlanner.memoryFootprint(task: task, configuration: configuration)
+        let before = residentBytes()
+        var planners: [MirrorDescentPlanner] = []
+        for _ in 0..<8 {
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+            _ = planner.plan(state: [0.5, 0])  // touches the noise buffers too
+            planner.prepareNoise()
+            planners.append(planner)
+        }
+        let perPlanner = Double(residentBytes() - before) / Double(planners.count)
+        // other tests run alongside and allocate too: a margin of 10% and 1 MiB a planner
+        #expect(perPlanner <= estimate * 1.1 + 1_048_576, "a planner takes \(perPlanner) bytes, the estimate is \(estimate)")
+        #expect(perPlanner >= estimate * 0.5, "a planner takes \(perPlanner) bytes, far below the estimate \(estimate)")
+    }
+
+    func residentBytes() -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+
+    /// The command line overrides [server], and the same overrides apply to whatever a reload reads.
+    @Test func commandLineOverridesApplyToEveryConfigurationRead() throws {
+        let overrides = try ConfigurationOverrides(checkingMode: "realtime", rateHz: 40, endpoint: "ipc:///tmp/x.sock")
+        for text in ["[server]\nmode = \"lockstep\"\n", "[server]\nrate_hz = 5\nendpoints = [\"tcp://127.0.0.1:1\"]\n"] {
+            let c = overrides.applied(to: try DaemonConfiguration.parse(text, source: "t"))
+            #expect(c.server.mode == .realtime && c.server.rateHz == 40 && c.server.endpoints == ["ipc:///tmp/x.sock"])
+        }
+        #expect(throws: ConfigurationError.self) { try ConfigurationOverrides(checkingMode: "fast", rateHz: nil, endpoint: nil) }
+        #expect(throws: ConfigurationError.self) { try ConfigurationOverrides(checkingMode: nil, rateHz: .nan, endpoint: nil) }
+        #expect(throws: ConfigurationError.self) { try ConfigurationOverrides(checkingMode: nil, rateHz: nil, endpoint: "http://x") }
+    }
+
+    /// Without a runtime directory the control socket goes in the user's home, never in a folder
+    /// of /tmp that another user could make first (unless there is no home at all).
+    @Test func theDefaultControlSocketIsInAFolderOfTheUsersOwn() {
+        #expect(DaemonConfiguration.defaultControlEndpoint(["RUNTIME_DIRECTORY": "/run/mpcd"], user: 1000) == "ipc:///run/mpcd/control.sock")
+        #expect(DaemonConfiguration.defaultControlEndpoint([:], user: 0) == "ipc:///run/mpcd/control.sock")
+        #expect(DaemonConfiguration.defaultControlEndpoint(["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/a"], user: 1000) == "ipc:///run/user/1000/mpcd/control.sock")
+        #expect(DaemonConfiguration.defaultControlEndpoint(["HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
+        #expect(DaemonConfiguration.defaultControlEndpoint(["XDG_RUNTIME_DIR": "relative", "HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
+    }
+}
+
+@Suite struct HardeningProtocolTests {
+    /// A control request is a known command (with a path for policy_load), or a reason.
+    @Test func controlRequestsAreTypedOrRefusedWithTheReason() throws {
+        #expect(try ControlRequest.decode(Array(#"{"command":"status"}"#.utf8)).get() == ControlRequest(command: .status))
+        #expect(try ControlRequest.decode(Array(#"{"command":"policy_load","path":"/p"}"#.utf8)).get() == ControlRequest(command: .policyLoad, path: "/p"))
+        for (bytes, reason) in [
+            (Array("[1,2]".utf8), "JSON object"), (Array(#"{"command":"rm"}"#.utf8), "unknown command"),
+            (Array(#"{"command":"policy_load"}"#.utf8), "needs a \"path\""), (Array(#"{"command":7}"#.utf8), "JSON object"),
+            ([UInt8](repeating: 0x20, count: 20_000), "at most"), ([0xFF, 0xFE], "JSON object"),
+        ] {
+            guard case let .failure(error) = ControlRequest.decode(bytes) else {
+                Issue.record("accepted \(bytes.prefix(20))")
+                continue
+            }
+            #expect(error.reason.contains(reason), "\(error.reason)")
+        }
+    }
+
+    /// A state frame longer than the task takes is refused before it is decoded.
+    @Test func anOverlongStateIsRefusedUndecoded() {
+        let frames = [WireProtocol.Header(type: .observation, a: 1).bytes, [UInt8](repeating: 0, count: 8 * 8192)]
+        #expect(throws: WireProtocol.Refusal.self) { try WireProtocol.decode(frames, maxValues: 3) }
+        #expect((try? WireProtocol.decode(frames)) != nil)
+    }
+
+    /// Values finite as float64 but not as the planner's float32 are refused as non-finite.
+    @Test func valuesBeyondFloat32AreNotFinite() throws {
+        let pendulum = try TaskRegistry.make(name: "pendulum")
+        for bad in [1e39, -1e39, 1e308, Double.greatestFiniteMagnitude] {
+            #expect(throws: ObservationError.nonFinite(index: 1)) { try pendulum.dynamics.state(fromObservation: [0.1, bad]) }
+        }
+        #expect(try pendulum.dynamics.state(fromObservation: [0.1, 3e38]).count == 2)
+    }
+
+    /// A previous action of another size (sent under another task before a reload) is no slew
+    /// reference: the guard neither traps nor uses it.
+    @Test func aPreviousActionOfAnotherSizeIsIgnored() {
+        let safety = ActionSafety(lower: [-1, -1], upper: [1, 1], maxStep: [0.1, 0.1])
+        let (action, _) = safety.filter([0.5, -0.5], previous: [3])
+        #expect(action == [0.5, -0.5])
+        #expect(safety.filterSequence([0.5, 0.5, 0.6, 0.6], previous: [1, 2, 3]).count == 4)
+    }
+
+    /// Seconds to nanoseconds saturates instead of trapping.
+    @Test func secondsBecomeNanosecondsWithoutTrapping() {
+        #expect(nanoseconds(seconds: 1.5) == 1_500_000_000)
+        #expect(nanoseconds(seconds: 1e11) == .max && nanoseconds(seconds: .infinity) == .max)
+        #expect(nanoseconds(seconds: -1) == 0 && nanoseconds(seconds: .nan) == 0)
+    }
+}

@@ -1,0 +1,711 @@
+"""Hardening: no message, file or mistake may kill or lock out the daemon (docs/reliability.md).
+
+Each test is one case that once killed, hung or locked out the daemon, against the real binary
+over real sockets. The loads that take minutes (a 4 GB message, 1,100 idle connections) are in
+``python -m mpcd_client.hardening``, recorded in docs/reliability.md; the short versions are here.
+"""
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import MPCD, MPCCTL
+from mpcd_client import Controller, MpcdError, MpcdTimeout, protocol
+from test_reliability import keygen as reliability_keygen
+
+
+def config(tmp_path, text, name="mpcd.toml", task='[task]\nname = "pendulum"\n[planner]\nsamples = 256\n'):
+    path = tmp_path / name
+    path.write_text(task + text)
+    return str(path)
+
+
+def alive_and_serving(daemon, state=(0.3, 0.0)):
+    assert daemon.process.poll() is None, f"mpcd died: {daemon.logs()[-2000:]}"
+    with Controller(daemon.endpoint, timeout=2.0) as c:
+        assert np.isfinite(c.act(np.array(state))).all()
+
+
+def dealer(endpoint, **options):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    for key, value in options.items():
+        s.setsockopt(getattr(zmq, key), value)
+    s.connect(endpoint)
+    return s
+
+
+def error_reply(s, timeout_ms=2000):
+    assert s.poll(timeout_ms), "no reply"
+    reply = protocol.decode(s.recv_multipart())
+    assert isinstance(reply, protocol.ErrorReply), reply
+    return reply
+
+
+# 1 ----------------------------------------------------------------------------------------------
+
+def test_trusted_timestamps_that_are_no_time_are_refused(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\ntrust_client_timestamps = true\n'))
+    s = dealer(daemon.endpoint)
+    for k, stamp in enumerate([float("inf"), 1e300, 2e10, -1.0, float("nan"), time.monotonic() + 60]):
+        s.send_multipart(protocol.observation(k + 1, np.array([0.1, 0.0]), timestamp=stamp))
+        reply = error_reply(s)
+        assert reply.name in ("non_finite", "malformed") and "timestamp" in reply.message, reply
+    s.close()
+    with Controller(daemon.endpoint) as c:
+        assert np.isfinite(c.act(np.array([0.1, 0.0]), timestamp=time.monotonic())).all()
+    alive_and_serving(daemon)
+
+
+# 2 ----------------------------------------------------------------------------------------------
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_message_over_the_limit_in_small_frames_is_refused_whole(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, ""))
+    s = dealer(daemon.endpoint)
+    # five frames of 20 kB: each under max_message_bytes (64 KiB), together over it
+    s.send_multipart([protocol.header(protocol.OBSERVATION, 1)] + [b"\0" * 20_000] * 5)
+    assert not s.poll(500), "a message over the limit was answered"
+    status = daemon.status()
+    assert status["connections"]["oversized_messages"] == 1
+    assert status["connections"]["ended"]["message_too_large"] == 1
+    s.close()
+    alive_and_serving(daemon)
+
+
+def test_a_message_of_many_frames_never_fills_the_memory(start_daemon, tmp_path):
+    """200 MB in 60 kB frames, every frame under the limit: the guard ends the connection while
+    libzmq is still gathering the message; memory stays flat and the others keep their ticks."""
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+    before = rss_kib(daemon.process.pid)
+    attacker = subprocess.Popen([sys.executable, "-c", f"""
+import zmq
+s = zmq.Context.instance().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0); s.setsockopt(zmq.SNDHWM, 0)
+s.connect("{daemon.endpoint}")
+frame = b"\\0" * 60_000
+header = b"MPCD" + bytes([1, 0, 3, 0]) + bytes(24)
+s.send(header, zmq.SNDMORE)
+for i in range(3400):
+    s.send(frame, zmq.SNDMORE)
+s.send(frame)
+import time; time.sleep(8)
+"""])
+    peak = before
+    try:
+        with Controller(daemon.endpoint) as c:
+            c.act(np.array([0.5, 0.0]))
+            replies, start = 0, time.monotonic()
+            while time.monotonic() - start < 6:
+                try:
+                    c.receive(timeout=0.5)
+                    replies += 1
+                except MpcdTimeout:
+                    pass
+                peak = max(peak, rss_kib(daemon.process.pid))
+        status = daemon.status()
+    finally:
+        attacker.kill()
+        attacker.wait()
+    assert peak - before < 80_000, f"resident memory grew by {peak - before} KiB"
+    assert replies >= 0.9 * 6 * 50, f"{replies} replies in 6 s at 50 Hz"
+    assert status["connections"]["ended"]["message_too_large"] >= 1, status["connections"]
+    alive_and_serving(daemon)
+
+
+# 3 ----------------------------------------------------------------------------------------------
+
+def safetensors(metadata, tensors=None, data=b""):
+    header = dict(tensors or {})
+    header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+POLICY = {"format": "mpcd-network", "kind": "policy", "task": "pendulum", "inputs": "3", "hidden": "4",
+          "outputs": "1", "activation": "tanh", "horizon": "1", "actions": "1"}
+
+
+@pytest.mark.parametrize("name,content", [
+    ("hidden-2^32", safetensors(dict(POLICY, hidden="4294967296,4294967296"))),
+    ("hidden-1e5", safetensors(dict(POLICY, hidden="100000,100000"))),
+    ("shape-2^32", safetensors(POLICY, {"hidden.0.weight": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 16]}}, b"\0" * 16)),
+    ("offsets-near-max", safetensors(POLICY, {"hidden.0.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [2**63 - 9, 2**63 - 1]}}, b"\0" * 16)),
+    ("header-length-huge", struct.pack("<Q", 2**63) + b"{}"),
+    ("not-json", struct.pack("<Q", 4) + b"\xff\xfe\x00\x01"),
+])
+def test_a_crafted_policy_file_is_refused_and_the_daemon_serves_on(start_daemon, tmp_path, name, content):
+    daemon = start_daemon()
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(content)
+    result = daemon.mpcctl("policy", "load", str(path), check=False)
+    assert result.returncode == 1 and "not loaded" in result.stderr, result.stderr
+    alive_and_serving(daemon)
+    assert daemon.status()["prior"]["file"] == "embedded:pendulum_policy"
+
+
+def test_check_refuses_an_online_prior_too_big_to_allocate(tmp_path):
+    path = config(tmp_path, '[prior]\nonline = true\nhidden = "100000,100000"\n')
+    result = subprocess.run([str(MPCD), "--config", path, "--check"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 78 and "prior.hidden" in result.stderr, result.stderr
+
+
+# 4 ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("new_task,state,safety", [
+    ('[task]\nname = "cartpole"\n[planner]\nsamples = 256\n', [0.0, 0.0, 3.0, 0.0], ""),
+    ('[task]\nname = "unicycle"\n[planner]\nsamples = 256\n', [0.0, 0.0, 0.0], "[safety]\nmax_rate = [4.0, 4.0]\n"),
+])
+def test_a_reload_to_another_task_ends_the_old_sessions_not_the_daemon(start_daemon, tmp_path, new_task, state, safety):
+    path = config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n' + ("[safety]\nmax_rate = [4.0]\n" if safety else ""))
+    daemon = start_daemon("--config", path)
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        for _ in range(3):
+            c.receive()
+        (tmp_path / "mpcd.toml").write_text(new_task + '[server]\nmode = "realtime"\nrate_hz = 50\n' + safety)
+        result = daemon.mpcctl("reload")
+        assert "ended" in result.stdout, result.stdout
+        time.sleep(0.3)  # ticks that would have planned the old session
+        assert daemon.process.poll() is None, daemon.logs()[-2000:]
+        c.send_observation(np.array([0.5, 0.0]))
+        with pytest.raises(MpcdError) as refused:
+            for _ in range(5):  # a reply already on its way before the reload may come first
+                c.receive(timeout=2)
+        assert refused.value.name == "wrong_dimension"
+    with Controller(daemon.endpoint) as c:
+        assert np.isfinite(c.act(np.array(state))).all()
+        assert len(c.last.action) == len(c.info["action_names"])
+    assert daemon.status()["sessions"]["ended_by_reload"] >= 1
+
+
+# 5 ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,key", [
+    ("[server]\nsession_timeout_s = 1e11\n", "server.session_timeout_s"),
+    ("[safety]\nstale_after_s = 1e11\n", "safety.stale_after_s"),
+    ("[task]\ndt = 1e7\n", "task.dt"),
+    ('[task]\ndt = 1e-12\n[server]\nmode = "realtime"\n', "task.dt"),
+    ("[planner]\nsamples = 1048576\nhorizon = 10000\n", "planner.samples"),
+    ("[server]\nmax_sessions = 100000\n", "server.max_sessions"),
+])
+def test_check_refuses_values_that_once_killed_the_daemon(tmp_path, text, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = subprocess.run([str(MPCD), "--config", str(path), "--check"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 78 and key in result.stderr, result.stderr
+    # and the daemon refuses it the same way at start
+    started = subprocess.run([str(MPCD), "--config", str(path), "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True,
+                             timeout=20, env=dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path / "run")))
+    assert started.returncode == 78 and key in started.stderr
+
+
+# 6 ----------------------------------------------------------------------------------------------
+
+def test_idle_connections_do_not_lock_out_a_new_client(start_daemon, tmp_path):
+    """300 connections that never send a byte against an open-files limit of 256: the daemon keeps
+    room, a newcomer gets actions, and the daemon does not spin."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    daemon = start_daemon("--config", config(tmp_path, ""), preexec=limit)
+    host, port = daemon.endpoint[len("tcp://"):].rsplit(":", 1)
+    idle = []
+    try:
+        for _ in range(300):
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect((host, int(port)))
+            except OSError:
+                s.close()
+                continue
+            idle.append(s)
+        time.sleep(0.5)
+        cpu_before = sum(int(x) for x in open(f"/proc/{daemon.process.pid}/stat").read().split(")")[1].split()[11:13])
+        started = time.monotonic()
+        with Controller(daemon.endpoint, timeout=5.0) as c:
+            assert np.isfinite(c.act(np.array([0.3, 0.0]))).all()
+        first_action = time.monotonic() - started
+        time.sleep(1.0)
+        cpu_after = sum(int(x) for x in open(f"/proc/{daemon.process.pid}/stat").read().split(")")[1].split()[11:13])
+        status = daemon.status()
+    finally:
+        for s in idle:
+            s.close()
+    assert first_action < 3.0, f"the newcomer waited {first_action:.1f} s"
+    assert status["connections"]["max"] == (256 - 64) // 2
+    assert status["connections"]["ended"]["too_many_connections"] >= 300 - (256 - 64) // 2 - 10
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert (cpu_after - cpu_before) / ticks < 0.5, f"the daemon used {(cpu_after - cpu_before) / ticks:.2f} s of CPU in 1.5 s while idle"
+    alive_and_serving(daemon)
+
+
+# 7 ----------------------------------------------------------------------------------------------
+
+def test_a_flood_of_large_messages_does_not_delay_the_others(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+    flooder = subprocess.Popen([sys.executable, "-c", f"""
+import zmq, time
+s = zmq.Context.instance().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0); s.setsockopt(zmq.SNDHWM, 10000)
+s.connect("{daemon.endpoint}")
+message = [b"MPCD" + bytes([1, 0, 3, 0]) + bytes(24), b"\\0" * 64_000]
+end = time.monotonic() + 8
+while time.monotonic() < end:
+    try:
+        s.send_multipart(message, zmq.NOBLOCK)
+    except zmq.Again:
+        time.sleep(0.0002)
+"""])
+    try:
+        time.sleep(1)
+        with Controller(daemon.endpoint) as c:
+            c.act(np.array([0.5, 0.0]))
+            replies, start = 0, time.monotonic()
+            while time.monotonic() - start < 4:
+                c.send_observation(np.array([0.5, 0.0]))
+                try:
+                    c.receive(timeout=0.5)
+                    replies += 1
+                except MpcdTimeout:
+                    pass
+        refused = daemon.status()["rejected_by_code"]["wrong_dimension"]
+    finally:
+        flooder.kill()
+        flooder.wait()
+    assert refused > 1000, "the flood did not reach the daemon"
+    assert replies >= 0.9 * 4 * 50, f"{replies} replies in 4 s at 50 Hz under the flood"
+
+
+# 8 ----------------------------------------------------------------------------------------------
+
+def test_a_second_daemon_never_takes_over_a_stopped_ones_sockets(start_daemon, tmp_path):
+    data = f"ipc://{tmp_path}/data.sock"
+    first = start_daemon(endpoint=data)
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.run([str(MPCD), "--endpoint", data], capture_output=True, text=True, timeout=10, env=first.env)
+        other_control = dict(first.env, RUNTIME_DIRECTORY=str(tmp_path / "other-runtime"))
+        third = subprocess.run([str(MPCD), "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True, timeout=10, env=first.env)
+        fourth = subprocess.run([str(MPCD), "--endpoint", data], capture_output=True, text=True, timeout=10, env=other_control)
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    for refused in (second, third, fourth):
+        assert refused.returncode != 0 and "another mpcd is running" in refused.stderr, refused.stderr
+    assert f"pid {first.process.pid}" in third.stderr
+    # the first still owns both: it serves, and mpcctl reaches it
+    alive_and_serving(first)
+    assert first.status()["pid"] == first.process.pid
+    first.stop()
+    assert not os.path.exists(f"{tmp_path}/data.sock")
+
+
+# 9 ----------------------------------------------------------------------------------------------
+
+def replies_while(daemon, action, seconds_after=0.0):
+    """Replies a realtime client gets per 20 ms period while `action()` runs (in a thread)."""
+    done = threading.Event()
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        finally:
+            done.set()
+
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        for _ in range(5):
+            c.receive()
+        worker = threading.Thread(target=run)
+        start = time.monotonic()
+        worker.start()
+        arrivals = []
+        while not done.is_set() or time.monotonic() - start < seconds_after:
+            c.send_observation(np.array([0.5, 0.0]))
+            try:
+                c.receive(timeout=0.5)
+                arrivals.append(time.monotonic())
+            except MpcdTimeout:
+                pass
+        worker.join()
+        elapsed = time.monotonic() - start
+    return outcome.get("value"), arrivals, elapsed
+
+
+def test_a_flood_of_control_requests_does_not_stall_the_ticks(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+
+    def flood():
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.connect(f"ipc://{daemon.runtime}/control.sock")
+        for _ in range(3000):
+            s.send_multipart([b"", b'{"command":"status"}'])
+        answered = 0
+        while answered < 3000 and s.poll(5000):
+            s.recv_multipart()
+            answered += 1
+        s.close()
+        return answered
+
+    answered, arrivals, elapsed = replies_while(daemon, flood)
+    assert answered == 3000
+    gaps = np.diff(arrivals)
+    assert len(arrivals) >= 0.9 * elapsed * 50, f"{len(arrivals)} replies in {elapsed:.1f} s"
+    assert gaps.max() < 0.1, f"a reply came {gaps.max() * 1000:.0f} ms after the previous one"
+
+
+def test_a_policy_load_of_a_big_file_does_not_stall_the_ticks_and_mpcctl_waits_for_it(start_daemon, tmp_path):
+    """A 36 MB weights file (a valid layout whose last value is not finite): read and checked off
+    the serving thread, refused with the reason, and mpcctl waits for the answer."""
+    hidden = 3000
+    shapes = {"hidden.0.weight": [hidden, 3], "hidden.0.bias": [hidden], "mean.weight": [1, hidden], "mean.bias": [1],
+              "log_std.weight": [1, hidden], "log_std.bias": [1]}
+    tensors, offset = {}, 0
+    for name in sorted(shapes):
+        count = int(np.prod(shapes[name]))
+        tensors[name] = {"dtype": "F32", "shape": shapes[name], "data_offsets": [offset, offset + 4 * count]}
+        offset += 4 * count
+    values = np.zeros(offset // 4, dtype="<f4")
+    values[-1] = np.nan
+    big = tmp_path / "big.safetensors"
+    # a file of 3000 x 3000 floats in F32 (36 MB): a tensor of the right size but not of this layout
+    tensors["hidden.0.weight"]["shape"] = [hidden, 3]
+    filler = np.zeros(hidden * hidden, dtype="<f4").tobytes()
+    tensors["extra"] = {"dtype": "F32", "shape": [hidden, hidden], "data_offsets": [offset, offset + len(filler)]}
+    big.write_bytes(safetensors(dict(POLICY, hidden=str(hidden)), tensors, values.tobytes() + filler))
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'))
+
+    def load():
+        return daemon.mpcctl("policy", "load", str(big), check=False)
+
+    result, arrivals, elapsed = replies_while(daemon, load, seconds_after=0.5)
+    assert result.returncode == 1 and "not finite" in result.stderr, result.stderr
+    gaps = np.diff(arrivals)
+    assert gaps.max() < 0.1, f"a reply came {gaps.max() * 1000:.0f} ms after the previous one during the load"
+
+
+# 10 ---------------------------------------------------------------------------------------------
+
+def test_keygen_never_lets_another_user_read_the_secret(tmp_path):
+    """A watcher looks at every file in the folder while mpcctl keygen runs 100 times: the secret
+    key is never readable by others, not even for an instant."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    exposed, seen, stop = [], set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for entry in os.scandir(folder):
+                try:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except FileNotFoundError:
+                    continue
+                seen.add(entry.name)
+                if not entry.name.endswith(".pub") and mode & (stat.S_IROTH | stat.S_IRGRP):
+                    exposed.append((entry.name, oct(mode)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    old = os.umask(0o022)
+    try:
+        for i in range(100):
+            result = subprocess.run([str(MPCCTL), "keygen", str(folder / f"k{i}")], capture_output=True, text=True, timeout=10)
+            assert result.returncode == 0, result.stderr
+    finally:
+        os.umask(old)
+        stop.set()
+        watcher.join()
+    assert not exposed, f"readable by others at some instant: {exposed[:5]}"
+    assert any(name.endswith(".key") for name in seen)
+    assert all(stat.S_IMODE(os.stat(folder / f"k{i}.key").st_mode) == 0o600 for i in range(100))
+    # and it never writes through a link planted in its place
+    os.symlink(tmp_path / "elsewhere", folder / "planted.key")
+    result = subprocess.run([str(MPCCTL), "keygen", str(folder / "planted")], capture_output=True, text=True, timeout=10)
+    assert result.returncode != 0 and not (tmp_path / "elsewhere").exists()
+
+
+# 11 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [0o755, 0o777])
+def test_a_control_folder_another_user_made_is_refused(tmp_path, mode):
+    folder = tmp_path / "made-by-someone-else"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)  # nobody
+    os.chmod(folder, mode)
+    path = config(tmp_path, f'[control]\nendpoint = "ipc://{folder}/control.sock"\n')
+    result = subprocess.run([str(MPCD), "--config", path, "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True, timeout=10)
+    assert result.returncode != 0 and "belongs to user 65534" in result.stderr, result.stderr
+    assert not (folder / "control.sock").exists()
+
+
+def test_without_a_runtime_directory_the_control_socket_is_private(tmp_path):
+    """As an ordinary user without XDG_RUNTIME_DIR, the control socket goes under the user's home
+    (0700), and a folder another user made at the old /tmp/mpcd-UID default is never used."""
+    # a home the ordinary user can reach (pytest's folders are private to root)
+    import tempfile, shutil
+    home = __import__("pathlib").Path(tempfile.mkdtemp(prefix="mpcd-home-", dir="/tmp"))
+    os.chmod(home, 0o755)
+    os.chown(home, 65534, 65534)
+    squat = "/tmp/mpcd-65534"  # the old default, made first by "another user" (root here), world-writable
+    shutil.rmtree(squat, ignore_errors=True)
+    os.mkdir(squat, 0o777)
+    os.chmod(squat, 0o777)
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "")}
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MPCD), "--endpoint", "tcp://127.0.0.1:0"]
+    daemon = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert "listening" in daemon.stdout.readline(), daemon.stderr.read()
+        socket_path = home / ".local/state/mpcd/control.sock"
+        assert socket_path.exists()
+        assert stat.S_IMODE(os.stat(socket_path.parent).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o660
+        assert os.listdir(squat) == []
+        status = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MPCCTL), "status", "--json"],
+                                capture_output=True, text=True, timeout=10, env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["pid"] == daemon.pid, status.stderr
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        shutil.rmtree(squat, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# 12 ---------------------------------------------------------------------------------------------
+
+def keygen(path):
+    return reliability_keygen(os.environ, path)
+
+
+def test_a_robot_whose_key_is_removed_is_cut_off_at_the_reload(start_daemon, tmp_path):
+    server_public, _ = keygen(tmp_path / "server")
+    robot_public, robot_secret = keygen(tmp_path / "robot")
+    other_public, other_secret = keygen(tmp_path / "other")
+    (tmp_path / "authorized_keys").write_text(f"{robot_public}\n{other_public}\n")
+    daemon = start_daemon("--config", config(tmp_path, '[security]\ncurve_secret_key_file = "server.key"\nauthorized_keys_file = "authorized_keys"\n'))
+    with Controller(daemon.endpoint, timeout=1.0, server_public_key=server_public, public_key=robot_public, secret_key=robot_secret) as robot, \
+            Controller(daemon.endpoint, timeout=1.0, server_public_key=server_public, public_key=other_public, secret_key=other_secret) as other:
+        assert np.isfinite(robot.act(np.array([0.1, 0.0]))).all()
+        assert np.isfinite(other.act(np.array([0.1, 0.0]))).all()
+        (tmp_path / "authorized_keys").write_text(f"{other_public}\n")
+        reload = daemon.mpcctl("reload")
+        assert "authorized_keys" in reload.stdout, reload.stdout
+        for _ in range(3):
+            with pytest.raises(MpcdTimeout):
+                robot.act(np.array([0.1, 0.0]))
+        assert np.isfinite(other.act(np.array([0.1, 0.0]))).all()
+    status = daemon.status()
+    assert status["connections"]["ended"]["key_revoked"] >= 1
+    assert status["curve"]["refused_handshakes"] >= 1  # its reconnections are refused at the handshake
+
+
+# 13 ---------------------------------------------------------------------------------------------
+
+def test_values_beyond_float32_are_refused_as_not_finite(start_daemon):
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        for bad in (1e308, 1e39, -1e39):
+            with pytest.raises(MpcdError) as refused:
+                c.act(np.array([0.1, bad]))
+            assert refused.value.name == "non_finite"
+        assert np.isfinite(c.act(np.array([0.1, 0.0]))).all()
+    status = daemon.status()
+    assert status["fallbacks"] == 0 and status["rejected_by_code"]["non_finite"] == 3
+
+
+# 14 ---------------------------------------------------------------------------------------------
+
+def test_command_line_overrides_survive_a_reload(start_daemon, tmp_path):
+    path = config(tmp_path, '[server]\nmode = "lockstep"\n')
+    daemon = start_daemon("--config", path, "--mode", "realtime", "--rate-hz", "40")
+    for _ in range(2):
+        status = daemon.status()
+        assert status["mode"] == "realtime" and status["target_rate_hz"] == 40
+        assert status["endpoints"] == [daemon.endpoint]
+        daemon.mpcctl("reload")
+    daemon.process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    status = daemon.status()
+    assert status["mode"] == "realtime" and status["target_rate_hz"] == 40
+
+
+# 15 ---------------------------------------------------------------------------------------------
+
+def test_replies_to_a_departed_client_are_counted_as_dropped(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n[safety]\nstale_after_s = 0\n'))
+    s = dealer(daemon.endpoint)
+    s.send_multipart(protocol.observation(1, np.array([0.5, 0.0])))
+    assert s.poll(2000)
+    s.close()  # gone, while the daemon keeps ticking for its session
+    time.sleep(0.5)
+    status = daemon.status()
+    assert status["dropped_replies"] >= 1
+    assert status["sessions"]["peer_gone"] == 1 and status["sessions"]["count"] == 0
+
+
+# 16 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["nan", "1e300", "-1", "0", "inf"])
+def test_mpcctl_refuses_a_timeout_that_is_no_duration(start_daemon, value):
+    daemon = start_daemon()
+    started = time.monotonic()
+    result = daemon.mpcctl("status", "--timeout", value, check=False)
+    assert time.monotonic() - started < 5
+    assert result.returncode != 0 and "--timeout" in result.stderr, result.stderr
+    assert result.returncode < 128, "mpcctl crashed"
+
+
+def test_mpcctl_tells_not_running_stale_busy_and_denied_apart(start_daemon, tmp_path):
+    daemon = start_daemon()
+    control = f"{daemon.runtime}/control.sock"
+    # busy: the daemon is stopped, so nothing answers in time
+    daemon.process.send_signal(signal.SIGSTOP)
+    try:
+        busy = daemon.mpcctl("status", "--timeout", "0.5", check=False)
+    finally:
+        daemon.process.send_signal(signal.SIGCONT)
+    assert busy.returncode == 1 and "did not answer within 0.5 s" in busy.stderr and "busy" in busy.stderr, busy.stderr
+    # permission denied: an ordinary user may not write to the socket
+    denied = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MPCCTL), "status", "--socket", f"ipc://{control}"],
+                            capture_output=True, text=True, timeout=10)
+    assert denied.returncode == 1 and "permission denied" in denied.stderr, denied.stderr
+    # not running: no socket at all, or one left by a daemon killed with -9
+    daemon.process.kill()
+    daemon.process.wait()
+    stale = daemon.mpcctl("status", check=False)
+    assert stale.returncode == 1 and "not running" in stale.stderr and "left over" in stale.stderr, stale.stderr
+    os.unlink(control)
+    gone = daemon.mpcctl("status", check=False)
+    assert gone.returncode == 1 and "no control socket" in gone.stderr, gone.stderr
+
+
+# 17 ---------------------------------------------------------------------------------------------
+
+def test_stray_signals_do_not_end_the_daemon(start_daemon):
+    daemon = start_daemon()
+    for number in (signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF,
+                   signal.SIGIO, signal.SIGXFSZ, signal.SIGRTMIN + 2, signal.SIGRTMAX):
+        daemon.process.send_signal(number)
+        time.sleep(0.05)
+        assert daemon.process.poll() is None, f"signal {number} ended the daemon"
+    alive_and_serving(daemon)
+
+
+def test_a_closed_stderr_does_not_end_the_daemon(start_daemon, tmp_path):
+    read, write = os.pipe()
+    daemon = start_daemon(stderr=write)
+    os.close(write)
+    os.close(read)  # whoever read the logs has gone: every log line now meets a closed pipe
+    for _ in range(5):
+        alive_and_serving(daemon)  # each opens and closes a session: log lines
+    assert daemon.process.poll() is None
+
+
+# 18 ---------------------------------------------------------------------------------------------
+
+def test_train_never_replaces_a_link_or_a_device_and_checks_its_folder_first(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    (tmp_path / "link.safetensors").symlink_to(target)
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in (tmp_path / "link.safetensors", device, fifo, tmp_path / "missing" / "out.safetensors", tmp_path):
+        started = time.monotonic()
+        result = subprocess.run([str(MPCD), "train", "--out", str(out), "--rounds", "1", "--episodes", "1", "--steps", "5"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "--out" in result.stderr, result.stderr
+        assert time.monotonic() - started < 5, "refused only after training"
+    assert target.read_text() == "keep" and (tmp_path / "link.safetensors").is_symlink()
+    assert stat.S_ISCHR(os.stat(device).st_mode) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+# 19 ---------------------------------------------------------------------------------------------
+
+def test_an_ipc_data_endpoint_is_0660_whatever_the_umask(start_daemon, tmp_path):
+    daemon = start_daemon(endpoint=f"ipc://{tmp_path}/data.sock", preexec=lambda: os.umask(0))
+    assert stat.S_IMODE(os.stat(tmp_path / "data.sock").st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(f"{daemon.runtime}/control.sock").st_mode) == 0o660
+    alive_and_serving(daemon)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o604])
+def test_a_secret_key_others_can_read_is_refused(tmp_path, mode):
+    keygen(tmp_path / "server")
+    robot_public, _ = keygen(tmp_path / "robot")
+    (tmp_path / "authorized_keys").write_text(robot_public + "\n")
+    os.chmod(tmp_path / "server.key", mode)
+    path = config(tmp_path, '[security]\ncurve_secret_key_file = "server.key"\nauthorized_keys_file = "authorized_keys"\n')
+    result = subprocess.run([str(MPCD), "--config", path, "--check"], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 78 and "readable or writable by every user" in result.stderr, result.stderr
+
+
+# 20 ---------------------------------------------------------------------------------------------
+
+def test_idle_sessions_give_way_to_a_new_client(start_daemon, tmp_path):
+    # evict_idle_after_s is 1 s by default
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmax_sessions = 8\n'))
+    squatters = [dealer(daemon.endpoint, IDENTITY=f"squat-{i}".encode()) for i in range(8)]
+    try:
+        for round_ in range(2):  # each refreshed every 1.5 s, as a squatter refreshing every 10 s would be
+            for k, s in enumerate(squatters):
+                s.send_multipart(protocol.observation(round_ + 1, np.array([0.1, 0.0])))
+            time.sleep(1.5)
+        assert daemon.status()["sessions"]["count"] == 8
+        with Controller(daemon.endpoint) as newcomer:
+            for _ in range(20):
+                assert np.isfinite(newcomer.act(np.array([0.2, 0.0]))).all()
+        status = daemon.status()
+        assert status["sessions"]["evicted"] >= 1
+        # but sessions that are all active are not evicted: a newcomer is then refused
+        for s in squatters:
+            s.send_multipart(protocol.observation(9, np.array([0.1, 0.0])))
+        with Controller(daemon.endpoint) as busy:
+            for s in squatters:
+                s.send_multipart(protocol.observation(10, np.array([0.1, 0.0])))
+            time.sleep(0.05)
+            with pytest.raises(MpcdError) as refused:
+                busy.act(np.array([0.2, 0.0]))
+            assert refused.value.name == "too_many_sessions"
+    finally:
+        for s in squatters:
+            s.close()
+
+
+def test_memory_per_session_stays_within_the_estimate(start_daemon, tmp_path):
+    daemon = start_daemon("--config", config(tmp_path, "", task='[task]\nname = "pendulum"\n[planner]\nsamples = 4096\nhorizon = 64\n'))
+    alive_and_serving(daemon)
+    before = rss_kib(daemon.process.pid)
+    clients = [dealer(daemon.endpoint) for _ in range(24)]
+    for s in clients:
+        s.send_multipart(protocol.observation(1, np.array([0.1, 0.0])))
+        assert s.poll(5000)
+    status = daemon.status()
+    grown = rss_kib(daemon.process.pid) - before
+    for s in clients:
+        s.close()
+    assert status["sessions"]["count"] >= 24
+    each = status["sessions"]["bytes_each"]
+    assert grown * 1024 / 24 <= each, f"a session took {grown * 1024 / 24:.0f} bytes, the estimate is {each:.0f}"
+    assert grown * 1024 / 24 >= 0.3 * each, f"a session took {grown * 1024 / 24:.0f} bytes, far below the estimate {each:.0f}"
