@@ -4,7 +4,7 @@
 # `swift test` replays (FuzzCorpusTests). Usage: scripts/fuzz.sh [seconds] [--check] [targets...]
 # --check fuzzes a temporary copy of the corpus and leaves the repository's corpus alone (make test).
 # Targets: decoder (data-socket messages), configuration (every configuration table, then a plan),
-# control (control-socket requests), network (weights files). Default: all four.
+# control (control-socket requests), network (weights files), toml (configuration text). Default: all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -16,7 +16,7 @@ if [ "${1:-}" = "--check" ]; then
   cp -r Fuzz/corpus/. "$corpus"/
   trap 'rm -rf "$corpus"' EXIT
 fi
-targets=${*:-decoder configuration control network}
+targets=${*:-decoder configuration control network toml}
 out=.build/fuzz
 mkdir -p "$out"
 # swiftc, without the linker's harmless "Cannot export local symbol" warnings about the sanitizer runtime
@@ -55,6 +55,10 @@ for target in $targets; do
       build $flags $blas -I "$out" -L "$out" -lModels -module-name NetworkFuzz \
         Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzNetworkFile.swift Fuzz/NetworkFuzz.swift \
         -o "$out/network" ;;
+    toml)
+      libraries
+      build $flags $blas -I "$out" -L "$out" -lModels -module-name TOMLFuzz \
+        Sources/FuzzSupport/FuzzTOML.swift Fuzz/TOMLFuzz.swift -o "$out/toml" ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
 done

@@ -111,7 +111,40 @@ int mpcd_try_lock(int fd) { return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno
 #include <signal.h>
 
 void mpcd_ignore_stray_signals(void) {
-    const int stray[] = {SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ};
+    const int stray[] = {SIGHUP, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT,
+                         SIGXFSZ, SIGXCPU, SIGSYS, SIGTSTP, SIGTTIN, SIGTTOU};
     for (unsigned i = 0; i < sizeof stray / sizeof stray[0]; i++) signal(stray[i], SIG_IGN);
     for (int s = SIGRTMIN; s <= SIGRTMAX; s++) signal(s, SIG_IGN);
+}
+
+static volatile sig_atomic_t stop_requested = 0, reload_requested = 0;
+
+static void on_stop_signal(int number) {
+    (void)number;
+    stop_requested = 1;
+}
+
+static void on_reload_signal(int number) {
+    (void)number;
+    reload_requested = 1;
+}
+
+void mpcd_install_control_signals(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    action.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGINT, &action, NULL);
+    action.sa_handler = on_reload_signal;
+    sigaction(SIGHUP, &action, NULL);
+}
+
+int mpcd_stop_requested(void) { return stop_requested; }
+
+int mpcd_take_reload_request(void) {
+    int requested = reload_requested;
+    reload_requested = 0;
+    return requested;
 }

@@ -1,41 +1,56 @@
 import CSystemShims
 import CZeroMQ
+import Foundation
 import Logging
 import Planners
 
 /// Watches the connections of the data socket, which libzmq accepts and reads on its own thread,
-/// and ends the ones that would otherwise exhaust the daemon (docs/reliability.md, "Connections"):
+/// and ends the ones that would otherwise exhaust the daemon (docs/reliability.md, "Policies under
+/// pressure"):
 ///
-/// - **too many**: beyond `maxConnections` (kept below the open-files limit) a new connection
-///   takes the place of the oldest one that has not sent a whole message within
-///   `silentGraceNanoseconds`, or is itself refused. Connections that never finish their ZeroMQ
-///   handshake are also closed by libzmq after `handshakeMilliseconds`.
+/// - **too many**: beyond `maxConnections` (kept well below the open-files limit) a new connection
+///   takes the place of one that has sent no message within `silentGraceNanoseconds` of being
+///   accepted, or else of the one that has gone longest without a message, if that is at least
+///   `idleNanoseconds`; otherwise the newcomer is closed. Connections that never finish
+///   their ZeroMQ handshake are closed by libzmq after `handshakeMilliseconds`.
 /// - **a message too big to hold**: libzmq keeps a multipart message until its last frame has
-///   arrived, whatever its size (ZMQ_MAXMSGSIZE limits each frame only). For each TCP connection
-///   the guard compares the bytes the kernel received, minus those still in the kernel's queue,
-///   with the bytes of the messages the daemon has been handed from it: what libzmq holds. Beyond
-///   `maxHeldBytes` (a full receive queue of the largest messages) the connection is ended.
+///   arrived, whatever its size (ZMQ_MAXMSGSIZE limits each frame only), at 64 bytes a frame even
+///   when the frame is empty. For each TCP connection the guard notes the bytes the kernel had
+///   delivered to libzmq (received, less those still queued: TCP_INFO, SIOCINQ) when the daemon was
+///   last handed a message from it; bytes libzmq has taken since, and not passed on, belong to
+///   messages still being gathered. Beyond `maxHeldBytes` (and small allowances for the handshake
+///   and heartbeats) the connection is ended.
 /// - **revoked keys**: with CURVE, every message carries its client's key; `cut(where:)` ends the
 ///   connections whose key was taken off the allow-list.
 ///
 /// Connections are ended with shutdown(2) on libzmq's descriptor, which libzmq sees as the peer
-/// leaving and closes itself. Before that the peer's address is checked again, so a descriptor
-/// number reused by a newer connection is never ended by mistake.
+/// leaving and closes itself. Before that the descriptor's socket inode is checked against the one
+/// seen when it was accepted, so a descriptor number libzmq has reused for a newer connection is
+/// never ended by mistake. ipc connections have no TCP counters: they count towards the limit only.
 final class ConnectionGuard {
     struct Limits {
         var maxConnections: Int
         var maxHeldBytes: UInt64
+
+        init(maxConnections: Int, maxMessageBytes: Int) {
+            self.maxConnections = maxConnections
+            maxHeldBytes = ServerConfiguration.heldBytes(maxMessageBytes: maxMessageBytes)
+        }
     }
 
     struct Connection {
         let descriptor: Int32
         let peer: String
+        /// The socket's inode: the same descriptor number may later be another connection.
+        let inode: UInt64
         let acceptedAt: UInt64
         /// Whether the kernel reports TCP byte counts for it (not for ipc).
         let isTCP: Bool
-        var deliveredBytes: UInt64 = 0
-        var deliveredFrames: UInt64 = 0
         var messages: UInt64 = 0
+        /// When the daemon was last handed a message from it (its acceptance before the first), and
+        /// how many bytes libzmq had then taken from the kernel.
+        var lastMessageAt: UInt64
+        var takenAtLastMessage: UInt64
         /// The client's CURVE key, from its messages.
         var userID: String?
     }
@@ -48,12 +63,16 @@ final class ConnectionGuard {
     }
 
     static let handshakeMilliseconds: Int32 = 2000
-    /// A connection younger than this may still be about to send its first message.
+    /// When the limit is reached, a connection that has sent no message for this long since it
+    /// was accepted, or none for `idleNanoseconds` since its last, may give its place to a newcomer.
     static let silentGraceNanoseconds: UInt64 = 500_000_000
-    /// Bytes of ZeroMQ framing the guard allows besides the payload: per connection (greetings,
-    /// handshake, CURVE's), per frame (frame and CURVE message headers), and per second of age
-    /// (heartbeats, if a client sends them).
-    static let handshakeAllowance: UInt64 = 8192, frameAllowance: UInt64 = 64, perSecondAllowance: UInt64 = 64
+    static let idleNanoseconds: UInt64 = 1_000_000_000
+    /// Bytes before the first message (greetings, CURVE's handshake), and heartbeats (ZMTP PINGs a
+    /// client may send while it has nothing to say): so much a second since its last message, up to
+    /// a cap. A client silent for minutes while sending heartbeats reaches the cap and is ended;
+    /// its ZeroMQ socket reconnects by itself.
+    static let handshakeAllowance = ServerConfiguration.handshakeAllowance
+    static let heartbeatAllowancePerSecond: UInt64 = 4096, heartbeatAllowanceCap = ServerConfiguration.heartbeatAllowanceCap
     /// How often the held bytes are checked.
     static let sweepNanoseconds: UInt64 = 20_000_000
 
@@ -96,28 +115,33 @@ final class ConnectionGuard {
 
     private func admit(_ descriptor: Int32, now: UInt64) {
         accepted += 1
-        var received: UInt64 = 0, queued: UInt64 = 0
-        let isTCP = mpcd_tcp_received(descriptor, &received, &queued) == 0
-        let connection = Connection(descriptor: descriptor, peer: Self.peerName(descriptor), acceptedAt: now, isTCP: isTCP)
+        let taken = Self.taken(descriptor)
+        let connection = Connection(descriptor: descriptor, peer: Self.peerName(descriptor), inode: Self.inode(descriptor),
+                                    acceptedAt: now, isTCP: taken != nil, lastMessageAt: now, takenAtLastMessage: taken ?? 0)
         if connections.count >= limits.maxConnections {
-            // the oldest connection still silent past its grace gives way; else the newcomer
-            let silent = connections.values.filter { $0.messages == 0 && now - $0.acceptedAt > Self.silentGraceNanoseconds }
-            guard let victim = silent.min(by: { $0.acceptedAt < $1.acceptedAt }) else {
-                end(connection, .tooManyConnections, detail: "\(connections.count) connections open, none silent for long")
+            // one that never sent a message gives way first, then the one quiet longest, if quiet
+            // long enough; else the newcomer
+            func quietFor(_ c: Connection) -> UInt64 { now > c.lastMessageAt ? now - c.lastMessageAt : 0 }
+            let candidates = connections.values.filter {
+                quietFor($0) >= ($0.messages == 0 ? Self.silentGraceNanoseconds : Self.idleNanoseconds)
+            }
+            guard let quietest = candidates.min(by: { ($0.messages == 0 ? 0 : 1, $0.lastMessageAt) < ($1.messages == 0 ? 0 : 1, $1.lastMessageAt) }) else {
+                end(connection, .tooManyConnections, detail: "\(connections.count) connections open, all active")
                 return
             }
-            end(victim, .tooManyConnections, detail: "silent for \(Double(now - victim.acceptedAt) * 1e-9) s, its place taken by a new connection")
-            connections.removeValue(forKey: victim.descriptor)
+            end(quietest, .tooManyConnections, detail: "quiet for \(Double(now - quietest.lastMessageAt) * 1e-9) s, its place taken by a new connection")
+            connections.removeValue(forKey: quietest.descriptor)
         }
         connections[descriptor] = connection
     }
 
-    /// Counts a message the daemon was handed from `descriptor` (its payload bytes and frames).
-    func delivered(bytes: Int, frames: Int, from descriptor: Int32, userID: String?) {
+    /// Counts a message the daemon was handed from `descriptor`: what libzmq had taken from that
+    /// connection until now is accounted for.
+    func delivered(from descriptor: Int32, userID: String?, now: UInt64) {
         guard descriptor >= 0, var connection = connections[descriptor] else { return }
-        connection.deliveredBytes += UInt64(bytes)
-        connection.deliveredFrames += UInt64(frames)
         connection.messages += 1
+        connection.lastMessageAt = now
+        if connection.isTCP, let taken = Self.taken(descriptor) { connection.takenAtLastMessage = taken }
         if let userID { connection.userID = userID }
         connections[descriptor] = connection
     }
@@ -125,18 +149,17 @@ final class ConnectionGuard {
     /// Every `sweepNanoseconds`: ends each TCP connection for which libzmq holds more than
     /// `maxHeldBytes` not yet handed to the daemon (a message in progress that can never be taken).
     func sweep(now: UInt64) {
-        guard now - lastSweep >= Self.sweepNanoseconds else { return }
+        guard now >= lastSweep &+ Self.sweepNanoseconds else { return }
         lastSweep = now
         serviceEvents(now: now)
         for connection in connections.values where connection.isTCP {
-            var received: UInt64 = 0, queued: UInt64 = 0
-            guard mpcd_tcp_received(connection.descriptor, &received, &queued) == 0 else { continue }
-            let taken = received > queued ? received - queued : 0
-            let age = (now - connection.acceptedAt) / 1_000_000_000
-            let accounted = connection.deliveredBytes + Self.handshakeAllowance + Self.frameAllowance * connection.deliveredFrames
-                + Self.perSecondAllowance * age
-            if taken > accounted, taken - accounted > limits.maxHeldBytes {
-                end(connection, .messageTooLarge, detail: "\(taken - accounted) bytes of an unfinished message; the limit is \(limits.maxHeldBytes)")
+            guard let taken = Self.taken(connection.descriptor), taken > connection.takenAtLastMessage else { continue }
+            let held = taken - connection.takenAtLastMessage
+            let quiet = now > connection.lastMessageAt ? (now - connection.lastMessageAt) / 1_000_000_000 : 0
+            let allowance = (connection.messages == 0 ? Self.handshakeAllowance : 0)
+                + min(Self.heartbeatAllowancePerSecond * quiet, Self.heartbeatAllowanceCap)
+            if held > limits.maxHeldBytes + allowance {
+                end(connection, .messageTooLarge, detail: "libzmq holds \(held) bytes of an unfinished message; the limit is \(limits.maxHeldBytes)")
                 connections.removeValue(forKey: connection.descriptor)
             }
         }
@@ -163,12 +186,12 @@ final class ConnectionGuard {
 
     private func end(_ connection: Connection, _ reason: Reason, detail: String) {
         // the descriptor must still be this connection's: libzmq may have closed it and reused the number
-        guard Self.peerName(connection.descriptor) == connection.peer else { return }
+        guard Self.inode(connection.descriptor) == connection.inode else { return }
         _ = mpcd_shutdown(connection.descriptor)
         ended[reason, default: 0] += 1
         // at most one line a second per reason, with the count since: an attack must not flood the journal
         let now = monotonicNanoseconds()
-        if now - (lastLog[reason] ?? 0) >= 1_000_000_000 {
+        if lastLog[reason] == nil || now >= lastLog[reason]! &+ 1_000_000_000 {
             logger.warning("connection ended", metadata: [
                 "peer": "\(connection.peer)", "reason": "\(reason.rawValue)", "detail": "\(detail)",
                 "ended_since_last_line": "\(ended[reason, default: 0] - (loggedCount[reason] ?? 0))",
@@ -178,6 +201,17 @@ final class ConnectionGuard {
         }
     }
 
+    /// Bytes libzmq has taken from a TCP connection (received less still queued), or nil (not TCP).
+    static func taken(_ descriptor: Int32) -> UInt64? {
+        var received: UInt64 = 0, queued: UInt64 = 0
+        guard mpcd_tcp_received(descriptor, &received, &queued) == 0 else { return nil }
+        return received > queued ? received - queued : 0
+    }
+
+    static func inode(_ descriptor: Int32) -> UInt64 {
+        var info = stat()
+        return fstat(descriptor, &info) == 0 ? UInt64(info.st_ino) : 0
+    }
 
     static func peerName(_ descriptor: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 128)

@@ -1,3 +1,4 @@
+import CSystemShims
 import CZeroMQ
 import Foundation
 import Models
@@ -45,14 +46,24 @@ extension Server {
         zap?.serve()
         for _ in 0..<Self.controlRequestsPerCall {
             guard monotonicNanoseconds() < deadline, let control,
-                  let incoming = try? control.receive(limit: .init(bytes: ControlRequest.maxBytes, frames: 2)) else { break }
-            guard case let .message(frames, _, _) = incoming, frames.count >= 2 else { continue }
-            let isRequest = frames[1].isEmpty
-            let envelope = isRequest ? [frames[0], []] : [frames[0]]
-            if let answered = answer(frames.last!, envelope: envelope) { reply(to: envelope, answered) }
+                  let incoming = try? control.receive(limit: .init(bytes: ControlRequest.maxBytes, frames: 3)) else { break }
+            switch incoming {
+            case let .message(frames, _, _) where frames.count >= 2:
+                let isRequest = frames[1].isEmpty
+                let envelope = isRequest ? [frames[0], []] : [frames[0]]
+                guard frames.count == envelope.count + 1 else {
+                    reply(to: envelope, ["ok": false, "error": "a request is one frame of JSON"])
+                    continue
+                }
+                if let answered = answer(frames.last!, envelope: envelope) { reply(to: envelope, answered) }
+            case let .oversized(identity, _, _, _):
+                reply(to: [identity], ["ok": false, "error": "a request is one frame of at most \(ControlRequest.maxBytes) bytes"])
+            default:
+                continue
+            }
         }
         finishReconfiguration()
-        if reloadRequested.exchange(false, ordering: .relaxed) { startReconfiguration(.reload, requester: nil) }
+        if reloadRequested.exchange(false, ordering: .relaxed) || mpcd_take_reload_request() != 0 { startReconfiguration(.reload, requester: nil) }
         if let interval = notifier.watchdogInterval, now - lastWatchdog >= interval / 2,
            configuration.server.mode == .lockstep || lastTickOnTime {
             // only while ticks are on time: a hung or overrunning loop lets systemd restart it

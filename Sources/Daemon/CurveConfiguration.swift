@@ -16,7 +16,7 @@ public struct CurveConfiguration: Sendable, Equatable {
 
     /// Reads a key file: the first line that is neither empty nor a comment.
     public static func readKey(path: String) throws -> String {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let text = try FileReading.text(path, limit: 64 * 1024)
         guard let key = keys(in: text).first else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path]) }
         return key
     }
@@ -79,9 +79,9 @@ public struct CurveConfiguration: Sendable, Equatable {
         }
         let authorizedText: String
         do {
-            authorizedText = try String(contentsOfFile: resolve(authorizedFile), encoding: .utf8)
+            authorizedText = try FileReading.text(resolve(authorizedFile), limit: 16 << 20)
         } catch {
-            throw table.error("authorized_keys_file", "cannot read \(resolve(authorizedFile))")
+            throw table.error("authorized_keys_file", "cannot read \(resolve(authorizedFile)): \(error.reason)")
         }
         let keys = keys(in: authorizedText)
         if let bad = keys.first(where: { !isValidKey($0) }) {

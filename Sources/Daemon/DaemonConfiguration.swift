@@ -31,9 +31,9 @@ public struct ServerConfiguration: Sendable {
     /// sender (per frame by ZMQ_MAXMSGSIZE, per message by the daemon and its connection guard).
     public var maxMessageBytes = 65_536
     /// Most TCP connections to the data endpoints at once (also kept below the open-files limit).
-    public var maxConnections = 256
-    /// Memory the sessions' planners (and the online amortiser's buffer) may take at most, MiB:
-    /// checked against the configuration before anything starts.
+    public var maxConnections = 128
+    /// Memory the sessions' planners, the online amortiser's buffer and what libzmq may hold for the
+    /// connections may take at most, MiB: checked against the configuration before anything starts.
     public var memoryLimitMB = 2048
     /// Use the observation's timestamp (seconds on this host's CLOCK_MONOTONIC) as its age;
     /// otherwise its age counts from when it arrived.
@@ -49,6 +49,18 @@ public struct ServerConfiguration: Sendable {
     public var realtimePriority = 0
 
     public init() {}
+
+    /// Bytes libzmq may hold for one TCP connection (a message being gathered, not yet handed to the
+    /// daemon) before the connection guard ends it: a message arriving and one more, and framing.
+    public static func heldBytes(maxMessageBytes: Int) -> UInt64 { 2 * UInt64(maxMessageBytes) + 16 * 1024 }
+    /// What the guard allows on top: the handshake before the first message, and heartbeats.
+    public static let handshakeAllowance: UInt64 = 8192, heartbeatAllowanceCap: UInt64 = 64 * 1024
+
+    /// The most memory libzmq can hold for the connections before the guard ends them: every held
+    /// byte an empty frame, 2 bytes on the wire and 64 in memory.
+    public var worstCaseConnectionMemory: Double {
+        32 * Double(Self.heldBytes(maxMessageBytes: maxMessageBytes) + Self.handshakeAllowance + Self.heartbeatAllowanceCap) * Double(maxConnections)
+    }
 
     /// Whether `endpoint` names a transport the daemon binds: tcp://, ipc:// or inproc://, with
     /// something after the scheme.
@@ -286,6 +298,10 @@ public struct DaemonConfiguration: Sendable {
         let total = perSession * Double(server.maxSessions) + buffer
         guard total <= limit else {
             throw ConfigurationError(key: "server.max_sessions", reason: "\(server.maxSessions) sessions x \(mib(perSession))\(buffer > 0 ? " + the online buffer's \(mib(buffer))" : "") = \(mib(total)), above server.memory_limit_mb = \(server.memoryLimitMB); lower max_sessions, samples or horizon, or raise memory_limit_mb")
+        }
+        let connections = server.worstCaseConnectionMemory
+        guard total + connections <= limit else {
+            throw ConfigurationError(key: "server.max_connections", reason: "\(server.maxConnections) connections may make libzmq hold \(mib(connections)) (with max_message_bytes = \(server.maxMessageBytes)), and the sessions \(mib(total)): above server.memory_limit_mb = \(server.memoryLimitMB); lower max_connections or max_message_bytes, or raise memory_limit_mb")
         }
     }
 

@@ -1,5 +1,6 @@
 import CSystemShims
 import Foundation
+import Models
 
 /// A path this process binds an ipc:// socket at, claimed for as long as the process lives.
 ///
@@ -8,8 +9,8 @@ import Foundation
 ///   start instead of taking the path over, and a stale socket file left by a killed daemon is
 ///   removed safely.
 /// - **a safe folder**: the folder must be a real folder (not a link) owned by this user or root
-///   and not writable by others (unless sticky, as /tmp is): a folder another user made first is
-///   refused, not used.
+///   and not writable by others (not even sticky, as /tmp is, where another user could make the
+///   lock or the socket file first): such a folder is refused, not used.
 /// - **its mode from the start**: the socket file is created under a umask that leaves it 0660
 ///   (owner and group), never wider even for an instant.
 /// - **removed only if still ours**: at the end the file is removed only if it is the one bound.
@@ -35,7 +36,7 @@ final class IPCSocketFile {
         guard fd >= 0 else { throw ServerError.unsafeFolder(path: lockPath, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
         let locked = mpcd_try_lock(fd)
         guard locked == 0 else {
-            let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            let holder = (try? FileReading.text(lockPath, limit: 64))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             close(fd)
             if locked == EWOULDBLOCK {
                 throw ServerError.alreadyRunning(endpoint: "ipc://\(path)", pid: Int(holder))
@@ -81,7 +82,7 @@ final class IPCSocketFile {
     }
 
     /// A folder fit for a socket: a folder (not a link to one), owned by this user or root, not
-    /// writable by others unless sticky.
+    /// writable by others.
     static func checkFolder(_ folder: String) throws(ServerError) {
         var info = stat()
         guard lstat(folder, &info) == 0 else { throw ServerError.unsafeFolder(path: folder, reason: "does not exist") }
@@ -89,8 +90,9 @@ final class IPCSocketFile {
         guard info.st_uid == geteuid() || info.st_uid == 0 else {
             throw ServerError.unsafeFolder(path: folder, reason: "belongs to user \(info.st_uid), not to this user (\(geteuid())) or root: another user may have made it")
         }
-        guard info.st_mode & S_IWOTH == 0 || info.st_mode & S_ISVTX != 0 else {
-            throw ServerError.unsafeFolder(path: folder, reason: "is writable by every user")
+        // not even a sticky one such as /tmp: any user could make the lock or the socket file first
+        guard info.st_mode & S_IWOTH == 0 else {
+            throw ServerError.unsafeFolder(path: folder, reason: "is writable by every user, who could take the socket's name first")
         }
     }
 }

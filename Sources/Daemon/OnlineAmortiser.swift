@@ -15,12 +15,22 @@ import Synchronization
 /// it into the sessions between ticks. Published weights are written atomically to the state
 /// directory, and loaded again at the next start.
 final class OnlineAmortiser: @unchecked Sendable {
-    struct Settings: Sendable {
+    struct Settings: Sendable, Equatable {
         var learningRate: Float = 1e-3
         var batchSize = 64
         var bufferRows = 50_000
         var publishEvery = 50
         var saveEvery: Double = 10
+
+        init() {}
+
+        /// The `[prior]` table's online settings.
+        init(_ prior: PriorConfiguration) {
+            learningRate = prior.onlineLearningRate
+            batchSize = prior.onlineBatch
+            bufferRows = prior.onlineBuffer
+            publishEvery = prior.onlinePublishEvery
+        }
     }
 
     let settings: Settings
@@ -36,6 +46,8 @@ final class OnlineAmortiser: @unchecked Sendable {
     private let queue = DispatchQueue(label: "mpcd.online-amortisation")
     private let finished = DispatchGroup()
     let inputWidth: Int, outputWidth: Int
+    /// The shape of the network it trains.
+    let architecture: MLPArchitecture
 
     init(network: AmortisedNetwork, task: ControlTask, settings: Settings, stateFile: String?, logger: Logger) {
         self.settings = settings
@@ -43,6 +55,7 @@ final class OnlineAmortiser: @unchecked Sendable {
         self.stateFile = stateFile
         self.logger = logger
         published = network
+        architecture = network.mlp.architecture
         inputWidth = network.mlp.architecture.inputs
         outputWidth = network.mlp.architecture.outputs
         inputs = Array(repeating: 0, count: settings.bufferRows * inputWidth)

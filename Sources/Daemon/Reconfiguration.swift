@@ -143,6 +143,7 @@ extension Server {
         if next.server.maxMessageBytes != configuration.server.maxMessageBytes {
             // libzmq's per-frame limit applies to connections made from now on; the daemon's own at once
             try? socket.setOption(ZMQ_MAXMSGSIZE, Int64(next.server.maxMessageBytes))
+            connectionGuard?.limits.maxHeldBytes = ServerConfiguration.heldBytes(maxMessageBytes: next.server.maxMessageBytes)
         }
         let before = sessions.count
         let taskChanged = !Self.sameShape(configuration.task, next.task)
@@ -173,7 +174,8 @@ extension Server {
         prior.network = network
         var next = configuration
         next.prior = prior
-        apply(next)
+        // a network loaded on purpose: online learning goes on from it, not from what it had
+        apply(next, restartingAmortiser: true)
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
         logger.info("prior network loaded", metadata: ["file": "\(path)", "kind": "\(network.kind.rawValue)", "version": "\(network.version)"])

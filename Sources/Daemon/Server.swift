@@ -51,6 +51,9 @@ public final class Server: @unchecked Sendable {
     var busyPollNanoseconds: UInt64 = 0
     var sessions: [[UInt8]: Session] = [:]
     var nextSessionIndex: UInt64 = 0
+    /// The last action sent to sessions that have ended, by identity: the slew reference of a
+    /// session the same client opens again.
+    var recentActions: [[UInt8]: (action: [Float], at: UInt64)] = [:]
     /// The TCP connections of the data socket, watched (docs/reliability.md, "Connections").
     var connectionGuard: ConnectionGuard?
     /// The ipc endpoints' socket files, claimed while the daemon runs.
@@ -131,8 +134,8 @@ public final class Server: @unchecked Sendable {
                 "open_files_limit": "\(openFiles)", "max_connections": "\(configuration.server.maxConnections)", "in_force": "\(connectionLimit)",
             ])
         }
-        let held = UInt64(Self.receiveHighWaterMark + 2) * UInt64(configuration.server.maxMessageBytes + 4 * Int(ConnectionGuard.frameAllowance))
-        connectionGuard = try ConnectionGuard(context: context, socket: socket, name: "data", limits: .init(maxConnections: connectionLimit, maxHeldBytes: held), logger: logger)
+        connectionGuard = try ConnectionGuard(context: context, socket: socket, name: "data",
+                                              limits: .init(maxConnections: connectionLimit, maxMessageBytes: configuration.server.maxMessageBytes), logger: logger)
         apply(configuration)
         try bindControl()
         if let curve = configuration.curve {
@@ -163,8 +166,18 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Takes `configuration`'s timings, hello reply and online amortisation (at start and on reload).
-    func apply(_ configuration: DaemonConfiguration) {
+    func apply(_ configuration: DaemonConfiguration, restartingAmortiser: Bool = false) {
         let previous = self.configuration
+        var configuration = configuration
+        // online amortisation: a reload that leaves it as it was (task, network shape, settings,
+        // state file) keeps it running with what it has learnt since the state file was written
+        let settings = configuration.prior.flatMap { $0.online ? OnlineAmortiser.Settings($0) : nil }
+        let sameNetwork = !restartingAmortiser && settings != nil && amortiser.map { running in
+            configuration.task.name == running.task.name && configuration.prior?.network.mlp.architecture == running.architecture
+        } == true
+        // what it has learnt carries on, newer than the state file the reload read
+        if sameNetwork, let latest = amortiser?.latest(newerThan: -1) { configuration.prior?.network = latest }
+        let keepAmortiser = sameNetwork && settings == amortiser?.settings && configuration.prior?.stateFile == amortiser?.stateFile
         self.configuration = configuration
         // the rate is checked at load (0.1 to 10000 Hz); a period never below a microsecond regardless
         periodNanoseconds = max(1000, nanoseconds(seconds: 1 / configuration.rateHz))
@@ -176,6 +189,7 @@ public final class Server: @unchecked Sendable {
             // states and actions of another shape: every session's observation, plan and slew
             // reference belong to the old task; the clients open new sessions with their next observation
             endSessions(where: { _ in true }, reason: "the task changed to \(configuration.task.name)")
+            recentActions.removeAll()
         }
         helloReply = Self.describe(configuration)
         networkVersion = configuration.prior?.network.version ?? -1
@@ -184,14 +198,13 @@ public final class Server: @unchecked Sendable {
         actionSafety = (try? configuration.actionSafety(period: replyPeriod)) ?? actionSafety
         staleAfterNanoseconds = nanoseconds(seconds: configuration.safety.staleAfter)
         for session in sessions.values { session.safety = actionSafety }
-        amortiser?.stop()
+        guard !keepAmortiser else { return }
+        if let old = amortiser {
+            // its last training step and its final save take a while: never on the serving thread
+            Self.reconfigurationQueue.async { old.stop() }
+        }
         amortiser = nil
-        if let prior = configuration.prior, prior.online {
-            var settings = OnlineAmortiser.Settings()
-            settings.learningRate = prior.onlineLearningRate
-            settings.batchSize = prior.onlineBatch
-            settings.bufferRows = prior.onlineBuffer
-            settings.publishEvery = prior.onlinePublishEvery
+        if let prior = configuration.prior, let settings {
             if !prior.stateDirectory.isEmpty {
                 try? FileManager.default.createDirectory(atPath: prior.stateDirectory, withIntermediateDirectories: true)
             }
@@ -215,7 +228,7 @@ public final class Server: @unchecked Sendable {
         notifier.send("READY=1\nSTATUS=\(statusLine())\nMAINPID=\(getpid())")
         var nextTick = monotonicNanoseconds() + periodNanoseconds
         var lastSweep: UInt64 = 0
-        while !stopRequested.load(ordering: .relaxed) {
+        while !stopRequested.load(ordering: .relaxed) && mpcd_stop_requested() == 0 {
             let now = monotonicNanoseconds()
             switch configuration.server.mode {
             case .lockstep:
@@ -346,11 +359,10 @@ public final class Server: @unchecked Sendable {
                 counters.oversizedMessages += 1
                 counters.refused[.malformed, default: 0] += 1
                 sessions[identity]?.refused += 1
-                connectionGuard?.delivered(bytes: bytes, frames: frames, from: source, userID: nil)
                 connectionGuard?.cut(descriptor: source, reason: .messageTooLarge,
                                      detail: "a message of \(frames) frames, \(bytes) bytes; max_message_bytes is \(messageLimit.bytes)")
             case let .message(frames, source, userID)?:
-                connectionGuard?.delivered(bytes: frames.dropFirst().reduce(0) { $0 + $1.count }, frames: frames.count - 1, from: source, userID: userID)
+                connectionGuard?.delivered(from: source, userID: userID, now: monotonicNanoseconds())
                 if let zap {
                     // a key taken off the allow-list since this connection's handshake: cut it
                     guard let userID, zap.authorizedKeys.contains(userID) else {
@@ -392,6 +404,10 @@ public final class Server: @unchecked Sendable {
                     throw WireProtocol.Refusal(.wrongDimension, error.description, sequence: sequence)
                 }
                 let measuredAt = try measurementTime(timestamp, now: now, sequence: sequence)
+                if let owner = sessions[identity]?.userID, owner != userID {
+                    // with CURVE a session belongs to its client's key: another key cannot take over its routing id
+                    throw WireProtocol.Refusal(.malformed, "this routing id belongs to a session of another client key", sequence: sequence)
+                }
                 let session = try session(for: identity, envelope: envelope, now: now, sequence: sequence)
                 session.envelope = envelope
                 session.lastSeen = now

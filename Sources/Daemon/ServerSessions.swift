@@ -27,6 +27,12 @@ extension Server {
         }
         let session = Session(identity: identity, envelope: envelope, planner: planner, prior: prior,
                               priorSettings: configuration.prior, safety: actionSafety, index: nextSessionIndex, now: now)
+        // the same client back (after giving way, a timeout, a reconnection): its last action is
+        // still the slew reference, so its first action cannot jump
+        if let recent = recentActions.removeValue(forKey: identity), now > recent.at,
+           now - recent.at <= nanoseconds(seconds: configuration.server.sessionTimeout) {
+            session.continueAfter(lastAction: recent.action)
+        }
         session.keepsPlans = amortiser != nil
         nextSessionIndex += 1
         sessions[identity] = session
@@ -35,12 +41,14 @@ extension Server {
         return session
     }
 
-    /// Ends the sessions `predicate` picks, keeping their counts; `reason` is logged (nil: quietly).
+    /// Ends the sessions `predicate` picks, keeping their counts and last actions; `reason` is
+    /// logged (nil: quietly).
     func endSessions(where predicate: (Session) -> Bool, reason: String?) {
         for (identity, session) in sessions where predicate(session) {
             sessions.removeValue(forKey: identity)
             counters.fallbacks += session.fallbacks
             counters.staleReplies += session.staleReplies
+            if let action = session.lastSent { rememberAction(action, of: identity) }
             if let reason { logger.info("session ended", metadata: ["peer": "\(session.name)", "reason": "\(reason)"]) }
         }
     }
@@ -50,6 +58,16 @@ extension Server {
         for session in sessions.values where now > session.lastSeen && now - session.lastSeen > timeout {
             counters.sessionsExpired += 1
             endSessions(where: { $0 === session }, reason: "no message for \(Double(now - session.lastSeen) * 1e-9) s")
+        }
+    }
+
+    /// Most ended sessions whose last action is kept (the oldest are forgotten first).
+    var recentActionsLimit: Int { 4 * configuration.server.maxSessions }
+
+    func rememberAction(_ action: [Float], of identity: [UInt8]) {
+        recentActions[identity] = (action, monotonicNanoseconds())
+        if recentActions.count > recentActionsLimit, let oldest = recentActions.min(by: { $0.value.at < $1.value.at })?.key {
+            recentActions.removeValue(forKey: oldest)
         }
     }
 

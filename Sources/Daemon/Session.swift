@@ -183,6 +183,12 @@ extension Session {
         planner.reset()
     }
 
+    /// A session the same client had before: its last action is the slew reference of the first.
+    func continueAfter(lastAction: [Float]) {
+        guard lastSent == nil, lastAction.count == planner.actionDimension else { return }
+        lastSent = lastAction
+    }
+
     /// Takes a new planner and prior (a reload, a policy load); statistics stay.
     func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) {
         self.planner = planner

@@ -1,57 +1,27 @@
 import Foundation
 import Models
-import TOMLKit
 
 /// TOML text to ``ConfigValue``, so the rest of the daemon never sees the parser's types.
 enum TOMLReader {
-    struct SyntaxError: Error {
-        let line: Int
-        let column: Int
-        let reason: String
-    }
+    typealias SyntaxError = TOMLParser.SyntaxError
 
     static func parse(_ text: String) throws(SyntaxError) -> [String: ConfigValue] {
-        let table: TOMLTable
-        do {
-            table = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw SyntaxError(line: error.source.begin.line, column: error.source.begin.column, reason: error.description)
-        } catch {
-            throw SyntaxError(line: 0, column: 0, reason: "\(error)")
-        }
-        return convert(table)
-    }
-
-    private static func convert(_ table: TOMLTable) -> [String: ConfigValue] {
-        var out: [String: ConfigValue] = [:]
-        for key in table.keys {
-            if let value = table[key] { out[key] = convert(value) }
-        }
-        return out
-    }
-
-    private static func convert(_ value: TOMLValueConvertible) -> ConfigValue {
-        switch value.type {
-        case .table: return .table(convert(value.table!))
-        case .array: return .array(value.array!.map { convert($0) })
-        case .string: return .string(value.string!)
-        case .int: return .integer(value.int!)
-        case .double: return .float(value.double!)
-        case .bool: return .bool(value.bool!)
-        case .date, .time, .dateTime: return .string(value.tomlValue.debugDescription)
-        }
+        try TOMLParser.parse(text)
     }
 }
 
 /// Configuration files: TOML text to a checked configuration.
 extension DaemonConfiguration {
+    /// Largest configuration file read (a hand-written one is a few KiB).
+    public static let maxFileBytes = 1 << 20
+
     /// `withPrior: false` skips loading the `[prior]` network (`mpcd train` writes it).
     public static func load(path: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
         let text: String
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            text = try FileReading.text(path, limit: maxFileBytes)
         } catch {
-            throw LoadError(source: path, location: "file", reason: "cannot be read (\((error as NSError).localizedDescription))")
+            throw LoadError(source: path, location: "file", reason: error.reason)
         }
         return try parse(text, source: path, withPrior: withPrior)
     }
@@ -68,5 +38,25 @@ extension DaemonConfiguration {
         } catch {
             throw LoadError(source: source, location: error.key, reason: error.reason)
         }
+    }
+
+    /// Only the control endpoint of a configuration file (`mpcctl --config`): the rest of the file
+    /// (keys, networks) need not be readable by whoever asks.
+    public static func controlEndpoint(inFile path: String) throws(LoadError) -> String {
+        let values: [String: ConfigValue]
+        do {
+            values = try TOMLReader.parse(try FileReading.text(path, limit: maxFileBytes))
+        } catch let error as FileReadError {
+            throw LoadError(source: path, location: "file", reason: error.reason)
+        } catch let error as TOMLReader.SyntaxError {
+            throw LoadError(source: path, location: "line \(error.line), column \(error.column)", reason: error.reason)
+        } catch {
+            throw LoadError(source: path, location: "file", reason: "\(error)")
+        }
+        guard case let .table(control)? = values["control"], let value = control["endpoint"] else { return defaultControlEndpoint() }
+        guard case let .string(endpoint) = value, endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://") else {
+            throw LoadError(source: path, location: "control.endpoint", reason: "expected an ipc:// or tcp:// endpoint")
+        }
+        return endpoint
     }
 }

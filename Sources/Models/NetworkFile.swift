@@ -31,31 +31,11 @@ public enum NetworkFile {
 
     /// The bytes of a weights file: a regular file no larger than `maxFileBytes`, else the reason.
     public static func read(path: String) throws(AmortisedNetwork.LoadError) -> Data {
-        func fail(_ reason: String) -> AmortisedNetwork.LoadError { AmortisedNetwork.LoadError(path: path, reason: reason) }
-        // opened first and examined through the descriptor, so the checks and the read see one file
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(String(cString: strerror(errno))))") }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
-        guard Int(info.st_size) <= maxFileBytes else {
-            throw fail("is \(info.st_size) bytes; a weights file mpcd loads is at most \(maxFileBytes) bytes (\(MLPArchitecture.maxParameters) parameters)")
+        do {
+            return try FileReading.read(path, limit: maxFileBytes)
+        } catch {
+            throw AmortisedNetwork.LoadError(path: path, reason: error.reason + (error.reason.hasPrefix("is ") && error.reason.contains("bytes") ? " (\(MLPArchitecture.maxParameters) parameters at most)" : ""))
         }
-        var data = Data(count: Int(info.st_size))
-        var filled = 0
-        let failure: Int32? = data.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Int32? in
-            while filled < buffer.count {
-                let n = Glibc.read(fd, buffer.baseAddress! + filled, buffer.count - filled)
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 { return errno }
-                if n == 0 { break }
-                filled += n
-            }
-            return nil
-        }
-        if let failure { throw fail("cannot be read (\(String(cString: strerror(failure))))") }
-        return data.prefix(filled)
     }
 
     /// Decodes the network in `data` for `task`, refusing with the reason: a file that is not an

@@ -29,13 +29,19 @@ public enum SafeTensors {
         public var description: String { reason }
     }
 
+    /// Largest JSON header read: a network of a few dozen tensors needs a few KiB, and JSON takes
+    /// tens of times its size in memory once parsed.
+    public static let maxHeaderBytes = 1 << 20
+
     /// Reads F32 (and F64, converted) tensors; refuses anything malformed with the reason.
     public static func decode(_ data: Data) throws(FormatError) -> File {
         guard data.count >= 8 else { throw FormatError(reason: "too short for a safetensors file (\(data.count) bytes)") }
         var headerLength: UInt64 = 0
         for i in 0..<8 { headerLength |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
-        guard headerLength <= UInt64(data.count - 8), headerLength <= 100_000_000 else {
-            throw FormatError(reason: "header length \(headerLength) exceeds the file (\(data.count) bytes)")
+        // (the number itself is not repeated: it is the first bytes of whatever file was named)
+        guard headerLength <= UInt64(data.count - 8) else { throw FormatError(reason: "not a safetensors file: its header length does not fit the file") }
+        guard headerLength <= UInt64(maxHeaderBytes) else {
+            throw FormatError(reason: "the header is over \(maxHeaderBytes) bytes; mpcd's networks have a few tensors")
         }
         let headerStart = data.startIndex + 8, dataStart = headerStart + Int(headerLength)
         let json: Any

@@ -36,9 +36,9 @@ struct Connection: ParsableArguments {
             if let socket { return (socket, true) }
             if let config {
                 do {
-                    return (try DaemonConfiguration.load(path: config, withPrior: false).controlEndpoint, true)
+                    return (try DaemonConfiguration.controlEndpoint(inFile: config), true)
                 } catch {
-                    throw ValidationError("\(error)")
+                    fail("\(error)")
                 }
             }
             return (DaemonConfiguration.defaultControlEndpoint(), false)

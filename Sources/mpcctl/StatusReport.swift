@@ -8,13 +8,22 @@ struct StatusReport {
 
     func number(_ key: String) -> Double { (status[key] as? NSNumber)?.doubleValue ?? 0 }
 
+    /// A count from the daemon's JSON as an integer, whatever number it holds (never a trap: the
+    /// answer may come from anything listening on the socket).
+    static func count(_ value: Any?) -> Int {
+        guard let x = (value as? NSNumber)?.doubleValue, x.isFinite else { return 0 }
+        return Int(min(max(x, -9e15), 9e15))
+    }
+
+    func count(_ key: String) -> Int { Self.count(status[key]) }
+
     static func duration(_ seconds: Double) -> String {
-        let s = Int(seconds)
+        let s = Int(min(max(seconds.isFinite ? seconds : 0, 0), 9e15))
         return s >= 3600 ? String(format: "%dh %02dm %02ds", s / 3600, s / 60 % 60, s % 60) : String(format: "%dm %02ds", s / 60, s % 60)
     }
 
     static func latency(_ summary: [String: Any]?) -> String {
-        guard let summary, let count = (summary["count"] as? NSNumber)?.intValue, count > 0 else { return "no ticks yet" }
+        guard let summary, case let count = Self.count(summary["count"]), count > 0 else { return "no ticks yet" }
         func ms(_ key: String) -> String { String(format: "%.3f", ((summary[key] as? NSNumber)?.doubleValue ?? 0) / 1000) }
         return "p50 \(ms("p50"))  p90 \(ms("p90"))  p99 \(ms("p99"))  p99.9 \(ms("p99.9"))  max \(ms("max")) ms  (\(count) replies)"
     }
@@ -25,9 +34,9 @@ struct StatusReport {
         for s in sessions {
             let peer = (s["peer"] as? String ?? "?").padding(toLength: 24, withPad: " ", startingAt: 0)
             let age = (s["last_observation_age_seconds"] as? NSNumber).map { String(format: "%.3f s ago", $0.doubleValue) } ?? "none"
-            let ticks = "\((s["ticks_served"] as? NSNumber)?.intValue ?? 0)"
-            let refused = "\((s["refused"] as? NSNumber)?.intValue ?? 0)"
-            let iterations = "\((s["iterations"] as? NSNumber)?.intValue ?? 0)"
+            let ticks = "\(Self.count(s["ticks_served"]))"
+            let refused = "\(Self.count(s["refused"]))"
+            let iterations = "\(Self.count(s["iterations"]))"
             let gap = (s["amortisation_gap"] as? NSNumber).map { String(format: "%.3f", $0.doubleValue) } ?? "-"
             lines.append("  \(peer)\(age.padding(toLength: 14, withPad: " ", startingAt: 0))\(ticks.padding(toLength: 8, withPad: " ", startingAt: 0))\(refused.padding(toLength: 9, withPad: " ", startingAt: 0))\(iterations.padding(toLength: 6, withPad: " ", startingAt: 0))\(gap)")
         }
@@ -38,8 +47,8 @@ struct StatusReport {
         let planner = status["planner"] as? [String: Any] ?? [:]
         let latency = status["tick_latency_us"] as? [String: Any] ?? [:]
         let sessions = status["sessions"] as? [String: Any] ?? [:]
-        let byCode = (status["rejected_by_code"] as? [String: NSNumber] ?? [:]).filter { $0.value.intValue > 0 }
-            .sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+        let byCode = (status["rejected_by_code"] as? [String: Any] ?? [:]).filter { Self.count($0.value) > 0 }
+            .sorted { $0.key < $1.key }.map { "\($0.key) \(Self.count($0.value))" }
         var lines = [
             "mpcd \(status["version"] ?? "?"), pid \(status["pid"] ?? "?"), up \(Self.duration(number("uptime_seconds")))",
             "config     \(status["config"] ?? "?")",
@@ -47,8 +56,8 @@ struct StatusReport {
             String(format: "timing     %@; target %.1f Hz, achieved %.1f Hz per session (last 60 s)", (status["mode"] as? String ?? "?"), number("target_rate_hz"), number("achieved_rate_hz")),
             "latency    since start  \(Self.latency(latency["since_start"] as? [String: Any]))",
             "           last 60 s    \(Self.latency(latency["last_60s"] as? [String: Any]))",
-            "health     \(Int(number("missed_ticks"))) missed ticks, \(Int(number("fallbacks"))) fallbacks, \(Int(number("stale_replies"))) stale replies, \(Int(number("rejected_messages"))) rejected messages"
-                + (byCode.isEmpty ? "" : " (\(byCode.joined(separator: ", ")))") + ", \(Int(number("dropped_replies"))) dropped replies",
+            "health     \(count("missed_ticks")) missed ticks, \(count("fallbacks")) fallbacks, \(count("stale_replies")) stale replies, \(count("rejected_messages")) rejected messages"
+                + (byCode.isEmpty ? "" : " (\(byCode.joined(separator: ", ")))") + ", \(count("dropped_replies")) dropped replies",
             String(format: "planner    %.2f iterations per tick", number("iterations_per_tick")),
         ]
         if let prior = status["prior"] as? [String: Any] {
@@ -68,7 +77,13 @@ struct StatusReport {
             lines.append("value      none (the task's terminal cost)")
         }
         lines.append("endpoints  \((status["endpoints"] as? [String] ?? []).joined(separator: ", ")); control \(status["control"] ?? "?")")
-        lines.append("sessions   \(sessions["count"] ?? 0) (opened \(sessions["opened"] ?? 0), expired \(sessions["expired"] ?? 0))")
+        let connections = status["connections"] as? [String: Any] ?? [:]
+        let ended = (connections["ended"] as? [String: Any] ?? [:]).filter { Self.count($0.value) > 0 }.sorted { $0.key < $1.key }
+            .map { "\($0.key) \(Self.count($0.value))" }
+        lines.append("connected  \(Self.count(connections["count"])) of at most \(Self.count(connections["max"])) connections; ended "
+            + (ended.isEmpty ? "none" : ended.joined(separator: ", ")) + "; \(Self.count(connections["oversized_messages"])) oversized messages")
+        lines.append("sessions   \(Self.count(sessions["count"])) of at most \(Self.count(sessions["max"])) (opened \(Self.count(sessions["opened"])), expired \(Self.count(sessions["expired"])), "
+            + "gave way \(Self.count(sessions["evicted"])), peer gone \(Self.count(sessions["peer_gone"])), ended by reload \(Self.count(sessions["ended_by_reload"])))")
         lines.append(Self.sessionTable(sessions["list"] as? [[String: Any]] ?? []))
         return lines.joined(separator: "\n")
     }

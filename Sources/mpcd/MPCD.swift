@@ -1,7 +1,6 @@
 import ArgumentParser
 import CSystemShims
 import Daemon
-import Dispatch
 import Foundation
 import Models
 import Logging
@@ -18,6 +17,8 @@ struct MPCD: ParsableCommand {
     )
 
     static func main() {
+        // first of all: a stray signal during start (a slow configuration, a big prior) must not end it
+        ignoreStraySignals()
         MLP.useOneBLASThread()
         main(nil)
     }
@@ -67,6 +68,9 @@ struct Serve: ParsableCommand {
             print(DaemonConfiguration.embeddedDefault)
             return
         }
+        // SIGTERM, SIGINT and SIGHUP from the very start: set flags the serving loop reads, so none
+        // is lost however early it comes (a SIGTERM before serving stops the daemon as it starts)
+        mpcd_install_control_signals()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -96,28 +100,14 @@ struct Serve: ParsableCommand {
         }
         for endpoint in server.boundEndpoints { print("mpcd listening on \(endpoint)") }
         fflush(nil)
-        ignoreStraySignals()
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGHUP, SIG_IGN)
-        var signals = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
-        for source in signals {
-            source.setEventHandler { server.requestStop() }
-            source.resume()
-        }
-        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hangup.setEventHandler { server.reloadRequested.store(true, ordering: .relaxed) }
-        hangup.resume()
-        signals.append(hangup)
         server.run()
-        signals.forEach { $0.cancel() }
     }
 }
 
-/// Signals whose default action ends the process but that mean nothing to mpcd: a closed pipe on
-/// standard error or a socket (EPIPE is handled where it happens), a stray kill -USR1, a timer, the
-/// real-time signals. Only SIGTERM and SIGINT stop the daemon, SIGHUP reloads it (and SIGKILL,
-/// which cannot be caught, ends it).
+/// Signals whose default action ends or stops the process but that mean nothing to mpcd: a closed
+/// pipe on standard error or a socket (EPIPE is handled where it happens), a stray kill -USR1, a
+/// timer, a terminal's stop keys, the real-time signals. Only SIGTERM and SIGINT stop the daemon,
+/// SIGHUP reloads it (ignored until it serves), and SIGKILL and SIGSTOP cannot be caught.
 func ignoreStraySignals() {
     mpcd_ignore_stray_signals()
 }

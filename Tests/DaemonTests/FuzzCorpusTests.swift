@@ -36,4 +36,10 @@ import Testing
         #expect(files.count >= 5)
         for file in files { fuzzNetworkFile(Array(try Data(contentsOf: file))) }
     }
+
+    @Test func theTOMLCorpusReplays() throws {
+        let files = Self.corpus("toml")
+        #expect(files.count >= 5)
+        for file in files { fuzzTOML(Array(try Data(contentsOf: file))) }
+    }
 }

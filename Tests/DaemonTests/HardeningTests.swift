@@ -145,3 +145,44 @@ import Testing
         #expect(nanoseconds(seconds: -1) == 0 && nanoseconds(seconds: .nan) == 0)
     }
 }
+
+/// Files named by an operator or a configuration (the configuration itself, keys, weights) are
+/// regular files of bounded size: a pipe would block the reader for ever, a device or a huge file
+/// fill the memory.
+@Suite struct HardeningFileTests {
+    @Test func aConfigurationThatIsNoRegularFileOrTooBigIsRefused() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mpcd-files-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        mkfifo(folder + "/pipe.toml", 0o600)
+        FileManager.default.createFile(atPath: folder + "/big.toml", contents: nil)
+        truncate(folder + "/big.toml", off_t(DaemonConfiguration.maxFileBytes + 1))
+        for (path, reason) in [(folder + "/pipe.toml", "not a regular file"), ("/dev/zero", "not a regular file"),
+                               (folder, "not a regular file"), (folder + "/big.toml", "at most 1048576")] {
+            do {
+                _ = try DaemonConfiguration.load(path: path)
+                Issue.record("\(path) was accepted")
+            } catch {
+                #expect(error.reason.contains(reason), "\(path): \(error.reason)")
+            }
+        }
+        // and as a key file: refused with the reason, never read
+        try "[security]\ncurve_secret_key_file = \"pipe.toml\"\nauthorized_keys_file = \"pipe.toml\"\n".write(toFile: folder + "/c.toml", atomically: true, encoding: .utf8)
+        #expect(throws: DaemonConfiguration.LoadError.self) { try DaemonConfiguration.load(path: folder + "/c.toml") }
+    }
+
+    /// TOML a tired or hostile hand might write: deep nesting, NUL bytes, huge numbers, invalid
+    /// UTF-8. Each is refused or read, never a crash.
+    @Test func strangeTOMLIsRefusedOrRead() {
+        let texts = [
+            "a = " + String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000),
+            "a = " + String(repeating: "{b = ", count: 2_000) + "1" + String(repeating: "}", count: 2_000),
+            "[planner]\nsamples = 99999999999999999999999999\n", "[planner]\nsamples = 1e999\n", "[task]\ndt = nan\n",
+            "[server]\u{0}endpoints = 1\n", String(decoding: [0x5B, 0xFF, 0xFE, 0x5D], as: UTF8.self), "[[[x]]]\n",
+            "[server]\nendpoints = \"" + String(repeating: "x", count: 100_000) + "\"\n",
+        ]
+        for text in texts {
+            #expect((try? DaemonConfiguration.parse(text, source: "t")) == nil, "\(text.prefix(40)) was accepted")
+        }
+    }
+}

@@ -179,6 +179,23 @@ import Testing
         }
     }
 
+    /// A header of megabytes (JSON takes tens of times that once parsed) is refused unparsed, and
+    /// a header length that does not fit the file is not repeated (it is the file's first bytes).
+    @Test func bigHeadersAreRefusedUnparsed() {
+        var data = Data()
+        var length = UInt64(2 << 20).littleEndian
+        withUnsafeBytes(of: &length) { data.append(contentsOf: $0) }
+        data.append(Data(repeating: 0x20, count: 2 << 20))
+        func reason(_ data: Data) -> String? {
+            do {
+                _ = try SafeTensors.decode(data)
+                return nil
+            } catch { return error.reason }
+        }
+        #expect(reason(data) == "the header is over 1048576 bytes; mpcd's networks have a few tensors")
+        #expect(reason(Data("TOPSECRET, and more".utf8)) == "not a safetensors file: its header length does not fit the file")
+    }
+
     /// Tensors may not claim the same bytes over and over: together they fit in the data section.
     @Test func tensorsCannotShareBytes() {
         var header: [String: Any] = [:]

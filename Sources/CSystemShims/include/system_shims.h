@@ -37,9 +37,17 @@ int mpcd_probe_unix_socket(const char *path);
 /* flock(fd, LOCK_EX | LOCK_NB). Returns 0 or an errno (EWOULDBLOCK: another process holds it). */
 int mpcd_try_lock(int fd);
 
-/* Ignores the signals whose default action would end the daemon but that it has no use for:
-   SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ and the
-   real-time signals. */
+/* Ignores the signals whose default action would end or stop the daemon but that it has no use for:
+   SIGHUP (until the daemon installs its reload handler), SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM,
+   SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ, SIGXCPU, SIGSYS, SIGTSTP, SIGTTIN, SIGTTOU
+   and the real-time signals. */
 void mpcd_ignore_stray_signals(void);
+
+/* SIGTERM and SIGINT set a stop flag, SIGHUP a reload flag (async-signal-safe handlers, installed
+   before anything else starts, so no signal is ever lost between start and serving). */
+void mpcd_install_control_signals(void);
+int mpcd_stop_requested(void);
+/* Whether SIGHUP came since the last call (and clears it). */
+int mpcd_take_reload_request(void);
 
 #endif

@@ -1,0 +1,52 @@
+import Foundation
+
+/// Why a file could not be read: the path and the reason.
+public struct FileReadError: Error, CustomStringConvertible, Equatable {
+    public let path: String
+    public let reason: String
+
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// Files mpcd reads from operators and users (configurations, keys, weights): a regular file of
+/// bounded size, opened once and examined through that descriptor, so a device, a pipe or a huge
+/// file is refused before it is read, and never blocks the reader.
+public enum FileReading {
+    public static func read(_ path: String, limit: Int) throws(FileReadError) -> Data {
+        func fail(_ reason: String) -> FileReadError { FileReadError(path: path, reason: reason) }
+        func system(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw fail("cannot be read (\(system()))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(system()))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
+        guard Int(info.st_size) <= limit else { throw fail("is \(info.st_size) bytes; at most \(limit) are read") }
+        var data = Data(count: Int(info.st_size))
+        var filled = 0
+        let failure: Int32? = data.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Int32? in
+            while filled < buffer.count {
+                let n = Glibc.read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { return errno }
+                if n == 0 { break }
+                filled += n
+            }
+            return nil
+        }
+        if let failure { throw fail("cannot be read (\(system(failure)))") }
+        return data.prefix(filled)
+    }
+
+    /// A text file, UTF-8.
+    public static func text(_ path: String, limit: Int) throws(FileReadError) -> String {
+        let data = try read(path, limit: limit)
+        guard let text = String(data: data, encoding: .utf8) else { throw FileReadError(path: path, reason: "is not UTF-8 text") }
+        return text
+    }
+}
