@@ -1,18 +1,5 @@
 import Foundation
 
-/// Why a file could not be read: the path and the reason.
-public struct FileReadError: Error, CustomStringConvertible, Equatable {
-    public let path: String
-    public let reason: String
-
-    public init(path: String, reason: String) {
-        self.path = path
-        self.reason = reason
-    }
-
-    public var description: String { "\(path): \(reason)" }
-}
-
 /// Files mpcd reads from operators and users (configurations, keys, weights): a regular file of
 /// bounded size, opened once and examined through that descriptor, so a device, a pipe or a huge
 /// file is refused before it is read, and never blocks the reader.

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Why a file could not be written: the path and the system's reason, never an empty error.
-public struct FileWriteError: Error, CustomStringConvertible, Equatable {
+/// Why a file could not be read or written: the path and the reason, never an empty error.
+public struct FileError: Error, CustomStringConvertible, Equatable {
     public let path: String
     public let reason: String
 
@@ -12,10 +12,13 @@ public struct FileWriteError: Error, CustomStringConvertible, Equatable {
 
     public var description: String { "\(path): \(reason)" }
 
-    static func errno(_ path: String, _ what: String, _ code: Int32 = Foundation.errno) -> FileWriteError {
-        FileWriteError(path: path, reason: "\(what): \(String(cString: strerror(code)))")
+    static func errno(_ path: String, _ what: String, _ code: Int32 = Foundation.errno) -> FileError {
+        FileError(path: path, reason: "\(what): \(String(cString: strerror(code)))")
     }
 }
+
+public typealias FileWriteError = FileError
+public typealias FileReadError = FileError
 
 /// Files mpcd writes (weights, checkpoints, keys): never through a symbolic link, never over a
 /// device, a directory or anything else that is not a regular file.
