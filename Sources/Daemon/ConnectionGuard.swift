@@ -159,7 +159,7 @@ final class ConnectionGuard {
             let allowance = (connection.messages == 0 ? Self.handshakeAllowance : 0)
                 + min(Self.heartbeatAllowancePerSecond * quiet, Self.heartbeatAllowanceCap)
             if held > limits.maxHeldBytes + allowance {
-                end(connection, .messageTooLarge, detail: "libzmq holds \(held) bytes of an unfinished message; the limit is \(limits.maxHeldBytes)")
+                end(connection, .messageTooLarge, detail: "libzmq holds \(held) bytes from it not yet handed over (a message too large in the making, or messages sent faster than they are read); the limit is \(limits.maxHeldBytes)")
                 connections.removeValue(forKey: connection.descriptor)
             }
         }
