@@ -21,6 +21,8 @@ public struct TOMLParser {
     private var root = Node.table([:])
     /// Tables defined by a header or by dotted keys, and inline tables / arrays that are closed.
     private var defined: Set<[String]> = []
+    /// Tables defined by a `[header]`: dotted keys elsewhere cannot add to them.
+    private var headed: Set<[String]> = []
     private var sealed: Set<[String]> = []
     /// Path of every array of tables, so `[[a]]` and `[a]` cannot mix.
     private var arraysOfTables: Set<[String]> = []
@@ -86,6 +88,7 @@ public struct TOMLParser {
         } else {
             guard !defined.contains(path), !arraysOfTables.contains(path) else { throw error("table \(dotted(path)) is defined twice") }
             defined.insert(path)
+            headed.insert(path)
             try located { (parser: inout TOMLParser) throws(SyntaxError) in try parser.ensureTable(at: path) }
         }
         return path
@@ -109,6 +112,7 @@ public struct TOMLParser {
         // dotted keys define the tables along the way
         for i in 1..<max(1, path.count) {
             let prefix = table + Array(path[0..<i])
+            guard !headed.contains(prefix) else { throw error("table \(dotted(prefix)) has a [header] of its own: a dotted key cannot add to it") }
             try located { (parser: inout TOMLParser) throws(SyntaxError) in try parser.ensureTable(at: prefix) }
             defined.insert(prefix)
         }
@@ -148,6 +152,7 @@ public struct TOMLParser {
         }
         // a new element: its sub-tables may be defined again
         defined = defined.filter { !($0.count > path.count && Array($0.prefix(path.count)) == path) }
+        headed = headed.filter { !($0.count > path.count && Array($0.prefix(path.count)) == path) }
     }
 
     private mutating func insert(_ value: ConfigValue, at path: [String]) throws(SyntaxError) {

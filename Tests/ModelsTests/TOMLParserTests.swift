@@ -100,6 +100,7 @@ import Testing
             ("a = {x = 1}\n[a]\n", 2, "cannot be extended"),
             ("a = {x = 1}\na.y = 2\n", 2, "cannot be extended"),
             ("a = 1\n[a.b]\n", 2, "not a table"),
+            ("[t.a]\nx = 1\n[t]\na.y = 2\n", 4, "has a [header] of its own"),
             ("[a]\n[[a]]\n", 2, "not an array of tables"),
             ("[!]\n", 1, "expected a key"),
             ("[é]\n", 1, "expected a key"),
