@@ -248,11 +248,11 @@ public struct TOMLParser {
         advance()
         var items: [ConfigValue] = []
         while true {
-            skipWhitespaceCommentsAndNewlines()
+            skipWhitespaceAndNewlines()
             guard let c = peek() else { throw error("an array is not closed") }
             if c == UInt8(ascii: "]") { advance(); return .array(items) }
             items.append(try value(depth: depth + 1))
-            skipWhitespaceCommentsAndNewlines()
+            skipWhitespaceAndNewlines()
             if peek() == UInt8(ascii: ",") { advance(); continue }
             guard peek() != nil else { throw error("an array is not closed") }
             guard peek() == UInt8(ascii: "]") else { throw error("expected , or ] in an array") }
@@ -505,7 +505,6 @@ public struct TOMLParser {
         }
     }
 
-    private mutating func skipWhitespaceCommentsAndNewlines() { skipWhitespaceAndNewlines() }
 
     private func describe(_ c: UInt8) -> String {
         c >= 0x21 && c < 0x7F ? "\"\(Character(Unicode.Scalar(c)))\"" : "byte 0x" + String(c, radix: 16, uppercase: true)
