@@ -1,6 +1,6 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev pkg-config gcc systemd stress-ng
+APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
@@ -29,6 +29,7 @@ $(VENV)/.installed: clients/python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q -e 'clients/python[test]'
+	scripts/gymnasium_models.sh
 	touch $@
 
 build:

@@ -24,7 +24,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
-        .target(name: "Models", dependencies: ["COpenBLAS"], swiftSettings: speed),
+        // MuJoCo's headers and a guarded wrapper of the calls mpcd makes (Debian's libmujoco-dev)
+        .target(name: "CMuJoCo", linkerSettings: [.linkedLibrary("mujoco")]),
+        // the model plug-in ABI (a header) for robots compiled into a shared library
+        .target(name: "CPluginABI"),
+        .target(name: "Models", dependencies: ["COpenBLAS", "CMuJoCo", "CPluginABI"], swiftSettings: speed),
         .target(name: "Planners", dependencies: ["Models"], swiftSettings: speed),
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .target(name: "CSystemShims"),

@@ -157,7 +157,10 @@ public struct DaemonConfiguration: Sendable {
     }
 
     /// The tick rate in force.
-    public var rateHz: Double { server.rateHz ?? (1e6 / Double(task.dynamics.dt)).rounded() / 1e6 }
+    public var rateHz: Double {
+        // through the step's shortest decimal form: 1 / 0.04 is 25, not 1 / Double(Float(0.04))
+        server.rateHz ?? 1 / (Double("\(task.dynamics.dt)") ?? Double(task.dynamics.dt))
+    }
 
     /// A configuration file that cannot be used: the file, the key (or line) and the reason.
     public struct LoadError: Error, CustomStringConvertible {
@@ -215,7 +218,8 @@ public struct DaemonConfiguration: Sendable {
     public static func read(_ root: ConfigTable, source: String, withPrior: Bool) throws(ConfigurationError) -> DaemonConfiguration {
         let taskTable = try root.table("task") ?? ConfigTable([:], path: "task")
         let name = try taskTable.choice("name", default: "pendulum", from: TaskRegistry.names)
-        let task = try TaskRegistry.make(name: name, parameters: taskTable)
+        let base = source == embeddedSource || !source.contains("/") ? FileManager.default.currentDirectoryPath : (source as NSString).deletingLastPathComponent
+        let task = try TaskRegistry.make(name: name, parameters: taskTable, baseDirectory: base)
         let planner = try PlannerConfiguration(table: try root.table("planner") ?? ConfigTable([:], path: "planner"))
         try planner.validate(for: task)
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
@@ -403,7 +407,11 @@ public struct DaemonConfiguration: Sendable {
         }
         s.mode = TimingMode(rawValue: try table.choice("mode", default: s.mode.rawValue, from: TimingMode.allCases.map(\.rawValue)))!
         s.rateHz = try table.optionalNumber("rate_hz", .closed(0.1, 10_000))
-        s.budgetFraction = try table.number("budget_fraction", default: s.budgetFraction, .closed(0.05, 1))
+        s.budgetFraction = try table.number("budget_fraction", default: s.budgetFraction, .closed(0.05, 100))
+        // above one period only when a simulator waits for each reply (lockstep); a robot's ticks cannot
+        guard s.budgetFraction <= 1 || s.mode == .lockstep else {
+            throw table.error("budget_fraction", "expected a number in [0.05, 1] in realtime mode (up to 100 in lockstep, where a simulator waits), got \(s.budgetFraction)")
+        }
         s.planSteps = try table.integer("plan_steps", default: s.planSteps, min: 0, max: planner.horizon - 1)
         s.sessionTimeout = try table.number("session_timeout_s", default: s.sessionTimeout, .closed(0.01, 1_000_000))
         s.maxSessions = try table.integer("max_sessions", default: s.maxSessions, min: 1, max: 100_000)

@@ -181,7 +181,9 @@ public final class Server: @unchecked Sendable {
         self.configuration = configuration
         // the rate is checked at load (0.1 to 10000 Hz); a period never below a microsecond regardless
         periodNanoseconds = max(1000, nanoseconds(seconds: 1 / configuration.rateHz))
-        budgetNanoseconds = UInt64(Double(periodNanoseconds) * configuration.server.budgetFraction)
+        // a realtime tick never plans past its period, whatever an override made of the mode
+        let fraction = configuration.server.mode == .realtime ? min(1, configuration.server.budgetFraction) : configuration.server.budgetFraction
+        budgetNanoseconds = UInt64(Double(periodNanoseconds) * fraction)
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
         messageLimit = .init(bytes: configuration.server.maxMessageBytes, frames: WireProtocol.maxFrames)
         maxObservationValues = configuration.task.dynamics.observationForms.map(\.components.count).max() ?? Int.max

@@ -1,11 +1,17 @@
 /// The built-in tasks by the name a configuration uses.
 public enum TaskRegistry {
-    public static let names = ["pendulum", "mountain_car", "cartpole", "point_mass", "unicycle"]
+    /// The tasks written in Swift in this module, each complete with its defaults.
+    public static let builtInNames = ["pendulum", "mountain_car", "cartpole", "point_mass", "unicycle"]
+    /// Every name a configuration may give: the built-in tasks, and the ones a file defines (a
+    /// MuJoCo model, a compiled plug-in).
+    public static let names = builtInNames + ["mujoco", "plugin"]
     /// The range of a model step, s.
     public static let minimumStep: Float = 1e-4, maximumStep: Float = 10
 
     /// Builds the task `name` from its `[task]` table; unknown keys and bad values are errors.
-    public static func make(name: String, parameters: ConfigTable = ConfigTable([:], path: "task")) throws(ConfigurationError) -> ControlTask {
+    /// Files the table names (a MuJoCo model) are relative to `baseDirectory`.
+    public static func make(name: String, parameters: ConfigTable = ConfigTable([:], path: "task"),
+                            baseDirectory: String = ".") throws(ConfigurationError) -> ControlTask {
         let task: ControlTask
         switch name {
         case "pendulum": task = try .pendulum(parameters)
@@ -13,6 +19,8 @@ public enum TaskRegistry {
         case "cartpole": task = try .cartPole(parameters)
         case "point_mass": task = try .pointMass(parameters)
         case "unicycle": task = try .unicycle(parameters)
+        case "mujoco": task = try .mujoco(parameters, baseDirectory: baseDirectory)
+        case "plugin": task = try .plugin(parameters, baseDirectory: baseDirectory)
         default:
             throw ConfigurationError(key: parameters.keyPath("name"), reason: "unknown task \"\(name)\"; expected one of \(names.joined(separator: ", "))")
         }

@@ -12,7 +12,7 @@ struct MPCD: ParsableCommand {
         commandName: "mpcd",
         abstract: "Model-predictive control daemon: state observations in over ZeroMQ, actions out.",
         version: mpcdVersion,
-        subcommands: [Serve.self, Train.self],
+        subcommands: [Serve.self, Train.self, ModelCommand.self],
         defaultSubcommand: Serve.self
     )
 

@@ -16,7 +16,7 @@ import Testing
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/config").standardized
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".toml") }
         // one TASK.toml per task, and variants named TASK_SOMETHING.toml
-        #expect(Set(TaskRegistry.names).isSubset(of: Set(files.map { String($0.dropLast(5)) })))
+        #expect(Set(TaskRegistry.builtInNames).isSubset(of: Set(files.map { String($0.dropLast(5)) })))
         for file in files {
             let c = try DaemonConfiguration.load(path: folder.appendingPathComponent(file).path)
             #expect(file == c.task.name + ".toml" || file.hasPrefix(c.task.name + "_"), "\(file) configures \(c.task.name)")
@@ -36,7 +36,8 @@ import Testing
             ("[planner]\nlikelihood = \"cem\"\nelites = 5000\n", "planner.elites", "at most samples"),
             ("[server]\nmode = \"fast\"\n", "server.mode", "realtime, lockstep"),
             ("[server]\nendpoints = [\"http://x\"]\n", "server.endpoints", "not a tcp://"),
-            ("[server]\nbudget_fraction = 2.0\n", "server.budget_fraction", "[0.05, 1]"),
+            ("[server]\nmode = \"realtime\"\nbudget_fraction = 2.0\n", "server.budget_fraction", "[0.05, 1] in realtime mode"),
+            ("[server]\nbudget_fraction = 200.0\n", "server.budget_fraction", "[0.05, 100]"),
             ("[servr]\n", "servr", "unknown key"),
             ("[task]\nname = \"pendulum\"\nmass = \"heavy\"\n", "task.mass", "got a string"),
             ("[task]\nname = \"unicycle\"\n[[task.obstacles]]\nx = 1\n", "task.obstacles[0].y", "required"),

@@ -25,11 +25,22 @@ import Testing
         return keys
     }
 
-    @Test(arguments: TaskRegistry.names)
+    @Test(arguments: TaskRegistry.builtInNames)
     func everyTaskKeyIsDocumented(task: String) throws {
         let table = ConfigTable([:], path: "task")
         _ = try TaskRegistry.make(name: task, parameters: table)
         #expect(Set(table.knownKeys) == Self.documentedKeys(under: "### `\(task)`"))
+    }
+
+    /// The tasks a file defines: their keys, read from a fixture model, or up to the missing library.
+    @Test func everyMuJoCoAndPluginKeyIsDocumented() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../ModelsTests/Fixtures/mujoco").standardized.path
+        let mujoco = ConfigTable(["model": .string("pendulum_on_a_cart.xml"), "cost": .array([.table(["quantity": .string("ctrl")])])], path: "task")
+        _ = try TaskRegistry.make(name: "mujoco", parameters: mujoco, baseDirectory: folder)
+        #expect(Set(mujoco.knownKeys) == Self.documentedKeys(under: "### `mujoco`"))
+        let plugin = ConfigTable(["library": .string("/nonexistent/libx.so")], path: "task")
+        #expect(throws: ConfigurationError.self) { try TaskRegistry.make(name: "plugin", parameters: plugin) }
+        #expect(Set(plugin.knownKeys) == Self.documentedKeys(under: "### `plugin`"))
     }
 
     @Test func everyPlannerKeyIsDocumented() throws {

@@ -20,7 +20,7 @@ import Testing
 
     @Test func everyExampleConfigurationRunsAShippedPolicy() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/config").standardized
-        for name in TaskRegistry.names {
+        for name in TaskRegistry.builtInNames {
             let c = try DaemonConfiguration.load(path: folder.appendingPathComponent("\(name).toml").path)
             #expect(c.prior?.network.kind == .policy, "\(name).toml has no policy prior")
         }

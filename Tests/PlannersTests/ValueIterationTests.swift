@@ -152,7 +152,7 @@ import Testing
 
     /// The batched features the value sees at the end of the rollouts are the task's own.
     @Test func batchedFeaturesMatchFeaturesOfEachState() throws {
-        for name in TaskRegistry.names {
+        for name in TaskRegistry.builtInNames {
             let task = try TaskRegistry.make(name: name)
             let d = task.dynamics, n = d.stateDimension, lanes = 16, width = d.featureNames.count
             var seed: UInt64 = 5

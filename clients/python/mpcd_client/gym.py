@@ -23,6 +23,14 @@ def percentiles(samples_ms):
     return {name: float(np.percentile(a, q)) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))} | {"max": float(a.max())}
 
 
+def full_state(env):
+    """A MuJoCo environment's whole state, as mpcd's `mujoco` task reads it: qpos, qvel and the
+    actuator activations, from the simulation itself (Gymnasium's observations leave some out,
+    HalfCheetah's x position for one)."""
+    data = env.unwrapped.data
+    return np.concatenate([data.qpos, data.qvel, data.act]).astype(float)
+
+
 def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeout=2.0, max_steps=None, out=print):
     """Runs the episodes; returns (returns, rows, latencies_ms, info)."""
     import gymnasium as gym
@@ -34,6 +42,8 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
         expected = TASK_OF_ENV.get(env_id)
         if expected and info["task"] != expected:
             print(f"warning: {env_id} is modelled by task {expected!r}, but the daemon plans {info['task']!r}", file=sys.stderr)
+        # a MuJoCo task plans on the simulation's whole state, not on Gymnasium's observation
+        send_state = info["task"] == "mujoco"
         for episode in range(episodes):
             observation, _ = env.reset(seed=seed + episode)
             total, steps, done = 0.0, 0, False
@@ -41,7 +51,7 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
             iterations, gaps = [], []
             while not done:
                 start = time.perf_counter()
-                action = controller.act(observation)
+                action = controller.act(full_state(env) if send_state else observation)
                 latencies.append((time.perf_counter() - start) * 1e3)
                 reply = controller.last
                 iterations.append(reply.diagnostics.get("iterations", np.nan))

@@ -1,0 +1,34 @@
+#ifndef MPCD_MUJOCO_H
+#define MPCD_MUJOCO_H
+
+/* MuJoCo's C API (Debian's libmujoco-dev: headers in /usr/include/mujoco), and the calls mpcd makes
+   through this shim. Only Sources/Models/MuJoCoModel.swift imports it: no MuJoCo type goes past
+   that file.
+
+   MuJoCo reports a fatal error (an exhausted stack, an allocation that failed) through
+   mju_user_error and, by default, ends the process. These wrappers install a handler that jumps
+   back out of MuJoCo to the wrapper instead (longjmp; MuJoCo is C, nothing to unwind), which
+   returns -1 with MuJoCo's message: a fatal error ends one rollout, never the daemon. */
+#include <mujoco/mujoco.h>
+
+/* Installs the error handler and silences warnings (sampled rollouts meet them routinely; a lane
+   that diverges shows as non-finite values). Idempotent. */
+void mpcd_mujoco_install_handlers(void);
+
+/* The message of the last fatal error on this thread. */
+const char *mpcd_mujoco_last_error(void);
+
+/* mj_loadXML, guarded. NULL on failure, with the reason in `error`. */
+mjModel *mpcd_mujoco_load(const char *path, char *error, int error_size);
+
+/* mj_makeData, guarded: NULL on failure (mpcd_mujoco_last_error says why). */
+mjData *mpcd_mujoco_make_data(const mjModel *m);
+
+/* `count` calls of mj_step. 0, or -1 after a fatal error (the data is then reset). */
+int mpcd_mujoco_step(const mjModel *m, mjData *d, int count);
+
+/* The forward computation up to `stage`: 1 kinematics, 2 and velocities, 3 and position and
+   velocity sensors. 0, or -1 after a fatal error (the data is then reset). */
+int mpcd_mujoco_forward(const mjModel *m, mjData *d, int stage);
+
+#endif

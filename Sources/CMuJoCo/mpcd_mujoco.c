@@ -1,0 +1,75 @@
+#include "mpcd_mujoco.h"
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local jmp_buf *jump_target = NULL;
+static _Thread_local char last_error[512] = "";
+
+static void on_error(const char *message) {
+    snprintf(last_error, sizeof last_error, "%s", message ? message : "unknown error");
+    if (jump_target) longjmp(*jump_target, 1);
+    /* no guarded call is running: nothing to return to */
+    fprintf(stderr, "mpcd: MuJoCo error outside a guarded call: %s\n", last_error);
+    abort();
+}
+
+static void on_warning(const char *message) { (void)message; }
+
+void mpcd_mujoco_install_handlers(void) {
+    mju_user_error = on_error;
+    mju_user_warning = on_warning;
+}
+
+const char *mpcd_mujoco_last_error(void) { return last_error; }
+
+/* Runs `body` with the error handler able to jump back here. */
+#define GUARDED(failure, cleanup, body)                                                             \
+    do {                                                                                            \
+        jmp_buf here;                                                                               \
+        jmp_buf *previous = jump_target;                                                            \
+        if (setjmp(here)) {                                                                         \
+            jump_target = previous;                                                                 \
+            cleanup;                                                                                \
+            return failure;                                                                         \
+        }                                                                                           \
+        jump_target = &here;                                                                        \
+        body;                                                                                       \
+        jump_target = previous;                                                                     \
+    } while (0)
+
+mjModel *mpcd_mujoco_load(const char *path, char *error, int error_size) {
+    mjModel *volatile model = NULL;
+    GUARDED(NULL, snprintf(error, (size_t)error_size, "%s", last_error), model = mj_loadXML(path, NULL, error, error_size));
+    return model;
+}
+
+mjData *mpcd_mujoco_make_data(const mjModel *m) {
+    mjData *volatile data = NULL;
+    GUARDED(NULL, (void)0, data = mj_makeData(m));
+    return data;
+}
+
+int mpcd_mujoco_step(const mjModel *m, mjData *d, int count) {
+    GUARDED(-1, mj_resetData(m, d), for (int i = 0; i < count; i++) mj_step(m, d));
+    return 0;
+}
+
+int mpcd_mujoco_forward(const mjModel *m, mjData *d, int stage) {
+    GUARDED(-1, mj_resetData(m, d), {
+        if (stage >= 3) {
+            mj_fwdPosition(m, d);
+            mj_sensorPos(m, d);
+            mj_fwdVelocity(m, d);
+            mj_sensorVel(m, d);
+        } else if (stage >= 1) {
+            mj_kinematics(m, d);
+            if (stage >= 2) {
+                mj_comPos(m, d);
+                mj_comVel(m, d);
+            }
+        }
+    });
+    return 0;
+}

@@ -1,0 +1,133 @@
+import CPluginABI
+import Foundation
+
+/// A robot model compiled into a shared library: mpcd's plug-in ABI
+/// (`Sources/CPluginABI/include/mpcd_plugin.h`, docs/models.md). The only place mpcd calls a
+/// plug-in: the library is opened once per load, its description checked (ABI version, sizes,
+/// names, bounds, step), and its batched step and costs called on the planner's own buffers.
+///
+/// A library is never closed: planners of live sessions may be running its code, and a changed
+/// library file takes a restart (the system keeps the first one loaded under a path).
+public final class ModelPlugin: @unchecked Sendable {
+    public struct LoadError: Error, CustomStringConvertible {
+        public let path: String
+        public let reason: String
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    public let path: String
+    public let stateNames: [String], actionNames: [String]
+    public let lower: [Float], upper: [Float]
+    public let dt: Float
+    let plugin: mpcd_plugin
+
+    public static let maxDimension: UInt32 = 1000
+
+    public init(path: String, parameters: String) throws(LoadError) {
+        self.path = path
+        func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            throw fail("cannot be loaded: \(dlerror().map { String(cString: $0) } ?? "unknown error")")
+        }
+        guard let symbol = dlsym(handle, "mpcd_plugin_create") else {
+            throw fail("has no mpcd_plugin_create: not an mpcd plug-in (Sources/CPluginABI/include/mpcd_plugin.h)")
+        }
+        let create = unsafeBitCast(symbol, to: mpcd_plugin_create_function.self)
+        var plugin = mpcd_plugin()
+        var message = [CChar](repeating: 0, count: 512)
+        let status = create(parameters, &plugin, &message, Int32(message.count))
+        message[message.count - 1] = 0
+        let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard status == 0 else { throw fail("refused its parameters: \(reason.isEmpty ? "no reason given" : reason)") }
+        guard plugin.abi_version == MPCD_PLUGIN_ABI_VERSION else {
+            throw fail("was built for plug-in ABI version \(plugin.abi_version); this mpcd speaks version \(MPCD_PLUGIN_ABI_VERSION)")
+        }
+        let n = plugin.state_dimension, m = plugin.action_dimension
+        guard (1...Self.maxDimension).contains(n), (1...Self.maxDimension).contains(m) else {
+            throw fail("describes a state of \(n) and an action of \(m) values; each must be 1 to \(Self.maxDimension)")
+        }
+        guard plugin.step != nil, plugin.running_cost != nil else { throw fail("has no step or no running_cost") }
+        guard let stateNames = plugin.state_names, let actionNames = plugin.action_names,
+              let lowerBounds = plugin.action_lower, let upperBounds = plugin.action_upper else {
+            throw fail("leaves state_names, action_names, action_lower or action_upper NULL")
+        }
+        func names(_ list: UnsafePointer<UnsafePointer<CChar>?>, _ count: UInt32, _ what: String) throws(LoadError) -> [String] {
+            var out: [String] = []
+            for i in 0..<Int(count) {
+                guard let name = list[i] else { throw fail("\(what) \(i) is NULL") }
+                out.append(String(cString: name))
+            }
+            return out
+        }
+        self.stateNames = try names(stateNames, n, "state name")
+        self.actionNames = try names(actionNames, m, "action name")
+        lower = (0..<Int(m)).map { lowerBounds[$0] }
+        upper = (0..<Int(m)).map { upperBounds[$0] }
+        for i in 0..<Int(m) where !(lower[i].isFinite && upper[i].isFinite && lower[i] < upper[i]) {
+            throw fail("action \(i) (\(self.actionNames[i])) has bounds [\(lower[i]), \(upper[i])]: they must be finite, lower below upper")
+        }
+        guard plugin.dt >= TaskRegistry.minimumStep, plugin.dt <= TaskRegistry.maximumStep else {
+            throw fail("has a step of \(plugin.dt) s; it must lie in [0.0001, 10]")
+        }
+        dt = plugin.dt
+        self.plugin = plugin
+    }
+}
+
+/// A plug-in's model (``BatchDynamics``): its step on the planner's lanes.
+public struct PluginDynamics: BatchDynamics {
+    public let plugin: ModelPlugin
+
+    public var stateNames: [String] { plugin.stateNames }
+    public var actionNames: [String] { plugin.actionNames }
+    public var actionLowerBounds: [Float] { plugin.lower }
+    public var actionUpperBounds: [Float] { plugin.upper }
+    public var dt: Float { plugin.dt }
+    public var observationForms: [ObservationForm] { [ObservationForm(name: "state", components: plugin.stateNames)] }
+
+    public func step(states: BatchView, actions: BatchView) {
+        let p = plugin.plugin
+        p.step(p.context, states.base, Int32(states.stride), actions.base, Int32(actions.stride), Int32(states.lanes))
+    }
+
+    public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] {
+        try stateFromObservationIdentity(observation)
+    }
+}
+
+/// A plug-in's cost (``BatchCost``).
+public struct PluginCost: BatchCost {
+    public let plugin: ModelPlugin
+
+    public func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        let p = plugin.plugin
+        p.running_cost(p.context, states.base, Int32(states.stride), actions.base, Int32(actions.stride), costs, Int32(states.lanes))
+    }
+
+    public func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        let p = plugin.plugin
+        p.terminal_cost?(p.context, states.base, Int32(states.stride), costs, Int32(states.lanes))
+    }
+}
+
+extension ControlTask {
+    /// `[task]` keys of `name = "plugin"`: `library` (a shared library built against
+    /// mpcd_plugin.h, relative to `baseDirectory`) and `parameters` (a string handed to it).
+    public static func plugin(_ table: ConfigTable, baseDirectory: String) throws(ConfigurationError) -> ControlTask {
+        let file = try table.string("library", default: "")
+        guard !file.isEmpty else { throw table.error("library", "required: a shared library built against mpcd_plugin.h (docs/models.md)") }
+        let parameters = try table.string("parameters", default: "")
+        guard parameters.utf8.count <= 4096, !parameters.contains("\u{0}") else { throw table.error("parameters", "at most 4096 bytes, no NUL") }
+        let path = file.hasPrefix("/") ? file : (baseDirectory as NSString).appendingPathComponent(file)
+        let plugin: ModelPlugin
+        do {
+            plugin = try ModelPlugin(path: path, parameters: parameters)
+        } catch {
+            throw table.error("library", error.description)
+        }
+        return ControlTask(name: "plugin", dynamics: PluginDynamics(plugin: plugin), cost: PluginCost(plugin: plugin))
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Models
+import Testing
+
+/// The MuJoCo backend on a small model of mpcd's own (Fixtures/mujoco): the state and action it
+/// reads from the model, its cost terms, its refusals, and that a lane's rollout depends on
+/// nothing but the lane. Agreement with Gymnasium's environments is checked end to end in
+/// clients/python/tests/test_mujoco.py.
+@Suite struct MuJoCoTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/mujoco").path
+
+    func task(_ text: String) throws -> ControlTask {
+        let values = try TOMLParser.parse(text)
+        guard case let .table(table)? = values["task"] else { throw ConfigurationError(key: "task", reason: "missing") }
+        let parameters = ConfigTable(table, path: "task")
+        let name = try parameters.string("name", default: "mujoco")
+        return try TaskRegistry.make(name: name, parameters: parameters, baseDirectory: Self.folder)
+    }
+
+    func refusal(_ text: String) -> ConfigurationError? {
+        do {
+            _ = try task(text)
+            return nil
+        } catch let error as ConfigurationError { return error } catch { return ConfigurationError(key: "?", reason: "\(error)") }
+    }
+
+    static let base = """
+        [task]
+        name = "mujoco"
+        model = "pendulum_on_a_cart.xml"
+        frame_skip = 2
+
+        """
+
+    @Test func theStateAndActionComeFromTheModel() throws {
+        let t = try task(Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinge\"\n")
+        let d = t.dynamics
+        #expect(d.stateNames == ["qpos:slider", "qpos:hinge", "qvel:slider", "qvel:hinge"])
+        #expect(d.actionNames == ["push"])
+        #expect(d.actionLowerBounds == [-1] && d.actionUpperBounds == [1])
+        #expect(d.dt == 0.02)
+        // the pole falls, the cart does not move without a push: physics, one step of 2 x 0.01 s
+        let (next, _) = t.step(state: [0, 0.3, 0, 0], action: [0])
+        #expect(next[1] > 0.3 && next[3] > 0)
+        let (pushed, _) = t.step(state: [0, 0, 0, 0], action: [1])
+        #expect(pushed[0] > 0 && pushed[2] > 0)
+    }
+
+    @Test func costTermsMeasureWhatTheyName() throws {
+        func cost(_ term: String, state: [Float], action: [Float] = [0]) throws -> Float {
+            try task(Self.base + "[[task.cost]]\n" + term).step(state: state, action: action).cost
+        }
+        #expect(abs(try cost("quantity = \"qpos\"\nname = \"hinge\"\nweight = 2\n", state: [0, 0.5, 0, 0]) - 0.5) < 1e-6)
+        #expect(abs(try cost("quantity = \"qvel\"\nname = \"slider\"\nnorm = \"linear\"\nweight = -1\n", state: [0, 0, 3, 0]) + 3) < 1e-6)
+        #expect(abs(try cost("quantity = \"ctrl\"\nweight = 0.5\n", state: [0, 0, 0, 0], action: [0.4]) - 0.08) < 1e-6)
+        // the tip of a pole tilted by 0.5 rad about y: x = 0.5 sin 0.5, z = 0.5 cos 0.5
+        #expect(abs(try cost("quantity = \"site_position\"\nname = \"tip\"\naxis = \"z\"\nnorm = \"linear\"\n", state: [0, 0.5, 0, 0]) - 0.5 * cos(0.5)) < 1e-5)
+        #expect(abs(try cost("quantity = \"sensor\"\nname = \"tip_position\"\ncomponent = 0\nnorm = \"linear\"\n", state: [0.2, 0.5, 0, 0]) - (0.2 + 0.5 * sin(0.5))) < 1e-5)
+        #expect(abs(try cost("quantity = \"site_distance\"\nname = \"tip\"\npoint = [0, 0, 0]\nnorm = \"linear\"\n", state: [0.3, 0, 0, 0]) - (0.09 + 0.25 as Float).squareRoot()) < 1e-5)
+        #expect(abs(try cost("quantity = \"qpos\"\nname = \"hinge\"\nnorm = \"smooth_absolute\"\nparameter = 0.1\n", state: [0, 1, 0, 0]) - ((1.01 as Float).squareRoot() - 0.1)) < 1e-5)
+        // a bounds term: zero inside, weight x (distance outside)^2 outside
+        #expect(try cost("quantity = \"qpos\"\nname = \"hinge\"\n", state: [0, 0, 0, 0]) == 0)
+        let bounds = Self.base + "[[task.cost]]\nquantity = \"ctrl\"\nweight = 0\n[[task.bounds]]\nquantity = \"qpos\"\nname = \"hinge\"\nmin = -0.2\nmax = 0.2\nweight = 100\n"
+        #expect(try task(bounds).step(state: [0, 0.1, 0, 0], action: [0]).cost == 0)
+        #expect(abs(try task(bounds).step(state: [0, 0.5, 0, 0], action: [0]).cost - 9) < 1e-4)
+    }
+
+    @Test func mistakesAreRefusedNamingTheTermAndTheField() {
+        let cases: [(String, String, String)] = [
+            ("[task]\nname = \"mujoco\"\n", "task.model", "required"),
+            ("[task]\nname = \"mujoco\"\nmodel = \"missing.xml\"\n", "task.model", "No such file"),
+            ("[task]\nname = \"mujoco\"\nmodel = \"broken.xml\"\n", "task.model", "MuJoCo cannot load it"),
+            ("[task]\nname = \"mujoco\"\nmodel = \"unlimited.xml\"\n[[task.cost]]\nquantity = \"ctrl\"\n", "task.model", "has no ctrlrange"),
+            (Self.base, "task.cost", "at least one"),
+            (Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinj\"\n", "task.cost[0].name", "no joint named \"hinj\"; its joints: slider, hinge"),
+            (Self.base + "[[task.cost]]\nquantity = \"ctrl\"\n[[task.cost]]\nquantity = \"sensor\"\nname = \"speed\"\n", "task.cost[1].name", "no sensor named"),
+            (Self.base + "[[task.cost]]\nquantity = \"site_position\"\nname = \"tip\"\naxis = \"w\"\n", "task.cost[0].axis", "unknown value"),
+            (Self.base + "[[task.cost]]\nquantity = \"velocity\"\n", "task.cost[0].quantity", "unknown value"),
+            (Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinge\"\nnorm = \"cubic\"\n", "task.cost[0].norm", "unknown value"),
+            (Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinge\"\nweight = inf\n", "task.cost[0].weight", "finite"),
+            (Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinge\"\ntraget = 1\n", "task.cost[0].traget", "unknown key"),
+            (Self.base + "[[task.cost]]\nquantity = \"ctrl\"\nterminal = true\n", "task.cost[0].terminal", "no last state"),
+            (Self.base + "[[task.cost]]\nquantity = \"sensor\"\nname = \"angle\"\ncomponent = 3\n", "task.cost[0].component", "[0, 0]"),
+            (Self.base + "[[task.cost]]\nquantity = \"ctrl\"\n[[task.bounds]]\nquantity = \"qpos\"\nname = \"hinge\"\n", "task.bounds[0].min", "min, max or both"),
+            (Self.base + "[[task.cost]]\nquantity = \"ctrl\"\n[[task.bounds]]\nquantity = \"qpos\"\nname = \"hinge\"\nmin = 1\nmax = 0\n", "task.bounds[0].max", "at least min"),
+            ("[task]\nname = \"mujoco\"\nmodel = \"pendulum_on_a_cart.xml\"\nframe_skip = 0\n[[task.cost]]\nquantity = \"ctrl\"\n", "task.frame_skip", "[1, 10000]"),
+        ]
+        for (text, key, reason) in cases {
+            let error = refusal(text)
+            #expect(error?.key == key, "\(key): \(String(describing: error))")
+            #expect(error?.reason.contains(reason) == true, "\(key): \(error?.reason ?? "accepted")")
+        }
+    }
+
+    /// A model whose compilation exhausts MuJoCo's stack: MuJoCo's fatal error, which would end the
+    /// process, becomes a refusal with its message.
+    @Test func aFatalMuJoCoErrorIsARefusalNotAnExit() {
+        let error = refusal("[task]\nname = \"mujoco\"\nmodel = \"stack_overflow.xml\"\n[[task.cost]]\nquantity = \"ctrl\"\n")
+        #expect(error?.reason.contains("Stack overflow") == true, "\(String(describing: error))")
+    }
+
+    /// The same lanes give the same next states whichever simulation state steps them, in whatever
+    /// order, on one thread or several: a lane's rollout depends on nothing but the lane.
+    @Test func aLaneDependsOnlyOnItself() throws {
+        let t = try task(Self.base + "[[task.cost]]\nquantity = \"site_distance\"\nname = \"tip\"\npoint = [0, 0, 1]\n")
+        let lanes = 64, n = 4
+        func run(chunks: Int) -> [Float] {
+            var states = [Float](repeating: 0, count: n * lanes), actions = [Float](repeating: 0, count: lanes)
+            for k in 0..<lanes {
+                states[k] = Float(k) * 0.01
+                states[lanes + k] = sin(Float(k))
+                actions[k] = cos(Float(k))
+            }
+            states.withUnsafeMutableBufferPointer { s in
+                actions.withUnsafeMutableBufferPointer { a in
+                    // each worker writes its own lanes only
+                    nonisolated(unsafe) let stateView = BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes)
+                    nonisolated(unsafe) let actionView = BatchView(base: a.baseAddress!, stride: lanes, lanes: lanes)
+                    let size = lanes / chunks
+                    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                        for _ in 0..<5 { t.dynamics.step(states: stateView.slice(start: c * size, count: size), actions: actionView.slice(start: c * size, count: size)) }
+                    }
+                }
+            }
+            return states
+        }
+        let one = run(chunks: 1)
+        #expect(one.allSatisfy { $0.isFinite })
+        #expect(run(chunks: 8) == one)
+        #expect(run(chunks: 2) == one)
+    }
+}

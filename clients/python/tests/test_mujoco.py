@@ -1,0 +1,88 @@
+"""MuJoCo tasks (docs/models.md): mpcd's model of Gymnasium's MuJoCo environments, step for step,
+the daemon planning on one through the Gymnasium bridge, and refusals of bad models and terms.
+
+The models are Gymnasium's own MJCF files, linked by scripts/gymnasium_models.sh (make runs it)."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MPCD, REPO
+from mpcd_client import Controller
+from mpcd_client.gym import full_state, run_episodes
+
+gym = pytest.importorskip("gymnasium")
+pytest.importorskip("mujoco")
+CONFIGS = REPO / "deploy" / "config" / "mujoco"
+
+
+def model_steps(config, lines):
+    """`mpcd model --step`: the next state and the cost for each `state action` line."""
+    result = subprocess.run([str(MPCD), "model", "--config", str(config), "--step"], input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [np.array([float(x) for x in line.split()]) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("env_id,config", [("InvertedPendulum-v5", "inverted_pendulum.toml"), ("HalfCheetah-v5", "half_cheetah.toml")])
+def test_one_step_of_the_model_is_one_step_of_gymnasium(env_id, config):
+    """From Gymnasium's states, under random controls, mpcd's next state is Gymnasium's to within
+    float32 rounding (the planner keeps states in float32; MuJoCo computes in float64)."""
+    env = gym.make(env_id).unwrapped
+    rng = np.random.default_rng(0)
+    lines, expected = [], []
+    for seed in range(4):
+        env.reset(seed=seed)
+        for _ in range(50):
+            state = full_state(env)
+            action = rng.uniform(env.action_space.low, env.action_space.high)
+            env.do_simulation(action, env.frame_skip)
+            lines.append(" ".join(repr(float(x)) for x in np.concatenate([state, action])))
+            expected.append(full_state(env))
+    got = model_steps(CONFIGS / config, lines)
+    assert len(got) == len(expected)
+    worst = max(np.abs(g[:-1] - e).max() / max(1.0, np.abs(e).max()) for g, e in zip(got, expected))
+    assert worst < 1e-5, f"largest relative difference {worst:.2e}"
+
+
+def test_the_daemon_balances_gymnasiums_inverted_pendulum(start_daemon):
+    daemon = start_daemon("--config", str(CONFIGS / "inverted_pendulum.toml"))
+    returns, rows, latencies, info = run_episodes("InvertedPendulum-v5", 2, 0, daemon.endpoint, timeout=10, max_steps=100, out=lambda _: None)
+    assert info["task"] == "mujoco" and info["state_names"][:2] == ["qpos:slider", "qpos:hinge"]
+    assert returns == [100.0, 100.0], returns
+
+
+def test_a_model_broken_at_a_reload_is_refused_and_the_daemon_serves_on(start_daemon, tmp_path):
+    shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
+    config = tmp_path / "robot.toml"
+    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\nquantity = "qpos"\nname = "hinge"\n[planner]\nsamples = 32\nhorizon = 10\n')
+    daemon = start_daemon("--config", str(config))
+    state = np.array([0.0, 0.1, 0.0, 0.0])
+    with Controller(daemon.endpoint) as c:
+        assert np.isfinite(c.act(state)).all()
+    for broken, reason in (("<mujoco><worldbody><body>", "MuJoCo cannot load it"), (None, "No such file")):
+        if broken is None:
+            (tmp_path / "robot.xml").unlink()
+        else:
+            (tmp_path / "robot.xml").write_text(broken)
+        result = daemon.mpcctl("reload", check=False)
+        assert result.returncode == 1 and "task.model" in result.stderr and reason in result.stderr, result.stderr
+        with Controller(daemon.endpoint) as c:
+            assert np.isfinite(c.act(state)).all()
+    # and --check says the same
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 78 and "No such file" in check.stderr
+
+
+def test_a_term_naming_what_the_model_lacks_is_refused_by_name(tmp_path):
+    shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
+    for term, key, reason in (('quantity = "body_position"\nname = "arm"\n', "task.cost[0].name", 'no body named "arm"'),
+                              ('quantity = "sensor"\nname = "gyro"\n', "task.cost[0].name", 'no sensor named "gyro"')):
+        config = tmp_path / "robot.toml"
+        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\n' + term)
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 78 and key in result.stderr and reason in result.stderr, result.stderr

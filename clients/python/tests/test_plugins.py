@@ -1,0 +1,81 @@
+"""Compiled model plug-ins (docs/models.md): the example pendulum plug-in, compiled here, agrees
+with mpcd's own pendulum step for step and cost for cost; the daemon plans with it; and libraries
+that are missing, not plug-ins, or of another ABI version are refused by name."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import MPCD, REPO
+from mpcd_client import Controller
+
+HEADER = REPO / "Sources" / "CPluginABI" / "include"
+
+
+def compile_plugin(source, output, *defines):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    result = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-I", str(HEADER), *defines, str(source), "-o", str(output), "-lm"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def step_lines(config, lines):
+    result = subprocess.run([str(MPCD), "model", "--config", str(config), "--step"], input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return np.array([[float(x) for x in line.split()] for line in result.stdout.splitlines()])
+
+
+@pytest.fixture
+def plugin_config(tmp_path):
+    compile_plugin(REPO / "examples" / "plugins" / "pendulum.c", tmp_path / "libpendulum.so")
+    config = tmp_path / "plugin.toml"
+    config.write_text('[task]\nname = "plugin"\nlibrary = "libpendulum.so"\n[planner]\nsamples = 256\n')
+    return config
+
+
+def test_the_example_plugin_agrees_with_the_built_in_pendulum(plugin_config, tmp_path):
+    builtin = tmp_path / "builtin.toml"
+    builtin.write_text('[task]\nname = "pendulum"\n')
+    rng = np.random.default_rng(0)
+    lines = [f"{th} {thd} {u}" for th, thd, u in zip(rng.uniform(-12, 12, 500), rng.uniform(-9, 9, 500), rng.uniform(-3, 3, 500))]
+    ours, theirs = step_lines(plugin_config, lines), step_lines(builtin, lines)
+    assert ours.shape == theirs.shape == (500, 3)
+    # the built-in one runs vectorised polynomial sines: agreement to float32 rounding, not bits
+    assert np.abs(ours - theirs).max() < 1e-4 * max(1.0, np.abs(theirs).max()), np.abs(ours - theirs).max()
+
+
+def test_the_daemon_plans_with_a_plugin(start_daemon, plugin_config):
+    daemon = start_daemon("--config", str(plugin_config))
+    with Controller(daemon.endpoint) as c:
+        assert c.info["task"] == "plugin" and c.info["state_names"] == ["theta", "theta_dot"]
+        state = np.array([np.pi, 0.0])
+        for _ in range(100):  # swings it up, as the built-in pendulum does
+            action = c.act(state)
+            assert np.isfinite(action).all() and abs(action[0]) <= 2
+            th, thd = state
+            thd = np.clip(thd + (15 * np.sin(th) + 3 * action[0]) * 0.05, -8, 8)
+            state = np.array([th + thd * 0.05, thd])
+    assert abs((state[0] + np.pi) % (2 * np.pi) - np.pi) < 0.5, state
+
+
+def test_a_library_that_is_no_plugin_of_this_abi_is_refused_by_name(tmp_path):
+    (tmp_path / "other.c").write_text("int something(void) { return 1; }\n")
+    compile_plugin(tmp_path / "other.c", tmp_path / "libother.so")
+    (tmp_path / "future.c").write_text('#include "mpcd_plugin.h"\nint mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) '
+                                       '{ (void)p; (void)e; (void)n; out->abi_version = 99; return 0; }\n')
+    compile_plugin(tmp_path / "future.c", tmp_path / "libfuture.so")
+    compile_plugin(REPO / "examples" / "plugins" / "pendulum.c", tmp_path / "libpendulum.so")
+    (tmp_path / "text.so").write_text("not a library")
+    cases = [("libmissing.so", "", "No such file"), ("text.so", "", "cannot be loaded"), ("libother.so", "", "has no mpcd_plugin_create"),
+             ("libfuture.so", "", "ABI version 99"), ("libpendulum.so", "mass=-1", "positive value"),
+             ("libpendulum.so", "colour=3", 'unknown parameter "colour"')]
+    for library, parameters, reason in cases:
+        config = tmp_path / "plugin.toml"
+        config.write_text(f'[task]\nname = "plugin"\nlibrary = "{library}"\nparameters = "{parameters}"\n')
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 78 and "task.library" in result.stderr and reason in result.stderr, (library, result.stderr)
