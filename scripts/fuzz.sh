@@ -22,13 +22,14 @@ mkdir -p "$out"
 # swiftc, without the linker's harmless "Cannot export local symbol" warnings about the sanitizer runtime
 build() { swiftc "$@" 2>&1 | { grep -v "Cannot export local symbol" || true; }; return "${PIPESTATUS[0]}"; }
 blas="-I Sources/COpenBLAS -Xcc -I/usr/include/x86_64-linux-gnu/openblas-pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas"
-# Models calls MuJoCo through the CMuJoCo shim: its header module and its C file, compiled below
-blas="$blas -I Sources/CMuJoCo/include $out/mpcd_mujoco.o -lmujoco"
+# Models calls MuJoCo through the CMuJoCo shim (its header module and its C file, compiled below)
+# and reads plug-ins through the CPluginABI header
+blas="$blas -I Sources/CMuJoCo/include -I Sources/CPluginABI/include $out/mpcd_mujoco.o -lmujoco"
 zmq="-I Sources/CZeroMQ -lzmq"
 flags="-parse-as-library -sanitize=fuzzer,address -O -g"
 libraries() {
   # Models and Planners as instrumented static libraries, for the targets that link them
-  [ -f "$out/libPlanners.a" ] && [ -z "$(find Sources/Models Sources/Planners Sources/CMuJoCo -newer "$out/libPlanners.a" -name '*.swift' -o -newer "$out/libPlanners.a" -name '*.c')" ] && return
+  [ -f "$out/libPlanners.a" ] && [ -z "$(find Sources/Models Sources/Planners Sources/CMuJoCo Sources/CPluginABI -newer "$out/libPlanners.a" -name '*.swift' -o -newer "$out/libPlanners.a" -name '*.c')" ] && return
   clang -c -O1 -g -fsanitize=address -I Sources/CMuJoCo/include Sources/CMuJoCo/mpcd_mujoco.c -o "$out/mpcd_mujoco.o"
   for module in Models Planners; do
     build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas -I "$out" \

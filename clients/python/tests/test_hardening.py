@@ -845,12 +845,26 @@ def test_a_client_sending_heartbeats_is_not_taken_for_an_attacker(start_daemon, 
     assert daemon.status()["connections"]["ended"]["message_too_large"] == 0
 
 
+def wait_until_the_signal_is_handled(pid, number, seconds=10):
+    """Waits until /proc says the process ignores, catches or blocks `number`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+        mask = int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16) | int(fields["SigBlk"], 16)
+        if mask & (1 << (number - 1)):
+            return
+        time.sleep(0.0005)
+    raise AssertionError(f"the daemon never took signal {number} over")
+
+
 def test_signals_at_start_and_stop_signals_neither_end_nor_stop_the_daemon(tmp_path):
     env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path / "run"))
     for number in (signal.SIGHUP, signal.SIGUSR1, signal.SIGPIPE):
         process = subprocess.Popen([str(MPCD), "--endpoint", "tcp://127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    text=True, env=env)
-        time.sleep(0.02)  # while it starts
+        # while it starts: as soon as its own code has taken the signal over (before that, in the few
+        # milliseconds the dynamic loader takes, no program can hold off a signal's default action)
+        wait_until_the_signal_is_handled(process.pid, number)
         process.send_signal(number)
         line = process.stdout.readline()
         process.terminate()
