@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "clients" / "python"))
 from mpcd_client import Controller  # noqa: E402
+from mpcd_client.docblock import write_block  # noqa: E402
 
 MAX_TORQUE, DT, G, M, L = 2.0, 0.05, 10.0, 1.0, 1.0
 
@@ -235,14 +236,7 @@ def write_docs(rows, table, notes, p):
     fig.suptitle(f"Pendulum-v1, K={p['k']}, H={p['h']}, lambda={p['lam']}, sigma={p['sigma']}, 1 iteration per command")
     fig.tight_layout()
     fig.savefig(REPO / "docs" / "peers.png", dpi=90)
-    page = (REPO / "docs" / "benchmarks.md").read_text()
-    begin, end = "<!-- peers:begin -->", "<!-- peers:end -->"
-    block = f"{begin}\n{table}\n\n{notes}\n\n![peers](peers.png)\n{end}"
-    if begin in page:
-        page = page[:page.index(begin)] + block + page[page.index(end) + len(end):]
-    else:
-        page += "\n" + block + "\n"
-    (REPO / "docs" / "benchmarks.md").write_text(page)
+    write_block(REPO / "docs" / "benchmarks.md", "peers", f"{table}\n\n{notes}\n\n![peers](peers.png)")
     print("wrote docs/benchmarks.md and docs/peers.png")
 
 

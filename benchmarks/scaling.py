@@ -23,6 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "clients" / "python"))
 from mpcd_client import bench  # noqa: E402
+from mpcd_client.docblock import write_block  # noqa: E402
 
 BENCH = REPO / ".build" / "release" / "mpcd-bench"
 SAMPLES = [128, 256, 512, 1024, 2048, 4096, 8192]
@@ -111,18 +112,12 @@ def write_docs(by_k, by_h, runs, planner_table, session_table, args):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(REPO / "docs" / "scaling.png", dpi=90)
-    page = (REPO / "docs" / "benchmarks.md").read_text()
-    begin, end = "<!-- scaling:begin -->", "<!-- scaling:end -->"
-    block = (f"{begin}\nPlanner time per iteration (Pendulum-v1, MPPI, `mpcd-bench planner --json`, {args.repeats} timed calls per cell); "
-             f"the fit is time = a + b x K x H over each sweep:\n\n{planner_table}\n\n"
-             f"End to end from Python: one daemon on its default configuration, each session a separate Python process "
-             f"sending {args.rate:g} observations a second in lockstep for {args.seconds:g} s:\n\n{session_table}\n\n"
-             f"![scaling](scaling.png)\n{end}")
-    if begin in page:
-        page = page[:page.index(begin)] + block + page[page.index(end) + len(end):]
-    else:
-        page += "\n" + block + "\n"
-    (REPO / "docs" / "benchmarks.md").write_text(page)
+    write_block(REPO / "docs" / "benchmarks.md", "scaling",
+                f"Planner time per iteration (Pendulum-v1, MPPI, `mpcd-bench planner --json`, {args.repeats} timed calls per cell); "
+                f"the fit is time = a + b x K x H over each sweep:\n\n{planner_table}\n\n"
+                f"End to end from Python: one daemon on its default configuration, each session a separate Python process "
+                f"sending {args.rate:g} observations a second in lockstep for {args.seconds:g} s:\n\n{session_table}\n\n"
+                f"![scaling](scaling.png)")
     print("wrote docs/benchmarks.md and docs/scaling.png")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every figure in docs/benchmarks.md, in one run: planner and noise timings (mpcd-bench), end-to-end
 # latency from Python (with a pyzmq echo baseline from the same run), and control results through
-# the daemon, and the scaling sweeps (which write their own block and plot into docs/benchmarks.md).
+# the daemon, the scaling sweeps and the MuJoCo rollouts against mujoco.rollout (each writes its own
+# block and plot into docs/benchmarks.md).
 # Called by `make bench`; prints Markdown-ready tables. The peer benchmark is scripts/peer_bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,5 @@ echo
 .venv/bin/python -m mpcd_client.results
 echo
 .venv/bin/python benchmarks/scaling.py
+echo
+.venv/bin/python benchmarks/mujoco_rollouts.py

@@ -72,6 +72,9 @@ public final class Server: @unchecked Sendable {
     /// The guard every action passes (bounds, slew limit, finite values).
     var actionSafety = ActionSafety(lower: [], upper: [], maxStep: nil)
     var staleAfterNanoseconds: UInt64 = 0
+    /// The rollout workers every session's planner shares (`[planner] threads` in all, counting the
+    /// planning thread): one set per daemon, however many sessions.
+    var workers: SpinningPool?
     /// Plan counters of fault-injecting models (testing only, MPCD_INJECT_NAN_EVERY).
     var faultCounters: [FaultInjectingDynamics.PlanCounter] = []
     /// Client authentication for CURVE, when configured.
@@ -187,6 +190,9 @@ public final class Server: @unchecked Sendable {
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
         messageLimit = .init(bytes: configuration.server.maxMessageBytes, frames: WireProtocol.maxFrames)
         maxObservationValues = configuration.task.dynamics.observationForms.map(\.components.count).max() ?? Int.max
+        if configuration.planner.threads != (workers?.threads ?? 1) {
+            workers = configuration.planner.threads > 1 ? SpinningPool(threads: configuration.planner.threads) : nil
+        }
         if !Self.sameShape(previous.task, configuration.task) {
             // states and actions of another shape: every session's observation, plan and slew
             // reference belong to the old task; the clients open new sessions with their next observation

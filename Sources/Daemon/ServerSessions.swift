@@ -83,7 +83,7 @@ extension Server {
         plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
         let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
         if let counter { faultCounters.append(counter) }
-        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration)
+        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration, workers: workers)
         if let value = configuration.value { try planner.installValue(value.network, weight: value.weight) }
         var prior: NetworkPrior?
         if let settings = configuration.prior {

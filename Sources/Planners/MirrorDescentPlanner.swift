@@ -51,7 +51,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let priorStd: UnsafeMutablePointer<Float>
     let initialState: UnsafeMutablePointer<Float>
     let noise: NoisePipeline
-    /// The rollout workers when `threads` > 1.
+    /// The rollout workers when `threads` > 1: the pool given at init (shared with other planners),
+    /// or one of the planner's own.
     let pool: SpinningPool?
     /// Lanes 0 ..< priorLanes sample the prior (a multiple of 8).
     let priorLanes: Int
@@ -68,7 +69,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     private var hasPlan = false
     private var iterationEstimate: UInt64 = 0
 
-    public init(task: ControlTask, configuration: PlannerConfiguration) throws(ConfigurationError) {
+    /// `workers`: a pool shared with other planners (the daemon's, one for all its sessions); without
+    /// it, a planner of `threads` > 1 starts workers of its own.
+    public init(task: ControlTask, configuration: PlannerConfiguration, workers: SpinningPool? = nil) throws(ConfigurationError) {
         try configuration.validate(for: task)
         self.task = task
         self.configuration = configuration
@@ -101,7 +104,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         priorStd = buffer(rows)
         initialState = buffer(stateDimension)
         priorLanes = Swift.min(paddedSamples, Int((configuration.priorSamples * Float(samples) / 8).rounded()) * 8)
-        pool = configuration.threads > 1 ? SpinningPool(threads: Swift.min(configuration.threads, paddedSamples / 16)) : nil
+        pool = configuration.threads > 1 ? workers ?? SpinningPool(threads: Swift.min(configuration.threads, paddedSamples / 16)) : nil
         evaluationStates = buffer(stateDimension * laneWidth)
         evaluationActions = buffer(rows * laneWidth)
         evaluationCosts = buffer(laneWidth)

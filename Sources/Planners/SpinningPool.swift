@@ -10,12 +10,21 @@ import Synchronization
 /// is still spinning picks the job up in well under a microsecond. Workers spin for `spin` after
 /// each job, so back-to-back iterations and commands find them awake, and sleep when work stops.
 /// The workers hold only the shared `Crew`, so the pool's deinit can stop and join them.
-final class SpinningPool: @unchecked Sendable {
+///
+/// One pool may serve many planners (the daemon gives all its sessions one, so a box runs one
+/// set of workers however many robots it serves): a caller that finds the workers busy with
+/// another planner's job runs every part itself. Callers split work so that the split never
+/// changes a result, so a plan is the same whoever runs which part.
+public final class SpinningPool: @unchecked Sendable {
     let extraWorkers: Int
+    /// Threads a job runs on when the workers are free, the caller's included.
+    public var threads: Int { extraWorkers + 1 }
     private let crew: Crew
+    /// Whether a caller holds the workers.
+    private let busy = Atomic<Bool>(false)
 
     /// `threads` in all, counting the caller; workers spin `spin` nanoseconds before sleeping.
-    init(threads: Int, spin: UInt64 = 200_000) {
+    public init(threads: Int, spin: UInt64 = 200_000) {
         extraWorkers = max(0, min(threads - 1, 64))
         crew = Crew(workers: extraWorkers, spin: spin)
         for index in 0..<extraWorkers {
@@ -32,13 +41,18 @@ final class SpinningPool: @unchecked Sendable {
 
     deinit { crew.stop() }
 
-    /// Runs `body(part)` for part 0 on the caller and parts 1 ... extraWorkers on the workers;
-    /// returns when all have finished. Not reentrant: one caller at a time.
+    /// Runs `body(part)` for every part 0 ... extraWorkers: part 0 on the caller and the others on
+    /// the workers, or all on the caller while another caller holds the workers. Returns when all
+    /// have finished.
     func run(_ body: @escaping @Sendable (Int) -> Void) {
-        guard extraWorkers > 0 else { return body(0) }
+        guard extraWorkers > 0, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for part in 0...extraWorkers { body(part) }
+            return
+        }
         crew.post(body)
         body(0)
         crew.awaitWorkers()
+        busy.store(false, ordering: .releasing)
     }
 }
 

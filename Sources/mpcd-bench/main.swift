@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mpcd-bench",
         abstract: "Measure mpcd's planner.",
-        subcommands: [PlannerBench.self, NoiseBench.self, EpisodesBench.self],
+        subcommands: [PlannerBench.self, NoiseBench.self, EpisodesBench.self, PhysicsBench.self],
         defaultSubcommand: PlannerBench.self
     )
 
@@ -33,25 +33,28 @@ struct PlannerBench: ParsableCommand {
     @Option(help: "Timed iterations per cell (after warm-up).") var repeats = 400
     @Flag(help: "Print one JSON object per cell instead of the table.") var json = false
     @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
+    @Option(help: "A configuration file: its [task] (a MuJoCo model, a plug-in) and [planner] instead of --task, planning from the task's start state.")
+    var config: String?
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
-        let controlTask = try TaskRegistry.make(name: task)
+        let file = try config.map { try ConfiguredTask(path: $0) }
+        let controlTask = try file?.task ?? TaskRegistry.make(name: task)
         let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
         if !json { printHeader() }
         for k in ks {
             for h in hs {
                 for t in ts {
-                    var configuration = PlannerConfiguration()
-                    configuration.likelihood = likelihood
+                    var configuration = file?.planner ?? PlannerConfiguration()
+                    if file != nil { configuration.parallelThreshold = 0 } else { configuration.likelihood = likelihood }
                     configuration.samples = k
                     configuration.horizon = h
                     configuration.iterations = 1
                     configuration.threads = t
                     configuration.elites = min(64, k)
                     if let valueNetwork { configuration.discount = valueNetwork.discount }
-                    let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork)
-                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork)
+                    let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork, start: file?.start)
+                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start)
                     let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
                     if json {
                         let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
@@ -66,7 +69,7 @@ struct PlannerBench: ParsableCommand {
     }
 
     func printHeader() {
-        print("mpcd-bench planner: task \(task), likelihood \(likelihood), \(repeats) iterations per cell, \(ProcessInfo.processInfo.activeProcessorCount) cores"
+        print("mpcd-bench planner: task \(config ?? task), likelihood \(likelihood), \(repeats) iterations per cell, \(ProcessInfo.processInfo.activeProcessorCount) cores"
               + (value.map { ", value \($0) at the end of every rollout" } ?? ""))
         print("")
         print("Per iteration: \"all-in\" generates the iteration's noise inside plan(); \"prepared\" has it generated")
@@ -77,11 +80,12 @@ struct PlannerBench: ParsableCommand {
     }
 
     /// p50 and p99 of one-iteration plan() calls, in microseconds.
-    func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil) throws -> (p50: Double, p99: Double) {
+    func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
+                 start: [Float]? = nil) throws -> (p50: Double, p99: Double) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
-        let state = (0..<task.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
+        let state = start ?? (0..<task.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
         var times: [Double] = []
         times.reserveCapacity(repeats)
         for i in 0..<(repeats + max(20, repeats / 10)) {
@@ -206,5 +210,80 @@ struct EpisodesBench: ParsableCommand {
                                      "critical_path_us_p50": percentile(times, 0.5), "critical_path_us_p99": percentile(times, 0.99),
                                      "commands": times.count]
         print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+    }
+}
+
+/// The task and planner settings of a configuration file, and a start state of the task (its
+/// training start distribution, drawn with a fixed seed).
+struct ConfiguredTask {
+    let task: ControlTask
+    let planner: PlannerConfiguration
+    let start: [Float]
+
+    init(path: String) throws {
+        let root = ConfigTable(try TOMLParser.parse(try String(contentsOfFile: path, encoding: .utf8)), path: "")
+        let taskTable = try root.table("task") ?? ConfigTable([:], path: "task")
+        let name = try taskTable.choice("name", default: "pendulum", from: TaskRegistry.names)
+        task = try TaskRegistry.make(name: name, parameters: taskTable, baseDirectory: (path as NSString).deletingLastPathComponent)
+        planner = try PlannerConfiguration(table: try root.table("planner") ?? ConfigTable([:], path: "planner"))
+        var generator = SplitMix(seed: 1)
+        start = task.dynamics.randomInitialState { generator.uniform() }
+    }
+}
+
+/// A seeded generator for start states and controls (not the planner's noise).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    /// In [0, 1).
+    mutating func uniform() -> Float { Float(splitMix64(&state) >> 40) / Float(1 << 24) }
+}
+
+/// One physics step of a MuJoCo model on its own: the floor under the planner's rollouts.
+struct PhysicsBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "physics",
+        abstract: "Time a MuJoCo task's physics alone: rollouts of H control steps (H x frame_skip mj_step calls) on one simulation state, from the task's start state under random controls; print JSON."
+    )
+
+    @Option(help: "A configuration file with [task] name = \"mujoco\".") var config: String
+    @Option(help: "Control steps per rollout.") var horizon = 20
+    @Option(help: "Timed rollouts (after 10% warm-up).") var rollouts = 2000
+
+    func run() throws {
+        let file = try ConfiguredTask(path: config)
+        guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("\(config) is not a MuJoCo task") }
+        let m = file.task.dynamics.stateDimension, n = file.task.dynamics.actionDimension
+        let states = UnsafeMutablePointer<Float>.allocate(capacity: m * laneWidth), actions = UnsafeMutablePointer<Float>.allocate(capacity: n * laneWidth * horizon)
+        defer { states.deallocate(); actions.deallocate() }
+        var generator = SplitMix(seed: 2)
+        var times: [Double] = []
+        let warmUp = max(1, rollouts / 10)
+        var failed = 0
+        _ = dynamics.model.withSimulation { simulation in
+            for r in 0..<(rollouts + warmUp) {
+                for c in 0..<m { states[c * laneWidth] = file.start[c] }
+                for i in 0..<(n * horizon) {
+                    let u = i % n
+                    actions[i * laneWidth] = dynamics.actionLowerBounds[u] + generator.uniform() * (dynamics.actionUpperBounds[u] - dynamics.actionLowerBounds[u])
+                }
+                let stateView = BatchView(base: states, stride: laneWidth, lanes: laneWidth)
+                let begin = monotonicNanoseconds()
+                simulation.load(stateView, lane: 0)
+                for t in 0..<horizon {
+                    simulation.control(BatchView(base: actions + t * n * laneWidth, stride: laneWidth, lanes: laneWidth), lane: 0,
+                                       lower: dynamics.actionLowerBounds, upper: dynamics.actionUpperBounds)
+                    if !simulation.step(dynamics.frameSkip) { failed += 1 }
+                }
+                if r >= warmUp { times.append(Double(monotonicNanoseconds() - begin) / 1000) }
+            }
+        }
+        times.sort()
+        let physicsSteps = Double(horizon * dynamics.frameSkip)
+        let mean = times.reduce(0, +) / Double(times.count)
+        let object: [String: Any] = ["horizon": horizon, "frame_skip": dynamics.frameSkip, "rollouts": times.count, "failed_steps": failed,
+                                     "rollout_us_p50": percentile(times, 0.5), "step_us_mean": mean / physicsSteps,
+                                     "step_us_p50": percentile(times, 0.5) / physicsSteps]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
     }
 }

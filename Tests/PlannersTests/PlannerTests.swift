@@ -52,6 +52,42 @@ import Testing
         // 40 leaked planners would leave 80 threads; other tests running alongside come and go
         #expect(try threadCount() < before + 20)
     }
+
+    /// The daemon's sessions share one pool: planners planning at once, from as many threads,
+    /// each get the plans they get alone (whoever finds the workers busy runs every part itself).
+    @Test func plannersSharingOnePoolPlanAsTheyDoAlone() throws {
+        var configuration = PlannerConfiguration()
+        configuration.threads = 2
+        configuration.parallelThreshold = 0
+        configuration.samples = 2048
+        let task = try TaskRegistry.make(name: "pendulum")
+        let starts: [[Float]] = (0..<8).map { i in [Float(i) - 3.5, Float(i % 3) - 1] }
+        @Sendable func trajectory(_ planner: MirrorDescentPlanner, from start: [Float]) -> [Float] {
+            var state = start, actions: [Float] = []
+            for _ in 0..<50 {
+                let action = planner.plan(state: state).action
+                actions += action
+                state = task.step(state: state, action: action).next
+            }
+            return actions
+        }
+        let alone = try starts.enumerated().map { i, start in
+            var c = configuration
+            c.seed = UInt64(i)
+            return trajectory(try MirrorDescentPlanner(task: task, configuration: c), from: start)
+        }
+        let pool = SpinningPool(threads: 2)
+        let planners = try starts.indices.map { i in
+            var c = configuration
+            c.seed = UInt64(i)
+            return try MirrorDescentPlanner(task: task, configuration: c, workers: pool)
+        }
+        let shared = Results(count: starts.count)
+        DispatchQueue.concurrentPerform(iterations: starts.count) { i in
+            shared.set(i, trajectory(planners[i], from: starts[i]))
+        }
+        #expect(shared.values == alone)
+    }
 }
 
 @Suite struct NoiseTests {
@@ -288,4 +324,12 @@ struct FaultyPendulum: BatchDynamics {
             do { _ = try TaskRegistry.make(name: name, parameters: ConfigTable(table, path: "task")) } catch { #expect(error.key == key) }
         }
     }
+}
+
+/// Results written by concurrent workers, one slot each.
+final class Results: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var values: [[Float]]
+    init(count: Int) { values = Array(repeating: [], count: count) }
+    func set(_ i: Int, _ value: [Float]) { lock.lock(); values[i] = value; lock.unlock() }
 }

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench import free_endpoint
+from .docblock import write_block
 from .gym import run_episodes
 
 REPO = Path(__file__).resolve().parents[3]
@@ -291,14 +292,7 @@ def main(argv=None):
     rows, summary = write(out, results, curve, planner_alone_2)
     summary += ("\n\nReturn against the horizon, with and without a learned value (mean return, and compute per tick, "
                 "mean):\n\n" + write_horizons(out, value_curves) + "\n\n![horizons](horizons.png)")
-    page = (out / "results.md").read_text() if (out / "results.md").exists() else ""
-    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
-    block = f"{begin}\n{rows}\n\n{summary}\n\n![results](results.png)\n{end}"
-    if begin in page and end in page:
-        page = page[: page.index(begin)] + block + page[page.index(end) + len(end):]
-    else:
-        page = page + "\n" + block + "\n"
-    (out / "results.md").write_text(page)
+    write_block(out / "results.md", "results", f"{rows}\n\n{summary}\n\n![results](results.png)")
     print(f"wrote {out / 'results.md'} and {out / 'results.png'}")
     return 0
 

@@ -11,7 +11,6 @@ result markers, with a plot of every episode's return in docs/mujoco.png.
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench import free_endpoint
+from .docblock import write_block
 from .gym import run_episodes
 
 REPO = Path(__file__).resolve().parents[3]
@@ -100,11 +100,8 @@ def main(argv=None):
     print(text)
     if not args.no_docs:
         docs = REPO / "docs" / "models.md"
-        page = docs.read_text()
         command = "python -m mpcd_client.mujoco_results" + ("" if args.tasks == list(ROWS) else " --tasks " + " ".join(args.tasks))
-        block = f"<!-- results:begin -->\n`{command}`, {time.strftime('%Y-%m-%d')}:\n\n{text}\n\n![returns](mujoco.png)\n<!-- results:end -->"
-        page = re.sub(r"<!-- results:begin -->.*<!-- results:end -->", lambda _: block, page, flags=re.S)
-        docs.write_text(page)
+        write_block(docs, "results", f"`{command}`, {time.strftime('%Y-%m-%d')}:\n\n{text}\n\n![returns](mujoco.png)")
         plot(results, REPO / "docs" / "mujoco.png")
         print(f"wrote {docs} and docs/mujoco.png", file=sys.stderr)
     return 0
