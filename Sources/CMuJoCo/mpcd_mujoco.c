@@ -51,9 +51,15 @@ mjData *mpcd_mujoco_make_data(const mjModel *m) {
     return data;
 }
 
+/* Whether MuJoCo found a position, velocity or acceleration out of bounds (and reset the data). */
+static int diverged(const mjData *d) {
+    return d->warning[mjWARN_BADQPOS].number || d->warning[mjWARN_BADQVEL].number || d->warning[mjWARN_BADQACC].number;
+}
+
 int mpcd_mujoco_step(const mjModel *m, mjData *d, int count) {
-    GUARDED(-1, mj_resetData(m, d), for (int i = 0; i < count; i++) mj_step(m, d));
-    return 0;
+    d->warning[mjWARN_BADQPOS].number = d->warning[mjWARN_BADQVEL].number = d->warning[mjWARN_BADQACC].number = 0;
+    GUARDED(-1, mj_resetData(m, d), for (int i = 0; i < count && !diverged(d); i++) mj_step(m, d));
+    return diverged(d) ? -2 : 0;
 }
 
 int mpcd_mujoco_forward(const mjModel *m, mjData *d, int stage) {

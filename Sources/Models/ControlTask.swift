@@ -110,15 +110,30 @@ extension BatchDynamics {
     }
 }
 
+/// A model that rolls each lane through a whole action sequence at once, with its running cost:
+/// a simulator keeps its own full-precision state (and its solver's warm start) from step to step,
+/// where the step-by-step ``BatchDynamics`` would store every lane to floats and load it back.
+public protocol SequenceRollout: Sendable {
+    /// For every lane of `states`: x_{t+1} = f(x_t, a_t) for t < `horizon` under the action rows at
+    /// `actions` (row t * A + a, `actionStride` apart), adding Σ_t γ^t c(x_t, a_t) to `costs` and
+    /// leaving x_H in `states`, as the step-by-step loop would.
+    func rollOut(states: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
+                 into costs: UnsafeMutablePointer<Float>)
+}
+
 /// A model and the cost to plan against it: what the planner is given.
 public struct ControlTask: Sendable {
     public let name: String
     public let dynamics: any BatchDynamics
-    public var cost: any BatchCost
+    public let cost: any BatchCost
+    /// The model and its running cost rolled out a lane at a time, where that is faster; the
+    /// planner then uses it instead of `dynamics` and `cost`'s running part.
+    public var sequenceRollout: (any SequenceRollout)?
 
-    public init(name: String, dynamics: any BatchDynamics, cost: any BatchCost) {
+    public init(name: String, dynamics: any BatchDynamics, cost: any BatchCost, sequenceRollout: (any SequenceRollout)? = nil) {
         self.name = name
         self.dynamics = dynamics
         self.cost = cost
+        self.sequenceRollout = sequenceRollout
     }
 }

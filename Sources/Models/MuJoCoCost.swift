@@ -101,42 +101,96 @@ public struct MuJoCoCost: BatchCost {
 
     private func add(states: BatchView, actions: BatchView?, terminal: Bool, into costs: UnsafeMutablePointer<Float>) {
         let stage = terminal ? terminalStage : runningStage
-        let nq = model.positionCount, nv = model.velocityCount
-        func read(_ q: MuJoCoCostTerm.Quantity, _ k: Int, _ simulation: MuJoCoSimulation?) -> Double {
-            switch q {
-            case let .position(i): return Double(states[component: i][k])
-            case let .velocity(i): return Double(states[component: nq + i][k])
-            case let .activation(i): return Double(states[component: nq + nv + i][k])
-            case let .control(u): return Double(actions![component: u][k])
-            case let .sensor(address): return simulation!.sensorValue(address)
-            case let .place(kind, id, axis): return component(simulation!.position(of: kind, id), axis)
-            case let .motion(kind, id, axis): return component(simulation!.velocity(of: kind, id), axis)
-            case let .distance(kind, id, other, otherID):
-                let a = simulation!.position(of: kind, id), b = simulation!.position(of: other, otherID)
-                return ((a.0 - b.0) * (a.0 - b.0) + (a.1 - b.1) * (a.1 - b.1) + (a.2 - b.2) * (a.2 - b.2)).squareRoot()
-            case let .distanceToPoint(kind, id, point):
-                let a = simulation!.position(of: kind, id)
-                return ((a.0 - point.0) * (a.0 - point.0) + (a.1 - point.1) * (a.1 - point.1) + (a.2 - point.2) * (a.2 - point.2)).squareRoot()
-            }
-        }
-        func component(_ v: (Double, Double, Double), _ axis: Int) -> Double { axis == 0 ? v.0 : (axis == 1 ? v.1 : v.2) }
-        func laneCost(_ k: Int, _ simulation: MuJoCoSimulation?) -> Double {
-            var total = 0.0
-            for term in terms where (!terminal || term.terminal) && !(terminal && term.quantity.isControl) {
-                total += term.cost(read(term.quantity, k, simulation))
-            }
-            return total
-        }
         guard stage > .state else {
-            for k in 0..<states.lanes { costs[k] += Float(laneCost(k, nil)) }
+            for k in 0..<states.lanes {
+                costs[k] += Float(laneCost(terminal: terminal, state: { Double(states[component: $0][k]) }, control: { Double(actions![component: $0][k]) }))
+            }
             return
         }
         let computed: Void? = model.withSimulation { simulation in
             for k in 0..<states.lanes {
                 simulation.load(states, lane: k)
-                costs[k] += simulation.compute(stage) ? Float(laneCost(k, simulation)) : .nan
+                costs[k] += simulation.compute(stage)
+                    ? Float(laneCost(terminal: terminal, state: { Double(states[component: $0][k]) }, control: { Double(actions![component: $0][k]) },
+                                     simulation: simulation))
+                    : .nan
             }
         }
         if computed == nil { costs.update(repeating: .nan, count: states.lanes) }
+    }
+
+    /// The running cost of the state loaded in `simulation` under lane `k` of `actions`, read from
+    /// the simulation itself (full precision); nil after a fatal MuJoCo error.
+    func runningCost(of simulation: inout MuJoCoSimulation, actions: BatchView, lane k: Int) -> Double? {
+        if runningStage > .state && !simulation.compute(runningStage) { return nil }
+        let current = simulation
+        return laneCost(terminal: false, state: { current.stateValue($0) }, control: { Double(actions[component: $0][k]) }, simulation: current)
+    }
+
+    /// The sum of the terms (the terminal ones when `terminal`) for one lane: `state(i)` is state
+    /// component i (qpos, then qvel, then act), `control(u)` control u, `simulation` the lane's
+    /// computed model where a term needs one.
+    private func laneCost(terminal: Bool, state: (Int) -> Double, control: (Int) -> Double, simulation: MuJoCoSimulation? = nil) -> Double {
+        let nq = model.positionCount, nv = model.velocityCount
+        func component(_ v: (Double, Double, Double), _ axis: Int) -> Double { axis == 0 ? v.0 : (axis == 1 ? v.1 : v.2) }
+        func distance(_ a: (Double, Double, Double), _ b: (Double, Double, Double)) -> Double {
+            ((a.0 - b.0) * (a.0 - b.0) + (a.1 - b.1) * (a.1 - b.1) + (a.2 - b.2) * (a.2 - b.2)).squareRoot()
+        }
+        var total = 0.0
+        for term in terms where !terminal || (term.terminal && !term.quantity.isControl) {
+            let value: Double = switch term.quantity {
+            case let .position(i): state(i)
+            case let .velocity(i): state(nq + i)
+            case let .activation(i): state(nq + nv + i)
+            case let .control(u): control(u)
+            case let .sensor(address): simulation!.sensorValue(address)
+            case let .place(kind, id, axis): component(simulation!.position(of: kind, id), axis)
+            case let .motion(kind, id, axis): component(simulation!.velocity(of: kind, id), axis)
+            case let .distance(kind, id, other, otherID): distance(simulation!.position(of: kind, id), simulation!.position(of: other, otherID))
+            case let .distanceToPoint(kind, id, point): distance(simulation!.position(of: kind, id), point)
+            }
+            total += term.cost(value)
+        }
+        return total
+    }
+}
+
+/// A MuJoCo task rolled out a lane at a time (``SequenceRollout``): each lane is loaded once, kept
+/// in the simulation state (in double precision, with the solver's warm start) for all H steps
+/// while its running cost adds up, and stored once, as MuJoCo's own `rollout` does. The
+/// step-by-step path would store every lane to floats and load it back at every step.
+public struct MuJoCoRollout: SequenceRollout {
+    public let dynamics: MuJoCoDynamics
+    public let cost: MuJoCoCost
+
+    public func rollOut(states: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
+                        into costs: UnsafeMutablePointer<Float>) {
+        let m = dynamics.actionDimension, lanes = states.lanes, gamma = Double(discount)
+        let lower = dynamics.actionLowerBounds, upper = dynamics.actionUpperBounds, frameSkip = dynamics.frameSkip
+        let done: Void? = dynamics.model.withSimulation { simulation in
+            for k in 0..<lanes {
+                simulation.load(states, lane: k)
+                var total = 0.0, weight = 1.0, valid = true
+                for t in 0..<horizon {
+                    let actionView = BatchView(base: actions + t &* m &* actionStride, stride: actionStride, lanes: lanes)
+                    guard let c = cost.runningCost(of: &simulation, actions: actionView, lane: k) else { valid = false; break }
+                    total += weight * c
+                    simulation.control(actionView, lane: k, lower: lower, upper: upper)
+                    guard simulation.step(frameSkip) else { valid = false; break }
+                    weight *= gamma
+                }
+                if valid {
+                    simulation.store(states, lane: k)
+                    costs[k] += Float(total)
+                } else {
+                    simulation.invalidate(states, lane: k)
+                    costs[k] = .nan
+                }
+            }
+        }
+        if done == nil {
+            for c in 0..<dynamics.stateDimension { states[component: c].update(repeating: .nan, count: lanes) }
+            costs.update(repeating: .nan, count: lanes)
+        }
     }
 }

@@ -210,7 +210,8 @@ public struct MuJoCoSimulation {
         }
     }
 
-    /// `count` physics steps; false after a fatal MuJoCo error (the state is then meaningless).
+    /// `count` physics steps; false after a fatal MuJoCo error or when the state diverged (the
+    /// state is then meaningless).
     public mutating func step(_ count: Int) -> Bool {
         mpcd_mujoco_step(model, data, Int32(count)) == 0
     }
@@ -243,10 +244,19 @@ public struct MuJoCoSimulation {
 
     /// A body's or a site's linear velocity, world frame (after `compute(.velocities)`).
     public func velocity(of kind: MuJoCoModel.ObjectKind, _ id: Int) -> (Double, Double, Double) {
-        var v = [Double](repeating: 0, count: 6)
         let type = kind == .site ? Int32(mjOBJ_SITE.rawValue) : Int32(mjOBJ_BODY.rawValue)
-        mj_objectVelocity(model, data, type, Int32(id), &v, 0)
-        return (v[3], v[4], v[5])
+        // on the stack: this runs for every lane and step
+        var v: (Double, Double, Double, Double, Double, Double) = (0, 0, 0, 0, 0, 0)
+        withUnsafeMutablePointer(to: &v) { pointer in
+            pointer.withMemoryRebound(to: Double.self, capacity: 6) { mj_objectVelocity(model, data, type, Int32(id), $0, 0) }
+        }
+        return (v.3, v.4, v.5)
+    }
+
+    /// State component `i` of the loaded state: qpos, then qvel, then act (the lanes' layout).
+    public func stateValue(_ i: Int) -> Double {
+        let nq = Int(model.pointee.nq), nv = Int(model.pointee.nv)
+        return i < nq ? data.pointee.qpos[i] : (i < nq + nv ? data.pointee.qvel[i - nq] : data.pointee.act[i - nq - nv])
     }
 
     /// A sensor value (after `compute(.sensors)`).

@@ -76,7 +76,8 @@ extension ControlTask {
         for termTable in try table.tables("cost") { terms += try MuJoCoTermReader(model: model, table: termTable, isBounds: false).read() }
         for termTable in try table.tables("bounds") { terms += try MuJoCoTermReader(model: model, table: termTable, isBounds: true).read() }
         guard !terms.isEmpty else { throw table.error("cost", "required: at least one [[task.cost]] term (docs/models.md)") }
-        return ControlTask(name: "mujoco", dynamics: dynamics, cost: MuJoCoCost(model: model, terms: terms))
+        let cost = MuJoCoCost(model: model, terms: terms)
+        return ControlTask(name: "mujoco", dynamics: dynamics, cost: cost, sequenceRollout: MuJoCoRollout(dynamics: dynamics, cost: cost))
     }
 }
 

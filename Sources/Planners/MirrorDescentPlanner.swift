@@ -359,21 +359,26 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         // overflow, a per-step buffer instead.
         let horner = gamma < 1 && Foundation.pow(Double(gamma), Double(horizon)) > 1e-12
         var weight: Float = 1  // γ^t
-        for t in 0..<horizon {
-            let actionView = BatchView(base: actions + t * m * actionStride, stride: actionStride, lanes: count)
-            if gamma == 1 || horner {
-                if horner && t > 0 { scale(laneCosts, count: count, by: 1 / gamma) }
-                cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
-            } else {
-                scratch.update(repeating: 0, count: count)
-                cost.addRunningCost(states: stateView, actions: actionView, into: scratch)
-                let w = Lanes(repeating: weight)
-                for k in Swift.stride(from: 0, to: count, by: laneWidth) { laneCosts.setLanes(VectorMath.multiplyAdd(w, scratch.lanes(at: k), laneCosts.lanes(at: k)), at: k) }
+        if let sequence = task.sequenceRollout {
+            sequence.rollOut(states: stateView, actions: actions, actionStride: actionStride, horizon: horizon, discount: gamma, into: laneCosts)
+            weight = Float(Foundation.pow(Double(gamma), Double(horizon)))
+        } else {
+            for t in 0..<horizon {
+                let actionView = BatchView(base: actions + t * m * actionStride, stride: actionStride, lanes: count)
+                if gamma == 1 || horner {
+                    if horner && t > 0 { scale(laneCosts, count: count, by: 1 / gamma) }
+                    cost.addRunningCost(states: stateView, actions: actionView, into: laneCosts)
+                } else {
+                    scratch.update(repeating: 0, count: count)
+                    cost.addRunningCost(states: stateView, actions: actionView, into: scratch)
+                    let w = Lanes(repeating: weight)
+                    for k in Swift.stride(from: 0, to: count, by: laneWidth) { laneCosts.setLanes(VectorMath.multiplyAdd(w, scratch.lanes(at: k), laneCosts.lanes(at: k)), at: k) }
+                }
+                dynamics.step(states: stateView, actions: actionView)
+                weight *= gamma  // γ^(t+1)
             }
-            dynamics.step(states: stateView, actions: actionView)
-            weight *= gamma  // γ^(t+1)
+            if horner { scale(laneCosts, count: count, by: weight / gamma) }  // γ^(H-1)
         }
-        if horner { scale(laneCosts, count: count, by: weight / gamma) }  // γ^(H-1)
         guard terminalValue == nil else { return }
         if gamma == 1 {
             cost.addTerminalCost(states: stateView, into: laneCosts)

@@ -129,4 +129,96 @@ import Testing
         #expect(run(chunks: 8) == one)
         #expect(run(chunks: 2) == one)
     }
+
+    /// The planner rolls MuJoCo lanes a whole sequence at a time (``MuJoCoRollout``): the same
+    /// discounted running cost and final states as the step-by-step loop, which stores every lane to
+    /// floats at every step (hence a tolerance, not equality).
+    @Test func theSequenceRolloutAgreesWithTheStepByStepLoop() throws {
+        let t = try task(Self.base + """
+            [[task.cost]]
+            quantity = "site_position"
+            name = "tip"
+            axis = "z"
+            target = 0.5
+            [[task.cost]]
+            quantity = "body_velocity"
+            name = "pole"
+            axis = "x"
+            weight = 0.3
+            [[task.cost]]
+            quantity = "sensor"
+            name = "angle"
+            norm = "smooth_absolute"
+            [[task.cost]]
+            quantity = "qpos"
+            name = "slider"
+            weight = 0.5
+            [[task.cost]]
+            quantity = "ctrl"
+            weight = 0.1
+
+            """)
+        let sequence = try #require(t.sequenceRollout)
+        let lanes = 32, n = 4, horizon = 12, gamma: Float = 0.9
+        var start = [Float](repeating: 0, count: n * lanes), actions = [Float](repeating: 0, count: horizon * lanes)
+        for k in 0..<lanes {
+            start[k] = Float(k % 7) * 0.05 - 0.15
+            start[lanes + k] = sin(Float(k)) * 0.8
+            start[3 * lanes + k] = cos(Float(k))
+            for s in 0..<horizon { actions[s * lanes + k] = sin(Float(k * horizon + s) * 1.7) }
+        }
+        var stepped = start, rolled = start
+        var steppedCosts = [Float](repeating: 0, count: lanes), rolledCosts = [Float](repeating: 0, count: lanes)
+        var stepCost = [Float](repeating: 0, count: lanes)
+        actions.withUnsafeMutableBufferPointer { a in
+            stepped.withUnsafeMutableBufferPointer { s in
+                let states = BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes)
+                for step in 0..<horizon {
+                    let actionView = BatchView(base: a.baseAddress! + step * lanes, stride: lanes, lanes: lanes)
+                    stepCost.withUnsafeMutableBufferPointer { c in
+                        c.update(repeating: 0)
+                        t.cost.addRunningCost(states: states, actions: actionView, into: c.baseAddress!)
+                    }
+                    for k in 0..<lanes { steppedCosts[k] += pow(gamma, Float(step)) * stepCost[k] }
+                    t.dynamics.step(states: states, actions: actionView)
+                }
+            }
+            rolled.withUnsafeMutableBufferPointer { s in
+                rolledCosts.withUnsafeMutableBufferPointer { c in
+                    sequence.rollOut(states: BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes), actions: a.baseAddress!, actionStride: lanes,
+                                     horizon: horizon, discount: gamma, into: c.baseAddress!)
+                }
+            }
+        }
+        #expect(rolled != start)
+        for k in 0..<lanes {
+            #expect(abs(rolledCosts[k] - steppedCosts[k]) <= 1e-3 * max(1, abs(steppedCosts[k])), "lane \(k): \(rolledCosts[k]) against \(steppedCosts[k])")
+        }
+        for (i, (a, b)) in zip(rolled, stepped).enumerated() {
+            #expect(abs(a - b) <= 1e-3 * max(1, abs(b)), "state value \(i): \(a) against \(b)")
+        }
+    }
+
+    /// MuJoCo resets a simulation whose state blows up (a value NaN or beyond 1e10) to the model's
+    /// initial state and carries on: a diverged rollout would look like a calm one at rest. mpcd
+    /// makes such a lane invalid (NaN state, NaN cost: no weight in the plan).
+    @Test func aDivergedLaneIsInvalidNotReset() throws {
+        let t = try task(Self.base + "[[task.cost]]\nquantity = \"qpos\"\nname = \"hinge\"\n")
+        let (next, cost) = t.step(state: [0, 0.1, 0, 1e11], action: [0])
+        #expect(next.allSatisfy { $0.isNaN }, "\(next)")
+        #expect(cost.isFinite)  // the cost of the state it started from
+        var state: [Float] = [0, 0.1, 0, 1e11] + [Float](repeating: 0, count: 4 * 7), actions = [Float](repeating: 0, count: 8 * 3)
+        state = (0..<4).flatMap { c in [state[c]] + [Float](repeating: 0.1, count: 7) }
+        var costs = [Float](repeating: 0, count: 8)
+        state.withUnsafeMutableBufferPointer { s in
+            actions.withUnsafeMutableBufferPointer { a in
+                costs.withUnsafeMutableBufferPointer { c in
+                    t.sequenceRollout!.rollOut(states: BatchView(base: s.baseAddress!, stride: 8, lanes: 8), actions: a.baseAddress!, actionStride: 8,
+                                               horizon: 3, discount: 1, into: c.baseAddress!)
+                }
+            }
+        }
+        #expect(costs[0].isNaN && (0..<4).allSatisfy { state[$0 * 8].isNaN })
+        #expect(costs[1...].allSatisfy { $0.isFinite } && (0..<4).allSatisfy { state[$0 * 8 + 1].isFinite })
+    }
 }

@@ -24,7 +24,10 @@ mjModel *mpcd_mujoco_load(const char *path, char *error, int error_size);
 /* mj_makeData, guarded: NULL on failure (mpcd_mujoco_last_error says why). */
 mjData *mpcd_mujoco_make_data(const mjModel *m);
 
-/* `count` calls of mj_step. 0, or -1 after a fatal error (the data is then reset). */
+/* `count` calls of mj_step. 0; -1 after a fatal error; -2 when the state diverged (a position,
+   velocity or acceleration MuJoCo finds bad, NaN or above 1e10): MuJoCo then resets the data to
+   the model's initial state and carries on, which would pass a blown-up rollout off as a calm
+   one. The data is reset either way. */
 int mpcd_mujoco_step(const mjModel *m, mjData *d, int count);
 
 /* The forward computation up to `stage`: 1 kinematics, 2 and velocities, 3 and position and
