@@ -7,7 +7,7 @@
  * every reply was an action echoing its observation's sequence number and the pendulum ends
  * upright, 1 otherwise.
  *
- *     cc -O2 -o mpcd_client clients/c/mpcd_client.c -lzmq
+ *     cc -O2 -o mpcd_client clients/c/mpcd_client.c -lzmq -lm
  *     ./mpcd_client tcp://127.0.0.1:5555
  */
 #include <math.h>

@@ -33,6 +33,24 @@ def test_hello_describes_the_task(start_daemon):
     assert info["diagnostics"][:3] == ["iterations", "cost", "compute_seconds"]
 
 
+def test_the_protocol_docs_list_the_diagnostics_the_daemon_sends(start_daemon):
+    """docs/protocol.md's count and table of diagnostics against the hello reply's list."""
+    import re
+    daemon = start_daemon()
+    with Controller(daemon.endpoint) as c:
+        names = c.info["diagnostics"]
+        c.act(np.array([0.5, 0.0]))
+        reply = c.last
+    assert len(reply.diagnostics) == len(names)
+    page = (REPO / "docs" / "protocol.md").read_text()
+    counts = {int(n) for n in re.findall(r"diagnostics(?: \(frame 3)?, float64 x (\d+)", page)}
+    assert counts == {len(names)}, f"docs/protocol.md says {counts} diagnostics; the daemon sends {len(names)}"
+    section = page[page.index("Diagnostics (frame 3"):]
+    section = section[:section.index("\n\n", section.index("| index |"))]  # the table, to its end
+    table = re.findall(r"^\| (\d+) \| `(\w+)` \|", section, flags=re.M)
+    assert [(int(i), n) for i, n in table] == list(enumerate(names))
+
+
 def test_pendulum_lockstep_seeds_0_to_9_with_the_default_configuration(start_daemon):
     daemon = start_daemon()
     returns, _, latencies, _ = run_episodes("Pendulum-v1", 10, 0, daemon.endpoint, out=quiet)
@@ -136,6 +154,16 @@ def test_client_raises_a_clear_error_for_a_bad_state(start_daemon):
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_the_c_client_needs_nothing_but_libzmq(start_daemon, tmp_path):
+    """Built with the very line docs/protocol.md and the file's own comment give (run from the
+    repository), then with every warning an error."""
+    import re
+    import shlex
+    documented = re.search(r"`(cc [^`]*mpcd_client\.c[^`&]*)", (REPO / "docs" / "protocol.md").read_text()).group(1).strip()
+    commented = re.search(r"^ \*\s+(cc .*)$", (REPO / "clients" / "c" / "mpcd_client.c").read_text(), flags=re.M).group(1).strip()
+    assert documented == commented, "docs/protocol.md and clients/c/mpcd_client.c give different build lines"
+    line = shlex.split(documented)
+    line[line.index("-o") + 1] = str(tmp_path / "documented")
+    subprocess.run(line, check=True, cwd=REPO)
     binary = tmp_path / "mpcd_client"
     subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(REPO / "clients" / "c" / "mpcd_client.c"), "-lzmq", "-lm"], check=True)
     daemon = start_daemon()
