@@ -235,7 +235,14 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         diagnostics.reserveCapacity(count)
         for i in 0..<count {
             let start = monotonicNanoseconds()
-            if let deadline, start &+ iterationEstimate > deadline { break }
+            if let deadline, start &+ iterationEstimate > deadline {
+                // One slow iteration (a page fault, a machine busy for a moment) must not keep every
+                // later plan from iterating, which would only replay the warm start from then on:
+                // a plan the estimate stops before its first iteration halves it, so a later plan
+                // tries again within a few ticks and measures the real cost.
+                if i == 0 { iterationEstimate /= 2 }
+                break
+            }
             var d = iterate(i, of: count)
             let elapsed = monotonicNanoseconds() &- start
             iterationEstimate = Swift.max(elapsed, iterationEstimate - iterationEstimate / 20)

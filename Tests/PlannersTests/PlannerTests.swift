@@ -224,6 +224,47 @@ struct FaultyPendulum: BatchDynamics {
         #expect(plan.iterations.count >= 1 && plan.iterations.count < 1000)
     }
 
+    /// A model whose step sleeps while `slow` is set: an iteration as slow as a busy machine makes one.
+    final class Stall: @unchecked Sendable {
+        var slow = false
+    }
+
+    struct StallingDynamics: BatchDynamics {
+        let inner: any BatchDynamics
+        let stall: Stall
+        var stateNames: [String] { inner.stateNames }
+        var actionNames: [String] { inner.actionNames }
+        var actionLowerBounds: [Float] { inner.actionLowerBounds }
+        var actionUpperBounds: [Float] { inner.actionUpperBounds }
+        var dt: Float { inner.dt }
+        var observationForms: [ObservationForm] { inner.observationForms }
+        func step(states: BatchView, actions: BatchView) {
+            if stall.slow { usleep(2_000) }
+            inner.step(states: states, actions: actions)
+        }
+        func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
+        func randomInitialState(_ uniform: () -> Float) -> [Float] { inner.randomInitialState(uniform) }
+    }
+
+    /// One iteration far slower than the budget (found on a loaded machine: after it, every plan of
+    /// the session stopped before its first iteration and only replayed its warm start, for good).
+    @Test func oneSlowIterationDoesNotStopLaterPlansFromIterating() throws {
+        var configuration = PlannerConfiguration()
+        configuration.iterations = 2
+        configuration.samples = 64
+        configuration.horizon = 16
+        let stall = Stall()
+        let task = ControlTask(name: "pendulum", dynamics: StallingDynamics(inner: pendulum.dynamics, stall: stall), cost: pendulum.cost)
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        stall.slow = true
+        let slow = planner.plan(state: [1, 0], deadline: monotonicNanoseconds() + 20_000_000)
+        #expect(slow.iterations.count == 1)  // 16 steps x 2 ms: past the deadline
+        stall.slow = false
+        // a budget of 20 ms, ample for an iteration without the stall (tens of microseconds)
+        let later = (0..<12).map { _ in planner.plan(state: [1, 0], deadline: monotonicNanoseconds() + 20_000_000).iterations.count }
+        #expect(later.suffix(4).allSatisfy { $0 == 2 }, "iterations per plan after the stall: \(later)")
+    }
+
     @Test func warmStartIsThePreviousPlanShiftedByOneStep() throws {
         var configuration = PlannerConfiguration()
         configuration.iterations = 0 + 1
