@@ -5,7 +5,7 @@ import Models
 /// `MPCD_INJECT_NAN_EVERY=N` in the environment, every Nth plan's rollouts all return NaN states,
 /// as a broken model would. The plan then fails, and the reply must carry the prior's action,
 /// flagged `fallback`, while the daemon carries on.
-struct FaultInjectingDynamics: BatchDynamics, @unchecked Sendable {
+struct FaultInjectingDynamics: ForwardingDynamics, @unchecked Sendable {
     let inner: any BatchDynamics
     let every: Int
     /// Counts `step` calls of whole plans: the planner calls `step` once per horizon step per
@@ -15,19 +15,6 @@ struct FaultInjectingDynamics: BatchDynamics, @unchecked Sendable {
     final class PlanCounter: @unchecked Sendable {
         var count = 0
     }
-
-    var stateNames: [String] { inner.stateNames }
-    var actionNames: [String] { inner.actionNames }
-    var actionLowerBounds: [Float] { inner.actionLowerBounds }
-    var actionUpperBounds: [Float] { inner.actionUpperBounds }
-    var dt: Float { inner.dt }
-    var observationForms: [ObservationForm] { inner.observationForms }
-    var featureNames: [String] { inner.featureNames }
-    func features(of state: [Float]) -> [Float] { inner.features(of: state) }
-    func randomInitialState(_ uniform: () -> Float) -> [Float] { inner.randomInitialState(uniform) }
-    func randomState(_ uniform: () -> Float) -> [Float] { inner.randomState(uniform) }
-    func writeFeatures(states: BatchView, into rows: UnsafeMutablePointer<Float>) { inner.writeFeatures(states: states, into: rows) }
-    func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
 
     func step(states: BatchView, actions: BatchView) {
         inner.step(states: states, actions: actions)

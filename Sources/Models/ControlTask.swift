@@ -37,6 +37,27 @@ public protocol BatchDynamics: Sendable {
     func randomState(_ uniform: () -> Float) -> [Float]
 }
 
+/// Dynamics that wrap others and change only `step` (fault injection, tests): everything else is
+/// the inner model's.
+public protocol ForwardingDynamics: BatchDynamics {
+    var inner: any BatchDynamics { get }
+}
+
+extension ForwardingDynamics {
+    public var stateNames: [String] { inner.stateNames }
+    public var actionNames: [String] { inner.actionNames }
+    public var actionLowerBounds: [Float] { inner.actionLowerBounds }
+    public var actionUpperBounds: [Float] { inner.actionUpperBounds }
+    public var dt: Float { inner.dt }
+    public var observationForms: [ObservationForm] { inner.observationForms }
+    public var featureNames: [String] { inner.featureNames }
+    public func features(of state: [Float]) -> [Float] { inner.features(of: state) }
+    public func writeFeatures(states: BatchView, into columns: UnsafeMutablePointer<Float>) { inner.writeFeatures(states: states, into: columns) }
+    public func randomInitialState(_ uniform: () -> Float) -> [Float] { inner.randomInitialState(uniform) }
+    public func randomState(_ uniform: () -> Float) -> [Float] { inner.randomState(uniform) }
+    public func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
+}
+
 /// What the planner minimises: a running cost c(x_t, u_t) on the pre-step state and a terminal
 /// cost on the last state. Costs are added into a per-lane accumulator.
 public protocol BatchCost: Sendable {
@@ -114,10 +135,11 @@ extension BatchDynamics {
 /// a simulator keeps its own full-precision state (and its solver's warm start) from step to step,
 /// where the step-by-step ``BatchDynamics`` would store every lane to floats and load it back.
 public protocol SequenceRollout: Sendable {
-    /// For every lane of `states`: x_{t+1} = f(x_t, a_t) for t < `horizon` under the action rows at
-    /// `actions` (row t * A + a, `actionStride` apart), adding Σ_t γ^t c(x_t, a_t) to `costs` and
-    /// leaving x_H in `states`, as the step-by-step loop would.
-    func rollOut(states: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
+    /// For lanes 0 ..< `live` of `states`: x_{t+1} = f(x_t, a_t) for t < `horizon` under the action
+    /// rows at `actions` (row t * A + a, `actionStride` apart), adding Σ_t γ^t c(x_t, a_t) to `costs`
+    /// and leaving x_H in `states`, as the step-by-step loop would. Lanes from `live` on are padding:
+    /// left as they are.
+    func rollOut(states: BatchView, live: Int, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
                  into costs: UnsafeMutablePointer<Float>)
 }
 

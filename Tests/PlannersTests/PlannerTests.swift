@@ -162,20 +162,13 @@ import Testing
 }
 
 /// A pendulum whose model returns NaN for large positive torques: an injected model fault.
-struct FaultyPendulum: BatchDynamics {
-    var inner = PendulumDynamics()
+struct FaultyPendulum: ForwardingDynamics {
+    var inner: any BatchDynamics = PendulumDynamics()
     var faultAbove: Float
-    var stateNames: [String] { inner.stateNames }
-    var actionNames: [String] { inner.actionNames }
-    var actionLowerBounds: [Float] { inner.actionLowerBounds }
-    var actionUpperBounds: [Float] { inner.actionUpperBounds }
-    var dt: Float { inner.dt }
-    var observationForms: [ObservationForm] { inner.observationForms }
     func step(states: BatchView, actions: BatchView) {
         inner.step(states: states, actions: actions)
         for k in 0..<states.lanes where actions[component: 0][k] > faultAbove { states[component: 0][k] = .nan }
     }
-    func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
 }
 
 @Suite struct PlannerBehaviourTests {
@@ -229,21 +222,13 @@ struct FaultyPendulum: BatchDynamics {
         var slow = false
     }
 
-    struct StallingDynamics: BatchDynamics {
+    struct StallingDynamics: ForwardingDynamics {
         let inner: any BatchDynamics
         let stall: Stall
-        var stateNames: [String] { inner.stateNames }
-        var actionNames: [String] { inner.actionNames }
-        var actionLowerBounds: [Float] { inner.actionLowerBounds }
-        var actionUpperBounds: [Float] { inner.actionUpperBounds }
-        var dt: Float { inner.dt }
-        var observationForms: [ObservationForm] { inner.observationForms }
         func step(states: BatchView, actions: BatchView) {
             if stall.slow { usleep(2_000) }
             inner.step(states: states, actions: actions)
         }
-        func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try inner.state(fromObservation: observation) }
-        func randomInitialState(_ uniform: () -> Float) -> [Float] { inner.randomInitialState(uniform) }
     }
 
     /// One iteration far slower than the budget (found on a loaded machine: after it, every plan of
