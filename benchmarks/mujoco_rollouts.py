@@ -14,6 +14,8 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
 - the floor: K x H x frame_skip x (one mj_step's time) / threads, the step timed on one simulation
   state in a loop (`mpcd-bench physics`) with the library mpcd links (Debian's libmujoco 2.2.2).
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ.
+- mpcd step by step: the planner iteration rolling all lanes one step at a time, each lane stored
+  to floats and loaded back every step (`--step-by-step`, how mpcd rolled MuJoCo out before).
 """
 import argparse
 import json
@@ -34,9 +36,9 @@ CONFIGS = REPO / "deploy" / "config" / "mujoco"
 CASES = [("half_cheetah", 20, [64, 256]), ("inverted_double_pendulum", 20, [64, 256])]
 
 
-def mpcd_cells(config, samples, horizon, repeats):
+def mpcd_cells(config, samples, horizon, repeats, *extra):
     out = subprocess.run([str(BENCH), "planner", "--config", str(config), "--samples", ",".join(map(str, samples)), "--horizons", str(horizon),
-                          "--threads", "1,2", "--repeats", str(repeats), "--json"], capture_output=True, text=True, check=True).stdout
+                          "--threads", "1,2", "--repeats", str(repeats), "--json", *extra], capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -119,6 +121,7 @@ def main():
         skip = frame_skip(config)
         print(f"{name}: H={horizon}, frame_skip={skip}, K={samples}", file=sys.stderr, flush=True)
         cells = mpcd_cells(config, samples, horizon, args.repeats)
+        before = {(c["samples"], c["threads"]): c for c in mpcd_cells(config, samples, horizon, args.repeats, "--step-by-step")}
         step = mpcd_step(config, horizon)["step_us_mean"]
         step_python = python_step(config) * 1e6
         for cell in cells:
@@ -127,14 +130,15 @@ def main():
             ours = cell["prepared_us_p50"] / 1e3
             floor = k * horizon * skip * step / threads / 1e3
             rows.append({"model": name, "K": k, "H": horizon, "frame_skip": skip, "threads": threads, "mpcd_ms": ours, "mujoco_ms": theirs,
+                         "step_by_step_ms": before[(k, threads)]["prepared_us_p50"] / 1e3,
                          "floor_ms": floor, "step_us": step, "step_python_us": step_python})
             print(f"  K={k} threads={threads}: mpcd {ours:.2f} ms, mujoco.rollout {theirs:.2f} ms, floor {floor:.2f} ms", file=sys.stderr, flush=True)
     lines = ["| model | K | H x frame_skip | threads | mpcd iteration p50 (ms) | mujoco.rollout p50 (ms) | mpcd / mujoco.rollout | "
-             "floor (ms) | mpcd / floor | one mj_step: 2.2.2 / 4.0 (us) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "floor (ms) | mpcd / floor | mpcd step by step (ms) | one mj_step: 2.2.2 / 4.0 (us) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['K']} | {r['H']} x {r['frame_skip']} | {r['threads']} | {r['mpcd_ms']:.2f} | {r['mujoco_ms']:.2f} | "
-                     f"{r['mpcd_ms'] / r['mujoco_ms']:.2f} | {r['floor_ms']:.2f} | {r['mpcd_ms'] / r['floor_ms']:.2f} | "
+                     f"{r['mpcd_ms'] / r['mujoco_ms']:.2f} | {r['floor_ms']:.2f} | {r['mpcd_ms'] / r['floor_ms']:.2f} | {r['step_by_step_ms']:.2f} | "
                      f"{r['step_us']:.2f} / {r['step_python_us']:.2f} |")
     table = "\n".join(lines)
     print(table)

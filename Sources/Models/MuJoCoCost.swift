@@ -163,12 +163,12 @@ public struct MuJoCoRollout: SequenceRollout {
     public let dynamics: MuJoCoDynamics
     public let cost: MuJoCoCost
 
-    public func rollOut(states: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
+    public func rollOut(states: BatchView, live: Int, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
                         into costs: UnsafeMutablePointer<Float>) {
         let m = dynamics.actionDimension, lanes = states.lanes, gamma = Double(discount)
         let lower = dynamics.actionLowerBounds, upper = dynamics.actionUpperBounds, frameSkip = dynamics.frameSkip
         let done: Void? = dynamics.model.withSimulation { simulation in
-            for k in 0..<lanes {
+            for k in 0..<Swift.min(live, lanes) {
                 simulation.load(states, lane: k)
                 var total = 0.0, weight = 1.0, valid = true
                 for t in 0..<horizon {

@@ -279,7 +279,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
         for s in 0..<stateDimension { (evaluationStates + s * laneWidth).update(repeating: initialState[s], count: laneWidth) }
         let stateView = BatchView(base: evaluationStates, stride: laneWidth, lanes: laneWidth)
-        rollOut(stateView, actions: evaluationActions, actionStride: laneWidth, into: evaluationCosts, scratch: stepCosts + paddedSamples)
+        // lanes 2 ... 7 are padding: a model that rolls out a lane at a time skips them
+        rollOut(stateView, live: 2, actions: evaluationActions, actionStride: laneWidth, into: evaluationCosts, scratch: stepCosts + paddedSamples)
         if let terminalValue {
             lastValueTerm = terminalValue.add(states: stateView, into: evaluationCosts, factor: horizonDiscount, report: 1)
         }
@@ -341,7 +342,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             (states + s * lanesPerRow + start).update(repeating: initialState[s], count: count)
         }
         let stateView = BatchView(base: states + start, stride: lanesPerRow, lanes: count)
-        rollOut(stateView, actions: actions + start, actionStride: lanesPerRow, into: costs + start, scratch: stepCosts + start)
+        // lanes from K on pad the batch to whole blocks: a model that rolls out a lane at a time skips them
+        rollOut(stateView, live: Swift.max(0, Swift.min(count, samples - start)), actions: actions + start, actionStride: lanesPerRow,
+                into: costs + start, scratch: stepCosts + start)
     }
 
     private func scale(_ values: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
@@ -356,7 +359,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// (row t * A + a, `actionStride` apart) and writes J = Σ_t γ^t c(x_t, a_t) + γ^H c_T(x_H) to
     /// `laneCosts`; with a learned value the terminal term is left to the caller (it batches all
     /// lanes). `scratch` holds one step's costs when γ < 1.
-    private func rollOut(_ stateView: BatchView, actions: UnsafeMutablePointer<Float>, actionStride: Int,
+    private func rollOut(_ stateView: BatchView, live: Int? = nil, actions: UnsafeMutablePointer<Float>, actionStride: Int,
                          into laneCosts: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         let m = actionDimension, count = stateView.lanes, dynamics = task.dynamics, cost = task.cost
         let gamma = configuration.discount
@@ -367,7 +370,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let horner = gamma < 1 && Foundation.pow(Double(gamma), Double(horizon)) > 1e-12
         var weight: Float = 1  // γ^t
         if let sequence = task.sequenceRollout {
-            sequence.rollOut(states: stateView, actions: actions, actionStride: actionStride, horizon: horizon, discount: gamma, into: laneCosts)
+            sequence.rollOut(states: stateView, live: live ?? count, actions: actions, actionStride: actionStride, horizon: horizon, discount: gamma,
+                             into: laneCosts)
             weight = Float(Foundation.pow(Double(gamma), Double(horizon)))
         } else {
             for t in 0..<horizon {

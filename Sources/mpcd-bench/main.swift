@@ -35,11 +35,14 @@ struct PlannerBench: ParsableCommand {
     @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
     @Option(help: "A configuration file: its [task] (a MuJoCo model, a plug-in) and [planner] instead of --task, planning from the task's start state.")
     var config: String?
+    @Flag(help: "With --config: roll a MuJoCo task out one step at a time over all lanes, as before lane-at-a-time rollouts (for comparison).")
+    var stepByStep = false
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
         let file = try config.map { try ConfiguredTask(path: $0) }
-        let controlTask = try file?.task ?? TaskRegistry.make(name: task)
+        var controlTask = try file?.task ?? TaskRegistry.make(name: task)
+        if stepByStep { controlTask = ControlTask(name: controlTask.name, dynamics: controlTask.dynamics, cost: controlTask.cost) }
         let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
         if !json { printHeader() }
         for k in ks {

@@ -185,7 +185,7 @@ import Testing
             }
             rolled.withUnsafeMutableBufferPointer { s in
                 rolledCosts.withUnsafeMutableBufferPointer { c in
-                    sequence.rollOut(states: BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes), actions: a.baseAddress!, actionStride: lanes,
+                    sequence.rollOut(states: BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes), live: lanes, actions: a.baseAddress!, actionStride: lanes,
                                      horizon: horizon, discount: gamma, into: c.baseAddress!)
                 }
             }
@@ -213,7 +213,7 @@ import Testing
         state.withUnsafeMutableBufferPointer { s in
             actions.withUnsafeMutableBufferPointer { a in
                 costs.withUnsafeMutableBufferPointer { c in
-                    t.sequenceRollout!.rollOut(states: BatchView(base: s.baseAddress!, stride: 8, lanes: 8), actions: a.baseAddress!, actionStride: 8,
+                    t.sequenceRollout!.rollOut(states: BatchView(base: s.baseAddress!, stride: 8, lanes: 8), live: 8, actions: a.baseAddress!, actionStride: 8,
                                                horizon: 3, discount: 1, into: c.baseAddress!)
                 }
             }
