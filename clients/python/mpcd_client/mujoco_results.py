@@ -7,9 +7,12 @@ state), over the seeds the acceptance of the MuJoCo work names.
 Prints a Markdown table (environment, configuration, seeds, mean and std of the return, the
 lowest, the steps the episodes lasted, and the daemon's compute per step: p50 and p99 of the
 `compute_seconds` diagnostic) and, unless --no-docs, writes it into docs/models.md between its
-result markers, with a plot of every episode's return in docs/mujoco.png.
+result markers, with a plot of every episode's return in docs/mujoco.png. Every row's figures are
+kept in docs/mujoco_results.json with the date and commit they were measured at, so a run of some
+--tasks replaces those rows and keeps the others (the table says when each was measured).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -56,13 +59,27 @@ def run_row(mpcd, name, env_id, seed, episodes):
 
 
 def table(results):
-    out = ["| environment | configuration | seeds | mean return | std | lowest | steps per episode | compute per step p50 / p99 (ms) |",
-           "|---|---|---|---:|---:|---:|---|---|"]
+    out = ["| environment | configuration | seeds | mean return | std | lowest | steps per episode | compute per step p50 / p99 (ms) | measured |",
+           "|---|---|---|---:|---:|---:|---|---|---|"]
     for r in results:
         steps = f"{min(r['steps'])}-{max(r['steps'])}" if min(r["steps"]) != max(r["steps"]) else str(r["steps"][0])
         out.append(f"| {r['env']} | `deploy/config/mujoco/{r['name']}.toml` | {r['seeds']} | {np.mean(r['returns']):.1f} | {np.std(r['returns']):.1f} | "
-                   f"{min(r['returns']):.1f} | {steps} | {r['compute_p50_ms']:.1f} / {r['compute_p99_ms']:.1f} |")
+                   f"{min(r['returns']):.1f} | {steps} | {r['compute_p50_ms']:.1f} / {r['compute_p99_ms']:.1f} | {r.get('measured', '')} |")
     return "\n".join(out)
+
+
+def merged(results, path):
+    """The rows of this run, and of an earlier one (from `path`) for the tasks this run left out."""
+    earlier = {r["name"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+    earlier.update({r["name"]: r for r in results})
+    return [earlier[name] for name in ROWS if name in earlier]
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
 def plot(results, path):
@@ -95,14 +112,17 @@ def main(argv=None):
     for name in args.tasks:
         env_id, seed, episodes = ROWS[name]
         print(f"{name}: {env_id}, seeds {seed}-{seed + episodes - 1}", file=sys.stderr, flush=True)
-        results.append(run_row(args.mpcd, name, env_id, seed, episodes))
-    text = table(results)
-    print(text)
+        row = run_row(args.mpcd, name, env_id, seed, episodes)
+        row["measured"] = f"{time.strftime('%Y-%m-%d')}, {commit()}"
+        results.append(row)
+    print(table(results))
     if not args.no_docs:
-        docs = REPO / "docs" / "models.md"
-        command = "python -m mpcd_client.mujoco_results" + ("" if args.tasks == list(ROWS) else " --tasks " + " ".join(args.tasks))
-        write_block(docs, "results", f"`{command}`, {time.strftime('%Y-%m-%d')}:\n\n{text}\n\n![returns](mujoco.png)")
-        plot(results, REPO / "docs" / "mujoco.png")
+        docs, store = REPO / "docs" / "models.md", REPO / "docs" / "mujoco_results.json"
+        rows = merged(results, store)
+        store.write_text(json.dumps(rows, indent=1) + "\n")
+        write_block(docs, "results", f"`python -m mpcd_client.mujoco_results` (rows of a run with `--tasks` keep the others):\n\n"
+                    f"{table(rows)}\n\n![returns](mujoco.png)")
+        plot(rows, REPO / "docs" / "mujoco.png")
         print(f"wrote {docs} and docs/mujoco.png", file=sys.stderr)
     return 0
 
