@@ -45,7 +45,7 @@ python-test: build venv
 fuzz-check:
 	scripts/fuzz.sh 10 --check
 
-# Every figure in docs/benchmarks.md (about 4 minutes).
+# Every figure in docs/benchmarks.md but the peers (about 20 minutes).
 bench: deps build
 	scripts/benchmarks.sh
 
