@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -48,18 +49,16 @@ def mpcd_step(config, horizon):
     return json.loads(out.splitlines()[-1])
 
 
+def task_table(config):
+    return tomllib.loads(config.read_text())["task"]
+
+
 def model_file(config):
-    for line in config.read_text().splitlines():
-        if line.strip().startswith("model"):
-            return config.parent / line.split("=", 1)[1].strip().strip('"')
-    raise SystemExit(f"{config} names no model")
+    return config.parent / task_table(config)["model"]
 
 
 def frame_skip(config):
-    for line in config.read_text().splitlines():
-        if line.strip().startswith("frame_skip"):
-            return int(line.split("=", 1)[1].split("#")[0])
-    return 1
+    return task_table(config).get("frame_skip", 1)
 
 
 def python_rollouts(config, samples, horizon, threads, repeats):

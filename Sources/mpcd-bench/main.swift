@@ -40,6 +40,7 @@ struct PlannerBench: ParsableCommand {
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
+        guard config != nil || !stepByStep else { throw ValidationError("--step-by-step needs --config (a task that rolls out a lane at a time)") }
         let file = try config.map { try ConfiguredTask(path: $0) }
         var controlTask = try file?.task ?? TaskRegistry.make(name: task)
         if stepByStep { controlTask = ControlTask(name: controlTask.name, dynamics: controlTask.dynamics, cost: controlTask.cost) }
@@ -254,6 +255,7 @@ struct PhysicsBench: ParsableCommand {
     @Option(help: "Timed rollouts (after 10% warm-up).") var rollouts = 2000
 
     func run() throws {
+        guard horizon >= 1, rollouts >= 1 else { throw ValidationError("--horizon and --rollouts must be at least 1, got \(horizon) and \(rollouts)") }
         let file = try ConfiguredTask(path: config)
         guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("\(config) is not a MuJoCo task") }
         let m = file.task.dynamics.stateDimension, n = file.task.dynamics.actionDimension
