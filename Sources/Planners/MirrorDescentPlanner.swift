@@ -62,6 +62,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let evaluationCosts: UnsafeMutablePointer<Float>
     /// One step's costs of every lane (sampled, then the 8 evaluation lanes), for discounting.
     let stepCosts: UnsafeMutablePointer<Float>
+    /// The action the previous plan sent (a_{-1} of the action-change cost), valid when
+    /// `hasPreviousAction`, and the cost's weight per action, w / h_a^2.
+    let previousAction: UnsafeMutablePointer<Float>
+    let changeWeights: [Float]
+    private var hasPreviousAction = false
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
@@ -86,6 +91,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         initialStd = halfRange.map { $0 * configuration.initialStd }
         minStd = halfRange.map { $0 * configuration.minStd }
         stdStep = configuration.stdStep ?? likelihood.defaultStdStep
+        changeWeights = halfRange.map { configuration.actionChangeCost / ($0 * $0) }
 
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
@@ -109,6 +115,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         evaluationActions = buffer(rows * laneWidth)
         evaluationCosts = buffer(laneWidth)
         stepCosts = buffer(paddedSamples + laneWidth)
+        previousAction = buffer(actionDimension)
         noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
@@ -128,7 +135,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
 
     deinit {
         for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
-                  evaluationStates, evaluationActions, evaluationCosts, stepCosts] {
+                  evaluationStates, evaluationActions, evaluationCosts, stepCosts, previousAction] {
             p.deallocate()
         }
     }
@@ -159,7 +166,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     public var currentPlan: GaussianSequence? { hasPlan ? snapshot(mean, std) : nil }
 
     /// Forgets the warm start: the next plan starts from the prior or the centre of the bounds.
-    public func reset() { hasPlan = false }
+    public func reset() {
+        hasPlan = false
+        hasPreviousAction = false
+    }
 
     /// The distribution a plan starts from when there is neither a warm start nor a prior.
     public var initialSequence: GaussianSequence {
@@ -222,13 +232,17 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 // Start from whichever proposal's mean sequence costs less from this state: the
                 // network's, or the previous plan carried forward.
                 let (priorCost, warmCost) = evaluate(priorMean, mean)
-                if !(warmCost <= priorCost) {
+                if !(warmCost <= priorCost!) {
                     mean.update(from: priorMean, count: horizon * actionDimension)
                     std.update(from: priorStd, count: horizon * actionDimension)
                 }
             }
         }
         planCount &+= 1
+        // With the mean kept as sample 0, the first iteration rolls out the sequence the plan
+        // started from: when that is the prior's mean, its cost needs no rollout of its own.
+        let laneZeroIsPrior = configuration.includeMeanSample && (0..<(horizon * actionDimension)).allSatisfy { mean[$0] == priorMean[$0] }
+        var knownPriorCost: Float?
 
         let count = iterations ?? configuration.iterations
         var diagnostics: [IterationDiagnostics] = []
@@ -244,19 +258,30 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 break
             }
             var d = iterate(i, of: count)
+            if i == 0 && laneZeroIsPrior { knownPriorCost = costs[0].isFinite ? costs[0] : .infinity }
             let elapsed = monotonicNanoseconds() &- start
             iterationEstimate = Swift.max(elapsed, iterationEstimate - iterationEstimate / 20)
             d.seconds = Double(elapsed) * 1e-9
             diagnostics.append(d)
         }
         hasPlan = true
+        var (evaluatedPriorCost, planCost) = evaluate(knownPriorCost == nil ? priorMean : nil, mean)
+        let priorCost = knownPriorCost ?? evaluatedPriorCost!
+        // never worse: a refinement whose mean costs more than the prior's, from this very state, is
+        // noise in the update rather than progress; the prior's mean is the plan then
+        let kept = configuration.neverWorse && priorCost < planCost
+        if kept {
+            mean.update(from: priorMean, count: horizon * actionDimension)
+            planCost = priorCost
+        }
         let sequence = snapshot(mean, std)
-        let (priorCost, planCost) = evaluate(priorMean, mean)
+        for a in 0..<actionDimension { previousAction[a] = mean[a] }
+        hasPreviousAction = true
         let failed = !diagnostics.isEmpty && diagnostics.allSatisfy { $0.invalidSamples == samples }
         return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
                     prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
                     priorCost: priorCost, planCost: planCost, failed: failed,
-                    valueTerm: terminalValue == nil ? nil : lastValueTerm)
+                    valueTerm: terminalValue == nil ? nil : lastValueTerm, keptPrior: kept)
     }
 
     /// Copies a sequence into mean and std buffers, clamping the mean to the bounds and the std
@@ -269,23 +294,26 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
     }
 
-    /// The costs J of two mean sequences rolled out from the plan's state (non-finite: infinity).
-    private func evaluate(_ first: UnsafeMutablePointer<Float>, _ second: UnsafeMutablePointer<Float>) -> (Float, Float) {
-        let m = actionDimension
+    /// The costs J of two mean sequences rolled out from the plan's state (non-finite: infinity);
+    /// without a first, the second's alone (a lane fewer for a model that rolls out a lane at a time).
+    private func evaluate(_ first: UnsafeMutablePointer<Float>?, _ second: UnsafeMutablePointer<Float>) -> (Float?, Float) {
+        let m = actionDimension, secondLane = first == nil ? 0 : 1
         for r in 0..<(horizon * m) {
             let row = evaluationActions + r * laneWidth
-            row.update(repeating: first[r], count: laneWidth)
-            row[1] = second[r]
+            row.update(repeating: (first ?? second)[r], count: laneWidth)
+            row[secondLane] = second[r]
         }
         for s in 0..<stateDimension { (evaluationStates + s * laneWidth).update(repeating: initialState[s], count: laneWidth) }
         let stateView = BatchView(base: evaluationStates, stride: laneWidth, lanes: laneWidth)
-        // lanes 2 ... 7 are padding: a model that rolls out a lane at a time skips them
-        rollOut(stateView, live: 2, actions: evaluationActions, actionStride: laneWidth, into: evaluationCosts, scratch: stepCosts + paddedSamples)
+        // the lanes after the last one used are padding: a model that rolls out a lane at a time skips them
+        rollOut(stateView, live: secondLane + 1, actions: evaluationActions, actionStride: laneWidth, into: evaluationCosts,
+                scratch: stepCosts + paddedSamples)
+        addActionChangeCost(actions: evaluationActions, actionStride: laneWidth, lanes: laneWidth, into: evaluationCosts)
         if let terminalValue {
-            lastValueTerm = terminalValue.add(states: stateView, into: evaluationCosts, factor: horizonDiscount, report: 1)
+            lastValueTerm = terminalValue.add(states: stateView, into: evaluationCosts, factor: horizonDiscount, report: secondLane)
         }
-        let a = evaluationCosts[0], b = evaluationCosts[1]
-        return (a.isFinite ? a : .infinity, b.isFinite ? b : .infinity)
+        let a = evaluationCosts[0], b = evaluationCosts[secondLane]
+        return (first == nil ? nil : (a.isFinite ? a : .infinity), b.isFinite ? b : .infinity)
     }
 
     private func snapshot(_ m: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) -> GaussianSequence {
@@ -345,6 +373,25 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         // lanes from K on pad the batch to whole blocks: a model that rolls out a lane at a time skips them
         rollOut(stateView, live: Swift.max(0, Swift.min(count, samples - start)), actions: actions + start, actionStride: lanesPerRow,
                 into: costs + start, scratch: stepCosts + start)
+        addActionChangeCost(actions: actions + start, actionStride: lanesPerRow, lanes: count, into: costs + start)
+    }
+
+    /// Adds the action-change cost w Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2 of `lanes` lanes (a multiple
+    /// of 8) to `laneCosts`; a_{-1} is the previous plan's action, and t = 0 is free without one.
+    private func addActionChangeCost(actions: UnsafeMutablePointer<Float>, actionStride: Int, lanes: Int, into laneCosts: UnsafeMutablePointer<Float>) {
+        guard configuration.actionChangeCost > 0 else { return }
+        let m = actionDimension
+        for r in 0..<(horizon * m) {
+            let a = r % m
+            if r < m && !hasPreviousAction { continue }
+            let w = Lanes(repeating: changeWeights[a])
+            let row = actions + r &* actionStride
+            for k in Swift.stride(from: 0, to: lanes, by: laneWidth) {
+                let before = r < m ? Lanes(repeating: previousAction[a]) : (row - m &* actionStride).lanes(at: k)
+                let d = row.lanes(at: k) - before
+                laneCosts.setLanes(VectorMath.multiplyAdd(w, d * d, laneCosts.lanes(at: k)), at: k)
+            }
+        }
     }
 
     private func scale(_ values: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {

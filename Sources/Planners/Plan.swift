@@ -33,6 +33,9 @@ public struct Plan: Sendable {
     /// With a learned value installed: w V(x_H) at the end of the refined mean's rollout, the part
     /// of `planCost` that lies beyond the horizon. Nil without a value.
     public var valueTerm: Float? = nil
+    /// True when `never_worse` returned the prior's mean because the refined one cost more (the
+    /// sequence's std is still the refined one's). `valueTerm` is then the refined mean's.
+    public var keptPrior = false
 
     /// How much the iterative refinement improved on the amortised proposal, in cost units
     /// (positive: the plan is cheaper than the prior's mean).

@@ -48,6 +48,15 @@ public struct PlannerConfiguration: Sendable {
     public var discount: Float = 1
     /// Keep the current mean as sample 0, so an iteration never loses the plan it started from.
     public var includeMeanSample = true
+    /// Price of changing the action from one step to the next: w Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2
+    /// added to every sequence's cost, h_a the action's half range and a_{-1} the action the
+    /// previous plan sent (none after a reset). 0: none. It damps chatter that the cost alone
+    /// leaves free, such as a balancing task's high-frequency jitter.
+    public var actionChangeCost: Float = 0
+    /// Return the prior's mean sequence (the warm start, or the network's proposal) when the
+    /// refined mean costs more from the current state: the plan is then never worse than the
+    /// proposal it started from, on that proposal's own cost.
+    public var neverWorse = false
     /// Seed of the noise: the same seed and the same states give bit-identical plans.
     public var seed: UInt64 = 0
     /// Worker threads for rollouts (results do not depend on it).
@@ -81,6 +90,8 @@ public struct PlannerConfiguration: Sendable {
         priorSamples = try table.float("prior_samples", default: priorSamples, .closed(0, 1))
         priorStart = PriorStart(rawValue: try table.choice("prior_start", default: priorStart.rawValue, from: PriorStart.allCases.map(\.rawValue)))!
         includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
+        actionChangeCost = try table.float("action_change_cost", default: actionChangeCost, .nonNegative)
+        neverWorse = try table.bool("never_worse", default: neverWorse)
         discount = try table.float("discount", default: discount, .closed(0, 1))
         seed = UInt64(try table.integer("seed", default: Int(seed), min: 0))
         threads = try table.integer("threads", default: threads, min: 1, max: 64)
@@ -112,6 +123,7 @@ public struct PlannerConfiguration: Sendable {
         if let stdStep, !(stdStep >= 0 && stdStep <= 1) { throw fail("std_step", "expected a number in [0, 1], got \(stdStep)") }
         guard priorSamples >= 0, priorSamples <= 1 else { throw fail("prior_samples", "expected a number in [0, 1], got \(priorSamples)") }
         guard priorStrength.isFinite, priorStrength >= 0 else { throw fail("prior_strength", "expected a number >= 0, got \(priorStrength)") }
+        guard actionChangeCost.isFinite, actionChangeCost >= 0 else { throw fail("action_change_cost", "expected a number >= 0, got \(actionChangeCost)") }
         guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
         guard discount > 0, discount <= 1 else { throw fail("discount", "expected a number in (0, 1], got \(discount)") }
         let (lower, upper) = try bounds(for: task)

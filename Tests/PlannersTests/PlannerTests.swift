@@ -293,6 +293,114 @@ struct FaultyPendulum: ForwardingDynamics {
     }
 }
 
+@Suite struct ActionChangeCostTests {
+    /// The plan's cost is the task's cost plus w Σ_t ((a_t - a_{t-1}) / h)^2, a_{-1} the action
+    /// the previous plan sent: free at t = 0 for the first plan and after a reset.
+    @Test func changesArePricedFromThePreviousPlansAction() throws {
+        let task = try TaskRegistry.make(name: "point_mass", parameters: ConfigTable(["terminal_pp": .float(3)], path: "task"))
+        var configuration = PlannerConfiguration()
+        configuration.samples = 64
+        configuration.horizon = 10
+        configuration.iterations = 2
+        configuration.actionChangeCost = 0.7
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        let half = Double(task.dynamics.actionUpperBounds[0] - task.dynamics.actionLowerBounds[0]) / 2
+        func expectedCost(_ mean: [Float], from start: [Float], previous: Float?) -> Double {
+            var state = start, total = 0.0
+            for t in 0..<10 {
+                let (next, cost) = task.step(state: state, action: [mean[t]])
+                total += Double(cost)
+                state = next
+                if let before = t == 0 ? previous : mean[t - 1] {
+                    let change = Double(mean[t] - before) / half
+                    total += 0.7 * change * change
+                }
+            }
+            return total + 3 * Double(state[0] * state[0])
+        }
+        let start: [Float] = [1, -0.5]
+        let first = planner.plan(state: start)
+        let next = task.step(state: start, action: first.action).next
+        let second = planner.plan(state: next)
+        planner.reset()
+        let afterReset = planner.plan(state: next)
+        for (plan, from, previous) in [(first, start, nil), (second, next, first.action[0]), (afterReset, next, nil)] as [(Plan, [Float], Float?)] {
+            let expected = expectedCost(plan.sequence.mean, from: from, previous: previous)
+            #expect(abs(Double(plan.planCost) - expected) <= 1e-4 * max(1, abs(expected)), "\(plan.planCost) vs \(expected)")
+            // the prior's cost comes from the first iteration's sample 0 (the mean it started from)
+            let expectedPrior = expectedCost(plan.prior.mean, from: from, previous: previous)
+            #expect(abs(Double(plan.priorCost) - expectedPrior) <= 1e-4 * max(1, abs(expectedPrior)), "\(plan.priorCost) vs \(expectedPrior)")
+        }
+        // the first action of the second plan is really priced against the first plan's action
+        #expect(abs(second.action[0] - first.action[0]) > 1e-3)
+    }
+
+    /// A large price on changes keeps successive plans' first actions closer together than none.
+    @Test func aPriceOnChangesDampsStepToStepChatter() throws {
+        let task = try TaskRegistry.make(name: "pendulum")
+        func chatter(_ price: Float) throws -> Float {
+            var configuration = PlannerConfiguration()
+            configuration.samples = 64
+            configuration.horizon = 15
+            configuration.actionChangeCost = price
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+            var state: [Float] = [0.05, 0], previous: Float?, total: Float = 0
+            for _ in 0..<100 {
+                let action = planner.plan(state: state).action[0]
+                if let previous { total += abs(action - previous) }
+                previous = action
+                state = task.step(state: state, action: [action]).next
+            }
+            return total / 99
+        }
+        let free = try chatter(0), priced = try chatter(20)
+        #expect(priced < free / 2, "mean |a_t - a_t-1| \(priced) with the price, \(free) without")
+    }
+}
+
+@Suite struct NeverWorseTests {
+    /// With uniform weights (a huge λ) an update is a random step, often uphill: `never_worse`
+    /// must then send the prior's mean, and every sequence it sends must cost no more, stepped
+    /// through the model here, than the prior's mean did from the same state.
+    @Test func aRefinementNeverCostsMoreThanTheProposalItStartedFrom() throws {
+        let task = try TaskRegistry.make(name: "point_mass", parameters: ConfigTable(["terminal_pp": .float(3)], path: "task"))
+        func cost(of mean: [Float], from start: [Float]) -> Double {
+            var state = start, total = 0.0
+            for t in 0..<10 {
+                let (next, c) = task.step(state: state, action: [mean[t]])
+                total += Double(c)
+                state = next
+            }
+            return total + 3 * Double(state[0] * state[0])
+        }
+        func run(neverWorse: Bool) throws -> (uphill: Int, kept: Int) {
+            var configuration = PlannerConfiguration()
+            configuration.samples = 16
+            configuration.horizon = 10
+            configuration.temperature = 1e4
+            configuration.neverWorse = neverWorse
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+            var state: [Float] = [1, -0.5], uphill = 0, kept = 0
+            for _ in 0..<40 {
+                let plan = planner.plan(state: state)
+                let sent = cost(of: plan.sequence.mean, from: state), proposal = cost(of: plan.prior.mean, from: state)
+                if sent > proposal + 1e-4 * max(1, abs(proposal)) { uphill += 1 }
+                if plan.keptPrior {
+                    kept += 1
+                    #expect(plan.sequence.mean == plan.prior.mean)
+                }
+                state = task.step(state: state, action: plan.action).next
+            }
+            return (uphill, kept)
+        }
+        let free = try run(neverWorse: false), guarded = try run(neverWorse: true)
+        #expect(free.uphill > 5, "the scenario must produce uphill updates to test anything: \(free.uphill)")
+        #expect(free.kept == 0)
+        #expect(guarded.uphill == 0)
+        #expect(guarded.kept > 5)
+    }
+}
+
 @Suite struct BadConfigurationTests {
     let pendulum = try! TaskRegistry.make(name: "pendulum")
 
@@ -326,6 +434,9 @@ struct FaultyPendulum: ForwardingDynamics {
             (failure { $0.actionLowerBounds = [.nan] }, "planner.action_min", "finite"),
             (failure { $0.actionLowerBounds = [1]; $0.actionUpperBounds = [-1] }, "planner.action_min", "below"),
             (failure { $0.actionUpperBounds = [5] }, "planner.action_max", "outside"),
+            (failure { $0.actionChangeCost = -1 }, "planner.action_change_cost", ">= 0"),
+            (failure { $0.actionChangeCost = .nan }, "planner.action_change_cost", ">= 0"),
+            (failure(table: ["action_change_cost": .float(-0.5)]), "planner.action_change_cost", ">= 0"),
             (failure(table: ["samples": .integer(0)]), "planner.samples", "[1, 1048576]"),
             (failure(table: ["horizon": .integer(-3)]), "planner.horizon", "[1, 10000]"),
             (failure(table: ["temperature": .float(0)]), "planner.temperature", "> 0"),
