@@ -6,13 +6,21 @@ table and docs/mujoco_rollouts.png into docs/benchmarks.md.
     .venv/bin/python benchmarks/mujoco_rollouts.py [--repeats 100] [--no-docs]     (part of `make bench`)
 
 For each model, K and thread count (1 and 2), with H control steps of frame_skip physics steps:
-- mpcd: one planner iteration (`mpcd-bench planner --config ... --json`, "prepared" p50: the K x H
-  rollouts, their cost and the update; the noise is drawn between ticks, as the daemon does);
-- mujoco.rollout: the same K x H x frame_skip physics steps from the same start state under random
-  controls (each held for frame_skip steps), nthread = the thread count (0, the caller alone, for
+- mpcd iteration: one planner iteration as the planner times it (`mpcd-bench planner --config ...
+  --json`, "iteration_us_p50"): the K x H rollouts, their cost and the update; the noise is drawn
+  between ticks, as the daemon does;
+- mpcd plan: the whole plan() call of one iteration ("prepared_us_p50"): the iteration, the warm
+  start, and the rollout of the refined mean sequence that prices it (a diagnostic, and what
+  `never_worse` compares);
+- mujoco.rollout: the same K x H x frame_skip physics steps from the same start state under controls
+  drawn as the planner's first iteration draws them (N(centre, initial_std x half range), clipped;
+  each held for frame_skip steps), nthread = the thread count (0, the caller alone, for
   1 thread), its outputs preallocated; p50 of `repeats` calls;
-- the floor: K x H x frame_skip x (one mj_step's time) / threads, the step timed on one simulation
-  state in a loop (`mpcd-bench physics`) with the library mpcd links (Debian's libmujoco 2.2.2).
+- the floor: K x H x frame_skip x (one mj_step's time) / threads, the step timed in a loop with the
+  library mpcd links (Debian's libmujoco 2.2.2) by `mpcd-bench physics --threads T`: T threads
+  stepping at once under the same controls, each its own simulation state, so the step's time is the one T busy cores
+  give (on this VM one step takes longer while the other core steps too); the one-thread step
+  is printed beside it.
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ.
 - mpcd step by step: the planner iteration rolling all lanes one step at a time, each lane stored
   to floats and loaded back every step (`--step-by-step`, how mpcd rolled MuJoCo out before).
@@ -43,8 +51,9 @@ def mpcd_cells(config, samples, horizon, repeats, *extra):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def mpcd_step(config, horizon):
-    out = subprocess.run([str(BENCH), "physics", "--config", str(config), "--horizon", str(horizon), "--rollouts", "1000"],
+def mpcd_step(config, horizon, threads=1):
+    out = subprocess.run([str(BENCH), "physics", "--config", str(config), "--horizon", str(horizon), "--rollouts", "1000", "--threads", str(threads),
+                          "--std", "planner"],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -61,6 +70,17 @@ def frame_skip(config):
     return task_table(config).get("frame_skip", 1)
 
 
+def planner_controls(config, model, rng, shape):
+    """Controls drawn as the planner's first iteration draws them: N(centre, initial_std x half range),
+    clipped to the range. The physics' cost depends on the controls (a cheetah flailing under uniform
+    random torques makes more contacts than one under the planner's samples), so every column of
+    the table steps the same distribution."""
+    std = tomllib.loads(config.read_text()).get("planner", {}).get("initial_std", 0.5)
+    low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    centre, half = (low + high) / 2, (high - low) / 2
+    return np.clip(centre + std * half * rng.standard_normal((*shape, model.nu)), low, high)
+
+
 def python_rollouts(config, samples, horizon, threads, repeats):
     """p50 seconds of one mujoco.rollout call of `samples` rollouts of horizon x frame_skip steps."""
     import mujoco
@@ -73,8 +93,7 @@ def python_rollouts(config, samples, horizon, threads, repeats):
     start = np.empty(mujoco.mj_stateSize(model, spec))
     mujoco.mj_getState(model, data, start, spec)
     rng = np.random.default_rng(0)
-    low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    controls = rng.uniform(low, high, size=(samples, horizon, model.nu)).repeat(skip, axis=1)
+    controls = planner_controls(config, model, rng, (samples, horizon)).repeat(skip, axis=1)
     steps = horizon * skip
     state = np.empty((samples, steps, start.size))
     sensors = np.empty((samples, steps, model.nsensordata))
@@ -100,7 +119,7 @@ def python_step(config, steps=20000):
     start = np.empty(mujoco.mj_stateSize(model, spec))
     mujoco.mj_getState(model, data, start, spec)
     rng = np.random.default_rng(1)
-    controls = rng.uniform(model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1], size=(1, steps, model.nu))
+    controls = planner_controls(config, model, rng, (1, steps))
     best = []
     for _ in range(5):
         begin = time.perf_counter()
@@ -121,24 +140,26 @@ def main():
         print(f"{name}: H={horizon}, frame_skip={skip}, K={samples}", file=sys.stderr, flush=True)
         cells = mpcd_cells(config, samples, horizon, args.repeats)
         before = {(c["samples"], c["threads"]): c for c in mpcd_cells(config, samples, horizon, args.repeats, "--step-by-step")}
-        step = mpcd_step(config, horizon)["step_us_mean"]
+        steps = {t: mpcd_step(config, horizon, t)["step_us_mean"] for t in sorted({c["threads"] for c in cells})}
         step_python = python_step(config) * 1e6
         for cell in cells:
             k, threads = cell["samples"], cell["threads"]
             theirs = python_rollouts(config, k, horizon, threads, args.repeats) * 1e3
-            ours = cell["prepared_us_p50"] / 1e3
-            floor = k * horizon * skip * step / threads / 1e3
-            rows.append({"model": name, "K": k, "H": horizon, "frame_skip": skip, "threads": threads, "mpcd_ms": ours, "mujoco_ms": theirs,
-                         "step_by_step_ms": before[(k, threads)]["prepared_us_p50"] / 1e3,
-                         "floor_ms": floor, "step_us": step, "step_python_us": step_python})
-            print(f"  K={k} threads={threads}: mpcd {ours:.2f} ms, mujoco.rollout {theirs:.2f} ms, floor {floor:.2f} ms", file=sys.stderr, flush=True)
+            ours, plan = cell["iteration_us_p50"] / 1e3, cell["prepared_us_p50"] / 1e3
+            floor = k * horizon * skip * steps[threads] / threads / 1e3
+            rows.append({"model": name, "K": k, "H": horizon, "frame_skip": skip, "threads": threads, "mpcd_ms": ours, "plan_ms": plan, "mujoco_ms": theirs,
+                         "step_by_step_ms": before[(k, threads)]["iteration_us_p50"] / 1e3,
+                         "floor_ms": floor, "step_us": steps[threads], "step_one_thread_us": steps[1] if 1 in steps else float("nan"),
+                         "step_python_us": step_python})
+            print(f"  K={k} threads={threads}: mpcd iteration {ours:.2f} ms (plan {plan:.2f}), mujoco.rollout {theirs:.2f} ms, floor {floor:.2f} ms",
+                  file=sys.stderr, flush=True)
     lines = ["| model | K | H x frame_skip | threads | mpcd iteration p50 (ms) | mujoco.rollout p50 (ms) | mpcd / mujoco.rollout | "
-             "floor (ms) | mpcd / floor | mpcd step by step (ms) | one mj_step: 2.2.2 / 4.0 (us) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "floor (ms) | mpcd / floor | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | mj_step 4.0 (us) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['K']} | {r['H']} x {r['frame_skip']} | {r['threads']} | {r['mpcd_ms']:.2f} | {r['mujoco_ms']:.2f} | "
-                     f"{r['mpcd_ms'] / r['mujoco_ms']:.2f} | {r['floor_ms']:.2f} | {r['mpcd_ms'] / r['floor_ms']:.2f} | {r['step_by_step_ms']:.2f} | "
-                     f"{r['step_us']:.2f} / {r['step_python_us']:.2f} |")
+                     f"{r['mpcd_ms'] / r['mujoco_ms']:.2f} | {r['floor_ms']:.2f} | {r['mpcd_ms'] / r['floor_ms']:.2f} | {r['plan_ms']:.2f} | "
+                     f"{r['step_by_step_ms']:.2f} | {r['step_us']:.2f} / {r['step_one_thread_us']:.2f} | {r['step_python_us']:.2f} |")
     table = "\n".join(lines)
     print(table)
     if not args.no_docs:
@@ -157,7 +178,7 @@ def write_docs(rows, table, args):
         cells = [r for r in rows if r["model"] == model]
         labels = [f"K={r['K']}\n{r['threads']} thr" for r in cells]
         x = np.arange(len(cells))
-        ax.bar(x - 0.27, [r["mpcd_ms"] for r in cells], 0.27, label="mpcd (planner iteration)")
+        ax.bar(x - 0.27, [r["mpcd_ms"] for r in cells], 0.27, label="mpcd planner iteration")
         ax.bar(x, [r["mujoco_ms"] for r in cells], 0.27, label="mujoco.rollout 4.0")
         ax.bar(x + 0.27, [r["floor_ms"] for r in cells], 0.27, label="floor: K H skip x mj_step / threads")
         ax.set_xticks(x, labels)

@@ -11,7 +11,7 @@ public struct FuzzValueReader {
         // [planner]
         "samples", "horizon", "iterations", "temperature", "elites", "likelihood", "initial_std", "min_std",
         "mean_step", "std_step", "prior_strength", "prior_samples", "prior_start", "seed", "threads",
-        "parallel_threshold", "action_min", "action_max", "include_mean_sample", "discount",
+        "parallel_threshold", "action_min", "action_max", "include_mean_sample", "discount", "action_change_cost", "never_worse",
         // [task]
         "name", "gravity", "mass", "length", "max_torque", "max_speed", "dt", "obstacles", "goal", "x", "y", "radius", "min_speed",
         "min_position", "max_position", "goal_position", "terminal_pp", "terminal_pv", "terminal_vv", "max_force",

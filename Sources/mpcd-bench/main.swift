@@ -62,7 +62,8 @@ struct PlannerBench: ParsableCommand {
                     let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
                     if json {
                         let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
-                                                   "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99]
+                                                   "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99,
+                                                   "iteration_us_p50": prepared.iterationP50]
                         print(String(decoding: try JSONSerialization.data(withJSONObject: cell, options: [.sortedKeys]), as: UTF8.self))
                     } else {
                         print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
@@ -83,24 +84,31 @@ struct PlannerBench: ParsableCommand {
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     }
 
-    /// p50 and p99 of one-iteration plan() calls, in microseconds.
+    /// p50 and p99 of one-iteration plan() calls, and p50 of the iteration alone as the planner
+    /// times it (rollouts, costs and update, without the plan's evaluation of its mean sequences),
+    /// in microseconds.
     func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
-                 start: [Float]? = nil) throws -> (p50: Double, p99: Double) {
+                 start: [Float]? = nil) throws -> (p50: Double, p99: Double, iterationP50: Double) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
         let state = start ?? (0..<task.dynamics.stateDimension).map { Float($0 + 1) * 0.3 }
-        var times: [Double] = []
+        var times: [Double] = [], iterationTimes: [Double] = []
         times.reserveCapacity(repeats)
+        iterationTimes.reserveCapacity(repeats)
         for i in 0..<(repeats + max(20, repeats / 10)) {
             if prepared { planner.prepareNoise() }
             let start = monotonicNanoseconds()
-            _ = planner.plan(state: state)
+            let plan = planner.plan(state: state)
             let elapsed = Double(monotonicNanoseconds() - start) / 1000
-            if i >= max(20, repeats / 10) { times.append(elapsed) }
+            if i >= max(20, repeats / 10) {
+                times.append(elapsed)
+                iterationTimes.append((plan.iterations.first?.seconds ?? .nan) * 1e6)
+            }
         }
         times.sort()
-        return (percentile(times, 0.5), percentile(times, 0.99))
+        iterationTimes.sort()
+        return (percentile(times, 0.5), percentile(times, 0.99), percentile(iterationTimes, 0.5))
     }
 
     func list(_ text: String, _ name: String) throws -> [Int] {
@@ -241,6 +249,11 @@ struct SplitMix {
     init(seed: UInt64) { state = seed }
     /// In [0, 1).
     mutating func uniform() -> Float { Float(splitMix64(&state) >> 40) / Float(1 << 24) }
+    /// Standard normal (Box-Muller).
+    mutating func normal() -> Float {
+        let u = Swift.max(uniform(), 1e-7), v = uniform()
+        return (-2 * Foundation.log(u)).squareRoot() * Foundation.cos(2 * .pi * v)
+    }
 }
 
 /// One physics step of a MuJoCo model on its own: the floor under the planner's rollouts.
@@ -252,43 +265,80 @@ struct PhysicsBench: ParsableCommand {
 
     @Option(help: "A configuration file with [task] name = \"mujoco\".") var config: String
     @Option(help: "Control steps per rollout.") var horizon = 20
-    @Option(help: "Timed rollouts (after 10% warm-up).") var rollouts = 2000
+    @Option(help: "Timed rollouts per thread (after 10% warm-up).") var rollouts = 2000
+    @Option(help: "Threads stepping at once, each its own simulation state: the step's time when that many cores are busy.") var threads = 1
+    @Option(help: "Draw each control from N(centre, std x half range), clipped, as the planner's first iteration samples them (the configuration's initial_std when given as 'planner'); without it, uniform over the range.")
+    var std: String?
 
     func run() throws {
-        guard horizon >= 1, rollouts >= 1 else { throw ValidationError("--horizon and --rollouts must be at least 1, got \(horizon) and \(rollouts)") }
+        guard horizon >= 1, rollouts >= 1, (1...64).contains(threads) else {
+            throw ValidationError("--horizon and --rollouts must be at least 1 and --threads in 1...64, got \(horizon), \(rollouts) and \(threads)")
+        }
         let file = try ConfiguredTask(path: config)
         guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("\(config) is not a MuJoCo task") }
         let m = file.task.dynamics.stateDimension, n = file.task.dynamics.actionDimension
-        let states = UnsafeMutablePointer<Float>.allocate(capacity: m * laneWidth), actions = UnsafeMutablePointer<Float>.allocate(capacity: n * laneWidth * horizon)
-        defer { states.deallocate(); actions.deallocate() }
-        var generator = SplitMix(seed: 2)
-        var times: [Double] = []
-        let warmUp = max(1, rollouts / 10)
-        var failed = 0
-        _ = dynamics.model.withSimulation { simulation in
-            for r in 0..<(rollouts + warmUp) {
-                for c in 0..<m { states[c * laneWidth] = file.start[c] }
-                for i in 0..<(n * horizon) {
-                    let u = i % n
-                    actions[i * laneWidth] = dynamics.actionLowerBounds[u] + generator.uniform() * (dynamics.actionUpperBounds[u] - dynamics.actionLowerBounds[u])
-                }
-                let stateView = BatchView(base: states, stride: laneWidth, lanes: laneWidth)
-                let begin = monotonicNanoseconds()
-                simulation.load(stateView, lane: 0)
-                for t in 0..<horizon {
-                    simulation.control(BatchView(base: actions + t * n * laneWidth, stride: laneWidth, lanes: laneWidth), lane: 0,
-                                       lower: dynamics.actionLowerBounds, upper: dynamics.actionUpperBounds)
-                    if !simulation.step(dynamics.frameSkip) { failed += 1 }
-                }
-                if r >= warmUp { times.append(Double(monotonicNanoseconds() - begin) / 1000) }
-            }
+        let (horizon, rollouts) = (horizon, rollouts)
+        let spread: Float?
+        switch std {
+        case nil: spread = nil
+        case "planner": spread = file.planner.initialStd
+        case let text?:
+            guard let value = Float(text), value.isFinite, value > 0 else { throw ValidationError("--std must be a number > 0 or 'planner', got \(text)") }
+            spread = value
         }
+        // one thread's timed rollouts (microseconds) and failed steps
+        let timeOneThread: @Sendable (UInt64) -> (times: [Double], failed: Int) = { seed in
+            let states = UnsafeMutablePointer<Float>.allocate(capacity: m * laneWidth), actions = UnsafeMutablePointer<Float>.allocate(capacity: n * laneWidth * horizon)
+            defer { states.deallocate(); actions.deallocate() }
+            var generator = SplitMix(seed: seed)
+            var times: [Double] = []
+            let warmUp = max(1, rollouts / 10)
+            var failed = 0
+            _ = dynamics.model.withSimulation { simulation in
+                for r in 0..<(rollouts + warmUp) {
+                    for c in 0..<m { states[c * laneWidth] = file.start[c] }
+                    for i in 0..<(n * horizon) {
+                        let u = i % n
+                        let lower = dynamics.actionLowerBounds[u], upper = dynamics.actionUpperBounds[u]
+                        if let spread {
+                            let centre = (lower + upper) / 2, half = (upper - lower) / 2
+                            actions[i * laneWidth] = Swift.min(Swift.max(centre + spread * half * generator.normal(), lower), upper)
+                        } else {
+                            actions[i * laneWidth] = lower + generator.uniform() * (upper - lower)
+                        }
+                    }
+                    let stateView = BatchView(base: states, stride: laneWidth, lanes: laneWidth)
+                    let begin = monotonicNanoseconds()
+                    simulation.load(stateView, lane: 0)
+                    for t in 0..<horizon {
+                        simulation.control(BatchView(base: actions + t * n * laneWidth, stride: laneWidth, lanes: laneWidth), lane: 0,
+                                           lower: dynamics.actionLowerBounds, upper: dynamics.actionUpperBounds)
+                        if !simulation.step(dynamics.frameSkip) { failed += 1 }
+                    }
+                    if r >= warmUp { times.append(Double(monotonicNanoseconds() - begin) / 1000) }
+                }
+            }
+            return (times, failed)
+        }
+        let results = ThreadResults(count: threads)
+        DispatchQueue.concurrentPerform(iterations: threads) { i in results.set(i, timeOneThread(UInt64(2 + i))) }
+        var times = results.all.flatMap(\.times)
+        let failed = results.all.map(\.failed).reduce(0, +)
         times.sort()
         let physicsSteps = Double(horizon * dynamics.frameSkip)
         let mean = times.reduce(0, +) / Double(times.count)
-        let object: [String: Any] = ["horizon": horizon, "frame_skip": dynamics.frameSkip, "rollouts": times.count, "failed_steps": failed,
+        let object: [String: Any] = ["horizon": horizon, "frame_skip": dynamics.frameSkip, "threads": threads, "std": spread.map { Double($0) } ?? "uniform", "rollouts": times.count, "failed_steps": failed,
                                      "rollout_us_p50": percentile(times, 0.5), "step_us_mean": mean / physicsSteps,
                                      "step_us_p50": percentile(times, 0.5) / physicsSteps]
         print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
     }
+}
+
+/// Each thread's result, written once by that thread.
+final class ThreadResults: @unchecked Sendable {
+    private var slots: [(times: [Double], failed: Int)]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: ([], 0), count: count) }
+    func set(_ i: Int, _ value: (times: [Double], failed: Int)) { lock.withLock { slots[i] = value } }
+    var all: [(times: [Double], failed: Int)] { lock.withLock { slots } }
 }
