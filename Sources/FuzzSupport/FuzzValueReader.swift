@@ -6,12 +6,15 @@ import Models
 public struct FuzzValueReader {
     let bytes: [UInt8]
     var position = 0
-    /// Every key of every table, and a few that no table knows.
+    /// Every key of every table, and a few that no table knows. A key is picked by a byte modulo
+    /// the count, so adding one re-maps every kept input (the corpus's regression inputs would no
+    /// longer reach their checks): planner keys added since (`action_change_cost`, `never_worse`)
+    /// wait for the corpus to be regenerated with them.
     static let keys = [
         // [planner]
         "samples", "horizon", "iterations", "temperature", "elites", "likelihood", "initial_std", "min_std",
         "mean_step", "std_step", "prior_strength", "prior_samples", "prior_start", "seed", "threads",
-        "parallel_threshold", "action_min", "action_max", "include_mean_sample", "discount", "action_change_cost", "never_worse",
+        "parallel_threshold", "action_min", "action_max", "include_mean_sample", "discount",
         // [task]
         "name", "gravity", "mass", "length", "max_torque", "max_speed", "dt", "obstacles", "goal", "x", "y", "radius", "min_speed",
         "min_position", "max_position", "goal_position", "terminal_pp", "terminal_pv", "terminal_vv", "max_force",

@@ -10,7 +10,8 @@ import Models
 /// 1. draw K sequences a^k = clamp(μ_i + σ_i ε^k), ε^k ~ N(0, I) fresh from the seeded generator;
 /// 2. roll each out through the model from the current state, J(a^k) = Σ_t γ^t c(x_t, a_t) +
 ///    γ^H c_T(x_H) (γ = 1 unless a discount is set), where c_T is the task's terminal cost or, with
-///    a ``TerminalValue`` installed, w V(x_H);
+///    a ``TerminalValue`` installed, w V(x_H); with `actionChangeCost` w_Δ > 0, J also carries
+///    w_Δ Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2, a_{-1} the action the previous plan sent;
 /// 3. weigh them with the likelihood, W(a^k) (MPPI: exp(-(J - J_min)/λ); CEM: top-k indicator);
 /// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples;
 /// 5. pull towards the action prior p = N(μ_p, σ_p) with strength κ: the Gaussian minimising
@@ -18,6 +19,9 @@ import Models
 ///    precision is the same mixture of the two precisions;
 /// 6. step: μ_{i+1} = (1-α) μ_i + α μ_target, σ_{i+1} = (1-β) σ_i + β σ_target, then clamp μ to
 ///    the action bounds and σ to at least `minStd`.
+///
+/// After the last iteration the refined mean is priced by one rollout; with `neverWorse`, a
+/// refined mean that costs more than the prior's mean from the same state is replaced by it.
 ///
 /// The first iteration starts from the prior: an installed ``ActionPrior``'s output, else the
 /// previous plan shifted by one step (the warm start) with the initial std, else a constant plan
