@@ -31,7 +31,8 @@ public struct Plan: Sendable {
     /// True when iterations ran but no rollout had a finite cost: the plan is the prior, unrefined.
     public var failed: Bool
     /// With a learned value installed: w V(x_H) at the end of the refined mean's rollout, the part
-    /// of `planCost` that lies beyond the horizon. Nil without a value.
+    /// of `planCost` that lies beyond the horizon (of the refined mean's cost even when `keptPrior`
+    /// made `planCost` the prior's). Nil without a value.
     public var valueTerm: Float? = nil
     /// True when `never_worse` returned the prior's mean because the refined one cost more (the
     /// sequence's std is still the refined one's). `valueTerm` is then the refined mean's.

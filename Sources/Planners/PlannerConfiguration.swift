@@ -49,9 +49,10 @@ public struct PlannerConfiguration: Sendable {
     /// Keep the current mean as sample 0, so an iteration never loses the plan it started from.
     public var includeMeanSample = true
     /// Price of changing the action from one step to the next: w Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2
-    /// added to every sequence's cost, h_a the action's half range and a_{-1} the action the
-    /// previous plan sent (none after a reset). 0: none. It damps chatter that the cost alone
-    /// leaves free, such as a balancing task's high-frequency jitter.
+    /// added to every sequence's cost, h_a the action's half range and a_{-1} the first action
+    /// of the previous plan (the planner's, before the daemon's safety filter; none after a
+    /// reset). 0: none. It damps chatter that the cost alone leaves free, such as a balancing
+    /// task's high-frequency jitter.
     public var actionChangeCost: Float = 0
     /// Return the prior's mean sequence (the warm start, or the network's proposal) when the
     /// refined mean costs more from the current state: the plan is then never worse than the

@@ -331,8 +331,10 @@ struct FaultyPendulum: ForwardingDynamics {
             let expectedPrior = expectedCost(plan.prior.mean, from: from, previous: previous)
             #expect(abs(Double(plan.priorCost) - expectedPrior) <= 1e-4 * max(1, abs(expectedPrior)), "\(plan.priorCost) vs \(expectedPrior)")
         }
-        // the first action of the second plan is really priced against the first plan's action
-        #expect(abs(second.action[0] - first.action[0]) > 1e-3)
+        // the second plan's first step is really priced against the first plan's action: leaving
+        // that term out would miss its cost by far more than the tolerance
+        let unanchored = expectedCost(second.sequence.mean, from: next, previous: nil)
+        #expect(abs(Double(second.planCost) - unanchored) > 10 * 1e-4 * max(1, abs(unanchored)), "\(second.planCost) vs \(unanchored) without the anchor")
     }
 
     /// A large price on changes keeps successive plans' first actions closer together than none.
@@ -385,19 +387,16 @@ struct FaultyPendulum: ForwardingDynamics {
                 let plan = planner.plan(state: state)
                 let sent = cost(of: plan.sequence.mean, from: state), proposal = cost(of: plan.prior.mean, from: state)
                 if sent > proposal + 1e-4 * max(1, abs(proposal)) { uphill += 1 }
-                if plan.keptPrior {
-                    kept += 1
-                    #expect(plan.sequence.mean == plan.prior.mean)
-                }
+                if plan.keptPrior { kept += 1 }
                 state = task.step(state: state, action: plan.action).next
             }
             return (uphill, kept)
         }
         let free = try run(neverWorse: false), guarded = try run(neverWorse: true)
         #expect(free.uphill > 5, "the scenario must produce uphill updates to test anything: \(free.uphill)")
-        #expect(free.kept == 0)
         #expect(guarded.uphill == 0)
-        #expect(guarded.kept > 5)
+        // it keeps the proposal when the update went uphill, and only then: downhill updates pass
+        #expect(guarded.kept > 5 && guarded.kept < 35, "kept the proposal in \(guarded.kept) of 40 plans")
     }
 }
 
