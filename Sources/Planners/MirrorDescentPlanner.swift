@@ -67,10 +67,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// One step's costs of every lane (sampled, then the 8 evaluation lanes), for discounting.
     let stepCosts: UnsafeMutablePointer<Float>
     /// The action the previous plan sent (a_{-1} of the action-change cost), valid when
-    /// `hasPreviousAction`, and the cost's weight per action, w / h_a^2.
+    /// `hasPlan`, and the cost's weight per action, w / h_a^2.
     let previousAction: UnsafeMutablePointer<Float>
     let changeWeights: [Float]
-    private var hasPreviousAction = false
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
@@ -170,10 +169,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     public var currentPlan: GaussianSequence? { hasPlan ? snapshot(mean, std) : nil }
 
     /// Forgets the warm start: the next plan starts from the prior or the centre of the bounds.
-    public func reset() {
-        hasPlan = false
-        hasPreviousAction = false
-    }
+    public func reset() { hasPlan = false }
 
     /// The distribution a plan starts from when there is neither a warm start nor a prior.
     public var initialSequence: GaussianSequence {
@@ -268,7 +264,6 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             d.seconds = Double(elapsed) * 1e-9
             diagnostics.append(d)
         }
-        hasPlan = true
         var (evaluatedPriorCost, planCost) = evaluate(knownPriorCost == nil ? priorMean : nil, mean)
         let priorCost = knownPriorCost ?? evaluatedPriorCost!
         // never worse: a refinement whose mean costs more than the prior's, from this very state, is
@@ -280,7 +275,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
         let sequence = snapshot(mean, std)
         for a in 0..<actionDimension { previousAction[a] = mean[a] }
-        hasPreviousAction = true
+        hasPlan = true
         let failed = !diagnostics.isEmpty && diagnostics.allSatisfy { $0.invalidSamples == samples }
         return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
                     prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
@@ -387,7 +382,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let m = actionDimension
         for r in 0..<(horizon * m) {
             let a = r % m
-            if r < m && !hasPreviousAction { continue }
+            if r < m && !hasPlan { continue }
             let w = Lanes(repeating: changeWeights[a])
             let row = actions + r &* actionStride
             for k in Swift.stride(from: 0, to: lanes, by: laneWidth) {
