@@ -50,7 +50,7 @@ bench: deps build
 	scripts/benchmarks.sh
 
 # docs/results.md, results.png and horizons.png: amortised against iterative inference, and the
-# learned value against the horizon (about 1.5 minutes).
+# learned value against the horizon, and the distance to the optimum (about 2 minutes).
 results: deps build
 	.venv/bin/python -m mpcd_client.amortisation
 

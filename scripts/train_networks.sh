@@ -2,6 +2,11 @@
 # Distils the networks shipped in deploy/networks/ from each example configuration's planner, then
 # builds the pendulum policy into mpcd for its embedded default. Deterministic for a given build;
 # takes a few minutes on 2 cores. Usage: scripts/train_networks.sh [task ...]
+#
+# The labeller is the configuration's planner with more iterations, started from the cheaper of the
+# network's proposal and its own plan carried forward, without the KL to the network
+# (--label-prior-start cheaper --label-prior-strength 0): a labeller anchored to the network, as the
+# daemon's paper-form default is, can only refine the network's mistakes, never correct them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=("$@")
@@ -12,15 +17,16 @@ train() {
   echo "== $task $kind"
   /usr/bin/time -f "   %e s" .build/release/mpcd train --config "deploy/config/$task.toml" --kind "$kind" \
     --out "deploy/networks/${task}_${kind}.safetensors" --rounds 12 --episodes 10 --steps 200 --epochs 40 \
-    --label-iterations 8 --seed 0 --fresh "$@"
+    --label-iterations 8 --label-prior-start cheaper --label-prior-strength 0 --seed 0 --fresh "$@"
   rm -f "deploy/networks/${task}_${kind}.safetensors.checkpoint"
 }
 for task in "${tasks[@]}"; do
   if [ "$task" = pendulum ]; then
-    # labels from a stronger planner than the one the policy will run with
-    train pendulum policy --label-samples 1024
+    # labels from a stronger planner than the one the policy will run with (later flags win)
+    train pendulum policy --label-samples 2048 --rounds 24
     train pendulum plan --label-samples 1024
-    # the value at the end of pendulum_value.toml's rollouts: fitted value iteration, about 20 s
+    # the value at the end of pendulum_value.toml's rollouts: fitted value iteration whose soft
+    # minimum has the planner's temperature (the default), about 20 s
     echo "== pendulum value"
     /usr/bin/time -f "   %e s" .build/release/mpcd train --value --config deploy/config/pendulum_value.toml \
       --out deploy/networks/pendulum_value.safetensors --rounds 60 --closed-loop-share 0.5 --hidden 48 --activation relu \
@@ -32,7 +38,7 @@ for task in "${tasks[@]}"; do
     echo "== mountain_car value"
     /usr/bin/time -f "   %e s" .build/release/mpcd train --value --config deploy/config/mountain_car_value.toml \
       --out deploy/networks/mountain_car_value.safetensors --rounds 60 --closed-loop-share 0.25 --steps 400 \
-      --hidden 64,64 --activation relu --seed 0 --fresh
+      --hidden 64,64 --activation relu --soft-min-temperature 0 --seed 0 --fresh
     rm -f deploy/networks/mountain_car_value.safetensors.checkpoint
   else
     train "$task" policy

@@ -91,10 +91,12 @@ public struct PriorConfiguration: Sendable {
     public var adaptive = false
     /// Fewest iterations adaptive planning goes down to (0: the network's action alone).
     public var minIterations = 0
-    /// Relative amortisation gap, (prior cost - plan cost) / |prior cost|, below which a session
-    /// drops an iteration and above which it adds one.
+    /// Relative gain of the iterations, (start cost - plan cost) / (|start cost| + `gapScale`),
+    /// below which a session drops an iteration and above which it adds one (``AdaptiveIterations``).
     public var gapLow = 0.02
     public var gapHigh = 0.1
+    /// Cost units added to the start cost in the relative gain's denominator; nil: the planner's λ.
+    public var gapScale: Double? = nil
     /// At 0 iterations, every this many ticks one iteration runs to measure the gap again.
     public var probeEvery = 10
     /// Consecutive small-gap measurements before an iteration is dropped (one large gap adds one
@@ -191,8 +193,9 @@ public struct DaemonConfiguration: Sendable {
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
     public static let embeddedDefault = """
         # mpcd's embedded default: Gymnasium's Pendulum-v1. A distilled policy (built into mpcd)
-        # proposes a plan each tick; MPPI refines it with up to 2 iterations, fewer while the
-        # policy's proposal is already good. Served on loopback.
+        # is the action prior of the paper's Eq. 5: it proposes each tick's plan and MPPI refines
+        # it with up to 2 iterations against the prior's KL, fewer while the proposal is already
+        # good. Served on loopback.
         [task]
         name = "pendulum"
 
@@ -387,6 +390,7 @@ public struct DaemonConfiguration: Sendable {
         p.minIterations = try table.integer("min_iterations", default: min(p.minIterations, planner.iterations), min: 0, max: planner.iterations)
         p.gapLow = try table.number("gap_low", default: p.gapLow, .nonNegative)
         p.gapHigh = try table.number("gap_high", default: max(p.gapHigh, p.gapLow), .atLeast(p.gapLow))
+        p.gapScale = try table.optionalNumber("gap_scale", .positive)
         p.probeEvery = try table.integer("probe_every", default: p.probeEvery, min: 1)
         p.patience = try table.integer("patience", default: p.patience, min: 1)
         p.onlineLearningRate = try table.float("online_learning_rate", default: p.onlineLearningRate, .positive)

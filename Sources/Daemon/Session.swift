@@ -41,10 +41,8 @@ final class Session: @unchecked Sendable {
     /// The network prior, when the configuration has one (this session's own instance).
     private(set) var prior: NetworkPrior?
     private(set) var priorSettings: PriorConfiguration?
-    /// Adaptive iterations: how many the next plan runs, and ticks since the gap was last measured.
-    private(set) var iterationTarget: Int
-    private var ticksAtZero = 0
-    private var smallGaps = 0
+    /// Adaptive iterations (nil without a prior): how many the next plan runs.
+    private var adaptive: AdaptiveIterations?
     var fallbacks: UInt64 = 0
     /// The last plan's figures, for `mpcctl` and the reply.
     var lastIterations = 0
@@ -67,7 +65,7 @@ final class Session: @unchecked Sendable {
         self.planner = planner
         self.prior = prior
         self.priorSettings = priorSettings
-        iterationTarget = planner.configuration.iterations
+        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, maximum: planner.configuration.iterations, temperature: planner.configuration.temperature) }
         planner.actionPrior = prior
         self.index = index
         self.lastSeen = now
@@ -195,43 +193,20 @@ extension Session {
         self.prior = prior
         self.priorSettings = priorSettings
         planner.actionPrior = prior
-        iterationTarget = planner.configuration.iterations
+        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, maximum: planner.configuration.iterations, temperature: planner.configuration.temperature) }
     }
 
-    /// Iterations for the next plan: the configured count, or the adaptive target (with one
-    /// iteration every `probe_every` ticks at a target of 0, to keep measuring the gap).
+    /// Iterations for the next plan: the configured count, or the adaptive rule's.
     func plannedIterations() -> Int {
-        guard let settings = priorSettings, settings.adaptive else { return planner.configuration.iterations }
-        if iterationTarget == 0 {
-            ticksAtZero += 1
-            if ticksAtZero >= settings.probeEvery {
-                ticksAtZero = 0
-                return 1
-            }
-        }
-        return iterationTarget
+        adaptive?.next() ?? planner.configuration.iterations
     }
 
-    /// Moves the adaptive target by one iteration when the relative amortisation gap leaves
-    /// [gap_low, gap_high].
+    /// Records the plan's figures and lets the adaptive rule measure its gain.
     func adapt(after plan: Plan) {
         lastIterations = plan.iterations.count
         guard !plan.iterations.isEmpty else { return }
-        let relative = plan.amortisationGap / Swift.max(abs(plan.priorCost), 1e-6)
         lastGap = plan.amortisationGap
-        guard let settings = priorSettings, settings.adaptive, relative.isFinite else { return }
-        if Double(relative) < settings.gapLow {
-            smallGaps += 1
-            if smallGaps >= settings.patience {
-                smallGaps = 0
-                iterationTarget = Swift.max(settings.minIterations, iterationTarget - 1)
-            }
-        } else if Double(relative) > settings.gapHigh {
-            smallGaps = 0
-            iterationTarget = Swift.min(planner.configuration.iterations, iterationTarget + 1)
-        } else {
-            smallGaps = 0
-        }
+        if let startCost = plan.startCost { adaptive?.record(startCost: startCost, planCost: plan.planCost) }
     }
 }
 

@@ -7,7 +7,9 @@ import Models
 /// from random starts, so the states come from the distribution the network itself will meet;
 /// every visited state is labelled with the planner's refined distribution (the first step for a
 /// policy, all H steps for an amortised plan); then the network is fitted to all labels so far by
-/// minimising KL(refined || network) with Adam on minibatches.
+/// minimising KL(refined || network) with Adam on minibatches. Unless the configuration sets
+/// `std_step`, labels are planned with β = 1, so that the std a label carries is the refined
+/// distribution's width (MPPI's fixed noise would hand the network its initial or its own std).
 public final class Distiller {
     public struct Settings: Sendable {
         public var rounds = 8
@@ -45,7 +47,9 @@ public final class Distiller {
 
     public init(task: ControlTask, planner: PlannerConfiguration, network: AmortisedNetwork, settings: Settings) {
         self.task = task
-        self.plannerConfiguration = planner
+        var labelling = planner
+        labelling.stdStep = planner.stdStep ?? 1
+        self.plannerConfiguration = labelling
         self.network = network
         self.settings = settings
         optimiser = AdamOptimizer(parameterCount: network.mlp.parameters.count, learningRate: settings.learningRate)

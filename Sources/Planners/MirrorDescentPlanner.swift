@@ -13,12 +13,18 @@ import Models
 ///    a ``TerminalValue`` installed, w V(x_H); with `actionChangeCost` w_Δ > 0, J also carries
 ///    w_Δ Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2, a_{-1} the action the previous plan sent;
 /// 3. weigh them with the likelihood, W(a^k) (MPPI: exp(-(J - J_min)/λ); CEM: top-k indicator);
-/// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples;
-/// 5. pull towards the action prior p = N(μ_p, σ_p) with strength κ: the Gaussian minimising
-///    KL(q || fit) + κ KL(q || p) is the geometric mixture fit^{1/(1+κ)} p^{κ/(1+κ)}, whose
-///    precision is the same mixture of the two precisions;
-/// 6. step: μ_{i+1} = (1-α) μ_i + α μ_target, σ_{i+1} = (1-β) σ_i + β σ_target, then clamp μ to
-///    the action bounds and σ to at least `minStd`.
+///    With an amortised action prior p = N(μ_p, σ_p) (a network's proposal) and strength κ in
+///    [0, 1], the update's target is q_{i+1} ∝ q_i^{1-κ} p^κ W: at κ = 1, p W, the exact maximiser
+///    of the paper's bound with p as the action prior, E_q[log W] - KL(q || p). It enters the
+///    weights as the importance ratio (p / q_i)^κ; for MPPI that is the cost
+///    J'(a) = J(a) + λ κ [log q_i(a) - log p(a)]. When a share ρ of the lanes samples p (the
+///    mixture m = (1-ρ) q_i + ρ p), every weight also carries q_i / m, so the mixture's samples
+///    stand for the same target. Densities are those of the unclamped draws μ + σ ε;
+/// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples (the target's moments);
+/// 5. step: μ_{i+1} = (1-α) μ_i + α μ_w, σ_{i+1} = (1-β) σ_i + β σ_w, then clamp μ to the action
+///    bounds and σ to at least `minStd`. β defaults to the likelihood's (MPPI 0, fixed noise), and
+///    to 1 when the prior is weighed in: the target p W then has a width of its own, which a
+///    distilled network's std head learns.
 ///
 /// After the last iteration the refined mean is priced by one rollout; with `neverWorse`, a
 /// refined mean that costs more than the prior's mean from the same state is replaced by it.
@@ -40,7 +46,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     public let samples: Int, horizon: Int, actionDimension: Int, stateDimension: Int
     let paddedSamples: Int
     public let lowerBounds: [Float], upperBounds: [Float]
-    let initialStd: [Float], minStd: [Float], stdStep: Float
+    let initialStd: [Float], minStd: [Float]
 
     // Sample buffers, [row = t * A + a][lane], and the state and cost of every lane.
     let actions: UnsafeMutablePointer<Float>
@@ -70,12 +76,24 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// `hasPlan`, and the cost's weight per action, w / h_a^2.
     let previousAction: UnsafeMutablePointer<Float>
     let changeWeights: [Float]
+    /// Per lane, Σ_r ((a_r - μ_r) / σ_r)^2 of its unclamped draw under q_i and under p (the
+    /// log densities up to Σ log σ), when the iteration weighs densities (`weighsDensities`).
+    let squaredDistanceToPlan: UnsafeMutablePointer<Float>
+    let squaredDistanceToPrior: UnsafeMutablePointer<Float>
+    /// log of the importance ratio per lane, and the costs it adjusts.
+    let logRatios: UnsafeMutablePointer<Float>
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
     private var planCount: UInt64 = 0
     private var hasPlan = false
     private var iterationEstimate: UInt64 = 0
+    /// This plan's prior is an amortised network's proposal (κ applies only then: without one the
+    /// action prior is uniform and the update is Eq. 5 as it stands).
+    private var priorIsNetwork = false
+    /// The current iteration's samples need density ratios (a KL to the prior, or prior lanes,
+    /// with q_i different from p).
+    private var weighsDensities = false
 
     /// `workers`: a pool shared with other planners (the daemon's, one for all its sessions); without
     /// it, a planner of `threads` > 1 starts workers of its own.
@@ -93,7 +111,6 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let halfRange = zip(lowerBounds, upperBounds).map { ($1 - $0) / 2 }
         initialStd = halfRange.map { $0 * configuration.initialStd }
         minStd = halfRange.map { $0 * configuration.minStd }
-        stdStep = configuration.stdStep ?? likelihood.defaultStdStep
         changeWeights = halfRange.map { configuration.actionChangeCost / ($0 * $0) }
 
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -119,6 +136,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         evaluationCosts = buffer(laneWidth)
         stepCosts = buffer(paddedSamples + laneWidth)
         previousAction = buffer(actionDimension)
+        squaredDistanceToPlan = buffer(paddedSamples)
+        squaredDistanceToPrior = buffer(paddedSamples)
+        logRatios = buffer(paddedSamples)
         noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
     }
@@ -131,14 +151,16 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let n = Double(task.dynamics.stateDimension), rows = Double(configuration.horizon) * Double(task.dynamics.actionDimension)
         let noiseBuffers = Double(Swift.min(configuration.iterations, preparedIterations) + 1)
         let lanes = Double(laneWidth)
+        let m = Double(task.dynamics.actionDimension)
         let floats = rows * padded * (1 + noiseBuffers) + n * padded + 4 * padded + lanes + 4 * rows + n
-            + n * lanes + rows * lanes + lanes
+            + n * lanes + rows * lanes + lanes + 3 * padded + m
         return 4 * floats
     }
 
     deinit {
         for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
-                  evaluationStates, evaluationActions, evaluationCosts, stepCosts, previousAction] {
+                  evaluationStates, evaluationActions, evaluationCosts, stepCosts, previousAction,
+                  squaredDistanceToPlan, squaredDistanceToPrior, logRatios] {
             p.deallocate()
         }
     }
@@ -239,10 +261,14 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             }
         }
         planCount &+= 1
+        priorIsNetwork = proposed
         // With the mean kept as sample 0, the first iteration rolls out the sequence the plan
         // started from: when that is the prior's mean, its cost needs no rollout of its own.
-        let laneZeroIsPrior = configuration.includeMeanSample && (0..<(horizon * actionDimension)).allSatisfy { mean[$0] == priorMean[$0] }
+        let startsAtPrior = (0..<(horizon * actionDimension)).allSatisfy { mean[$0] == priorMean[$0] }
+        let laneZeroIsPrior = configuration.includeMeanSample && startsAtPrior
         var knownPriorCost: Float?
+        /// The cost of the mean the first iteration started from (lane 0 of its samples).
+        var startCost: Float?
 
         let count = iterations ?? configuration.iterations
         var diagnostics: [IterationDiagnostics] = []
@@ -258,7 +284,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 break
             }
             var d = iterate(i, of: count)
-            if i == 0 && laneZeroIsPrior { knownPriorCost = costs[0].isFinite ? costs[0] : .infinity }
+            if i == 0 && configuration.includeMeanSample {
+                startCost = costs[0].isFinite ? costs[0] : .infinity
+                if laneZeroIsPrior { knownPriorCost = startCost }
+            }
             let elapsed = monotonicNanoseconds() &- start
             iterationEstimate = Swift.max(elapsed, iterationEstimate - iterationEstimate / 20)
             d.seconds = Double(elapsed) * 1e-9
@@ -280,7 +309,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         return Plan(action: sequence.meanAction(at: 0), sequence: sequence,
                     prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
                     priorCost: priorCost, planCost: planCost, failed: failed,
-                    valueTerm: terminalValue == nil ? nil : lastValueTerm, keptPrior: kept)
+                    valueTerm: terminalValue == nil ? nil : lastValueTerm, keptPrior: kept,
+                    startCost: diagnostics.isEmpty ? nil : startCost ?? (startsAtPrior ? priorCost : nil))
     }
 
     /// Copies a sequence into mean and std buffers, clamping the mean to the bounds and the std
@@ -328,6 +358,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let blocks = paddedSamples / 16
         let workers = pool != nil && samples * horizon >= configuration.parallelThreshold ? 2 : 1
         let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
+        let rows = horizon * actionDimension
+        weighsDensities = ((priorIsNetwork && configuration.priorStrength > 0) || priorLanes > 0)
+            && !(0..<rows).allSatisfy { mean[$0] == priorMean[$0] && std[$0] == priorStd[$0] }
         let epsilon = noise.noise(for: tag, pool: workers > 1 ? pool : nil)
         if let pool, workers > 1 {
             // each part rolls out a contiguous run of 16-lane blocks; the split never changes a result
@@ -364,6 +397,17 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 row.setLanes((mu + sigma * noiseRow.lanes(at: k)).clamp(lo, hi), at: k)
             }
             if start == 0 && configuration.includeMeanSample { row[0] = mean[r] }
+            if weighsDensities { accumulateSquaredDistances(row: r, noise: noiseRow, start: start, priorEnd: priorEnd, end: start &+ count) }
+        }
+        if weighsDensities && start == 0 && configuration.includeMeanSample {
+            // lane 0 is the plan's mean itself: no distance from q_i, its distance from p
+            var toPrior: Float = 0
+            for r in 0..<(horizon * m) {
+                let z = (mean[r] - priorMean[r]) / priorStd[r]
+                toPrior += z * z
+            }
+            squaredDistanceToPlan[0] = 0
+            squaredDistanceToPrior[0] = toPrior
         }
         for s in 0..<stateDimension {
             (states + s * lanesPerRow + start).update(repeating: initialState[s], count: count)
@@ -373,6 +417,56 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         rollOut(stateView, live: Swift.max(0, Swift.min(count, samples - start)), actions: actions + start, actionStride: lanesPerRow,
                 into: costs + start, scratch: stepCosts + start)
         addActionChangeCost(actions: actions + start, actionStride: lanesPerRow, lanes: count, into: costs + start)
+    }
+
+    /// Adds row `r`'s squared standardised distances of lanes `start ..< end` to the two
+    /// accumulators (zeroed at row 0): lanes below `priorEnd` drew a = μ_p + σ_p ε, the rest
+    /// a = μ + σ ε, both before clamping.
+    @inline(__always)
+    private func accumulateSquaredDistances(row r: Int, noise: UnsafeMutablePointer<Float>, start: Int, priorEnd: Int, end: Int) {
+        let toPlan = squaredDistanceToPlan, toPrior = squaredDistanceToPrior
+        if r == 0 {
+            (toPlan + start).update(repeating: 0, count: end - start)
+            (toPrior + start).update(repeating: 0, count: end - start)
+        }
+        // a lane of p is (μ_p - μ)/σ + (σ_p/σ) ε from q's centre in q's units, and conversely
+        let pOffset = Lanes(repeating: (priorMean[r] - mean[r]) / std[r]), pScale = Lanes(repeating: priorStd[r] / std[r])
+        for k in Swift.stride(from: start, to: priorEnd, by: laneWidth) {
+            let e = noise.lanes(at: k), z = pOffset + pScale * e
+            toPrior.setLanes(VectorMath.multiplyAdd(e, e, toPrior.lanes(at: k)), at: k)
+            toPlan.setLanes(VectorMath.multiplyAdd(z, z, toPlan.lanes(at: k)), at: k)
+        }
+        let qOffset = Lanes(repeating: (mean[r] - priorMean[r]) / priorStd[r]), qScale = Lanes(repeating: std[r] / priorStd[r])
+        for k in Swift.stride(from: priorEnd, to: end, by: laneWidth) {
+            let e = noise.lanes(at: k), z = qOffset + qScale * e
+            toPlan.setLanes(VectorMath.multiplyAdd(e, e, toPlan.lanes(at: k)), at: k)
+            toPrior.setLanes(VectorMath.multiplyAdd(z, z, toPrior.lanes(at: k)), at: k)
+        }
+    }
+
+    /// log of each lane's importance ratio, q_i^{1-κ} p^κ / m with m = (1-ρ) q_i + ρ p the
+    /// distribution the lanes were drawn from (κ = 0 without a network prior), into `logRatios`.
+    private func computeLogRatios() {
+        var logStdPlan = 0.0, logStdPrior = 0.0
+        for r in 0..<(horizon * actionDimension) {
+            logStdPlan += Foundation.log(Double(std[r]))
+            logStdPrior += Foundation.log(Double(priorStd[r]))
+        }
+        let kappa = priorIsNetwork ? Double(configuration.priorStrength) : 0
+        let rho = Double(Swift.min(priorLanes, samples)) / Double(samples)
+        let logPlanShare = Foundation.log(1 - rho), logPriorShare = Foundation.log(rho)
+        for k in 0..<samples {
+            let logQ = -0.5 * Double(squaredDistanceToPlan[k]) - logStdPlan
+            let logP = -0.5 * Double(squaredDistanceToPrior[k]) - logStdPrior
+            var logM = logQ
+            if rho >= 1 {
+                logM = logP
+            } else if rho > 0 {
+                let a = logPlanShare + logQ, b = logPriorShare + logP, top = Swift.max(a, b)
+                logM = top + Foundation.log(Foundation.exp(a - top) + Foundation.exp(b - top))
+            }
+            logRatios[k] = Float((1 - kappa) * logQ + kappa * logP - logM)
+        }
     }
 
     /// Adds the action-change cost w Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2 of `lanes` lanes (a multiple
@@ -396,6 +490,12 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     private func scale(_ values: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
         let f = Lanes(repeating: factor)
         for k in Swift.stride(from: 0, to: count, by: laneWidth) { values.setLanes(values.lanes(at: k) * f, at: k) }
+    }
+
+    /// β, the std's step: configured, else 1 when a network prior is weighed in (the target p W
+    /// has a width of its own), else the likelihood's default.
+    public var stdStep: Float {
+        configuration.stdStep ?? (priorIsNetwork && configuration.priorStrength > 0 ? 1 : likelihood.defaultStdStep)
     }
 
     /// γ^H, the weight of whatever comes after the horizon.
@@ -464,7 +564,12 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             return IterationDiagnostics(bestCost: .infinity, meanCost: .infinity, effectiveSampleSize: 0,
                                         klDivergence: 0, invalidSamples: k, seconds: 0)
         }
-        likelihood.weigh(costs: costs, count: k, into: weights, scratch: scratch)
+        if weighsDensities {
+            computeLogRatios()
+            likelihood.weigh(costs: costs, logRatios: logRatios, count: k, into: weights, scratch: scratch)
+        } else {
+            likelihood.weigh(costs: costs, count: k, into: weights, scratch: scratch)
+        }
         var sum: Float = 0
         for i in 0..<k {
             if !costs[i].isFinite { weights[i] = 0 }
@@ -478,8 +583,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             squares += weights[i] * weights[i]
         }
 
-        let alpha = configuration.meanStep, beta = stdStep, kappa = configuration.priorStrength
-        let fitShare = 1 / (1 + kappa), priorShare = kappa / (1 + kappa)
+        let alpha = configuration.meanStep, beta = stdStep
         var kl: Double = 0
         for r in 0..<(horizon * actionDimension) {
             let a = r % actionDimension
@@ -488,16 +592,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             let oldMean = mean[r], oldStd = std[r]
             var fitStd = oldStd
             if beta > 0 { fitStd = Swift.max(weightedSum(row, shift: fitMean, squared: true).squareRoot(), minStd[a]) }
-            var targetMean = fitMean, targetStd = fitStd
-            if kappa > 0 {
-                let fitPrecision = fitShare / (fitStd * fitStd)
-                let priorPrecision = priorShare / (priorStd[r] * priorStd[r])
-                let precision = fitPrecision + priorPrecision
-                targetMean = (fitPrecision * fitMean + priorPrecision * priorMean[r]) / precision
-                targetStd = 1 / precision.squareRoot()
-            }
-            let newMean = Swift.min(Swift.max((1 - alpha) * oldMean + alpha * targetMean, lowerBounds[a]), upperBounds[a])
-            let newStd = Swift.max((1 - beta) * oldStd + beta * targetStd, minStd[a])
+            let newMean = Swift.min(Swift.max((1 - alpha) * oldMean + alpha * fitMean, lowerBounds[a]), upperBounds[a])
+            let newStd = Swift.max((1 - beta) * oldStd + beta * fitStd, minStd[a])
             mean[r] = newMean
             std[r] = newStd
             let d = Double(newMean - oldMean), s = Double(newStd), o = Double(oldStd)

@@ -1,3 +1,4 @@
+import Foundation
 import Models
 
 /// The optimality likelihood p(O = 1 | tau) of Eq. 5, as a weight W(a^k) on each of the K sampled
@@ -15,6 +16,22 @@ public protocol OptimalityLikelihood: Sendable {
     /// Writes W(a^k) >= 0 for k in 0..<count, not necessarily normalised. `scratch` holds `count`
     /// floats the likelihood may overwrite.
     func weigh(costs: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>)
+    /// The same, times the importance ratios exp(`logRatios`[k]) (the target and proposal
+    /// densities of each sample, when they differ).
+    func weigh(costs: UnsafePointer<Float>, logRatios: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>,
+               scratch: UnsafeMutablePointer<Float>)
+}
+
+extension OptimalityLikelihood {
+    /// W(a^k) times the ratio, scaled so that the largest ratio among the weighted samples is 1.
+    public func weigh(costs: UnsafePointer<Float>, logRatios: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>,
+                      scratch: UnsafeMutablePointer<Float>) {
+        weigh(costs: costs, count: count, into: weights, scratch: scratch)
+        var top = -Float.infinity
+        for k in 0..<count where weights[k] > 0 { top = Swift.max(top, logRatios[k]) }
+        guard top.isFinite else { return }
+        for k in 0..<count where weights[k] > 0 { weights[k] *= Foundation.exp(logRatios[k] - top) }
+    }
 }
 
 /// MPPI: W = exp(-(J - J_min) / λ). Subtracting the minimum keeps the best sample's weight at 1,
@@ -27,6 +44,14 @@ public struct MPPILikelihood: OptimalityLikelihood {
 
     public var name: String { "mppi" }
     public var defaultStdStep: Float { 0 }
+
+    /// exp(-(J' - J'_min) / λ) with J' = J - λ log ratio: the ratio folded into the cost, so that
+    /// the best adjusted sample keeps weight 1 and nothing underflows.
+    public func weigh(costs: UnsafePointer<Float>, logRatios: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>,
+                      scratch: UnsafeMutablePointer<Float>) {
+        for k in 0..<count { scratch[k] = costs[k] - temperature * logRatios[k] }
+        weigh(costs: scratch, count: count, into: weights, scratch: weights)
+    }
 
     public func weigh(costs: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         var minimum = Float.infinity

@@ -21,10 +21,14 @@ public struct PlannerConfiguration: Sendable {
     public var minStd: Float = 0.02
     /// Step size of the mean update: 1 moves the mean all the way to the weighted samples' mean.
     public var meanStep: Float = 1
-    /// Step size of the std update; nil uses the likelihood's default (MPPI 0: fixed noise; CEM 1).
+    /// Step size of the std update; nil uses the likelihood's default (MPPI 0: fixed noise; CEM 1),
+    /// or 1 when a network prior is weighed in (`priorStrength` > 0).
     public var stdStep: Float? = nil
-    /// κ, strength of the KL pull towards the action prior (0 ignores the prior after the start).
-    public var priorStrength: Float = 0
+    /// κ in [0, 1], the action prior's share of each update's base measure: the target is
+    /// q_{i+1} ∝ q_i^{1-κ} p^κ W. 1 (the default): p W, the paper's bound with the amortised
+    /// network as the action prior; 0: Eq. 5 with the prior as the first iteration's distribution
+    /// only. Applies only when a network prior proposed the plan.
+    public var priorStrength: Float = 1
     /// Where the first iteration starts when an action prior is installed.
     public enum PriorStart: String, Sendable, CaseIterable {
         /// Always from the prior: the paper's form, where the amortised output is the initial
@@ -38,7 +42,7 @@ public struct PlannerConfiguration: Sendable {
         case carried
     }
 
-    public var priorStart = PriorStart.cheaper
+    public var priorStart = PriorStart.prior
 
     /// Share of the K samples drawn from the action prior instead of the current distribution
     /// (the first iteration's distribution is the prior anyway; later ones keep exploring near it).
@@ -87,7 +91,7 @@ public struct PlannerConfiguration: Sendable {
         minStd = try table.float("min_std", default: minStd, .positive)
         meanStep = try table.float("mean_step", default: meanStep, .closed(0, 1))
         stdStep = try table.optionalNumber("std_step", .closed(0, 1)).map { Float($0) }
-        priorStrength = try table.float("prior_strength", default: priorStrength, .nonNegative)
+        priorStrength = try table.float("prior_strength", default: priorStrength, .closed(0, 1))
         priorSamples = try table.float("prior_samples", default: priorSamples, .closed(0, 1))
         priorStart = PriorStart(rawValue: try table.choice("prior_start", default: priorStart.rawValue, from: PriorStart.allCases.map(\.rawValue)))!
         includeMeanSample = try table.bool("include_mean_sample", default: includeMeanSample)
@@ -123,7 +127,7 @@ public struct PlannerConfiguration: Sendable {
         guard meanStep.isFinite, meanStep >= 0, meanStep <= 1 else { throw fail("mean_step", "expected a number in [0, 1], got \(meanStep)") }
         if let stdStep, !(stdStep >= 0 && stdStep <= 1) { throw fail("std_step", "expected a number in [0, 1], got \(stdStep)") }
         guard priorSamples >= 0, priorSamples <= 1 else { throw fail("prior_samples", "expected a number in [0, 1], got \(priorSamples)") }
-        guard priorStrength.isFinite, priorStrength >= 0 else { throw fail("prior_strength", "expected a number >= 0, got \(priorStrength)") }
+        guard priorStrength >= 0, priorStrength <= 1 else { throw fail("prior_strength", "expected a number in [0, 1], got \(priorStrength)") }
         guard actionChangeCost.isFinite, actionChangeCost >= 0 else { throw fail("action_change_cost", "expected a number >= 0, got \(actionChangeCost)") }
         guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
         guard discount > 0, discount <= 1 else { throw fail("discount", "expected a number in (0, 1], got \(discount)") }

@@ -34,13 +34,15 @@ struct Train: ParsableCommand {
     @Option(help: "--value: states per round.") var states = 2048
     @Option(help: "--value: share of the states from closed-loop runs, the rest from the whole state space.") var closedLoopShare: Float = 0.25
     @Option(help: "--value: planner iterations per target.") var targetIterations = 3
-    @Option(help: "--value: temperature of the soft minimum over rollouts (0: the hard minimum).") var softMinTemperature: Float = 0
+    @Option(help: "--value: temperature of the soft minimum over rollouts (default: the planner's temperature λ, the soft value of the same bound the planner optimises; 0: the hard minimum).") var softMinTemperature: Float?
     @Option(help: "--value: discount per step (default: the configuration's [planner] discount); the daemon must plan with the same.") var discount: Float?
     @Option(help: "--value: how far the target network moves towards the fitted one each round.") var targetRate: Float = 0.5
     @Option(help: "--value: tanh or relu (relu costs least per rollout at tick time).") var activation = "tanh"
     @Option(help: "--value: the least cost-to-go possible, a floor for the value (0 when every cost term is non-negative, as in every built-in task); \"none\" for no floor.") var minValue = "0"
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
     @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
+    @Option(help: "Where labelling plans start once a network proposes: prior, cheaper or carried (default: the configuration's). A labeller that may keep its own carried plan can correct the network's mistakes, not only refine them.") var labelPriorStart: String?
+    @Option(help: "The prior's strength κ when labelling, 0 to 1 (default: the configuration's).") var labelPriorStrength: Float?
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
 
@@ -55,7 +57,11 @@ struct Train: ParsableCommand {
         }
         guard MLPArchitecture.Activation(rawValue: activation) != nil else { throw ValidationError("--activation must be tanh or relu") }
         guard minValue == "none" || Float(minValue)?.isFinite == true else { throw ValidationError("--min-value must be a number or none") }
-        guard softMinTemperature >= 0, softMinTemperature.isFinite else { throw ValidationError("--soft-min-temperature must be >= 0") }
+        if let softMinTemperature, !(softMinTemperature >= 0 && softMinTemperature.isFinite) { throw ValidationError("--soft-min-temperature must be a finite number >= 0") }
+        if let labelPriorStart, PlannerConfiguration.PriorStart(rawValue: labelPriorStart) == nil {
+            throw ValidationError("--label-prior-start must be one of \(PlannerConfiguration.PriorStart.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let labelPriorStrength, !(labelPriorStrength >= 0 && labelPriorStrength <= 1) { throw ValidationError("--label-prior-strength must be a number in [0, 1]") }
         guard hiddenWidths != nil else { throw ValidationError("--hidden must be positive integers separated by commas, e.g. 64,64") }
     }
 
@@ -81,6 +87,8 @@ struct Train: ParsableCommand {
             guard (1...PlannerConfiguration.maxSamples).contains(labelSamples) else { throw ValidationError("--label-samples must be in [1, \(PlannerConfiguration.maxSamples)]") }
             planner.samples = labelSamples
         }
+        if let labelPriorStart { planner.priorStart = PlannerConfiguration.PriorStart(rawValue: labelPriorStart)! }
+        if let labelPriorStrength { planner.priorStrength = labelPriorStrength }
         let d = configuration.task.dynamics
         let outputs = value ? 1 : (kind == "plan" ? planner.horizon : 1) * d.actionDimension
         guard MLPArchitecture.checkedParameterCount(inputs: d.featureNames.count, hidden: hiddenWidths!, outputs: outputs) != nil else {
@@ -128,7 +136,7 @@ struct Train: ParsableCommand {
         settings.closedLoopShare = closedLoopShare
         settings.episodeSteps = steps
         settings.targetIterations = targetIterations
-        settings.softMinTemperature = softMinTemperature
+        settings.softMinTemperature = softMinTemperature ?? planner.temperature
         settings.targetRate = targetRate
         settings.epochsPerRound = epochs
         settings.learningRate = learningRate ?? 1e-3
@@ -141,7 +149,7 @@ struct Train: ParsableCommand {
             try learner.restore(Data(contentsOf: URL(fileURLWithPath: checkpoint)), path: checkpoint)
             FileHandle.standardError.write(Data("resuming from \(checkpoint): \(learner.completedRounds) of \(settings.rounds) rounds done\n".utf8))
         }
-        FileHandle.standardError.write(Data("learning a value for \(task.name) by fitted value iteration (K=\(planner.samples), H=\(planner.horizon), \(targetIterations) iterations per target, \(states) states per round, discount \(planner.discount), soft-min temperature \(softMinTemperature)) into \(out)\n".utf8))
+        FileHandle.standardError.write(Data("learning a value for \(task.name) by fitted value iteration (K=\(planner.samples), H=\(planner.horizon), \(targetIterations) iterations per target, \(states) states per round, discount \(planner.discount), soft-min temperature \(settings.softMinTemperature)) into \(out)\n".utf8))
         let bar = ProgressBar(total: Double(settings.rounds))
         let phaseStart = ["states": 0.0, "targets": 0.2, "fit": 0.7], phaseShare = ["states": 0.2, "targets": 0.5, "fit": 0.3]
         try learner.run(progress: { p in

@@ -267,23 +267,6 @@ struct FaultyPendulum: ForwardingDynamics {
         func prior(for state: [Float], warmStart: GaussianSequence?) -> GaussianSequence? { sequence }
     }
 
-    @Test func aStrongKLPullKeepsThePlanAtThePrior() throws {
-        var configuration = PlannerConfiguration()
-        configuration.iterations = 3
-        let target = GaussianSequence(horizon: configuration.horizon, constantMean: [1.5], constantStd: [0.2])
-        func plan(strength: Float) throws -> Plan {
-            configuration.priorStrength = strength
-            let planner = try MirrorDescentPlanner(task: pendulum, configuration: configuration)
-            planner.actionPrior = ConstantPrior(sequence: target)
-            return planner.plan(state: [0.1, 0])
-        }
-        let free = try plan(strength: 0), pulled = try plan(strength: 1000)
-        #expect(free.prior == target && pulled.prior == target)
-        func distance(_ p: Plan) -> Float { zip(p.sequence.mean, target.mean).map { abs($0 - $1) }.max()! }
-        #expect(distance(pulled) < 0.01)
-        #expect(distance(free) > 0.3)  // near upright the planner wants little torque, not 1.5
-    }
-
     @Test func aMalformedPriorIsRejectedAndTheWarmStartUsed() throws {
         let planner = try MirrorDescentPlanner(task: pendulum, configuration: PlannerConfiguration())
         planner.actionPrior = ConstantPrior(sequence: GaussianSequence(horizon: 3, constantMean: [.nan], constantStd: [1]))
@@ -436,6 +419,9 @@ struct FaultyPendulum: ForwardingDynamics {
             (failure { $0.actionChangeCost = -1 }, "planner.action_change_cost", ">= 0"),
             (failure { $0.actionChangeCost = .nan }, "planner.action_change_cost", ">= 0"),
             (failure(table: ["action_change_cost": .float(-0.5)]), "planner.action_change_cost", ">= 0"),
+            (failure { $0.priorStrength = 2 }, "planner.prior_strength", "[0, 1]"),
+            (failure(table: ["prior_strength": .float(1.5)]), "planner.prior_strength", "[0, 1]"),
+            (failure(table: ["prior_strength": .float(-0.5)]), "planner.prior_strength", "[0, 1]"),
             (failure(table: ["samples": .integer(0)]), "planner.samples", "[1, 1048576]"),
             (failure(table: ["horizon": .integer(-3)]), "planner.horizon", "[1, 10000]"),
             (failure(table: ["temperature": .float(0)]), "planner.temperature", "> 0"),
@@ -468,4 +454,199 @@ final class Results: @unchecked Sendable {
     private(set) var values: [[Float]]
     init(count: Int) { values = Array(repeating: [], count: count) }
     func set(_ i: Int, _ value: [Float]) { lock.lock(); values[i] = value; lock.unlock() }
+}
+
+/// One action, a state that never changes and a cost (λ / 2 s^2) Σ_t (a_t - c)^2: MPPI's
+/// likelihood W = exp(-J / λ) is then a Gaussian N(c, s^2) in every step's action, so the targets
+/// of the update have closed forms.
+private struct StillDynamics: BatchDynamics {
+    /// Wide enough that clamping never moves a moment the tests check.
+    var bound: Float = 50
+    var stateNames: [String] { ["x"] }
+    var actionNames: [String] { ["u"] }
+    var actionLowerBounds: [Float] { [-bound] }
+    var actionUpperBounds: [Float] { [bound] }
+    var dt: Float { 0.1 }
+    var observationForms: [ObservationForm] { [ObservationForm(name: "state", components: ["x"])] }
+    func step(states: BatchView, actions: BatchView) {}
+    func state(fromObservation observation: [Double]) throws(ObservationError) -> [Float] { try stateFromObservationIdentity(observation) }
+}
+
+private struct QuadraticActionCost: BatchCost {
+    /// Per step λ / (2 s^2); 0 makes every sequence cost the same.
+    let weight: Float, centre: Float
+    func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
+        let u = actions[component: 0]
+        for k in 0..<actions.lanes { costs[k] += weight * (u[k] - centre) * (u[k] - centre) }
+    }
+    func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {}
+}
+
+/// Hands out the given proposals in turn (the last one from then on).
+private final class ProposalSequence: ActionPrior, @unchecked Sendable {
+    var proposals: [GaussianSequence]
+    init(_ proposals: [GaussianSequence]) { self.proposals = proposals }
+    func prior(for state: [Float], warmStart: GaussianSequence?) -> GaussianSequence? {
+        proposals.count > 1 ? proposals.removeFirst() : proposals[0]
+    }
+}
+
+@Suite struct PriorInTheWeightsTests {
+    static let horizon = 3
+
+    func configuration(samples: Int, iterations: Int, strength: Float) -> PlannerConfiguration {
+        var c = PlannerConfiguration()
+        c.samples = samples
+        c.horizon = Self.horizon
+        c.iterations = iterations
+        c.temperature = 0.5
+        c.priorStrength = strength
+        c.stdStep = 1
+        c.includeMeanSample = false  // a point mass at the mean has no density to weigh
+        c.minStd = 1e-4
+        return c
+    }
+
+    func gaussian(_ mean: Float, _ std: Float) -> GaussianSequence {
+        GaussianSequence(horizon: Self.horizon, constantMean: [mean], constantStd: [std])
+    }
+
+    func expectMoments(_ plan: Plan, mean: Float, std: Float, tolerance: Float, sourceLocation: SourceLocation = #_sourceLocation) {
+        for t in 0..<Self.horizon {
+            #expect(abs(plan.sequence.mean[t] - mean) < tolerance, "step \(t): mean \(plan.sequence.mean[t]), expected \(mean)", sourceLocation: sourceLocation)
+            #expect(abs(plan.sequence.std[t] - std) < tolerance, "step \(t): std \(plan.sequence.std[t]), expected \(std)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Half the lanes from the prior p, half from the carried plan q: with every sequence equally
+    /// good, the weighted moments must be those of the update's target q^(1-κ) p^κ, which the
+    /// mixture recovers only through the importance ratios.
+    @Test(arguments: [Float(0), 0.5, 1])
+    func aMixtureProposalRecoversTheTargetsMoments(strength: Float) throws {
+        var c = configuration(samples: 1 << 16, iterations: 1, strength: strength)
+        c.priorStart = .carried
+        c.priorSamples = 0.5
+        c.initialStd = 2.0 / 50  // the carried plan's std: 2
+        let task = ControlTask(name: "still", dynamics: StillDynamics(), cost: QuadraticActionCost(weight: 0, centre: 0))
+        let planner = try MirrorDescentPlanner(task: task, configuration: c)
+        let p = gaussian(1, 0.5)
+        planner.actionPrior = ProposalSequence([gaussian(-1, 1), p])
+        let first = planner.plan(state: [0])
+        let qMean = first.sequence.mean[Self.horizon - 1], qStd: Float = 2  // q: the first plan carried forward
+        let second = planner.plan(state: [0])
+        #expect(second.prior == p)
+        // the geometric mixture of two Gaussians: precisions and precision-weighted means mix
+        let precision = (1 - strength) / (qStd * qStd) + strength / (0.25)
+        let mean = ((1 - strength) * qMean / (qStd * qStd) + strength * 1 / 0.25) / precision
+        expectMoments(second, mean: mean, std: 1 / precision.squareRoot(), tolerance: 0.05)
+        // (without the ratios the fit would be the plain mixture's, mean near 0 and std near 1.8)
+    }
+
+    /// κ = 1 (the default): every iteration targets p W, the Gaussian product, however many run;
+    /// κ = 0: Eq. 5 from the prior sharpens it, p W^i after i iterations.
+    @Test func theKLInTheWeightsTargetsTheGaussianProduct() throws {
+        // W's centre within a std of the prior's: the first iteration's effective sample size stays in the thousands
+        let lambda: Float = 0.5, s: Float = 1, c0: Float = 1, priorMean: Float = 0, priorStd: Float = 1
+        let task = ControlTask(name: "still", dynamics: StillDynamics(), cost: QuadraticActionCost(weight: lambda / (2 * s * s), centre: c0))
+        func plan(strength: Float, iterations: Int) throws -> Plan {
+            let planner = try MirrorDescentPlanner(task: task, configuration: configuration(samples: 1 << 16, iterations: iterations, strength: strength))
+            planner.actionPrior = ProposalSequence([gaussian(priorMean, priorStd)])
+            return planner.plan(state: [0])
+        }
+        func product(likelihoods n: Float) -> (mean: Float, std: Float) {
+            let precision = 1 / (priorStd * priorStd) + n / (s * s)
+            return ((priorMean / (priorStd * priorStd) + n * c0 / (s * s)) / precision, 1 / precision.squareRoot())
+        }
+        for iterations in [1, 3] {
+            let target = product(likelihoods: 1)
+            expectMoments(try plan(strength: 1, iterations: iterations), mean: target.mean, std: target.std, tolerance: 0.03)
+        }
+        let sharpened = product(likelihoods: 3)
+        expectMoments(try plan(strength: 0, iterations: 3), mean: sharpened.mean, std: sharpened.std, tolerance: 0.03)
+        // the two differ by far more than the tolerance, so the test tells them apart
+        #expect(abs(sharpened.mean - product(likelihoods: 1).mean) > 0.2)
+    }
+
+    /// The std a distilled network's head learns is the plan's: with the prior weighed in it is
+    /// the posterior's width (narrower than the prior's here), not the prior's own std handed back.
+    @Test func thePlansStdIsThePosteriorsWidthWithAPrior() throws {
+        let task = ControlTask(name: "still", dynamics: StillDynamics(), cost: QuadraticActionCost(weight: 0.5 / 2, centre: 1))
+        var c = PlannerConfiguration()
+        c.samples = 1 << 14
+        c.horizon = Self.horizon
+        c.iterations = 1
+        c.temperature = 0.5
+        c.minStd = 1e-4  // of the half range, 50: far below the width expected
+        let planner = try MirrorDescentPlanner(task: task, configuration: c)  // the defaults: κ = 1, std step unset
+        planner.actionPrior = ProposalSequence([gaussian(0, 1)])
+        let plan = planner.plan(state: [0])
+        let expected = 1 / Float(2).squareRoot()
+        #expect(plan.sequence.std.allSatisfy { abs($0 - expected) < 0.03 }, "\(plan.sequence.std) against \(expected)")
+        // classic MPPI without a network prior keeps its exploration std
+        let alone = try MirrorDescentPlanner(task: task, configuration: c).plan(state: [0])
+        #expect(alone.sequence.std.allSatisfy { $0 == alone.prior.std[0] })
+    }
+
+    /// What `mpcd train` teaches a network's std head: the width of the refined distribution, the
+    /// Gaussian product of the network's own proposal and W, not the network's std handed back
+    /// nor MPPI's fixed exploration noise.
+    @Test func distillationLabelsCarryThePosteriorsWidth() throws {
+        // a range of ±6: an untrained network's std is a share of it, a few times W's width of 1
+        let task = ControlTask(name: "still", dynamics: StillDynamics(bound: 6), cost: QuadraticActionCost(weight: 0.5 / 2, centre: 1))
+        var c = PlannerConfiguration()
+        c.samples = 1 << 16
+        c.horizon = Self.horizon
+        c.iterations = 1
+        c.temperature = 0.5
+        c.minStd = 1e-4
+        c.initialStd = 2.0 / 6  // the exploration std: 2
+        var settings = Distiller.Settings()
+        settings.rounds = 2
+        settings.episodesPerRound = 1
+        settings.stepsPerEpisode = 4
+        settings.epochsPerRound = 1
+        let distiller = Distiller(task: task, planner: c, network: AmortisedNetwork(kind: .policy, task: task, hidden: [4]), settings: settings)
+        var proposalStd: Float = .nan
+        try distiller.run(progress: { _ in }) { d in
+            // the network that will propose during round 1's labelling: its std at the only state
+            if d.completedRounds == 1 { proposalStd = d.network.distribution(features: [0], workspace: d.network.makeWorkspace()).std[0] }
+        }
+        let labels = try SafeTensors.decode(distiller.checkpointData()).tensors["checkpoint.target_std"]!.values
+        #expect(labels.count == 8)
+        // round 0, no prior: the product of the planner's start, std 2, and W, std 1
+        let planned = 1 / (Float(0.25) + 1).squareRoot()
+        #expect(labels.prefix(4).allSatisfy { abs($0 - planned) < 0.05 }, "\(labels.prefix(4)) against \(planned)")
+        let posterior = 1 / (1 / (proposalStd * proposalStd) + 1).squareRoot()
+        #expect(abs(proposalStd - posterior) > 0.1, "the test needs the two apart: proposal std \(proposalStd)")
+        #expect(labels.suffix(4).allSatisfy { abs($0 - posterior) < 0.05 }, "\(labels.suffix(4)) against \(posterior)")
+    }
+
+    /// The adaptive rule measures a plan against where it started: with the carried plan as the
+    /// start, that plan's cost, not the network proposal's.
+    @Test func theStartCostIsTheCostOfTheMeanThePlanStartedFrom() throws {
+        let weight: Float = 0.3, centre: Float = 1
+        let task = ControlTask(name: "still", dynamics: StillDynamics(), cost: QuadraticActionCost(weight: weight, centre: centre))
+        var c = configuration(samples: 256, iterations: 1, strength: 1)
+        c.priorStart = .carried
+        c.includeMeanSample = true
+        let planner = try MirrorDescentPlanner(task: task, configuration: c)
+        planner.actionPrior = ProposalSequence([gaussian(-2, 1), gaussian(3, 1)])
+        let first = planner.plan(state: [0])
+        func cost(_ mean: [Float]) -> Float { mean.reduce(0) { $0 + weight * ($1 - centre) * ($1 - centre) } }
+        #expect(abs(first.startCost! - cost(first.prior.mean)) < 1e-4)  // the first plan starts at the prior
+        let carried = first.sequence.shifted(by: 1, std: [1]).mean
+        let second = planner.plan(state: [0])
+        #expect(abs(second.startCost! - cost(carried)) < 1e-4)
+        #expect(abs(second.priorCost - cost(second.prior.mean)) < 1e-4)
+        #expect(abs(second.startCost! - second.priorCost) > 1)  // the two starts are far apart
+        #expect(planner.plan(state: [0], iterations: 0).startCost == nil)
+    }
+
+    @Test func aPriorStrengthOutsideZeroToOneIsRefused() throws {
+        for bad: Float in [-0.1, 1.5, .nan, .infinity] {
+            var c = PlannerConfiguration()
+            c.priorStrength = bad
+            #expect(throws: ConfigurationError.self) { try c.validate(for: TaskRegistry.make(name: "pendulum")) }
+        }
+    }
 }

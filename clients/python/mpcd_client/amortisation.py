@@ -2,19 +2,27 @@
 
     python -m mpcd_client.amortisation [--mpcd .build/release/mpcd] [--out docs]
 
-Every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, MPPI) and runs
+First the distance to the optimum on seeds 0-99 (the optimum from dynamic programming with the
+true model, mpcd_client.optimum): the embedded default as shipped and in its other forms, the
+distilled policy alone, the policy prior with one iteration against the planner alone with four
+(K=256), and deploy/config/pendulum_value.toml with and without its learned value.
+
+Then every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, MPPI) and runs
 20 episodes, seeds 100-119, through the Gymnasium bridge:
 
   (a) the planner alone at 1, 2, 4 and 8 iterations per tick;
   (b) the distilled policy alone (0 iterations: the network's action);
-  (c) the policy as the planner's prior, 1 and 2 iterations (and, for comparison, with
-      prior_start = "prior", the paper's literal form, at 1);
+  (c) the policy as the planner's prior in the paper's form (it starts every tick and its KL
+      enters the weights, prior_strength = 1), 1 and 2 iterations; at 1, for comparison, Eq. 5 with
+      the prior as the start only (prior_strength = 0), and that started from the cheaper of the
+      prior and the carried plan (prior_start = "cheaper");
   (d) the distilled amortised plan as the prior, 1 iteration;
   (e) the policy prior with adaptive iterations between 0 and 2;
   (f) a learned value at the end of the rollouts (deploy/config/pendulum_value.toml's network,
       discount 0.99) at H=16, 2 iterations, beside the planner alone at H=16 and H=32.
 
-Then online amortisation: from an untrained policy, with adaptive iterations (0 to 2), the daemon
+Then online amortisation: from an untrained policy, with adaptive iterations (0 to 2) and plans
+labelled as mpcd train labels them (prior_start = "cheaper", prior_strength = 0), the daemon
 distils its own ticks in the background while lockstep episodes run back to back, in blocks of the
 same 20 seeds (100-119), so that every block's mean return compares directly with the rows above;
 the curve of iterations per tick and return per block shows the prior taking over.
@@ -40,6 +48,7 @@ import numpy as np
 from .bench import free_endpoint
 from .docblock import write_block
 from .gym import run_episodes
+from .optimum import optimal_returns
 
 REPO = Path(__file__).resolve().parents[3]
 NETWORKS = REPO / "deploy" / "networks"
@@ -64,7 +73,8 @@ ROWS = [
     ("(b) distilled policy alone", 0, "", "policy"),
     ("(c) policy prior + planner, 1 iteration", 1, "", "policy"),
     ("(c) policy prior + planner, 2 iterations", 2, "", "policy"),
-    ("(c') as (c) at 1 iteration, prior_start = \"prior\"", 1, 'prior_start = "prior"', "policy"),
+    ("(c') as (c) at 1 iteration, prior_strength = 0", 1, "prior_strength = 0", "policy"),
+    ("(c'') as (c'), prior_start = \"cheaper\"", 1, 'prior_strength = 0\nprior_start = "cheaper"', "policy"),
     ("(d) amortised-plan prior + planner, 1 iteration", 1, "", "plan"),
     ("(e) policy prior, adaptive 0-2 iterations", 2, "", "policy adaptive"),
     ("(f) planner alone, H=16, 2 iterations", 2, "", "", 16),
@@ -116,19 +126,64 @@ def quiet(*args, **kwargs):
     pass
 
 
+def episodes(mpcd, folder, label, text, seeds):
+    """One configuration's episodes on `seeds` (a range), with its distance to the optimum."""
+    process, endpoint = start(mpcd, text, folder)
+    try:
+        returns, rows, _, _ = run_episodes("Pendulum-v1", len(seeds), seeds[0], endpoint, out=quiet)
+    finally:
+        stop(process)
+    optimum = float(np.mean(optimal_returns(list(seeds))))
+    mean = float(np.mean(returns))
+    row = {"label": label, "mean": mean, "std": float(np.std(returns)), "worst": float(np.min(returns)),
+           "optimum": optimum, "distance": (optimum - mean) / abs(optimum)} | measure(rows)
+    print(f"{label:<60} return {mean:8.1f} ({100 * row['distance']:4.1f}% from the optimum)   iterations/tick "
+          f"{row['iterations']:.2f}   compute {row['compute_ms']:.3f} ms (p99 {row['compute_p99_ms']:.3f})", flush=True)
+    return row
+
+
 def table(mpcd, folder):
-    results = []
-    for label, iterations, extra, prior, *horizon in ROWS:
-        process, endpoint = start(mpcd, config_text(iterations, extra, prior, horizon=(horizon or [32])[0]), folder)
-        try:
-            returns, rows, _, _ = run_episodes("Pendulum-v1", 20, 100, endpoint, out=quiet)
-        finally:
-            stop(process)
-        row = {"label": label, "mean": float(np.mean(returns)), "std": float(np.std(returns))} | measure(rows)
-        results.append(row)
-        print(f"{label:<52} return {row['mean']:8.1f} +- {row['std']:5.1f}   iterations/tick {row['iterations']:.2f}   "
-              f"compute {row['compute_ms']:.3f} ms (p99 {row['compute_p99_ms']:.3f})", flush=True)
-    return results
+    return [episodes(mpcd, folder, label, config_text(iterations, extra, prior, horizon=(horizon or [32])[0]), range(100, 120))
+            for label, iterations, extra, prior, *horizon in ROWS]
+
+
+def embedded_default(mpcd, **changes):
+    """The embedded default's text, with `key = value` lines changed (or added to [planner])."""
+    text = subprocess.run([mpcd, "--print-default"], check=True, capture_output=True, text=True).stdout
+    lines = text.splitlines()
+    for key, value in changes.items():
+        matching = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == key]
+        if matching:
+            lines[matching[0]] = f"{key} = {value}"
+        else:
+            lines.insert(lines.index("[planner]") + 1, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def optimum_table(mpcd, folder):
+    """The acceptance rows on seeds 0-99, each with its distance to the optimum."""
+    value = (CONFIGS / "pendulum_value.toml").read_text()
+    rows = [
+        ("embedded default (as shipped)", embedded_default(mpcd)),
+        ("embedded default, prior_start = \"prior\", prior_strength = 1 (the paper's form)",
+         embedded_default(mpcd, prior_start='"prior"', prior_strength=1)),
+        ("embedded default, prior_start = \"cheaper\", prior_strength = 0",
+         embedded_default(mpcd, prior_start='"cheaper"', prior_strength=0)),
+        ("distilled policy alone (the embedded network)", embedded_default(mpcd, iterations=0, adaptive="false")),
+        ("policy prior + 1 iteration, K=256", config_text(1, "", "policy")),
+        ("planner alone, 4 iterations, K=256", config_text(4, "", "")),
+        ("pendulum_value.toml (H=16, learned value)", with_horizon(value, 16)),
+        ("pendulum_value.toml without its value", with_horizon(value, 16, drop_value=True)),
+    ]
+    return [episodes(mpcd, folder, label, text, range(0, 100)) for label, text in rows]
+
+
+def write_optimum_table(rows):
+    lines = ["| configuration | mean return | distance to the optimum | worst episode | iterations per tick | compute per tick, mean (ms) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['mean']:.1f} | {100 * r['distance']:.1f}% | {r['worst']:.1f} | {r['iterations']:.2f} | {r['compute_ms']:.3f} |")
+    return "\n".join(lines)
 
 
 PENDULUM_HORIZONS = [4, 8, 16, 32]
@@ -218,7 +273,11 @@ def write_horizons(out, curves):
 def online(mpcd, folder, blocks):
     """Blocks of 20 episodes (seeds 100-119) back to back against one daemon learning online."""
     state = Path(folder) / "state"
-    process, endpoint = start(mpcd, config_text(2, "", "policy adaptive", online=True, state_directory=state), folder)
+    # The daemon's own plans are the labels here: anchored to the network (the paper-form default)
+    # they could only refine an untrained network's mistakes, so the plan starts from the cheaper of
+    # the proposal and the carried plan, without the KL, as mpcd train labels.
+    unanchored = 'prior_strength = 0\nprior_start = "cheaper"'
+    process, endpoint = start(mpcd, config_text(2, unanchored, "policy adaptive", online=True, state_directory=state), folder)
     curve = []
     try:
         start_time = time.monotonic()
@@ -267,10 +326,11 @@ def write(out, results, curve, planner_alone_2):
     fig.savefig(out / "results.png", dpi=90)
 
     n = len(curve)
-    lines = ["| configuration | mean return | std | iterations per tick | compute per tick, mean (ms) | p99 (ms) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| configuration | mean return | distance to the optimum | std | iterations per tick | compute per tick, mean (ms) | p99 (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['label']} | {r['mean']:.1f} | {r['std']:.1f} | {r['iterations']:.2f} | {r['compute_ms']:.3f} | {r['compute_p99_ms']:.3f} |")
+        lines.append(f"| {r['label']} | {r['mean']:.1f} | {100 * r['distance']:.1f}% | {r['std']:.1f} | {r['iterations']:.2f} | "
+                     f"{r['compute_ms']:.3f} | {r['compute_p99_ms']:.3f} |")
     blocks = "; ".join(f"{c['iterations']:.2f} iterations per tick and {c['return']:.1f}" for c in curve)
     summary = (f"Online amortisation, {n} blocks of the 20 seeds back to back ({curve[-1]['seconds']:.0f} s), from an "
                f"untrained policy: {blocks} (planner alone at 2 iterations on the same seeds: {planner_alone_2:.1f}).")
@@ -285,6 +345,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as folder:
+        headline = optimum_table(args.mpcd, folder)
         results = table(args.mpcd, folder)
         curve = online(args.mpcd, folder, args.online_blocks)
         value_curves = horizons(args.mpcd, folder)
@@ -292,7 +353,10 @@ def main(argv=None):
     rows, summary = write(out, results, curve, planner_alone_2)
     summary += ("\n\nReturn against the horizon, with and without a learned value (mean return, and compute per tick, "
                 "mean):\n\n" + write_horizons(out, value_curves) + "\n\n![horizons](horizons.png)")
-    write_block(out / "results.md", "results", f"{rows}\n\n{summary}\n\n![results](results.png)")
+    optimum_100 = results[0]["optimum"]
+    write_block(out / "results.md", "results",
+                f"Pendulum-v1, seeds 0-99 (optimum {headline[0]['optimum']:.1f}):\n\n{write_optimum_table(headline)}\n\n"
+                f"Seeds 100-119 (optimum {optimum_100:.1f}), K=256:\n\n{rows}\n\n{summary}\n\n![results](results.png)")
     print(f"wrote {out / 'results.md'} and {out / 'results.png'}")
     return 0
 

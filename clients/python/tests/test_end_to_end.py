@@ -280,3 +280,17 @@ def test_train_writes_a_loadable_network_and_resumes(tmp_path, kind, extra, tabl
         config.write_text(f'[task]\nname = "pendulum"\n[planner]\ndiscount = 0.99\n{table}\nfile = "{out}"\n')
         check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=10)
         assert check.returncode == 78 and "planner.discount" in check.stderr and "learned with discount 1.0" in check.stderr, check.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--label-prior-start", "sideways", "--label-prior-start must be one of prior, cheaper, carried"),
+    ("--label-prior-strength", "1.5", "--label-prior-strength must be a number in [0, 1]"),
+    ("--label-prior-strength", "nan", "--label-prior-strength must be a number in [0, 1]"),
+    ("--soft-min-temperature", "-1", "--soft-min-temperature must be a finite number >= 0"),
+    ("--soft-min-temperature", "inf", "--soft-min-temperature must be a finite number >= 0"),
+])
+def test_train_refuses_bad_labelling_flags_before_any_work(tmp_path, flag, value, message):
+    out = tmp_path / "policy.safetensors"
+    result = subprocess.run([str(MPCD), "train", "--out", str(out), f"{flag}={value}"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert not out.exists()
