@@ -87,7 +87,7 @@ public struct PriorConfiguration: Sendable {
     /// Where the weights came from: a path, or `embedded:NAME` for weights built into mpcd.
     public var file: String
     public var network: AmortisedNetwork
-    /// Spend fewer iterations while the amortisation gap is small, more while it is large.
+    /// Spend fewer iterations while they gain little on the plan's start, more while they gain much.
     public var adaptive = false
     /// Fewest iterations adaptive planning goes down to (0: the network's action alone).
     public var minIterations = 0

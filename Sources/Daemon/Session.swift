@@ -206,7 +206,8 @@ extension Session {
         lastIterations = plan.iterations.count
         guard !plan.iterations.isEmpty else { return }
         lastGap = plan.amortisationGap
-        if let startCost = plan.startCost { adaptive?.record(startCost: startCost, planCost: plan.planCost) }
+        // the start unpriced (a carried start without the mean sample): the prior's cost, the nearest known
+        adaptive?.record(startCost: plan.startCost ?? plan.priorCost, planCost: plan.planCost)
     }
 }
 

@@ -23,7 +23,7 @@ import Models
 /// 4. fit μ_w, σ_w, the W-weighted mean and std of the samples (the target's moments);
 /// 5. step: μ_{i+1} = (1-α) μ_i + α μ_w, σ_{i+1} = (1-β) σ_i + β σ_w, then clamp μ to the action
 ///    bounds and σ to at least `minStd`. β defaults to the likelihood's (MPPI 0, fixed noise), and
-///    to 1 when the prior is weighed in: the target p W then has a width of its own, which a
+///    to 1 when a network proposed the plan: the posterior then has a width of its own, which a
 ///    distilled network's std head learns.
 ///
 /// After the last iteration the refined mean is priced by one rollout; with `neverWorse`, a
@@ -229,6 +229,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         var prior = warm ?? initialSequence
         var priorProblem: String?
         var proposed = false
+        /// The cost of the mean the first iteration starts from, when a rollout priced it already.
+        var pricedStart: Float?
         if let actionPrior, let proposal = actionPrior.prior(for: state, warmStart: warm) {
             if let problem = proposal.problem(horizon: horizon, actionDimension: actionDimension) {
                 priorProblem = problem
@@ -254,9 +256,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 // Start from whichever proposal's mean sequence costs less from this state: the
                 // network's, or the previous plan carried forward.
                 let (priorCost, warmCost) = evaluate(priorMean, mean)
+                pricedStart = warmCost
                 if !(warmCost <= priorCost!) {
                     mean.update(from: priorMean, count: horizon * actionDimension)
                     std.update(from: priorStd, count: horizon * actionDimension)
+                    pricedStart = priorCost
                 }
             }
         }
@@ -310,7 +314,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                     prior: snapshot(priorMean, priorStd), iterations: diagnostics, priorProblem: priorProblem,
                     priorCost: priorCost, planCost: planCost, failed: failed,
                     valueTerm: terminalValue == nil ? nil : lastValueTerm, keptPrior: kept,
-                    startCost: diagnostics.isEmpty ? nil : startCost ?? (startsAtPrior ? priorCost : nil))
+                    startCost: diagnostics.isEmpty ? nil : startCost ?? pricedStart ?? (startsAtPrior ? priorCost : nil))
     }
 
     /// Copies a sequence into mean and std buffers, clamping the mean to the bounds and the std
@@ -492,10 +496,11 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         for k in Swift.stride(from: 0, to: count, by: laneWidth) { values.setLanes(values.lanes(at: k) * f, at: k) }
     }
 
-    /// β, the std's step: configured, else 1 when a network prior is weighed in (the target p W
-    /// has a width of its own), else the likelihood's default.
-    public var stdStep: Float {
-        configuration.stdStep ?? (priorIsNetwork && configuration.priorStrength > 0 ? 1 : likelihood.defaultStdStep)
+    /// β, the std's step in the current plan: configured, else 1 when a network proposed the plan
+    /// (the posterior it starts, p W at κ = 1 or Eq. 5's p W^i at κ = 0, has a width of its own,
+    /// which a distilled network's std head learns), else the likelihood's default.
+    var stdStep: Float {
+        configuration.stdStep ?? (priorIsNetwork ? 1 : likelihood.defaultStdStep)
     }
 
     /// γ^H, the weight of whatever comes after the horizon.
@@ -546,7 +551,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
     }
 
-    /// Steps 3-6: weigh, fit, pull towards the prior, step, clamp.
+    /// Steps 3-5: weigh (with the importance ratios when they apply), fit, step, clamp.
     private func update() -> IterationDiagnostics {
         let k = samples
         var best = Float.infinity, total = 0.0, valid = 0
@@ -574,6 +579,16 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         for i in 0..<k {
             if !costs[i].isFinite { weights[i] = 0 }
             sum += weights[i]
+        }
+        if weighsDensities && !(sum > 0 && sum.isFinite) {
+            // every ratio underflowed against one taken where the cost was not finite (CEM can
+            // choose such elites): the likelihood alone rather than no weights at all
+            likelihood.weigh(costs: costs, count: k, into: weights, scratch: scratch)
+            sum = 0
+            for i in 0..<k {
+                if !costs[i].isFinite { weights[i] = 0 }
+                sum += weights[i]
+            }
         }
         (weights + k).update(repeating: 0, count: paddedSamples - k)
         var squares: Float = 0

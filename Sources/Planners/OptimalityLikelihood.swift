@@ -28,7 +28,7 @@ extension OptimalityLikelihood {
                       scratch: UnsafeMutablePointer<Float>) {
         weigh(costs: costs, count: count, into: weights, scratch: scratch)
         var top = -Float.infinity
-        for k in 0..<count where weights[k] > 0 { top = Swift.max(top, logRatios[k]) }
+        for k in 0..<count where weights[k] > 0 && costs[k].isFinite { top = Swift.max(top, logRatios[k]) }
         guard top.isFinite else { return }
         for k in 0..<count where weights[k] > 0 { weights[k] *= Foundation.exp(logRatios[k] - top) }
     }

@@ -22,7 +22,7 @@ public struct PlannerConfiguration: Sendable {
     /// Step size of the mean update: 1 moves the mean all the way to the weighted samples' mean.
     public var meanStep: Float = 1
     /// Step size of the std update; nil uses the likelihood's default (MPPI 0: fixed noise; CEM 1),
-    /// or 1 when a network prior is weighed in (`priorStrength` > 0).
+    /// or 1 when a network prior proposed the plan.
     public var stdStep: Float? = nil
     /// κ in [0, 1], the action prior's share of each update's base measure: the target is
     /// q_{i+1} ∝ q_i^{1-κ} p^κ W. 1 (the default): p W, the paper's bound with the amortised

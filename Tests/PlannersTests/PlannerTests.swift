@@ -640,6 +640,15 @@ private final class ProposalSequence: ActionPrior, @unchecked Sendable {
         #expect(abs(second.priorCost - cost(second.prior.mean)) < 1e-4)
         #expect(abs(second.startCost! - second.priorCost) > 1)  // the two starts are far apart
         #expect(planner.plan(state: [0], iterations: 0).startCost == nil)
+        // "cheaper" prices both starts before choosing: the start's cost is known without the mean sample
+        c.priorStart = .cheaper
+        c.includeMeanSample = false
+        let choosing = try MirrorDescentPlanner(task: task, configuration: c)
+        choosing.actionPrior = ProposalSequence([gaussian(-2, 1), gaussian(3, 1)])
+        let firstChoice = choosing.plan(state: [0])
+        let carriedChoice = firstChoice.sequence.shifted(by: 1, std: [1]).mean
+        let secondChoice = choosing.plan(state: [0])
+        #expect(abs(secondChoice.startCost! - Swift.min(cost(carriedChoice), cost(secondChoice.prior.mean))) < 1e-4)
     }
 
     @Test func aPriorStrengthOutsideZeroToOneIsRefused() throws {
