@@ -16,6 +16,8 @@ public struct AdaptiveIterations: Sendable {
     let scale: Double
     /// Iterations the next plan runs (before probing).
     public private(set) var target: Int
+    /// The last finite relative gain measured (NaN before any), for `mpcctl status`.
+    public private(set) var lastGain = Double.nan
     private var ticksAtZero = 0
     private var smallGains = 0
 
@@ -50,6 +52,7 @@ public struct AdaptiveIterations: Sendable {
     public mutating func record(startCost: Float, planCost: Float) {
         let gain = relativeGain(startCost: startCost, planCost: planCost)
         guard settings.adaptive, gain.isFinite else { return }
+        lastGain = gain
         if gain < settings.gapLow {
             smallGains += 1
             if smallGains >= settings.patience {

@@ -23,6 +23,8 @@ extension Server {
             ]
             if let observation = s.observation { entry["last_observation_age_seconds"] = Double(now - observation.receivedAt) * 1e-9 }
             if s.lastGap.isFinite { entry["amortisation_gap"] = Double(s.lastGap) }
+            if let target = s.iterationTarget { entry["iteration_target"] = target }
+            if s.lastRelativeGain.isFinite { entry["relative_gain"] = s.lastRelativeGain }
             if s.lastValueTerm.isFinite { entry["value_term"] = Double(s.lastValueTerm) }
             return entry
         }

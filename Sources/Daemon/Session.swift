@@ -43,6 +43,9 @@ final class Session: @unchecked Sendable {
     private(set) var priorSettings: PriorConfiguration?
     /// Adaptive iterations (nil without a prior): how many the next plan runs.
     private var adaptive: AdaptiveIterations?
+    /// With `[prior] adaptive`: the iterations the rule has settled on, and its last relative gain.
+    var iterationTarget: Int? { adaptive?.settings.adaptive == true ? adaptive?.target : nil }
+    var lastRelativeGain: Double { adaptive?.lastGain ?? .nan }
     var fallbacks: UInt64 = 0
     /// The last plan's figures, for `mpcctl` and the reply.
     var lastIterations = 0

@@ -36,7 +36,8 @@ struct StatusReport {
             let age = (s["last_observation_age_seconds"] as? NSNumber).map { String(format: "%.3f s ago", $0.doubleValue) } ?? "none"
             let ticks = "\(Self.count(s["ticks_served"]))"
             let refused = "\(Self.count(s["refused"]))"
-            let iterations = "\(Self.count(s["iterations"]))"
+            // with adaptive iterations: the last plan's count over the rule's target
+            let iterations = "\(Self.count(s["iterations"]))" + ((s["iteration_target"] as? NSNumber).map { "/\($0.intValue)" } ?? "")
             let gap = (s["amortisation_gap"] as? NSNumber).map { String(format: "%.3f", $0.doubleValue) } ?? "-"
             lines.append("  \(peer)\(age.padding(toLength: 14, withPad: " ", startingAt: 0))\(ticks.padding(toLength: 8, withPad: " ", startingAt: 0))\(refused.padding(toLength: 9, withPad: " ", startingAt: 0))\(iterations.padding(toLength: 6, withPad: " ", startingAt: 0))\(gap)")
         }

@@ -22,7 +22,9 @@ import Testing
         let gain = adaptive.relativeGain(startCost: 0.002, planCost: 0.001)
         #expect(gain < 0.01)
         #expect(gain.isFinite && adaptive.relativeGain(startCost: 0, planCost: 0) == 0)
+        #expect(adaptive.lastGain.isNaN)  // nothing measured yet
         for _ in 0..<6 { adaptive.record(startCost: 0.002, planCost: 0.001) }
+        #expect(adaptive.lastGain == gain)
         #expect(adaptive.target == 0)  // two drops after patience 3 each, never a rise
     }
 
@@ -60,6 +62,7 @@ import Testing
             adaptive.record(startCost: start, planCost: plan)
         }
         #expect(adaptive.target == 2)
+        #expect(adaptive.lastGain.isNaN)  // a non-finite gain is not reported either
     }
 
     @Test func aBadGapScaleIsRefusedByName() {

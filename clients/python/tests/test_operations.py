@@ -39,6 +39,10 @@ def test_mpcctl_status_agrees_with_what_two_clients_saw(start_daemon):
     assert status["prior"]["network_version"] >= 1
     assert "robot-a" in text and "robot-b" in text and "rejected messages" in text
     assert "value      none" in text and "value" not in status
+    # the embedded default adapts its iterations: each session shows the rule's target and last gain
+    for entry in status["sessions"]["list"]:
+        assert entry["iteration_target"] in (0, 1, 2) and np.isfinite(entry["relative_gain"])
+        assert f'{entry["iterations"]}/{entry["iteration_target"]}' in text
 
 
 def test_mpcctl_status_shows_the_value_and_what_it_expects_beyond_the_horizon(start_daemon):
