@@ -542,6 +542,33 @@ private final class ProposalSequence: ActionPrior, @unchecked Sendable {
         // (without the ratios the fit would be the plain mixture's, mean near 0 and std near 1.8)
     }
 
+    /// The same at a planner's real size, 32 steps, with the mean kept as sample 0 (the default):
+    /// the ratios multiply over 32 dimensions, and q_i and p a fifth of a std apart per step still
+    /// leave thousands of effective samples, enough to land on the target's moments.
+    @Test(arguments: [Float(0), 1])
+    func theRatiosHoldOverThirtyTwoStepsWithTheMeanSample(strength: Float) throws {
+        var c = configuration(samples: 1 << 16, iterations: 1, strength: strength)
+        c.horizon = 32
+        c.priorStart = .carried
+        c.priorSamples = 0.25
+        c.includeMeanSample = true
+        c.initialStd = 1.0 / 50  // the carried plan's std: 1, as the prior's
+        let task = ControlTask(name: "still", dynamics: StillDynamics(), cost: QuadraticActionCost(weight: 0, centre: 0))
+        let planner = try MirrorDescentPlanner(task: task, configuration: c)
+        let p = GaussianSequence(horizon: 32, constantMean: [0], constantStd: [1])
+        planner.actionPrior = ProposalSequence([GaussianSequence(horizon: 32, constantMean: [0.2], constantStd: [1]), p])
+        let first = planner.plan(state: [0])
+        let carried = first.sequence.shifted(by: 1, std: [1]).mean
+        let second = planner.plan(state: [0])
+        let ess = second.iterations[0].effectiveSampleSize
+        #expect(ess > 2000, "effective sample size \(ess)")
+        for t in 0..<32 {
+            let mean = strength == 1 ? 0 : carried[t]
+            #expect(abs(second.sequence.mean[t] - mean) < 0.05, "step \(t): mean \(second.sequence.mean[t]), expected \(mean)")
+            #expect(abs(second.sequence.std[t] - 1) < 0.05, "step \(t): std \(second.sequence.std[t])")
+        }
+    }
+
     /// κ = 1 (the default): every iteration targets p W, the Gaussian product, however many run;
     /// κ = 0: Eq. 5 from the prior sharpens it, p W^i after i iterations.
     @Test func theKLInTheWeightsTargetsTheGaussianProduct() throws {
