@@ -5,8 +5,9 @@
 #
 # The labeller is the configuration's planner with more iterations, started from the cheaper of the
 # network's proposal and its own plan carried forward, without the KL to the network
-# (--label-prior-start cheaper --label-prior-strength 0): a labeller anchored to the network, as the
-# daemon's paper-form default is, can only refine the network's mistakes, never correct them.
+# (--label-prior-start cheaper --label-prior-strength 0, mpcd train's defaults, spelled out here):
+# a labeller anchored to the network, as the daemon's paper-form default is, can only refine the
+# network's mistakes, never correct them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=("$@")

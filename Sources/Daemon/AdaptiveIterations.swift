@@ -28,11 +28,16 @@ public struct AdaptiveIterations: Sendable {
         target = maximum
     }
 
+    /// The rule for a planner: at most its iterations, gaps on the scale of its λ by default.
+    public init(settings: PriorConfiguration, planner: PlannerConfiguration) {
+        self.init(settings: settings, maximum: planner.iterations, temperature: planner.temperature)
+    }
+
     /// Iterations for the next plan: the target, or one every `probe_every` ticks at a target of 0
-    /// (to keep measuring the gain).
+    /// (to keep measuring the gain). A planner configured with no iterations never probes.
     public mutating func next() -> Int {
         guard settings.adaptive else { return maximum }
-        if target == 0 {
+        if target == 0 && maximum > 0 {
             ticksAtZero += 1
             if ticksAtZero >= settings.probeEvery {
                 ticksAtZero = 0
@@ -57,7 +62,7 @@ public struct AdaptiveIterations: Sendable {
             smallGains += 1
             if smallGains >= settings.patience {
                 smallGains = 0
-                target = Swift.max(settings.minIterations, target - 1)
+                target = Swift.min(maximum, Swift.max(settings.minIterations, target - 1))
             }
         } else if gain > settings.gapHigh {
             smallGains = 0

@@ -92,15 +92,16 @@ public struct PriorConfiguration: Sendable {
     /// Fewest iterations adaptive planning goes down to (0: the network's action alone).
     public var minIterations = 0
     /// Relative gain of the iterations, (start cost - plan cost) / (|start cost| + `gapScale`),
-    /// below which a session drops an iteration and above which it adds one (``AdaptiveIterations``).
+    /// below which a session drops an iteration and above which it adds one (``AdaptiveIterations``);
+    /// the keys keep the name "gap" for the gain.
     public var gapLow = 0.02
     public var gapHigh = 0.1
     /// Cost units added to the start cost in the relative gain's denominator; nil: the planner's λ.
     public var gapScale: Double? = nil
-    /// At 0 iterations, every this many ticks one iteration runs to measure the gap again.
+    /// At 0 iterations, every this many ticks one iteration runs to measure the gain again.
     public var probeEvery = 10
-    /// Consecutive small-gap measurements before an iteration is dropped (one large gap adds one
-    /// at once): cheap ticks are earned slowly and lost quickly.
+    /// Consecutive small gains before an iteration is dropped (one large gain adds one at once):
+    /// cheap ticks are earned slowly and lost quickly.
     public var patience = 20
     /// Online amortisation: distil live ticks into the network in the background.
     public var online = false

@@ -40,7 +40,6 @@ final class Session: @unchecked Sendable {
     private var lastPlanTime: UInt64?
     /// The network prior, when the configuration has one (this session's own instance).
     private(set) var prior: NetworkPrior?
-    private(set) var priorSettings: PriorConfiguration?
     /// Adaptive iterations (nil without a prior): how many the next plan runs.
     private var adaptive: AdaptiveIterations?
     /// With `[prior] adaptive`: the iterations the rule has settled on, and its last relative gain.
@@ -67,8 +66,7 @@ final class Session: @unchecked Sendable {
         self.envelope = envelope
         self.planner = planner
         self.prior = prior
-        self.priorSettings = priorSettings
-        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, maximum: planner.configuration.iterations, temperature: planner.configuration.temperature) }
+        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, planner: planner.configuration) }
         planner.actionPrior = prior
         self.index = index
         self.lastSeen = now
@@ -194,9 +192,8 @@ extension Session {
     func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) {
         self.planner = planner
         self.prior = prior
-        self.priorSettings = priorSettings
         planner.actionPrior = prior
-        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, maximum: planner.configuration.iterations, temperature: planner.configuration.temperature) }
+        adaptive = priorSettings.map { AdaptiveIterations(settings: $0, planner: planner.configuration) }
     }
 
     /// Iterations for the next plan: the configured count, or the adaptive rule's.

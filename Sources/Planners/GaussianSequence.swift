@@ -71,8 +71,8 @@ public struct GaussianSequence: Sendable, Equatable {
 
 /// Where a learned (amortised) proposal enters the planner: the action prior p(a_{t:t+H} | s_t).
 ///
-/// The prior is the first iteration's distribution and the target of the KL pull
-/// (`PlannerConfiguration.priorStrength`). Returning nil falls back to the warm start, the previous
+/// The prior is the first iteration's distribution (with `prior_start = "prior"`) and p in the
+/// KL to the prior that the weights carry (`PlannerConfiguration.priorStrength`). Returning nil falls back to the warm start, the previous
 /// plan shifted by one step, which is the prior when none is installed.
 public protocol ActionPrior: Sendable {
     func prior(for state: [Float], warmStart: GaussianSequence?) -> GaussianSequence?

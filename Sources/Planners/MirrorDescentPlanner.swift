@@ -4,8 +4,9 @@ import Models
 /// One sampling planner for every optimality likelihood: mirror descent on the control-as-inference
 /// bound over a time-varying diagonal Gaussian q(a_{t:t+H}) on the H-step action sequence.
 ///
-/// Each iteration i applies the paper's Eq. 5, q_{i+1}(a) ∝ q_i(a) W(a), projected back onto the
-/// Gaussian family by moment matching:
+/// Each iteration i applies the paper's Eq. 5, the mirror-descent step q_{i+1}(a) ∝ q_i(a) W(a), with
+/// the amortised action prior p in it (step 3: target q_i^{1-κ} p^κ W, which is q_i W at κ = 0 or
+/// without a prior), projected back onto the Gaussian family by moment matching:
 ///
 /// 1. draw K sequences a^k = clamp(μ_i + σ_i ε^k), ε^k ~ N(0, I) fresh from the seeded generator;
 /// 2. roll each out through the model from the current state, J(a^k) = Σ_t γ^t c(x_t, a_t) +

@@ -50,6 +50,8 @@ public struct MPPILikelihood: OptimalityLikelihood {
     public func weigh(costs: UnsafePointer<Float>, logRatios: UnsafePointer<Float>, count: Int, into weights: UnsafeMutablePointer<Float>,
                       scratch: UnsafeMutablePointer<Float>) {
         for k in 0..<count { scratch[k] = costs[k] - temperature * logRatios[k] }
+        // The MPPI weigh below never reads its scratch, so `weights` may stand in for it; a
+        // likelihood that did would need a buffer of its own here.
         weigh(costs: scratch, count: count, into: weights, scratch: weights)
     }
 

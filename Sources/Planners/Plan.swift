@@ -38,9 +38,9 @@ public struct Plan: Sendable {
     /// sequence's std is still the refined one's). `valueTerm` is then the refined mean's.
     public var keptPrior = false
     /// Cost of the mean sequence the first iteration started from (the prior's, or the previous
-    /// plan carried forward when `prior_start` chose it); nil when no iteration ran, or when
-    /// it was not the prior's and `include_mean_sample` is off (no rollout priced it). What the
-    /// adaptive rule measures the refinement against.
+    /// plan carried forward when `prior_start` chose it); nil when no iteration ran, or when the
+    /// start was not the prior's mean, `include_mean_sample` is off and `prior_start = "cheaper"`
+    /// did not price it (no rollout did). What the adaptive rule measures the refinement against.
     public var startCost: Float? = nil
 
     /// How much the iterative refinement improved on the amortised proposal, in cost units

@@ -38,7 +38,7 @@ public struct PlannerConfiguration: Sendable {
         /// less from the current state (one extra 8-lane rollout).
         case cheaper
         /// From the previous plan carried forward; the prior enters through `priorSamples` and
-        /// the KL pull only (the prior at the very first plan).
+        /// the KL in the weights only (the prior at the very first plan).
         case carried
     }
 

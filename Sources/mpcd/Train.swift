@@ -5,6 +5,8 @@ import Models
 import Planners
 
 /// `mpcd train`: distils the planner into a policy or an amortised plan.
+extension PlannerConfiguration.PriorStart: ExpressibleByArgument {}
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -41,8 +43,8 @@ struct Train: ParsableCommand {
     @Option(help: "--value: the least cost-to-go possible, a floor for the value (0 when every cost term is non-negative, as in every built-in task); \"none\" for no floor.") var minValue = "0"
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
     @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
-    @Option(help: "Where labelling plans start once a network proposes: prior, cheaper or carried (default: the configuration's). A labeller that may keep its own carried plan can correct the network's mistakes, not only refine them.") var labelPriorStart: String?
-    @Option(help: "The prior's strength κ when labelling, 0 to 1 (default: the configuration's).") var labelPriorStrength: Float?
+    @Option(help: "Where labelling plans start once a network proposes: prior, cheaper or carried. The default, cheaper, lets the labeller keep its own carried plan, so it can correct the network's mistakes, not only refine them.") var labelPriorStart: PlannerConfiguration.PriorStart = .cheaper
+    @Option(help: "The prior's strength κ when labelling, 0 to 1. The default, 0, labels without the KL to the network being trained (1: the daemon's paper-form default, which anchors the labels to the network's mistakes).") var labelPriorStrength: Float = 0
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
 
@@ -58,10 +60,7 @@ struct Train: ParsableCommand {
         guard MLPArchitecture.Activation(rawValue: activation) != nil else { throw ValidationError("--activation must be tanh or relu") }
         guard minValue == "none" || Float(minValue)?.isFinite == true else { throw ValidationError("--min-value must be a number or none") }
         if let softMinTemperature, !(softMinTemperature >= 0 && softMinTemperature.isFinite) { throw ValidationError("--soft-min-temperature must be a finite number >= 0") }
-        if let labelPriorStart, PlannerConfiguration.PriorStart(rawValue: labelPriorStart) == nil {
-            throw ValidationError("--label-prior-start must be one of \(PlannerConfiguration.PriorStart.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if let labelPriorStrength, !(labelPriorStrength >= 0 && labelPriorStrength <= 1) { throw ValidationError("--label-prior-strength must be a number in [0, 1]") }
+        if !(labelPriorStrength >= 0 && labelPriorStrength <= 1) { throw ValidationError("--label-prior-strength must be a number in [0, 1]") }
         guard hiddenWidths != nil else { throw ValidationError("--hidden must be positive integers separated by commas, e.g. 64,64") }
     }
 
@@ -87,8 +86,8 @@ struct Train: ParsableCommand {
             guard (1...PlannerConfiguration.maxSamples).contains(labelSamples) else { throw ValidationError("--label-samples must be in [1, \(PlannerConfiguration.maxSamples)]") }
             planner.samples = labelSamples
         }
-        if let labelPriorStart { planner.priorStart = PlannerConfiguration.PriorStart(rawValue: labelPriorStart)! }
-        if let labelPriorStrength { planner.priorStrength = labelPriorStrength }
+        planner.priorStart = labelPriorStart
+        planner.priorStrength = labelPriorStrength
         let d = configuration.task.dynamics
         let outputs = value ? 1 : (kind == "plan" ? planner.horizon : 1) * d.actionDimension
         guard MLPArchitecture.checkedParameterCount(inputs: d.featureNames.count, hidden: hiddenWidths!, outputs: outputs) != nil else {

@@ -4,14 +4,14 @@ import Testing
 
 /// The adaptive-iteration rule on its own: gains fed in by hand, the target read back.
 @Suite struct AdaptiveIterationsTests {
-    func rule(gapScale: Double? = nil, minIterations: Int = 0, patience: Int = 3, probeEvery: Int = 4) throws -> AdaptiveIterations {
+    func rule(gapScale: Double? = nil, minIterations: Int = 0, patience: Int = 3, probeEvery: Int = 4, maximum: Int = 2) throws -> AdaptiveIterations {
         var settings = PriorConfiguration(file: "test", network: AmortisedNetwork(kind: .policy, task: try TaskRegistry.make(name: "pendulum"), hidden: [4]))
         settings.adaptive = true
         settings.minIterations = minIterations
         settings.patience = patience
         settings.probeEvery = probeEvery
         settings.gapScale = gapScale
-        return AdaptiveIterations(settings: settings, maximum: 2, temperature: 0.5)
+        return AdaptiveIterations(settings: settings, maximum: maximum, temperature: 0.5)
     }
 
     /// At a balancing task's equilibrium the costs are near zero: a gain of a thousandth of a cost
@@ -54,6 +54,13 @@ import Testing
         for _ in 0..<2 { adaptive.record(startCost: 1, planCost: 1) }
         #expect(adaptive.target == 0)
         #expect((0..<8).map { _ in adaptive.next() } == [0, 0, 0, 1, 0, 0, 0, 1])
+    }
+
+    /// iterations = 0 with an adaptive prior: the policy alone, every tick, no probe iterations.
+    @Test func aPlannerOfNoIterationsNeverProbes() throws {
+        var adaptive = try rule(patience: 1, probeEvery: 2, maximum: 0)
+        for _ in 0..<3 { adaptive.record(startCost: 1, planCost: 1) }
+        #expect((0..<8).map { _ in adaptive.next() } == Array(repeating: 0, count: 8))
     }
 
     @Test func aNonFiniteGainChangesNothing() throws {

@@ -283,7 +283,7 @@ def test_train_writes_a_loadable_network_and_resumes(tmp_path, kind, extra, tabl
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--label-prior-start", "sideways", "--label-prior-start must be one of prior, cheaper, carried"),
+    ("--label-prior-start", "sideways", "Please provide one of 'prior', 'cheaper' or 'carried'"),
     ("--label-prior-strength", "1.5", "--label-prior-strength must be a number in [0, 1]"),
     ("--label-prior-strength", "nan", "--label-prior-strength must be a number in [0, 1]"),
     ("--soft-min-temperature", "-1", "--soft-min-temperature must be a finite number >= 0"),

@@ -27,6 +27,17 @@ def test_bilinear_interpolation_is_exact_on_a_plane_and_periodic_in_angle():
     th, thdot = np.array([0.3, -1.7]), np.array([2.25, -7.9])
     corners, weights = optimum.bilinear_corners(th, thdot)
     assert np.allclose(optimum.interpolate(plane, corners, weights), 2.0 * th - 0.5 * thdot)
-    # just below +pi the stencil reaches the grid's last column, the same angle as -pi
-    corners, weights = optimum.bilinear_corners(np.array([np.pi - 1e-9]), np.array([0.0]))
-    assert corners.max() < plane.size
+    # A table periodic in angle (its first and last columns the same angle, -pi and +pi): the
+    # interpolant must agree on both sides of the seam and follow the function across the last cell.
+    periodic = np.cos(optimum.ANGLES)[:, None] + 0.0 * optimum.SPEEDS[None, :]
+    for th in [np.pi - 1e-9, -np.pi, np.pi - optimum.ANGLE_STEP / 2, -np.pi + optimum.ANGLE_STEP / 3]:
+        corners, weights = optimum.bilinear_corners(np.array([th]), np.array([0.0]))
+        assert abs(optimum.interpolate(periodic, corners, weights)[0] - np.cos(th)) < optimum.ANGLE_STEP**2
+
+
+def test_the_model_is_periodic_in_angle():
+    for th in [-3.0, -np.pi, 0.5, np.pi - 1e-6]:
+        for thdot in [-8.0, -1.0, 0.0, 6.5]:
+            for u in [-2.0, 0.3, 2.0]:
+                once, shifted = optimum.step_model(th, thdot, u), optimum.step_model(th + 2 * np.pi, thdot, u)
+                assert np.allclose(once, shifted, atol=1e-9)
