@@ -26,6 +26,14 @@ extension Server {
             if let target = s.iterationTarget { entry["iteration_target"] = target }
             if s.lastRelativeGain.isFinite { entry["relative_gain"] = s.lastRelativeGain }
             if s.lastValueTerm.isFinite { entry["value_term"] = Double(s.lastValueTerm) }
+            let parameters = s.planner.task.parameters
+            if !parameters.isEmpty {
+                entry["parameters"] = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value.map(Double.init)) })
+                // the names the client set; the rest are the configuration's
+                entry["parameters_set"] = s.parameterValues.keys.sorted()
+                // a network prior trained under other values only proposes (κ = 0)
+                if s.prior != nil { entry["prior_fits_parameters"] = s.planner.priorFitsTask }
+            }
             return entry
         }
     }

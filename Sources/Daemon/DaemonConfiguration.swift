@@ -207,6 +207,9 @@ public struct DaemonConfiguration: Sendable {
         iterations = 2
         temperature = 0.5
         initial_std = 0.3
+        # a refinement whose mean costs more than the proposal it started from sends the proposal: at the
+        # balance, where the cost is near zero, the update's noise would otherwise reach the motor
+        never_worse = true
 
         [prior]
         file = "embedded:pendulum_policy"
@@ -224,7 +227,20 @@ public struct DaemonConfiguration: Sendable {
         let name = try taskTable.choice("name", default: "pendulum", from: TaskRegistry.names)
         let base = source == embeddedSource || !source.contains("/") ? FileManager.default.currentDirectoryPath : (source as NSString).deletingLastPathComponent
         let task = try TaskRegistry.make(name: name, parameters: taskTable, baseDirectory: base)
-        let planner = try PlannerConfiguration(table: try root.table("planner") ?? ConfigTable([:], path: "planner"))
+        var safety = SafetyConfiguration()
+        if let table = try root.table("safety") {
+            safety.staleAfter = try table.number("stale_after_s", default: safety.staleAfter, .closed(0, 3600))
+            safety.safeAction = ActionSafety.SafeAction(rawValue: try table.choice("safe_action", default: safety.safeAction.rawValue,
+                                                                                   from: ActionSafety.SafeAction.allCases.map(\.rawValue)))!
+            if let rates = try table.optionalNumbers("max_rate", count: task.dynamics.actionDimension, .positive) {
+                safety.maxRate = rates.map { Float($0) }
+            }
+            try table.finish()
+        }
+        var planner = try PlannerConfiguration(table: try root.table("planner") ?? ConfigTable([:], path: "planner"))
+        // the guard's slew limit is also the plan's, unless the planner has its own: plans that
+        // respect it are sent as planned instead of being cut by the guard
+        if planner.maxRate == nil { planner.maxRate = safety.maxRate }
         try planner.validate(for: task)
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
         var prior: PriorConfiguration?
@@ -248,16 +264,6 @@ public struct DaemonConfiguration: Sendable {
                 throw control.error("endpoint", "expected an ipc:// (or, deliberately, tcp://) endpoint, got \"\(controlEndpoint)\"")
             }
             try control.finish()
-        }
-        var safety = SafetyConfiguration()
-        if let table = try root.table("safety") {
-            safety.staleAfter = try table.number("stale_after_s", default: safety.staleAfter, .closed(0, 3600))
-            safety.safeAction = ActionSafety.SafeAction(rawValue: try table.choice("safe_action", default: safety.safeAction.rawValue,
-                                                                                   from: ActionSafety.SafeAction.allCases.map(\.rawValue)))!
-            if let rates = try table.optionalNumbers("max_rate", count: task.dynamics.actionDimension, .positive) {
-                safety.maxRate = rates.map { Float($0) }
-            }
-            try table.finish()
         }
         var curve: CurveConfiguration?
         if let table = try root.table("security") { curve = try CurveConfiguration.read(table, source: source) }

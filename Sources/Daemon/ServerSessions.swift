@@ -96,7 +96,11 @@ extension Server {
     /// Gives a session a planner and prior built from the current configuration.
     func rebuildPlanner(of session: Session) {
         guard let (planner, prior) = try? makePlanner(index: session.index) else { return }
-        session.rebuild(planner: planner, prior: prior, priorSettings: configuration.prior)
+        if let dropped = session.rebuild(planner: planner, prior: prior, priorSettings: configuration.prior) {
+            logger.warning("the new configuration refused a session's parameters; it plans with the configuration's", metadata: [
+                "peer": "\(session.name)", "reason": "\(dropped)",
+            ])
+        }
         session.keepsPlans = amortiser != nil
     }
 }

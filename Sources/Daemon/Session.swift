@@ -46,6 +46,10 @@ final class Session: @unchecked Sendable {
     var iterationTarget: Int? { adaptive?.settings.adaptive == true ? adaptive?.target : nil }
     var lastRelativeGain: Double { adaptive?.lastGain ?? .nan }
     var fallbacks: UInt64 = 0
+    /// The task parameters this session's client has set (the rest keep the configuration's).
+    private(set) var parameterValues: [String: [Double]] = [:]
+    /// The configuration's parameter values, taken before this session first changed them.
+    private var configuredParameters: [[Float]] = []
     /// The last plan's figures, for `mpcctl` and the reply.
     var lastIterations = 0
     private(set) var lastGap: Float = .nan
@@ -108,10 +112,14 @@ final class Session: @unchecked Sendable {
             lastPlanTime = now
         }
         let iterations = plannedIterations()
+        // what the robot was really sent: the plan's rate limits and action-change cost start from it
+        let beforeLast = sent.count >= 2 && sent[sent.count - 1].action == lastSent ? sent[sent.count - 2].action : nil
+        planner.setAppliedActions(last: lastSent, beforeLast: beforeLast, firstStepLimit: safety.maxStep)
         let plan = planner.plan(state: state, deadline: deadline, shift: shift, iterations: iterations)
         adapt(after: plan)
         lastValueTerm = plan.valueTerm ?? .nan
-        if keepsPlans { lastPlan = (state, plan) }
+        // a plan that kept its proposal (never_worse) holds no refinement to learn from
+        if keepsPlans { lastPlan = plan.keptPrior ? nil : (state, plan) }
         let finished = monotonicNanoseconds()
         var flags = WireProtocol.ActionFlags()
         if advanced > 0 { flags.insert(.advanced) }
@@ -188,12 +196,36 @@ extension Session {
         lastSent = lastAction
     }
 
-    /// Takes a new planner and prior (a reload, a policy load); statistics stay.
-    func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) {
+    /// Sets some of the task's parameters for this session's next plans, all or none. While they
+    /// differ from the configuration's, the network prior (trained under those) only proposes.
+    func setParameters(_ values: [String: [Double]]) throws(ParameterError) {
+        let configured = planner.task.parameters.map(\.value)
+        try planner.setParameters(values)
+        parameterValues.merge(values) { $1 }
+        if planner.priorFitsTask { configuredParameters = configured }
+        planner.priorFitsTask = planner.task.parameters.map(\.value) == configuredParameters
+    }
+
+    /// Takes a new planner and prior (a reload, a policy load); statistics stay, and the
+    /// parameters the client set when the new task takes them (else the error says why they went).
+    @discardableResult
+    func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) -> ParameterError? {
+        var dropped: ParameterError?
+        if !parameterValues.isEmpty {
+            configuredParameters = planner.task.parameters.map(\.value)
+            do {
+                try planner.setParameters(parameterValues)
+                planner.priorFitsTask = planner.task.parameters.map(\.value) == configuredParameters
+            } catch {
+                dropped = error
+                parameterValues = [:]
+            }
+        }
         self.planner = planner
         self.prior = prior
         planner.actionPrior = prior
         adaptive = priorSettings.map { AdaptiveIterations(settings: $0, planner: planner.configuration) }
+        return dropped
     }
 
     /// Iterations for the next plan: the configured count, or the adaptive rule's.
@@ -218,4 +250,11 @@ struct TickContext {
     var planSteps: Int
     var latenessSeconds: Double
     var overruns: UInt64
+}
+
+extension Session {
+    static func name(_ identity: [UInt8]) -> String {
+        if !identity.isEmpty, identity.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) { return String(decoding: identity, as: UTF8.self) }
+        return identity.map { String(format: "%02x", $0) }.joined()
+    }
 }

@@ -11,7 +11,7 @@ public enum WireProtocol {
     public static let magic: [UInt8] = Array("MPCD".utf8)
     public static let headerSize = 32
     /// Most frames a request may have after the routing id: a REQ client's delimiter, the header
-    /// and an observation's state.
+    /// and an observation's state (or a parameters message's JSON).
     public static let maxFrames = 3
 
     public enum MessageType: UInt16, Sendable {
@@ -21,6 +21,10 @@ public enum WireProtocol {
         case action = 4
         case error = 5
         case bye = 6
+        /// Sets some of the session's task parameters (docs/protocol.md, "Parameters").
+        case parameters = 7
+        /// The session's parameters in force after a `parameters` message.
+        case parametersReply = 8
     }
 
     /// Why the daemon refused a message.
@@ -33,6 +37,8 @@ public enum WireProtocol {
         case tooManySessions = 6
         case stale = 7
         case internalError = 8
+        /// A parameters message named no parameter of the task, or a value out of its bounds.
+        case invalidParameter = 9
 
         public var name: String {
             switch self {
@@ -44,6 +50,7 @@ public enum WireProtocol {
             case .tooManySessions: "too_many_sessions"
             case .stale: "stale"
             case .internalError: "internal"
+            case .invalidParameter: "invalid_parameter"
             }
         }
     }
@@ -116,6 +123,8 @@ public enum WireProtocol {
         case hello
         case observation(sequence: UInt64, timestamp: Double, values: [Double])
         case bye
+        /// Parameter values by name, each one number or an array of numbers; a = `sequence`.
+        case parameters(sequence: UInt64, values: [String: [Double]])
     }
 
     /// A request that cannot be acted on: the code, a message, and the sequence number if known.
@@ -161,9 +170,52 @@ public enum WireProtocol {
             }
             let values = decodeFloat64(body)
             return .observation(sequence: header.a, timestamp: Double(bitPattern: header.b), values: values)
-        case .helloReply, .action, .error:
+        case .parameters:
+            guard frames.count == 2 else {
+                throw Refusal(.malformed, "a parameters message has 2 frames (header, a JSON object), got \(frames.count)", sequence: header.a)
+            }
+            return .parameters(sequence: header.a, values: try decodeParameters(frames[1], sequence: header.a))
+        case .helloReply, .action, .error, .parametersReply:
             throw Refusal(.unknownType, "message type \(header.type) is sent by the daemon, not to it", sequence: header.a)
         }
+    }
+
+    /// A parameter's value on the wire: one number, or an array of them.
+    enum ParameterValue: Decodable {
+        case one(Double), many([Double])
+
+        init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let value = try? container.decode(Double.self) { self = .one(value) } else { self = .many(try container.decode([Double].self)) }
+        }
+
+        var values: [Double] {
+            switch self {
+            case let .one(value): [value]
+            case let .many(values): values
+            }
+        }
+    }
+
+    /// `{"name": number or [numbers], ...}`. JSON5 is accepted so that NaN and Infinity (which
+    /// Python's json module writes) arrive as numbers and are refused by name, not as bad JSON.
+    static func decodeParameters(_ body: [UInt8], sequence: UInt64) throws(Refusal) -> [String: [Double]] {
+        let decoder = JSONDecoder()
+        decoder.allowsJSON5 = true
+        do {
+            return try decoder.decode([String: ParameterValue].self, from: Data(body)).mapValues(\.values)
+        } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
+            throw Refusal(.malformed, "parameter \(context.codingPath[0].stringValue): a value must be a number or an array of numbers", sequence: sequence)
+        } catch {
+            throw Refusal(.malformed, "a parameters message's second frame must be a JSON object of numbers or arrays of numbers, e.g. {\"goal\": [1.0, 2.0]}", sequence: sequence)
+        }
+    }
+
+    /// The reply to a parameters message: every parameter of the session's task, as in force now.
+    public static func parametersReply(sequence: UInt64, _ object: [String: [Double]]) -> [[UInt8]] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return [Header(type: .parametersReply, a: sequence).bytes, Array((try? encoder.encode(object)) ?? Data("{}".utf8))]
     }
 
     public static func encodeFloat64(_ values: [Double]) -> [UInt8] {

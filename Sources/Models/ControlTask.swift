@@ -63,6 +63,13 @@ extension ForwardingDynamics {
 public protocol BatchCost: Sendable {
     func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>)
     func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>)
+    /// The parameters a session may set at run time, with this cost's values (none by default;
+    /// `Sources/Models/TaskParameters.swift`).
+    var parameters: [TaskParameter] { get }
+    /// This cost with `name` set to `values`, which ``ControlTask/settingParameters(_:)`` has
+    /// checked against the declaration (known name, right length, finite, within bounds). The
+    /// planner reads its task's cost at every rollout, so the copy takes effect from the next plan.
+    func setting(_ name: String, to values: [Float]) -> any BatchCost
 }
 
 /// A named observation layout, e.g. Gymnasium's `[cos th, sin th, thdot]` for the pendulum.

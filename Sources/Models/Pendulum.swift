@@ -79,6 +79,8 @@ public struct PendulumDynamics: BatchDynamics {
 /// Gymnasium's Pendulum-v1 cost (the negative reward) on the pre-step state:
 /// `angleWeight * angle_normalize(th)^2 + velocityWeight * thdot^2 + torqueWeight * u^2`.
 public struct PendulumCost: BatchCost {
+    /// The angle to hold, rad (0: upright, Gymnasium's); the angle term prices wrap(θ - target).
+    public var targetAngle: Float = 0
     public var angleWeight: Float = 1
     public var velocityWeight: Float = 0.1
     public var torqueWeight: Float = 0.001
@@ -91,10 +93,10 @@ public struct PendulumCost: BatchCost {
 
     public func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
         let th = states[component: 0], thdot = states[component: 1], torque = actions[component: 0]
-        let uMax = Lanes(repeating: maxTorque)
+        let uMax = Lanes(repeating: maxTorque), target = Lanes(repeating: targetAngle)
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
             let u = torque.lanes(at: k).clamp(-uMax, uMax)
-            let angle = VectorMath.wrapAngle(th.lanes(at: k)), velocity = thdot.lanes(at: k)
+            let angle = VectorMath.wrapAngle(th.lanes(at: k) - target), velocity = thdot.lanes(at: k)
             let c = angleWeight * angle * angle + velocityWeight * velocity * velocity + torqueWeight * u * u
             costs.setLanes(costs.lanes(at: k) + c, at: k)
         }
@@ -102,9 +104,9 @@ public struct PendulumCost: BatchCost {
 
     public func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {
         guard terminalWeight != 0 else { return }
-        let th = states[component: 0], thdot = states[component: 1]
+        let th = states[component: 0], thdot = states[component: 1], target = Lanes(repeating: targetAngle)
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
-            let angle = VectorMath.wrapAngle(th.lanes(at: k)), velocity = thdot.lanes(at: k)
+            let angle = VectorMath.wrapAngle(th.lanes(at: k) - target), velocity = thdot.lanes(at: k)
             let c = angleWeight * angle * angle + velocityWeight * velocity * velocity
             costs.setLanes(costs.lanes(at: k) + terminalWeight * c, at: k)
         }
@@ -113,7 +115,7 @@ public struct PendulumCost: BatchCost {
 
 extension ControlTask {
     /// `[task]` keys: `gravity`, `mass`, `length`, `max_torque`, `max_speed`, `dt`,
-    /// `angle_weight`, `velocity_weight`, `torque_weight`, `terminal_weight`.
+    /// `target_angle`, `angle_weight`, `velocity_weight`, `torque_weight`, `terminal_weight`.
     public static func pendulum(_ table: ConfigTable = ConfigTable([:])) throws(ConfigurationError) -> ControlTask {
         var d = PendulumDynamics(), c = PendulumCost()
         d.gravity = try table.float("gravity", default: d.gravity, .positive)
@@ -122,11 +124,23 @@ extension ControlTask {
         d.maxTorque = try table.float("max_torque", default: d.maxTorque, .positive)
         d.maxSpeed = try table.float("max_speed", default: d.maxSpeed, .positive)
         d.dt = try table.float("dt", default: d.dt, .positive)
+        c.targetAngle = try table.float("target_angle", default: c.targetAngle, .closed(-Double.pi, Double.pi))
         c.angleWeight = try table.float("angle_weight", default: c.angleWeight, .nonNegative)
         c.velocityWeight = try table.float("velocity_weight", default: c.velocityWeight, .nonNegative)
         c.torqueWeight = try table.float("torque_weight", default: c.torqueWeight, .nonNegative)
         c.terminalWeight = try table.float("terminal_weight", default: c.terminalWeight, .nonNegative)
         c.maxTorque = d.maxTorque
         return ControlTask(name: "pendulum", dynamics: d, cost: c)
+    }
+}
+
+extension PendulumCost: FieldParameterised {
+    static var parameterFields: [ParameterField<PendulumCost>] {
+        [
+            .scalar("target_angle", \.targetAngle, "the angle to hold, rad (0: upright)", lower: -.pi, upper: .pi),
+            .scalar("angle_weight", \.angleWeight, "price of wrap(theta - target_angle)^2"),
+            .scalar("velocity_weight", \.velocityWeight, "price of theta_dot^2"),
+            .scalar("torque_weight", \.torqueWeight, "price of torque^2"),
+        ]
     }
 }

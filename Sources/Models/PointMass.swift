@@ -35,9 +35,12 @@ public struct PointMassDynamics: BatchDynamics {
     }
 }
 
-/// `positionWeight p^2 + velocityWeight v^2 + actionWeight u^2` per step, and the quadratic form
-/// `[p v] [[terminalPP, terminalPV], [terminalPV, terminalVV]] [p v]^T` on the last state.
+/// `positionWeight e^2 + velocityWeight v^2 + actionWeight u^2` per step, e = p - target, and the
+/// quadratic form `[e v] [[terminalPP, terminalPV], [terminalPV, terminalVV]] [e v]^T` on the last
+/// state.
 public struct PointMassCost: BatchCost {
+    /// The position to hold, m.
+    public var target: Float = 0
     public var positionWeight: Float = 1
     public var velocityWeight: Float = 0.1
     public var actionWeight: Float = 0.1
@@ -49,8 +52,9 @@ public struct PointMassCost: BatchCost {
 
     public func addRunningCost(states: BatchView, actions: BatchView, into costs: UnsafeMutablePointer<Float>) {
         let position = states[component: 0], velocity = states[component: 1], acceleration = actions[component: 0]
+        let target = Lanes(repeating: self.target)
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
-            let p = position.lanes(at: k), v = velocity.lanes(at: k), u = acceleration.lanes(at: k)
+            let p = position.lanes(at: k) - target, v = velocity.lanes(at: k), u = acceleration.lanes(at: k)
             let c = positionWeight * p * p + velocityWeight * v * v + actionWeight * u * u
             costs.setLanes(costs.lanes(at: k) + c, at: k)
         }
@@ -58,8 +62,9 @@ public struct PointMassCost: BatchCost {
 
     public func addTerminalCost(states: BatchView, into costs: UnsafeMutablePointer<Float>) {
         let position = states[component: 0], velocity = states[component: 1]
+        let target = Lanes(repeating: self.target)
         for k in Swift.stride(from: 0, to: states.lanes, by: laneWidth) {
-            let p = position.lanes(at: k), v = velocity.lanes(at: k)
+            let p = position.lanes(at: k) - target, v = velocity.lanes(at: k)
             let c = terminalPP * p * p + 2 * terminalPV * p * v + terminalVV * v * v
             costs.setLanes(costs.lanes(at: k) + c, at: k)
         }
@@ -67,12 +72,13 @@ public struct PointMassCost: BatchCost {
 }
 
 extension ControlTask {
-    /// `[task]` keys: `max_acceleration`, `dt`, `position_weight`, `velocity_weight`,
+    /// `[task]` keys: `max_acceleration`, `dt`, `target`, `position_weight`, `velocity_weight`,
     /// `action_weight`, `terminal_pp`, `terminal_pv`, `terminal_vv`.
     public static func pointMass(_ table: ConfigTable = ConfigTable([:])) throws(ConfigurationError) -> ControlTask {
         var d = PointMassDynamics(), c = PointMassCost()
         d.maxAcceleration = try table.float("max_acceleration", default: d.maxAcceleration, .positive)
         d.dt = try table.float("dt", default: d.dt, .positive)
+        c.target = try table.float("target", default: c.target, .closed(-Double(PointMassCost.reach), Double(PointMassCost.reach)))
         c.positionWeight = try table.float("position_weight", default: c.positionWeight, .nonNegative)
         c.velocityWeight = try table.float("velocity_weight", default: c.velocityWeight, .nonNegative)
         c.actionWeight = try table.float("action_weight", default: c.actionWeight, .nonNegative)
@@ -83,5 +89,19 @@ extension ControlTask {
             throw table.error("terminal_pv", "the terminal matrix must be positive semi-definite (terminal_pv^2 <= terminal_pp * terminal_vv)")
         }
         return ControlTask(name: "point_mass", dynamics: d, cost: c)
+    }
+}
+
+extension PointMassCost: FieldParameterised {
+    /// Targets lie within this distance of the origin, m.
+    static let reach: Float = 10_000
+
+    static var parameterFields: [ParameterField<PointMassCost>] {
+        [
+            .scalar("target", \.target, "the position to hold, m", lower: -reach, upper: reach),
+            .scalar("position_weight", \.positionWeight, "price of (position - target)^2"),
+            .scalar("velocity_weight", \.velocityWeight, "price of velocity^2"),
+            .scalar("action_weight", \.actionWeight, "price of acceleration^2"),
+        ]
     }
 }

@@ -147,3 +147,20 @@ extension ControlTask {
         return ControlTask(name: "unicycle", dynamics: d, cost: c)
     }
 }
+
+extension UnicycleCost: FieldParameterised {
+    /// Goals and targets lie within this distance of the origin, m.
+    static let reach: Float = 10_000
+
+    static var parameterFields: [ParameterField<UnicycleCost>] {
+        [
+            ParameterField("goal", "the goal's position [x, y], m", lower: -reach, upper: reach,
+                           read: { [$0.goalX, $0.goalY] }, write: { ($0.goalX, $0.goalY) = ($1[0], $1[1]) }),
+            .scalar("goal_weight", \.goalWeight, "price per metre from the goal, per step"),
+            .scalar("terminal_weight", \.terminalWeight, "price per metre from the goal at the last planned state"),
+            .scalar("obstacle_weight", \.obstacleWeight, "price of intruding into the safety margin, per m^2"),
+            .scalar("speed_weight", \.speedWeight, "price of speed^2"),
+            .scalar("turn_weight", \.turnWeight, "price of turn_rate^2"),
+        ]
+    }
+}

@@ -168,6 +168,14 @@ extension SIMD8 where Scalar == Float {
         return r
     }
 
+    /// Lanes above `upper` lowered to it.
+    @inlinable @inline(__always)
+    public func atMost(_ upper: SIMD8<Float>) -> SIMD8<Float> {
+        var r = self
+        r.replace(with: upper, where: r .> upper)
+        return r
+    }
+
     /// The IEEE-754 bits of every lane.
     @inlinable @inline(__always)
     public var bitPattern: SIMD8<UInt32> { unsafeBitCast(self, to: SIMD8<UInt32>.self) }

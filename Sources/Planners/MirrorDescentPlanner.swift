@@ -9,6 +9,8 @@ import Models
 /// without a prior), projected back onto the Gaussian family by moment matching:
 ///
 /// 1. draw K sequences a^k = clamp(μ_i + σ_i ε^k), ε^k ~ N(0, I) fresh from the seeded generator;
+///    with rate limits (`maxRate`, `maxRateChange`), each projected step by step onto them from
+///    the action last applied;
 /// 2. roll each out through the model from the current state, J(a^k) = Σ_t γ^t c(x_t, a_t) +
 ///    γ^H c_T(x_H) (γ = 1 unless a discount is set), where c_T is the task's terminal cost or, with
 ///    a ``TerminalValue`` installed, w V(x_H); with `actionChangeCost` w_Δ > 0, J also carries
@@ -35,7 +37,8 @@ import Models
 /// at the centre of the bounds. Buffers are structure-of-arrays and allocated once; results are
 /// bit-identical for a given seed whatever the thread count.
 public final class MirrorDescentPlanner: @unchecked Sendable {
-    public let task: ControlTask
+    /// The model and the cost; only the cost's parameters change after creation (``setParameters(_:)``).
+    public private(set) var task: ControlTask
     public let configuration: PlannerConfiguration
     public let likelihood: any OptimalityLikelihood
     /// The amortised proposal, when one is installed.
@@ -73,8 +76,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let evaluationCosts: UnsafeMutablePointer<Float>
     /// One step's costs of every lane (sampled, then the 8 evaluation lanes), for discounting.
     let stepCosts: UnsafeMutablePointer<Float>
-    /// The action the previous plan sent (a_{-1} of the action-change cost), valid when
-    /// `hasPlan`, and the cost's weight per action, w / h_a^2.
+    /// The action the previous plan sent, or the one applied when the daemon says
+    /// (`setAppliedActions`): a_{-1} of the action-change cost, valid when `hasPreviousAction`;
+    /// and the cost's weight per action, w / h_a^2.
     let previousAction: UnsafeMutablePointer<Float>
     let changeWeights: [Float]
     /// Per lane, Σ_r ((a_r - μ_r) / σ_r)^2 of its unclamped draw under q_i and under p (the
@@ -83,6 +87,15 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     let squaredDistanceToPrior: UnsafeMutablePointer<Float>
     /// log of the importance ratio per lane, and the costs it adjusts.
     let logRatios: UnsafeMutablePointer<Float>
+    /// One action's mean over time with two steps of history and two of padding, for `smooth`.
+    let smoothingScratch: UnsafeMutablePointer<Float>
+    /// Rate limits per action inside the plan: the most an action moves in one step (max_rate x
+    /// dt) and the most its step-to-step change moves (max_rate_change x dt^2); nil: no limit.
+    let maxStepChange: [Float]?, maxChangeOfChange: [Float]?
+    /// The action last applied to the robot (a_{-1}) and its change from the one before, and the
+    /// most the plan's first action may move from it (the guard's slew limit per reply): set by
+    /// `setAppliedActions` before each plan; the first step is free without one.
+    private var appliedAction: [Float]?, appliedChange: [Float]?, firstStepLimit: [Float]?
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
@@ -110,8 +123,12 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         paddedSamples = (samples + 15) / 16 * 16
         (lowerBounds, upperBounds) = try configuration.bounds(for: task)
         let halfRange = zip(lowerBounds, upperBounds).map { ($1 - $0) / 2 }
-        initialStd = halfRange.map { $0 * configuration.initialStd }
-        minStd = halfRange.map { $0 * configuration.minStd }
+        let scale = configuration.noiseScale ?? [Float](repeating: 1, count: halfRange.count)
+        initialStd = zip(halfRange, scale).map { $0 * $1 * configuration.initialStd }
+        minStd = zip(halfRange, scale).map { $0 * $1 * configuration.minStd }
+        let dt = task.dynamics.dt
+        maxStepChange = configuration.maxRate?.map { $0 * dt }
+        maxChangeOfChange = configuration.maxRateChange?.map { $0 * dt * dt }
         changeWeights = halfRange.map { configuration.actionChangeCost / ($0 * $0) }
 
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -140,8 +157,15 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         squaredDistanceToPlan = buffer(paddedSamples)
         squaredDistanceToPrior = buffer(paddedSamples)
         logRatios = buffer(paddedSamples)
+        smoothingScratch = buffer(horizon + 4)
         noise = NoisePipeline(rows: rows, rowLength: paddedSamples, seed: configuration.seed,
                               capacity: Swift.min(configuration.iterations, Self.preparedIterations) + 1)
+    }
+
+    /// Sets some of the task's cost parameters, all or none (``ControlTask/settingParameters(_:)``);
+    /// they apply from the next plan. Not while a plan runs.
+    public func setParameters(_ values: [String: [Double]]) throws(ParameterError) {
+        task = try task.settingParameters(values)
     }
 
     /// Bytes a planner of `configuration` for `task` allocates (its sample, noise and plan
@@ -154,14 +178,14 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let lanes = Double(laneWidth)
         let m = Double(task.dynamics.actionDimension)
         let floats = rows * padded * (1 + noiseBuffers) + n * padded + 4 * padded + lanes + 4 * rows + n
-            + n * lanes + rows * lanes + lanes + 3 * padded + m
+            + n * lanes + rows * lanes + lanes + 3 * padded + m + Double(configuration.horizon) + 4
         return 4 * floats
     }
 
     deinit {
         for p in [actions, states, costs, weights, scratch, mean, std, priorMean, priorStd, initialState,
                   evaluationStates, evaluationActions, evaluationCosts, stepCosts, previousAction,
-                  squaredDistanceToPlan, squaredDistanceToPrior, logRatios] {
+                  squaredDistanceToPlan, squaredDistanceToPrior, logRatios, smoothingScratch] {
             p.deallocate()
         }
     }
@@ -193,6 +217,31 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
 
     /// Forgets the warm start: the next plan starts from the prior or the centre of the bounds.
     public func reset() { hasPlan = false }
+
+    /// Whether the action prior was made for this task as it is. A network learns the task with
+    /// the cost parameters it was trained under; once a session has set others (another goal, a
+    /// target angle), anchoring the plan to it would pull towards the old ones. Then the prior
+    /// is a proposal only: κ = 0, and the plan starts from the cheaper of the proposal and the
+    /// plan carried forward.
+    public var priorFitsTask = true
+    var priorStrength: Float { priorFitsTask ? configuration.priorStrength : 0 }
+    var priorStart: PlannerConfiguration.PriorStart { priorFitsTask ? configuration.priorStart : .cheaper }
+
+    /// The actions the robot was last sent, newest first (after the daemon's guard), and the most
+    /// the next plan's first action may move from the last (nil: `max_rate` x dt). With rate
+    /// limits (`max_rate`, `max_rate_change`), every sampled sequence starts within them of what
+    /// was applied; the action-change cost measures its first step from `last` too. nil `last`:
+    /// nothing applied yet.
+    public func setAppliedActions(last: [Float]?, beforeLast: [Float]?, firstStepLimit: [Float]?) {
+        let m = actionDimension
+        appliedAction = last?.count == m ? last : nil
+        appliedChange = appliedAction.flatMap { a in beforeLast?.count == m ? zip(a, beforeLast!).map { $0 - $1 } : nil }
+        self.firstStepLimit = firstStepLimit?.count == m ? firstStepLimit : nil
+        if let appliedAction { for i in 0..<m { previousAction[i] = appliedAction[i] } }
+    }
+
+    /// Whether the action-change cost and the rate limits have an a_{-1} to measure from.
+    private var hasPreviousAction: Bool { hasPlan || appliedAction != nil }
 
     /// The distribution a plan starts from when there is neither a warm start nor a prior.
     public var initialSequence: GaussianSequence {
@@ -244,7 +293,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         load(prior, into: priorMean, priorStd)
         load(warm ?? prior, into: mean, std)
         if proposed {
-            switch configuration.priorStart {
+            switch priorStart {
             case .prior:
                 mean.update(from: priorMean, count: horizon * actionDimension)
                 std.update(from: priorStd, count: horizon * actionDimension)
@@ -265,6 +314,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 }
             }
         }
+        // the start within the rate limits from the applied action (a network's proposal, or a
+        // plan carried from before a limited reply, may not be)
+        limitRates(of: mean)
         planCount &+= 1
         priorIsNetwork = proposed
         // With the mean kept as sample 0, the first iteration rolls out the sequence the plan
@@ -306,6 +358,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         if kept {
             mean.update(from: priorMean, count: horizon * actionDimension)
             planCost = priorCost
+            limitRates(of: mean)
         }
         let sequence = snapshot(mean, std)
         for a in 0..<actionDimension { previousAction[a] = mean[a] }
@@ -364,7 +417,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let workers = pool != nil && samples * horizon >= configuration.parallelThreshold ? 2 : 1
         let tag = NoisePipeline.Tag(plan: planCount, iteration: iteration)
         let rows = horizon * actionDimension
-        weighsDensities = ((priorIsNetwork && configuration.priorStrength > 0) || priorLanes > 0)
+        weighsDensities = ((priorIsNetwork && priorStrength > 0) || priorLanes > 0)
             && !(0..<rows).allSatisfy { mean[$0] == priorMean[$0] && std[$0] == priorStd[$0] }
         let epsilon = noise.noise(for: tag, pool: workers > 1 ? pool : nil)
         if let pool, workers > 1 {
@@ -402,6 +455,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 row.setLanes((mu + sigma * noiseRow.lanes(at: k)).clamp(lo, hi), at: k)
             }
             if start == 0 && configuration.includeMeanSample { row[0] = mean[r] }
+            if maxStepChange != nil { limitRates(row: r, actions: actions, stride: lanesPerRow, start: start, end: start &+ count) }
             if weighsDensities { accumulateSquaredDistances(row: r, noise: noiseRow, start: start, priorEnd: priorEnd, end: start &+ count) }
         }
         if weighsDensities && start == 0 && configuration.includeMeanSample {
@@ -457,7 +511,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             logStdPlan += Foundation.log(Double(std[r]))
             logStdPrior += Foundation.log(Double(priorStd[r]))
         }
-        let kappa = priorIsNetwork ? Double(configuration.priorStrength) : 0
+        let kappa = priorIsNetwork ? Double(priorStrength) : 0
         let rho = Double(Swift.min(priorLanes, samples)) / Double(samples)
         let logPlanShare = Foundation.log(1 - rho), logPriorShare = Foundation.log(rho)
         for k in 0..<samples {
@@ -474,6 +528,98 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         }
     }
 
+    /// The limits on row r = t m + a: the largest step from the action before, and the largest
+    /// change of that step (infinite where there is none).
+    @inline(__always)
+    private func rateLimits(row r: Int) -> (step: Float, changeOfStep: Float) {
+        let a = r % actionDimension
+        let step = r < actionDimension ? (firstStepLimit?[a] ?? maxStepChange![a]) : maxStepChange![a]
+        return (step, maxChangeOfChange?[a] ?? .infinity)
+    }
+
+    /// Projects row r of the lanes `start ..< end` onto the rate limits, given the rows before it
+    /// (already projected): a_t within ±step of a_{t-1}, and a_t - a_{t-1} within ±changeOfStep
+    /// of a_{t-1} - a_{t-2}, then within the bounds. t = 0 measures from the applied action (free
+    /// without one); a step with no change before it has only the first limit. The set of
+    /// sequences within the limits is convex, so the weighted mean of projected samples is
+    /// within them too.
+    private func limitRates(row r: Int, actions: UnsafeMutablePointer<Float>, stride: Int, start: Int, end: Int) {
+        let m = actionDimension, a = r % m
+        let (step, changeOfStep) = rateLimits(row: r)
+        let lo = Lanes(repeating: lowerBounds[a]), hi = Lanes(repeating: upperBounds[a])
+        let row = actions + r &* stride
+        if r < m {
+            guard let applied = appliedAction?[a] else { return }
+            var low = applied - step, high = applied + step
+            if let change = appliedChange?[a], changeOfStep.isFinite {
+                low = Swift.max(low, applied + change - changeOfStep)
+                high = Swift.min(high, applied + change + changeOfStep)
+            }
+            let l = Lanes(repeating: low), h = Lanes(repeating: high)
+            for k in Swift.stride(from: start, to: end, by: laneWidth) {
+                row.setLanes(row.lanes(at: k).clamp(l, h).clamp(lo, hi), at: k)
+            }
+            return
+        }
+        let before = row - m &* stride
+        let twoBefore: UnsafeMutablePointer<Float>? = r >= 2 &* m ? row - 2 &* m &* stride : nil
+        let stepLanes = Lanes(repeating: step), changeLanes = Lanes(repeating: changeOfStep)
+        let appliedLanes = appliedAction.map { Lanes(repeating: $0[a]) }
+        for k in Swift.stride(from: start, to: end, by: laneWidth) {
+            let previous = before.lanes(at: k)
+            var low = previous - stepLanes, high = previous + stepLanes
+            if changeOfStep.isFinite {
+                let lastChange: Lanes? = if let twoBefore { previous - twoBefore.lanes(at: k) } else { appliedLanes.map { previous - $0 } }
+                if let lastChange {
+                    low = low.atLeast(previous + lastChange - changeLanes)
+                    high = high.atMost(previous + lastChange + changeLanes)
+                }
+            }
+            let x = row.lanes(at: k)
+            row.setLanes(x.atLeast(low).atMost(high).clamp(lo, hi), at: k)
+        }
+    }
+
+    /// A 5-point Savitzky-Golay filter (quadratic, weights -3, 12, 17, 12, -3 over 35) along time,
+    /// each action on its own, in place. Before the first step stand the two actions last applied
+    /// (the first step's own value where there are none); past the last step, the last.
+    private func smooth(_ sequence: UnsafeMutablePointer<Float>) {
+        let m = actionDimension, h = horizon
+        guard h >= 3 else { return }
+        let padded = smoothingScratch
+        for a in 0..<m {
+            let before1 = appliedAction?[a] ?? sequence[a]
+            padded[0] = appliedChange.map { before1 - $0[a] } ?? before1
+            padded[1] = before1
+            for t in 0..<h { padded[t + 2] = sequence[t * m + a] }
+            padded[h + 2] = sequence[(h - 1) * m + a]
+            padded[h + 3] = padded[h + 2]
+            for t in 0..<h {
+                let sum = -3 * padded[t] + 12 * padded[t + 1] + 17 * padded[t + 2] + 12 * padded[t + 3] - 3 * padded[t + 4]
+                sequence[t * m + a] = Swift.min(Swift.max(sum / 35, lowerBounds[a]), upperBounds[a])
+            }
+        }
+    }
+
+    /// The same projection for a single sequence (the plan's mean), time-major.
+    private func limitRates(of sequence: UnsafeMutablePointer<Float>) {
+        guard maxStepChange != nil else { return }
+        let m = actionDimension
+        for r in 0..<(horizon * m) {
+            let a = r % m
+            let (step, changeOfStep) = rateLimits(row: r)
+            let previous: Float? = r >= m ? sequence[r - m] : appliedAction?[a]
+            guard let previous else { continue }
+            var low = previous - step, high = previous + step
+            let lastChange: Float? = r >= 2 * m ? sequence[r - m] - sequence[r - 2 * m] : r >= m ? appliedAction.map { sequence[r - m] - $0[a] } : appliedChange?[a]
+            if let lastChange, changeOfStep.isFinite {
+                low = Swift.max(low, previous + lastChange - changeOfStep)
+                high = Swift.min(high, previous + lastChange + changeOfStep)
+            }
+            sequence[r] = Swift.min(Swift.max(Swift.min(Swift.max(sequence[r], low), high), lowerBounds[a]), upperBounds[a])
+        }
+    }
+
     /// Adds the action-change cost w Σ_t Σ_a ((a_t - a_{t-1}) / h_a)^2 of `lanes` lanes (a multiple
     /// of 8) to `laneCosts`; a_{-1} is the previous plan's action, and t = 0 is free without one.
     private func addActionChangeCost(actions: UnsafeMutablePointer<Float>, actionStride: Int, lanes: Int, into laneCosts: UnsafeMutablePointer<Float>) {
@@ -481,7 +627,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let m = actionDimension
         for r in 0..<(horizon * m) {
             let a = r % m
-            if r < m && !hasPlan { continue }
+            if r < m && !hasPreviousAction { continue }
             let w = Lanes(repeating: changeWeights[a])
             let row = actions + r &* actionStride
             for k in Swift.stride(from: 0, to: lanes, by: laneWidth) {
@@ -615,6 +761,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             let d = Double(newMean - oldMean), s = Double(newStd), o = Double(oldStd)
             kl += Foundation.log(o / s) + (s * s + d * d) / (2 * o * o) - 0.5
         }
+        if configuration.smoothing == .savitzkyGolay { smooth(mean) }
+        // a convex combination of sequences within the rate limits is within them; this only
+        // corrects a start that was not (and float rounding), and what smoothing moved
+        limitRates(of: mean)
         return IterationDiagnostics(bestCost: best, meanCost: Float(total / Double(valid)),
                                     effectiveSampleSize: 1 / squares, klDivergence: Float(kl),
                                     invalidSamples: k - valid, seconds: 0)

@@ -71,6 +71,25 @@ public struct PlannerConfiguration: Sendable {
     /// Optional tighter action limits than the task's; nil keeps the task's.
     public var actionLowerBounds: [Float]? = nil
     public var actionUpperBounds: [Float]? = nil
+    /// Per-action multipliers of `initialStd` and `minStd` (Nav2's per-axis std); nil: 1 each.
+    public var noiseScale: [Float]? = nil
+    /// Largest change of each action per second inside the plan, nil: none. Every sampled
+    /// sequence is projected onto it step by step before its rollout, the first step measured from
+    /// the action last applied (``MirrorDescentPlanner/setAppliedActions(last:beforeLast:firstStepLimit:)``),
+    /// so the plan respects a slew limit instead of being cut by it. The daemon defaults it to
+    /// `[safety] max_rate`.
+    public var maxRate: [Float]? = nil
+    /// Largest change of each action's rate per second, per second (the action's acceleration),
+    /// nil: none. Applied with `maxRate`, in the same projection.
+    public var maxRateChange: [Float]? = nil
+    /// A filter on the plan's mean sequence after every update.
+    public enum Smoothing: String, Sendable, CaseIterable {
+        case none
+        /// A 5-point Savitzky-Golay filter (a local quadratic fit) along time, the two actions
+        /// last applied before the first step (as Nav2's MPPI controller smooths its output).
+        case savitzkyGolay = "savitzky_golay"
+    }
+    public var smoothing = Smoothing.none
 
     public static let maxSamples = 1 << 20
     public static let maxHorizon = 10_000
@@ -103,6 +122,10 @@ public struct PlannerConfiguration: Sendable {
         parallelThreshold = try table.integer("parallel_threshold", default: parallelThreshold, min: 0)
         actionLowerBounds = try table.optionalNumbers("action_min")?.map { Float($0) }
         actionUpperBounds = try table.optionalNumbers("action_max")?.map { Float($0) }
+        noiseScale = try table.optionalNumbers("noise_scale", .positive)?.map { Float($0) }
+        maxRate = try table.optionalNumbers("max_rate", .positive)?.map { Float($0) }
+        maxRateChange = try table.optionalNumbers("max_rate_change", .positive)?.map { Float($0) }
+        smoothing = Smoothing(rawValue: try table.choice("smoothing", default: smoothing.rawValue, from: Smoothing.allCases.map(\.rawValue)))!
         try table.finish()
     }
 
@@ -131,6 +154,15 @@ public struct PlannerConfiguration: Sendable {
         guard actionChangeCost.isFinite, actionChangeCost >= 0 else { throw fail("action_change_cost", "expected a number >= 0, got \(actionChangeCost)") }
         guard threads >= 1 else { throw fail("threads", "expected an integer >= 1, got \(threads)") }
         guard discount > 0, discount <= 1 else { throw fail("discount", "expected a number in (0, 1], got \(discount)") }
+        let m = task.dynamics.actionDimension
+        for (key, values) in [("noise_scale", noiseScale), ("max_rate", maxRate), ("max_rate_change", maxRateChange)] {
+            guard let values else { continue }
+            guard values.count == m else { throw fail(key, "expected \(m) numbers (one per action), got \(values.count)") }
+            for (i, v) in values.enumerated() where !(v.isFinite && v > 0) {
+                throw fail(key, "action \(i) (\(task.dynamics.actionNames[i])): expected a number > 0, got \(v)")
+            }
+        }
+        if maxRateChange != nil && maxRate == nil { throw fail("max_rate_change", "needs max_rate (or [safety] max_rate) as well") }
         let (lower, upper) = try bounds(for: task)
         for i in lower.indices where !(lower[i] < upper[i]) {
             throw fail("action_min", "action \(i) (\(task.dynamics.actionNames[i])): lower bound \(lower[i]) must be below upper bound \(upper[i])")

@@ -40,6 +40,12 @@ struct StatusReport {
             let iterations = "\(Self.count(s["iterations"]))" + ((s["iteration_target"] as? NSNumber).map { "/\($0.intValue)" } ?? "")
             let gap = (s["amortisation_gap"] as? NSNumber).map { String(format: "%.3f", $0.doubleValue) } ?? "-"
             lines.append("  \(peer)\(age.padding(toLength: 14, withPad: " ", startingAt: 0))\(ticks.padding(toLength: 8, withPad: " ", startingAt: 0))\(refused.padding(toLength: 9, withPad: " ", startingAt: 0))\(iterations.padding(toLength: 6, withPad: " ", startingAt: 0))\(gap)")
+            // the parameters this session's client set (the others are the configuration's)
+            let values = s["parameters"] as? [String: Any] ?? [:]
+            let set = (s["parameters_set"] as? [String] ?? []).map { name in
+                "\(name)=" + ((values[name] as? [NSNumber])?.map { String(format: "%g", $0.doubleValue) }.joined(separator: ",") ?? "?")
+            }
+            if !set.isEmpty { lines.append("    parameters " + set.joined(separator: " ")) }
         }
         return lines.joined(separator: "\n")
     }

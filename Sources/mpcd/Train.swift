@@ -88,6 +88,8 @@ struct Train: ParsableCommand {
         }
         planner.priorStart = labelPriorStart
         planner.priorStrength = labelPriorStrength
+        // labels are the refined distribution: never_worse would label with the network's own proposal
+        planner.neverWorse = false
         let d = configuration.task.dynamics
         let outputs = value ? 1 : (kind == "plan" ? planner.horizon : 1) * d.actionDimension
         guard MLPArchitecture.checkedParameterCount(inputs: d.featureNames.count, hidden: hiddenWidths!, outputs: outputs) != nil else {

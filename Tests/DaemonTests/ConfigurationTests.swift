@@ -69,6 +69,20 @@ import Testing
         #expect(try WireProtocol.decode(frames) == .observation(sequence: 5, timestamp: 2.5, values: [1.5, -2.0]))
     }
 
+    @Test func parametersDecodeFromJSONNumbersOrArrays() throws {
+        func decode(_ text: String) throws(WireProtocol.Refusal) -> WireProtocol.Request {
+            try WireProtocol.decode([WireProtocol.Header(type: .parameters, a: 3).bytes, Array(text.utf8)])
+        }
+        #expect(try decode(#"{"goal": [1.5, -2], "goal_weight": 3}"#) == .parameters(sequence: 3, values: ["goal": [1.5, -2], "goal_weight": [3]]))
+        // NaN arrives as a number, for the task to refuse by name
+        guard case let .parameters(_, values) = try decode(#"{"goal": [NaN, 1]}"#) else { Issue.record("not parameters"); return }
+        #expect(values["goal"]?[0].isNaN == true)
+        for bad in ["", "[1]", #"{"goal": "x"}"#, #"{"goal": [[1]]}"#, "{goal: }"] {
+            #expect(throws: WireProtocol.Refusal.self, "\(bad)") { try decode(bad) }
+        }
+        #expect(throws: WireProtocol.Refusal.self) { try WireProtocol.decode([WireProtocol.Header(type: .parameters).bytes]) }
+    }
+
     @Test func badFramesAreRefusedWithTheirCode() {
         func code(_ frames: [[UInt8]]) -> WireProtocol.ErrorCode? {
             do {

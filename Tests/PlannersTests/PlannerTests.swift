@@ -428,6 +428,13 @@ struct FaultyPendulum: ForwardingDynamics {
             (failure(table: ["likelihood": .string("smc")]), "planner.likelihood", "mppi, cem"),
             (failure(table: ["samples": .float(1.5)]), "planner.samples", "integer"),
             (failure(table: ["temprature": .float(1)]), "planner.temprature", "unknown key"),
+            (failure { $0.maxRate = [1, 2] }, "planner.max_rate", "expected 1 numbers"),
+            (failure { $0.maxRate = [0] }, "planner.max_rate", "> 0"),
+            (failure { $0.maxRate = [.infinity] }, "planner.max_rate", "> 0"),
+            (failure { $0.maxRateChange = [1] }, "planner.max_rate_change", "needs max_rate"),
+            (failure { $0.noiseScale = [-1] }, "planner.noise_scale", "> 0"),
+            (failure(table: ["max_rate": .array([.float(-1)])]), "planner.max_rate", "> 0"),
+            (failure(table: ["noise_scale": .float(1)]), "planner.noise_scale", "array"),
         ]
         for (error, key, phrase) in cases {
             #expect(error?.key == key, "expected an error on \(key), got \(String(describing: error))")
@@ -684,5 +691,94 @@ private final class ProposalSequence: ActionPrior, @unchecked Sendable {
             c.priorStrength = bad
             #expect(throws: ConfigurationError.self) { try c.validate(for: TaskRegistry.make(name: "pendulum")) }
         }
+    }
+}
+
+/// Rate limits inside the plan: sampled sequences are projected onto them, so the plan the
+/// daemon's guard receives already respects them.
+@Suite struct RateLimitTests {
+    func unicyclePlanner(_ change: (inout PlannerConfiguration) -> Void = { _ in }) throws -> (ControlTask, MirrorDescentPlanner) {
+        let task = try TaskRegistry.make(name: "unicycle")
+        var configuration = PlannerConfiguration()
+        configuration.samples = 256
+        configuration.horizon = 20
+        configuration.iterations = 3
+        change(&configuration)
+        return (task, try MirrorDescentPlanner(task: task, configuration: configuration))
+    }
+
+    /// The largest step-to-step change of each action in a time-major sequence, starting from `first`.
+    func largestSteps(_ mean: [Float], after first: [Float]) -> [Float] {
+        let m = first.count
+        var largest = [Float](repeating: 0, count: m), previous = first
+        for t in 0..<(mean.count / m) {
+            for a in 0..<m { largest[a] = max(largest[a], abs(mean[t * m + a] - previous[a])) }
+            previous = Array(mean[(t * m)..<((t + 1) * m)])
+        }
+        return largest
+    }
+
+    @Test func everyPlanStaysWithinTheRatesFromTheAppliedAction() throws {
+        let rate: [Float] = [4, 4], dt: Float = 0.1
+        let (task, free) = try unicyclePlanner()
+        let (_, limited) = try unicyclePlanner { $0.maxRate = rate }
+        var freeExceeds = false
+        var state: [Float] = [0, 0, 2.5], applied: [Float] = [0, 0]
+        for _ in 0..<30 {
+            free.setAppliedActions(last: applied, beforeLast: nil, firstStepLimit: nil)
+            let unconstrained = free.plan(state: state)
+            if largestSteps(unconstrained.sequence.mean, after: applied).contains(where: { $0 > rate[0] * dt + 1e-4 }) { freeExceeds = true }
+            limited.setAppliedActions(last: applied, beforeLast: nil, firstStepLimit: [0.2, 0.3])
+            let plan = limited.plan(state: state)
+            let mean = plan.sequence.mean
+            // the first step within the guard's limit, every later one within max_rate x dt
+            #expect(abs(mean[0] - applied[0]) <= 0.2 + 1e-5 && abs(mean[1] - applied[1]) <= 0.3 + 1e-5, "first \(mean[0..<2]) after \(applied)")
+            let later = largestSteps(Array(mean[2...]), after: Array(mean[0..<2]))
+            #expect(later.allSatisfy { $0 <= rate[0] * dt + 1e-5 }, "steps \(later)")
+            applied = plan.action
+            state = task.step(state: state, action: applied).next
+        }
+        #expect(freeExceeds, "the unconstrained planner never moved faster than the limit: the test would prove nothing")
+    }
+
+    /// The change of each step stays within max_rate_change x dt^2 of the step before, except
+    /// where an action reaches its bound: the bound wins (an actuator cannot pass it).
+    @Test func theRateOfChangeIsLimitedToo() throws {
+        let dt: Float = 0.1, changeLimit: Float = 10  // per s^2: 0.1 per step, per step
+        func largestChangeOfStep(_ change: (inout PlannerConfiguration) -> Void) throws -> Float {
+            let (task, planner) = try unicyclePlanner(change)
+            let lower = task.dynamics.actionLowerBounds, upper = task.dynamics.actionUpperBounds
+            var state: [Float] = [0, 0, -2], applied: [Float] = [0.5, 0], beforeLast: [Float] = [0.45, 0.05]
+            var largest: Float = 0
+            for _ in 0..<20 {
+                planner.setAppliedActions(last: applied, beforeLast: beforeLast, firstStepLimit: nil)
+                let mean = planner.plan(state: state).sequence.mean
+                var previous = applied, change = zip(applied, beforeLast).map { $0 - $1 }
+                for t in 0..<(mean.count / 2) {
+                    let current = Array(mean[(t * 2)..<(t * 2 + 2)])
+                    let step = zip(current, previous).map { $0 - $1 }
+                    for a in 0..<2 where current[a] > lower[a] && current[a] < upper[a] {
+                        largest = max(largest, abs(step[a] - change[a]))
+                    }
+                    change = step
+                    previous = current
+                }
+                beforeLast = applied
+                applied = Array(mean[0..<2])
+                state = task.step(state: state, action: applied).next
+            }
+            return largest
+        }
+        let limited = try largestChangeOfStep { $0.maxRate = [4, 4]; $0.maxRateChange = [changeLimit, changeLimit] }
+        let rateOnly = try largestChangeOfStep { $0.maxRate = [4, 4] }
+        #expect(limited <= changeLimit * dt * dt + 1e-5)
+        #expect(rateOnly > 2 * changeLimit * dt * dt, "without the limit the steps change by \(rateOnly) at most: the test would prove nothing")
+    }
+
+    @Test func aPerActionNoiseScaleSetsEachActionsStd() throws {
+        let (_, planner) = try unicyclePlanner { $0.noiseScale = [1, 0.25]; $0.iterations = 0 }
+        let std = planner.initialSequence.std
+        // half ranges 0.6 and 1.5, initial_std 0.5
+        #expect(abs(std[0] - 0.3) < 1e-6 && abs(std[1] - 0.1875) < 1e-6, "\(std[0..<2])")
     }
 }

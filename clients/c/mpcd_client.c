@@ -5,10 +5,11 @@
  * (the same equations, in double precision) from hanging down for 200 steps with the daemon's
  * actions, sending the state form [theta, theta_dot]. Prints the final angle; exits 0 when
  * every reply was an action echoing its observation's sequence number and the pendulum ends
- * upright, 1 otherwise.
+ * upright, 1 otherwise. With a second argument, a JSON object of task parameters (docs/protocol.md,
+ * "Parameters"), it first sets them for its session and exits 2 if the daemon refuses them.
  *
  *     cc -O2 -o mpcd_client clients/c/mpcd_client.c -lzmq -lm
- *     ./mpcd_client tcp://127.0.0.1:5555
+ *     ./mpcd_client tcp://127.0.0.1:5555 ['{"goal": [1.0, 2.0]}']
  */
 #include <math.h>
 #include <stdint.h>
@@ -16,7 +17,7 @@
 #include <string.h>
 #include <zmq.h>
 
-enum { HELLO = 1, HELLO_REPLY = 2, OBSERVATION = 3, ACTION = 4, ERROR = 5 };
+enum { HELLO = 1, HELLO_REPLY = 2, OBSERVATION = 3, ACTION = 4, ERROR = 5, PARAMETERS = 7, PARAMETERS_REPLY = 8 };
 
 /* The 32-byte header: "MPCD" | version u16 | type u16 | a u64 | b u64 | c u32 | d u32, little-endian
  * (this example assumes a little-endian host, as x86-64 and arm64 Linux are). */
@@ -54,6 +55,28 @@ static int receive(void *socket, unsigned char frames[][256], size_t sizes[], in
     return count;
 }
 
+/* Sets some of the session's task parameters: `json` is an object of numbers or arrays of numbers.
+ * Returns 0 and prints the parameters in force, or 2 and prints the daemon's refusal (1: no reply). */
+static int set_parameters(void *socket, const char *json, uint64_t sequence) {
+    unsigned char header[32], frames[4][256];
+    size_t sizes[4];
+    uint16_t type;
+    make_header(header, PARAMETERS, sequence);
+    zmq_send(socket, header, 32, ZMQ_SNDMORE);
+    zmq_send(socket, json, strlen(json), 0);
+    if (receive(socket, frames, sizes, 4) < 2) {
+        fprintf(stderr, "no reply to the parameters\n");
+        return 1;
+    }
+    memcpy(&type, frames[0] + 6, 2);
+    if (type != PARAMETERS_REPLY) {
+        fprintf(stderr, "parameters refused: %.*s\n", (int)sizes[1], (const char *)frames[1]);
+        return 2;
+    }
+    printf("parameters: %.*s\n", (int)sizes[1], (const char *)frames[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *endpoint = argc > 1 ? argv[1] : "tcp://127.0.0.1:5555";
     void *context = zmq_ctx_new();
@@ -76,9 +99,14 @@ int main(int argc, char **argv) {
     }
     printf("hello: %.*s\n", (int)(sizes[1] < 120 ? sizes[1] : 120), (const char *)frames[1]);
 
+    if (argc > 2) {
+        int refused = set_parameters(socket, argv[2], 1);
+        if (refused) return refused;
+    }
+
     double theta = M_PI, theta_dot = 0.0, total_cost = 0.0;
     const double g = 10.0, m = 1.0, l = 1.0, dt = 0.05;
-    for (uint64_t seq = 1; seq <= 200; seq++) {
+    for (uint64_t seq = 2; seq <= 201; seq++) {
         double state[2] = {theta, theta_dot};
         make_header(header, OBSERVATION, seq);
         zmq_send(socket, header, 32, ZMQ_SNDMORE);

@@ -133,6 +133,26 @@ class Controller:
         self.last = self._receive(self.timeout, accept)
         return self.last.action
 
+    def set_parameters(self, **values):
+        """Sets some of the task's parameters for this session only, from its next plan: each a
+        number or a sequence of numbers, named as in ``info["parameters"]`` (e.g.
+        ``set_parameters(goal=[1.0, 2.0])``). All or none: MpcdError when the daemon refuses
+        one (unknown name, wrong length, not finite, out of its bounds), and the session keeps
+        what it had. Returns every parameter in force (a dict of lists)."""
+        self.info
+        self._sequence += 1
+        sequence = self._sequence
+        self._socket.send_multipart(protocol.parameters(sequence, values))
+
+        def accept(reply):
+            if isinstance(reply, protocol.ErrorReply) and reply.sequence == sequence:
+                raise MpcdError(reply)
+            if isinstance(reply, protocol.ParametersReply) and reply.sequence == sequence:
+                return reply.values
+            return None
+
+        return self._receive(self.timeout, accept)
+
     def reset(self):
         """Ends this session on the daemon (its warm start is forgotten); the next act() opens a new one."""
         self._socket.send_multipart(protocol.bye())

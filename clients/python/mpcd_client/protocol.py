@@ -13,7 +13,7 @@ import numpy as np
 VERSION = 1
 HEADER = struct.Struct("<4sHHQQII")
 
-HELLO, HELLO_REPLY, OBSERVATION, ACTION, ERROR, BYE = 1, 2, 3, 4, 5, 6
+HELLO, HELLO_REPLY, OBSERVATION, ACTION, ERROR, BYE, PARAMETERS, PARAMETERS_REPLY = 1, 2, 3, 4, 5, 6, 7, 8
 
 ERROR_NAMES = {
     1: "malformed",
@@ -24,6 +24,7 @@ ERROR_NAMES = {
     6: "too_many_sessions",
     7: "stale",
     8: "internal",
+    9: "invalid_parameter",
 }
 
 FLAG_ADVANCED, FLAG_TRUNCATED, FLAG_FALLBACK = 1, 2, 4
@@ -46,6 +47,20 @@ def observation(sequence, state, timestamp=0.0):
     (``time.monotonic()``), or 0 when unknown; the daemon uses it only when configured to."""
     stamp = struct.unpack("<Q", struct.pack("<d", float(timestamp)))[0]
     return [header(OBSERVATION, sequence, stamp), np.ascontiguousarray(state, dtype="<f8").tobytes()]
+
+
+def parameters(sequence, values):
+    """A parameters message: ``values`` maps names to a number or a sequence of numbers. Non-finite
+    values are sent as they are (JSON's NaN, Infinity), for the daemon to refuse by name."""
+    body = {name: np.asarray(value, dtype=float).ravel().tolist() for name, value in values.items()}
+    return [header(PARAMETERS, sequence), json.dumps(body).encode("utf-8")]
+
+
+@dataclass
+class ParametersReply:
+    """The session's parameters in force after a parameters message."""
+    sequence: int
+    values: dict
 
 
 @dataclass
@@ -96,6 +111,8 @@ def decode(frames, action_dim=None, diagnostic_names=()):
         raise ProtocolError(f"daemon speaks protocol {version}, this client {VERSION}")
     if kind == HELLO_REPLY:
         return json.loads(frames[1].decode("utf-8"))
+    if kind == PARAMETERS_REPLY:
+        return ParametersReply(a, json.loads(frames[1].decode("utf-8")))
     if kind == ERROR:
         return ErrorReply(sequence=a, code=c, message=frames[1].decode("utf-8", "replace"))
     if kind == ACTION:

@@ -171,6 +171,11 @@ def test_the_c_client_needs_nothing_but_libzmq(start_daemon, tmp_path):
     print(result.stdout, result.stderr)
     assert result.returncode == 0, result.stderr
     assert "final angle" in result.stdout
+    # the parameters call: accepted, then the episode as before; refused, with the daemon's reason
+    result = subprocess.run([str(binary), daemon.endpoint, '{"target_angle": 0.0, "torque_weight": [0.001]}'], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and '"target_angle":[0]' in result.stdout.replace(" ", ""), (result.stdout, result.stderr)
+    result = subprocess.run([str(binary), daemon.endpoint, '{"goal": [1, 2]}'], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "parameter goal: task pendulum has no such parameter" in result.stderr, (result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize("text, key", [

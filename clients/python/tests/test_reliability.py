@@ -60,7 +60,28 @@ def test_the_slew_limit_holds_on_every_action_sent(start_daemon, tmp_path):
             assert np.all(np.abs(np.diff(plan)) <= 0.2 + 1e-6) and np.all(np.abs(plan) <= 2.0)
             limited += bool(c.last.flags & FLAG_LIMITED)
             previous = action[0]
-        assert limited > 0
+        # the planner takes the limit inside its rollouts ([planner] max_rate defaults to it), so
+        # the guard has nothing to cut even here
+        assert limited == 0
+
+
+def test_the_guard_ramps_a_safe_action_within_the_slew_limit(start_daemon, tmp_path):
+    """The guard as the backstop: when observations stop, the safe action (zero) is not planned,
+    and the guard ramps the torque down at the slew limit, flagging each cut reply."""
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n'
+                                                       '[safety]\nmax_rate = [4.0]\nstale_after_s = 0.1\nsafe_action = "zero"\n'))
+    with Controller(daemon.endpoint) as c:
+        # far from upright the plan pushes hard; a few ticks bring the torque up at 0.08 a tick
+        for _ in range(30):
+            c.act(np.array([2.5, 1.0]))
+        start = abs(c.last.action[0])
+        assert start > 0.5, start
+        replies = [c.receive() for _ in range(40)]  # no new observation: stale replies follow
+        stale = [r for r in replies if r.flags & FLAG_STALE]
+        assert stale and all(r.flags & FLAG_LIMITED for r in stale if abs(r.action[0]) > 0)
+        torques = [abs(r.action[0]) for r in replies]
+        assert all(b - a <= 4.0 / 50 + 1e-6 for a, b in zip(torques[1:], torques)), torques
+        assert torques[-1] == 0
 
 
 def test_a_stall_of_three_periods_lands_back_on_the_grid_without_a_burst(start_daemon, tmp_path):
