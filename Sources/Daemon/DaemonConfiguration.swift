@@ -233,6 +233,10 @@ public struct DaemonConfiguration: Sendable {
             safety.safeAction = ActionSafety.SafeAction(rawValue: try table.choice("safe_action", default: safety.safeAction.rawValue,
                                                                                    from: ActionSafety.SafeAction.allCases.map(\.rawValue)))!
             if let rates = try table.optionalNumbers("max_rate", count: task.dynamics.actionDimension, .positive) {
+                // the planner takes the same limit in float32: refused here, by this key's name
+                for (i, rate) in rates.enumerated() where !(Float(rate).isFinite && Float(rate) >= 1e-6) {
+                    throw table.error("max_rate", "action \(i) (\(task.dynamics.actionNames[i])): \(rate) is not a rate in [1e-06, 3.4e38] per second")
+                }
                 safety.maxRate = rates.map { Float($0) }
             }
             try table.finish()

@@ -52,11 +52,13 @@ extension Server {
                     do throws(ParameterError) { _ = try configuration.task.settingParameters(values) } catch { throw Self.refusal(error, sequence: sequence) }
                 }
                 let session = try session(for: identity, envelope: envelope, now: now, sequence: sequence)
+                // the values first: a refused message leaves the session's envelope and key as they were
+                do throws(ParameterError) { try session.setParameters(values) } catch { throw Self.refusal(error, sequence: sequence) }
                 session.envelope = envelope
                 session.lastSeen = now
                 session.userID = userID
-                do throws(ParameterError) { try session.setParameters(values) } catch { throw Self.refusal(error, sequence: sequence) }
-                logger.info("session parameters set", metadata: [
+                // debug: a client may send these as often as it likes
+                logger.debug("session parameters set", metadata: [
                     "peer": "\(session.name)", "parameters": "\(values.keys.sorted().map { "\($0)=\(values[$0]!)" }.joined(separator: " "))",
                 ])
                 let inForce = Dictionary(uniqueKeysWithValues: session.planner.task.parameters.map { ($0.name, $0.value.map(Double.init)) })

@@ -57,7 +57,11 @@ final class Session: @unchecked Sendable {
     private(set) var lastValueTerm: Float = .nan
     /// The guard every action passes, and the last action sent (its slew reference).
     var safety: ActionSafety
-    private(set) var lastSent: [Float]?
+    private(set) var lastSent: [Float]? {
+        didSet { sentBeforeLast = oldValue }
+    }
+    /// The action sent before `lastSent`: with it, the change the robot was last given.
+    private var sentBeforeLast: [Float]?
     var staleReplies: UInt64 = 0
     /// The state planned from and the plan, kept only for online amortisation.
     var lastPlan: ([Float], Plan)?
@@ -113,13 +117,19 @@ final class Session: @unchecked Sendable {
         }
         let iterations = plannedIterations()
         // what the robot was really sent: the plan's rate limits and action-change cost start from it
-        let beforeLast = sent.count >= 2 && sent[sent.count - 1].action == lastSent ? sent[sent.count - 2].action : nil
+        var beforeLast = sentBeforeLast
+        if let last = lastSent, let before = beforeLast, context.advanceStale {
+            // realtime: the last change took a tick period; the plan's steps take the model's dt
+            let ratio = Float(Double(dtNanoseconds) / Double(max(1, context.periodNanoseconds)))
+            beforeLast = zip(last, before).map { $0 - ($0 - $1) * ratio }
+        }
         planner.setAppliedActions(last: lastSent, beforeLast: beforeLast, firstStepLimit: safety.maxStep)
         let plan = planner.plan(state: state, deadline: deadline, shift: shift, iterations: iterations)
         adapt(after: plan)
         lastValueTerm = plan.valueTerm ?? .nan
-        // a plan that kept its proposal (never_worse) holds no refinement to learn from
-        if keepsPlans { lastPlan = plan.keptPrior ? nil : (state, plan) }
+        // a plan that kept its proposal (never_worse) holds no refinement to learn from, and one
+        // under this session's own parameters would teach every session's prior its goal
+        if keepsPlans { lastPlan = plan.keptPrior || !planner.priorFitsTask ? nil : (state, plan) }
         let finished = monotonicNanoseconds()
         var flags = WireProtocol.ActionFlags()
         if advanced > 0 { flags.insert(.advanced) }

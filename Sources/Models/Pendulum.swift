@@ -125,10 +125,10 @@ extension ControlTask {
         d.maxSpeed = try table.float("max_speed", default: d.maxSpeed, .positive)
         d.dt = try table.float("dt", default: d.dt, .positive)
         c.targetAngle = try table.float("target_angle", default: c.targetAngle, .closed(-Double.pi, Double.pi))
-        c.angleWeight = try table.float("angle_weight", default: c.angleWeight, .nonNegative)
-        c.velocityWeight = try table.float("velocity_weight", default: c.velocityWeight, .nonNegative)
-        c.torqueWeight = try table.float("torque_weight", default: c.torqueWeight, .nonNegative)
-        c.terminalWeight = try table.float("terminal_weight", default: c.terminalWeight, .nonNegative)
+        c.angleWeight = try table.float("angle_weight", default: c.angleWeight, .closed(0, 1e6))
+        c.velocityWeight = try table.float("velocity_weight", default: c.velocityWeight, .closed(0, 1e6))
+        c.torqueWeight = try table.float("torque_weight", default: c.torqueWeight, .closed(0, 1e6))
+        c.terminalWeight = try table.float("terminal_weight", default: c.terminalWeight, .closed(0, 1e6))
         c.maxTorque = d.maxTorque
         return ControlTask(name: "pendulum", dynamics: d, cost: c)
     }

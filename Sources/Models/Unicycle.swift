@@ -124,7 +124,7 @@ extension ControlTask {
         guard d.minSpeed < d.maxSpeed else { throw table.error("min_speed", "must be less than max_speed (\(d.maxSpeed))") }
         d.maxTurnRate = try table.float("max_turn_rate", default: d.maxTurnRate, .positive)
         d.dt = try table.float("dt", default: d.dt, .positive)
-        let goal = try table.numbers("goal", default: [Double(c.goalX), Double(c.goalY)], count: 2)
+        let goal = try table.numbers("goal", default: [Double(c.goalX), Double(c.goalY)], count: 2, .closed(-Double(UnicycleCost.reach), Double(UnicycleCost.reach)))
         c.goalX = Float(goal[0])
         c.goalY = Float(goal[1])
         if table.contains("obstacles") {
@@ -138,12 +138,12 @@ extension ControlTask {
         }
         c.robotRadius = try table.float("robot_radius", default: c.robotRadius, .nonNegative)
         c.safetyMargin = try table.float("safety_margin", default: c.safetyMargin, .nonNegative)
-        c.goalWeight = try table.float("goal_weight", default: c.goalWeight, .nonNegative)
-        c.obstacleWeight = try table.float("obstacle_weight", default: c.obstacleWeight, .nonNegative)
+        c.goalWeight = try table.float("goal_weight", default: c.goalWeight, .closed(0, 1e6))
+        c.obstacleWeight = try table.float("obstacle_weight", default: c.obstacleWeight, .closed(0, 1e6))
         c.collisionCost = try table.float("collision_cost", default: c.collisionCost, .nonNegative)
-        c.speedWeight = try table.float("speed_weight", default: c.speedWeight, .nonNegative)
-        c.turnWeight = try table.float("turn_weight", default: c.turnWeight, .nonNegative)
-        c.terminalWeight = try table.float("terminal_weight", default: c.terminalWeight, .nonNegative)
+        c.speedWeight = try table.float("speed_weight", default: c.speedWeight, .closed(0, 1e6))
+        c.turnWeight = try table.float("turn_weight", default: c.turnWeight, .closed(0, 1e6))
+        c.terminalWeight = try table.float("terminal_weight", default: c.terminalWeight, .closed(0, 1e6))
         return ControlTask(name: "unicycle", dynamics: d, cost: c)
     }
 }

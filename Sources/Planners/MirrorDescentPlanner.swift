@@ -95,7 +95,13 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// The action last applied to the robot (a_{-1}) and its change from the one before, and the
     /// most the plan's first action may move from it (the guard's slew limit per reply): set by
     /// `setAppliedActions` before each plan; the first step is free without one.
-    private var appliedAction: [Float]?, appliedChange: [Float]?, firstStepLimit: [Float]?
+    private var appliedAction: [Float]?, appliedBefore: [Float]?, firstStepLimit: [Float]?
+    /// a_{-1} - a_{-2} of action `a`, when both are known.
+    @inline(__always)
+    private func appliedChange(_ a: Int) -> Float? {
+        guard let appliedAction, let appliedBefore else { return nil }
+        return appliedAction[a] - appliedBefore[a]
+    }
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
@@ -234,8 +240,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// nothing applied yet.
     public func setAppliedActions(last: [Float]?, beforeLast: [Float]?, firstStepLimit: [Float]?) {
         let m = actionDimension
+        // kept as given (no copies, no arithmetic): this runs every tick
         appliedAction = last?.count == m ? last : nil
-        appliedChange = appliedAction.flatMap { a in beforeLast?.count == m ? zip(a, beforeLast!).map { $0 - $1 } : nil }
+        appliedBefore = appliedAction != nil && beforeLast?.count == m ? beforeLast : nil
         self.firstStepLimit = firstStepLimit?.count == m ? firstStepLimit : nil
         if let appliedAction { for i in 0..<m { previousAction[i] = appliedAction[i] } }
     }
@@ -314,8 +321,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 }
             }
         }
-        // the start within the rate limits from the applied action (a network's proposal, or a
-        // plan carried from before a limited reply, may not be)
+        // the start and the prior within the rate limits from the applied action (a network's
+        // proposal, or a plan carried from before a limited reply, may not be): the prior's
+        // mean is what never_worse may send and what κ pulls towards
+        limitRates(of: priorMean)
         limitRates(of: mean)
         planCount &+= 1
         priorIsNetwork = proposed
@@ -551,9 +560,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         if r < m {
             guard let applied = appliedAction?[a] else { return }
             var low = applied - step, high = applied + step
-            if let change = appliedChange?[a], changeOfStep.isFinite {
-                low = Swift.max(low, applied + change - changeOfStep)
-                high = Swift.min(high, applied + change + changeOfStep)
+            if let change = appliedChange(a), changeOfStep.isFinite {
+                (low, high) = Self.window(rate: (low, high), change: (applied + change - changeOfStep, applied + change + changeOfStep))
             }
             let l = Lanes(repeating: low), h = Lanes(repeating: high)
             for k in Swift.stride(from: start, to: end, by: laneWidth) {
@@ -571,8 +579,10 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             if changeOfStep.isFinite {
                 let lastChange: Lanes? = if let twoBefore { previous - twoBefore.lanes(at: k) } else { appliedLanes.map { previous - $0 } }
                 if let lastChange {
-                    low = low.atLeast(previous + lastChange - changeLanes)
-                    high = high.atMost(previous + lastChange + changeLanes)
+                    // the change window clamped into the rate window: their overlap, or the rate
+                    // bound nearest to it when they do not meet (the rate limit wins)
+                    let changeLow = previous + lastChange - changeLanes, changeHigh = previous + lastChange + changeLanes
+                    (low, high) = (changeLow.clamp(low, high), changeHigh.clamp(low, high))
                 }
             }
             let x = row.lanes(at: k)
@@ -589,7 +599,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         let padded = smoothingScratch
         for a in 0..<m {
             let before1 = appliedAction?[a] ?? sequence[a]
-            padded[0] = appliedChange.map { before1 - $0[a] } ?? before1
+            padded[0] = appliedChange(a).map { before1 - $0 } ?? before1
             padded[1] = before1
             for t in 0..<h { padded[t + 2] = sequence[t * m + a] }
             padded[h + 2] = sequence[(h - 1) * m + a]
@@ -599,6 +609,12 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
                 sequence[t * m + a] = Swift.min(Swift.max(sum / 35, lowerBounds[a]), upperBounds[a])
             }
         }
+    }
+
+    /// The change window clamped into the rate window: their overlap, or, when they do not meet,
+    /// the rate bound nearest the change window (the rate limit wins).
+    static func window(rate: (Float, Float), change: (Float, Float)) -> (Float, Float) {
+        (Swift.min(Swift.max(change.0, rate.0), rate.1), Swift.min(Swift.max(change.1, rate.0), rate.1))
     }
 
     /// The same projection for a single sequence (the plan's mean), time-major.
@@ -611,10 +627,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
             let previous: Float? = r >= m ? sequence[r - m] : appliedAction?[a]
             guard let previous else { continue }
             var low = previous - step, high = previous + step
-            let lastChange: Float? = r >= 2 * m ? sequence[r - m] - sequence[r - 2 * m] : r >= m ? appliedAction.map { sequence[r - m] - $0[a] } : appliedChange?[a]
+            let lastChange: Float? = r >= 2 * m ? sequence[r - m] - sequence[r - 2 * m] : r >= m ? appliedAction.map { sequence[r - m] - $0[a] } : appliedChange(a)
             if let lastChange, changeOfStep.isFinite {
-                low = Swift.max(low, previous + lastChange - changeOfStep)
-                high = Swift.min(high, previous + lastChange + changeOfStep)
+                (low, high) = Self.window(rate: (low, high), change: (previous + lastChange - changeOfStep, previous + lastChange + changeOfStep))
             }
             sequence[r] = Swift.min(Swift.max(Swift.min(Swift.max(sequence[r], low), high), lowerBounds[a]), upperBounds[a])
         }

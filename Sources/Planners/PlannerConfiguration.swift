@@ -161,6 +161,10 @@ public struct PlannerConfiguration: Sendable {
             for (i, v) in values.enumerated() where !(v.isFinite && v > 0) {
                 throw fail(key, "action \(i) (\(task.dynamics.actionNames[i])): expected a number > 0, got \(v)")
             }
+            // a scale's product with min_std and the half range must stay a usable std
+            if key == "noise_scale", let i = values.firstIndex(where: { !(0.001...1000).contains($0) }) {
+                throw fail(key, "action \(i) (\(task.dynamics.actionNames[i])): expected a number in [0.001, 1000], got \(values[i])")
+            }
         }
         if maxRateChange != nil && maxRate == nil { throw fail("max_rate_change", "needs max_rate (or [safety] max_rate) as well") }
         let (lower, upper) = try bounds(for: task)

@@ -775,6 +775,46 @@ private final class ProposalSequence: ActionPrior, @unchecked Sendable {
         #expect(rateOnly > 2 * changeLimit * dt * dt, "without the limit the steps change by \(rateOnly) at most: the test would prove nothing")
     }
 
+    /// The filter takes the plan's high-frequency wiggle out: the summed squared second
+    /// differences of the mean drop by more than half, and the plan stays within the bounds.
+    @Test func smoothingCalmsThePlan() throws {
+        func roughness(_ smoothing: PlannerConfiguration.Smoothing) throws -> Float {
+            let (task, planner) = try unicyclePlanner { $0.smoothing = smoothing; $0.samples = 64 }
+            var state: [Float] = [0, 0, 1], total: Float = 0
+            for _ in 0..<20 {
+                let plan = planner.plan(state: state)
+                let mean = plan.sequence.mean
+                for i in 0..<mean.count {
+                    let a = i % 2
+                    #expect(mean[i] >= task.dynamics.actionLowerBounds[a] && mean[i] <= task.dynamics.actionUpperBounds[a])
+                }
+                for t in 1..<(mean.count / 2 - 1) {
+                    for a in 0..<2 {
+                        let d = mean[(t + 1) * 2 + a] - 2 * mean[t * 2 + a] + mean[(t - 1) * 2 + a]
+                        total += d * d
+                    }
+                }
+                state = task.step(state: state, action: plan.action).next
+            }
+            return total
+        }
+        let rough = try roughness(.none), smooth = try roughness(.savitzkyGolay)
+        #expect(smooth < rough / 2, "squared second differences \(smooth) smoothed, \(rough) not")
+    }
+
+    /// When the last change was faster than the change limit allows to undo in one step, the
+    /// rate limit still holds (it wins over the change limit).
+    @Test func theRateLimitWinsWhenTheTwoLimitsCannotBothHold() throws {
+        let (_, planner) = try unicyclePlanner { $0.maxRate = [1, 1]; $0.maxRateChange = [1, 1] }
+        // speed 0.5 after -0.5 and turn rate -0.5 after 0.5: changes of +1 and -1 per step; the rate
+        // allows 0.1 a step, the change limit 0.01 around them: both directions
+        planner.setAppliedActions(last: [0.5, -0.5], beforeLast: [-0.5, 0.5], firstStepLimit: nil)
+        let mean = planner.plan(state: [0, 0, 0]).sequence.mean
+        #expect(abs(mean[0] - 0.5) <= 0.1 + 1e-5 && abs(mean[1] + 0.5) <= 0.1 + 1e-5, "\(mean[0..<2])")
+        let steps = largestSteps(Array(mean[2...]), after: Array(mean[0..<2]))
+        #expect(steps.allSatisfy { $0 <= 0.1 + 1e-5 }, "\(steps)")
+    }
+
     @Test func aPerActionNoiseScaleSetsEachActionsStd() throws {
         let (_, planner) = try unicyclePlanner { $0.noiseScale = [1, 0.25]; $0.iterations = 0 }
         let std = planner.initialSequence.std

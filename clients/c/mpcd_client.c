@@ -9,7 +9,7 @@
  * "Parameters"), it first sets them for its session and exits 2 if the daemon refuses them.
  *
  *     cc -O2 -o mpcd_client clients/c/mpcd_client.c -lzmq -lm
- *     ./mpcd_client tcp://127.0.0.1:5555 ['{"goal": [1.0, 2.0]}']
+ *     ./mpcd_client tcp://127.0.0.1:5555 ['{"target_angle": 0.1}']
  */
 #include <math.h>
 #include <stdint.h>

@@ -20,6 +20,7 @@ OUT/configuration.md's "actuators" block and OUT/actuators.png.
 import argparse
 import math
 import os
+import random
 import re
 import sys
 import tempfile
@@ -114,11 +115,13 @@ def chatter(mpcd, text, folder, seeds=range(100, 120)):
 
 def compute_side_by_side(builds, folder, repeats):
     """The embedded default's mean compute per tick for each build, the same 20 episodes run
-    `repeats` times, the builds taking turns: the median of each build's means (one run moves by
-    10-15% on this machine)."""
+    `repeats` times, the builds taking turns in a shuffled order: the median of each build's means
+    (one run moves by 10-15% on this machine)."""
     means = {b: [] for b in builds}
+    order = random.Random(0)
     for _ in range(repeats):
-        for b in builds:
+        # in a shuffled order: whatever runs second in a pair was measured slower on this machine
+        for b in order.sample(builds, len(builds)):
             default = __import__("subprocess").run([b, "--print-default"], check=True, capture_output=True, text=True).stdout
             means[b].append(chatter(b, default.replace('mode = "realtime"', 'mode = "lockstep"'), folder)["compute_ms"])
     return {b: float(np.median(m)) for b, m in means.items()}

@@ -1,4 +1,5 @@
 """A blocking client for mpcd: one DEALER socket, one session on the daemon."""
+import collections
 import os
 import time
 
@@ -46,6 +47,8 @@ class Controller:
         self._socket = None
         self._sequence = 0
         self._info = None
+        # action replies that arrived while set_parameters waited, for receive()
+        self._held = collections.deque(maxlen=64)
         self.last = None
         self._connect()
 
@@ -86,6 +89,7 @@ class Controller:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._socket.poll(max(1, int(remaining * 1000))):
                 self._connect()
+                self._held.clear()
                 raise MpcdTimeout(f"no reply from {self.endpoint} within {timeout:.3f} s")
             frames = self._socket.recv_multipart()
             info = self._info or {}
@@ -111,6 +115,8 @@ class Controller:
     def receive(self, timeout=None):
         """The next action reply, whatever observation it answers (realtime streaming)."""
         self.info
+        if self._held:
+            return self._held.popleft()
         return self._receive(self.timeout if timeout is None else timeout, self._accept_any)
 
     def _accept_any(self, reply):
@@ -149,10 +155,13 @@ class Controller:
                 raise MpcdError(reply)
             if isinstance(reply, protocol.ParametersReply) and reply.sequence == sequence:
                 return reply.values
+            if isinstance(reply, protocol.ActionReply):
+                self._held.append(reply)  # a realtime stream goes on meanwhile
             return None
 
         return self._receive(self.timeout, accept)
 
     def reset(self):
         """Ends this session on the daemon (its warm start is forgotten); the next act() opens a new one."""
+        self._held.clear()
         self._socket.send_multipart(protocol.bye())

@@ -184,6 +184,15 @@ def test_the_c_client_needs_nothing_but_libzmq(start_daemon, tmp_path):
     ("[task]\nname = \"walker\"\n", "task.name"),
     ("[server]\nmode = \"fast\"\n", "server.mode"),
     ("[planner\nsamples = 3\n", "line 1"),
+    ("[safety]\nmax_rate = [1e300]\n", "safety.max_rate"),
+    ("[safety]\nmax_rate = [1e-300]\n", "safety.max_rate"),
+    ("[planner]\nmax_rate = [0.0]\n", "planner.max_rate"),
+    ("[planner]\nmax_rate_change = [1.0]\n", "planner.max_rate_change"),
+    ("[planner]\nnoise_scale = [1e-9]\n", "planner.noise_scale"),
+    ("[planner]\nsmoothing = \"kalman\"\n", "planner.smoothing"),
+    ("[task]\nname = \"unicycle\"\ngoal = [1e9, 0.0]\n", "task.goal"),
+    ("[task]\nname = \"pendulum\"\ntarget_angle = 4.0\n", "task.target_angle"),
+    ("[task]\nname = \"point_mass\"\nposition_weight = 1e7\n", "task.position_weight"),
 ])
 def test_bad_configuration_stops_the_start_naming_file_key_and_reason(tmp_path, text, key):
     config = tmp_path / "bad.toml"

@@ -190,6 +190,7 @@ def test_a_slew_limit_is_planned_for_so_the_guard_has_nothing_to_cut(start_daemo
             action = c.act(state)
             limited += bool(c.last.flags & 16)
             if previous is not None:
+                # the guard holds this either way; `limited` below says whether it had to
                 assert np.all(np.abs(action - previous) <= 0.4 + 1e-6)  # 4 per second x dt 0.1
             previous = action
             state = unicycle_step(state, action)
@@ -221,3 +222,18 @@ def test_the_embedded_defaults_prior_only_proposes_once_a_session_moves_its_targ
             theta, theta_dot = pendulum_step(theta, theta_dot, c.act(np.array([theta, theta_dot]))[0])
     assert 0.1 < held < 0.4, held
     assert abs(theta) < 0.05, theta
+
+
+def test_a_realtime_stream_loses_no_action_while_parameters_are_set(start_daemon, tmp_path):
+    config = tmp_path / "unicycle.toml"
+    config.write_text(UNICYCLE.replace("samples = 512", "samples = 64") + '\n[server]\nmode = "realtime"\nrate_hz = 50\n')
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint, timeout=5) as c:
+        c.send_observation(np.zeros(3))
+        first = c.receive()
+        import time
+        time.sleep(0.1)  # a few ticks' actions wait in the socket
+        c.set_parameters(goal=[1.0, 1.0])
+        ticks = [c.receive().tick for _ in range(8)]
+    # the replies that came in while set_parameters waited are handed out, in order, none skipped
+    assert ticks == list(range(ticks[0], ticks[0] + 8)) and ticks[0] == first.tick + 1, (first.tick, ticks)
