@@ -197,3 +197,49 @@ def test_install_then_uninstall_leaves_no_file_behind(tmp_path):
     assert uninstall.returncode == 0, uninstall.stderr
     left = [p for p in root.rglob("*") if p.is_file()]
     assert left == [], f"left behind: {left}"
+
+
+def test_under_the_journal_every_line_carries_its_priority_and_no_timestamp(tmp_path):
+    """systemd gives a service JOURNAL_STREAM (the device and inode of its stderr); journald then
+    reads a "<N>" syslog priority off each line, which `journalctl -p warning` selects by."""
+    log = tmp_path / "journal.log"
+    config = tmp_path / "mpcd.toml"
+    config.write_text('[task]\nname = "pendulum"\n')
+    with open(log, "w") as stderr:
+        st = os.fstat(stderr.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", RUNTIME_DIRECTORY=str(tmp_path / "run"))
+        process = subprocess.Popen([str(MPCD), "--config", str(config), "--endpoint", "tcp://0.0.0.0:0"], stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True, env=env)
+        try:
+            assert "listening" in process.stdout.readline()
+            config.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 0\n')  # a reload the daemon refuses
+            result = subprocess.run([str(MPCCTL), "reload"], capture_output=True, text=True, timeout=20, env=env)
+            assert result.returncode != 0
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = log.read_text().splitlines()
+    priorities = [int(re.match(r"^<([0-7])>mpcd: ", line).group(1)) for line in lines]  # every line has one
+    by_priority = {p: [l for l, q in zip(lines, priorities) if q == p] for p in set(priorities)}
+    assert any("non-loopback" in l for l in by_priority.get(4, [])), lines  # a warning
+    assert any("reload refused" in l and "planner.samples" in l for l in by_priority.get(3, [])), lines  # an error, with its reason
+    assert any("serving" in l for l in by_priority.get(6, [])), lines
+    # what `journalctl -p warning` shows: priorities 0-4, and only warnings and errors
+    shown = [l for l, p in zip(lines, priorities) if p <= 4]
+    assert shown and all(": warning: " in l or ": error: " in l or ": critical: " in l for l in shown), shown
+    assert not any(re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", l) for l in lines)  # the journal stamps lines itself
+
+
+def test_outside_the_journal_lines_keep_their_timestamps(tmp_path):
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        env = dict(os.environ, JOURNAL_STREAM="1:2", RUNTIME_DIRECTORY=str(tmp_path / "run"))  # another stream's
+        process = subprocess.Popen([str(MPCD), "--endpoint", "tcp://127.0.0.1:0"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        try:
+            assert "listening" in process.stdout.readline()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = log.read_text().splitlines()
+    assert lines and not any(l.startswith("<") for l in lines)
+    assert all(re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", l) for l in lines), lines
