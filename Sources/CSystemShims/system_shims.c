@@ -148,3 +148,28 @@ int mpcd_take_reload_request(void) {
     reload_requested = 0;
     return requested;
 }
+
+int mpcd_tcp_listen(const char *address, int port, int backlog, int *fd, int *bound_port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    if (port < 0 || port > 65535 || inet_pton(AF_INET, address, &sa.sin_addr) != 1) return EINVAL;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return errno;
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(s, backlog) != 0) {
+        int error = errno;
+        close(s);
+        return error;
+    }
+    socklen_t length = sizeof sa;
+    if (getsockname(s, (struct sockaddr *)&sa, &length) == 0) *bound_port = ntohs(sa.sin_port);
+    *fd = s;
+    return 0;
+}
+
+int mpcd_accept_nonblocking(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}

@@ -33,6 +33,7 @@ extension Server {
 
     func closeControl() {
         control = nil
+        metricsServer = nil
         controlSocketFile?.release()
         controlSocketFile = nil
     }
@@ -62,6 +63,7 @@ extension Server {
                 continue
             }
         }
+        metricsServer?.serve(now: now) { metrics(now: monotonicNanoseconds()) }
         finishReconfiguration()
         if reloadRequested.exchange(false, ordering: .relaxed) || mpcd_take_reload_request() != 0 { startReconfiguration(.reload, requester: nil) }
         if let interval = notifier.watchdogInterval, now - lastWatchdog >= interval / 2,

@@ -67,6 +67,7 @@ extension Server {
             "reconfiguring": pendingReconfiguration.map { $0.kind == .reload ? "reload" : "policy_load" } as Any? ?? NSNull(),
             "iterations_per_tick": planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
             "endpoints": boundEndpoints, "control": controlEndpoint,
+            "metrics": metricsServer.map { "http://\($0.address)/metrics" } as Any? ?? NSNull(),
             "curve": configuration.curve.map { ["public_key": $0.publicKey, "authorized_keys": $0.authorizedKeys.count, "refused_handshakes": zap?.refused ?? 0] as [String: Any] } as Any? ?? NSNull(),
         ]
         if let prior = configuration.prior {
@@ -88,56 +89,82 @@ extension Server {
 
     // MARK: - Prometheus metrics
 
-    static let latencyBucketsMicroseconds: [UInt64] = [50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 1_000_000]
-
-    /// Prometheus text exposition format, version 0.0.4.
+    /// Prometheus text exposition format, version 0.0.4 (`mpcctl metrics` and the HTTP endpoint).
+    /// Counters for everything a rate is wanted of; per-session series carry a `session` label.
     func metrics(now: UInt64) -> String {
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: Double)]) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for (labels, value) in samples { out += "\(name)\(labels) \(Self.number(value))\n" }
-        }
-        metric("mpcd_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", Double(now - startedAt) * 1e-9)])
-        metric("mpcd_ticks_total", "counter", "Realtime ticks run.", [("", Double(counters.ticks))])
-        metric("mpcd_replies_total", "counter", "Replies sent (actions, hello replies and errors).", [("", Double(counters.replies))])
-        metric("mpcd_dropped_replies_total", "counter", "Replies dropped because the peer was gone or not reading.", [("", Double(counters.dropped))])
-        metric("mpcd_missed_ticks_total", "counter", "Ticks skipped because one overran its period.", [("", Double(counters.overruns))])
-        metric("mpcd_fallbacks_total", "counter", "Replies carrying the prior's action because the planner failed.",
-               [("", Double(counters.fallbacks + sessions.values.reduce(0) { $0 + $1.fallbacks }))])
-        metric("mpcd_stale_replies_total", "counter", "Safe actions sent because a session's observations stopped.",
-               [("", Double(counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies }))])
-        metric("mpcd_rejected_messages_total", "counter", "Messages refused with an error reply, by error code.",
-               WireProtocol.ErrorCode.allCases.map { ("{code=\"\($0.name)\"}", Double(counters.refused[$0, default: 0])) })
-        metric("mpcd_sessions", "gauge", "Sessions being served.", [("", Double(sessions.count))])
-        metric("mpcd_sessions_opened_total", "counter", "Sessions opened since start.", [("", Double(counters.sessionsOpened))])
-        metric("mpcd_sessions_ended_total", "counter", "Sessions ended other than by their client, by reason.", [
-            ("{reason=\"expired\"}", Double(counters.sessionsExpired)), ("{reason=\"evicted\"}", Double(counters.sessionsEvicted)),
-            ("{reason=\"peer_gone\"}", Double(counters.sessionsPeerGone)), ("{reason=\"reload\"}", Double(counters.sessionsEndedByReload)),
+        var out = PrometheusText()
+        let live = sessions.values.sorted { $0.index < $1.index }
+        let fallbacks = counters.fallbacks + live.reduce(0) { $0 + $1.fallbacks }
+        let staleReplies = counters.staleReplies + live.reduce(0) { $0 + $1.staleReplies }
+        out.metric("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", processStartTime)
+        out.metric("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.", Self.processCPUSeconds())
+        out.metric("process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.", Self.residentMemoryBytes())
+        out.metric("mpcd_build_info", "gauge", "Always 1; the labels say which mpcd this is.", [([("version", mpcdVersion)], 1)])
+        out.metric("mpcd_uptime_seconds", "gauge", "Seconds since the daemon started.", Double(now - startedAt) * 1e-9)
+        out.metric("mpcd_target_rate_hertz", "gauge", "Configured ticks per second per session (realtime; lockstep follows its clients).",
+                   configuration.rateHz)
+        out.metric("mpcd_ticks_total", "counter", "Realtime ticks run (none in lockstep).", Double(counters.ticks))
+        out.metric("mpcd_replies_total", "counter", "Replies sent (actions, hello replies and errors).", Double(counters.replies))
+        out.metric("mpcd_dropped_replies_total", "counter", "Replies dropped because the peer was gone or not reading.", Double(counters.dropped))
+        out.metric("mpcd_missed_ticks_total", "counter", "Ticks skipped because one overran its period.", Double(counters.overruns))
+        out.metric("mpcd_fallbacks_total", "counter", "Replies carrying the prior's action because the planner failed.", Double(fallbacks))
+        out.metric("mpcd_stale_replies_total", "counter", "Safe actions sent because a session's observations stopped.", Double(staleReplies))
+        out.metric("mpcd_plans_total", "counter", "Plans sent as replies.", Double(planCount))
+        out.metric("mpcd_truncated_plans_total", "counter", "Plans whose iterations the tick's deadline cut short.",
+                   Double(counters.truncatedPlans + live.reduce(0) { $0 + $1.metrics.truncatedPlans }))
+        out.metric("mpcd_iterations_total", "counter", "Mirror-descent iterations of the plans sent (per plan: a rate of this over a rate of mpcd_plans_total).",
+                   Double(iterationCount))
+        out.metric("mpcd_rejected_messages_total", "counter", "Messages refused with an error reply, by error code.",
+                   WireProtocol.ErrorCode.allCases.map { ([("code", $0.name)], Double(counters.refused[$0, default: 0])) })
+        out.metric("mpcd_sessions", "gauge", "Sessions being served.", Double(sessions.count))
+        out.metric("mpcd_sessions_opened_total", "counter", "Sessions opened since start.", Double(counters.sessionsOpened))
+        out.metric("mpcd_sessions_ended_total", "counter", "Sessions ended other than by their client, by reason.", [
+            ([("reason", "expired")], Double(counters.sessionsExpired)), ([("reason", "evicted")], Double(counters.sessionsEvicted)),
+            ([("reason", "peer_gone")], Double(counters.sessionsPeerGone)), ([("reason", "reload")], Double(counters.sessionsEndedByReload)),
         ])
-        metric("mpcd_connections", "gauge", "TCP and ipc connections to the data endpoints.", [("", Double(connectionGuard?.count ?? 0))])
-        metric("mpcd_connections_ended_total", "counter", "Connections the daemon ended, by reason.",
-               ConnectionGuard.Reason.allCases.map { ("{reason=\"\($0.rawValue)\"}", Double(connectionGuard?.ended[$0] ?? 0)) })
-        metric("mpcd_oversized_messages_total", "counter", "Messages over max_message_bytes, all frames together.", [("", Double(counters.oversizedMessages))])
-        metric("mpcd_iterations_per_tick", "gauge", "Mean mirror-descent iterations per plan since start.",
-               [("", planCount > 0 ? Double(iterationCount) / Double(planCount) : 0)])
+        out.metric("mpcd_connections", "gauge", "TCP and ipc connections to the data endpoints.", Double(connectionGuard?.count ?? 0))
+        out.metric("mpcd_connections_ended_total", "counter", "Connections the daemon ended, by reason.",
+                   ConnectionGuard.Reason.allCases.map { ([("reason", $0.rawValue)], Double(connectionGuard?.ended[$0] ?? 0)) })
+        out.metric("mpcd_oversized_messages_total", "counter", "Messages over max_message_bytes, all frames together.", Double(counters.oversizedMessages))
         if configuration.prior != nil {
-            metric("mpcd_network_version", "gauge", "Version of the prior network's weights.", [("", Double(networkVersion))])
+            out.metric("mpcd_network_version", "gauge", "Version of the prior network's weights.", Double(networkVersion))
         }
-        out += "# HELP mpcd_tick_latency_seconds From the tick's grid time (realtime) or the observation's arrival (lockstep) to the reply sent.\n"
-        out += "# TYPE mpcd_tick_latency_seconds histogram\n"
+        let bounds = SessionMetrics.latencyBoundsMicroseconds.map { Double($0) / 1e6 }
         let histogram = latency.sinceStart
-        for bound in Self.latencyBucketsMicroseconds {
-            let count = histogram.totalCount == 0 ? 0 : histogram.count(within: 0...bound)
-            out += "mpcd_tick_latency_seconds_bucket{le=\"\(Self.number(Double(bound) * 1e-6))\"} \(count)\n"
+        out.histogram("mpcd_tick_latency_seconds", "From the tick's grid time (realtime) or the observation's arrival (lockstep) to the reply sent.",
+                      bounds: bounds, [.init(labels: [], cumulativeCounts: SessionMetrics.latencyBoundsMicroseconds.map {
+                          histogram.totalCount == 0 ? 0 : histogram.count(within: 0...$0)
+                      }, count: histogram.totalCount, sum: Double(latency.sumMicroseconds) / 1e6)])
+        // per session: the label is the client's identity as mpcctl shows it
+        func perSession(_ name: String, _ help: String, _ value: (Session) -> UInt64) {
+            out.metric(name, "counter", help, live.map { ([("session", $0.name)], Double(value($0))) })
         }
-        out += "mpcd_tick_latency_seconds_bucket{le=\"+Inf\"} \(histogram.totalCount)\n"
-        out += "mpcd_tick_latency_seconds_sum \(Self.number(Double(latency.sumMicroseconds) * 1e-6))\n"
-        out += "mpcd_tick_latency_seconds_count \(histogram.totalCount)\n"
-        return out
+        perSession("mpcd_session_ticks_total", "Planned actions sent to the session (its tick rate).") { $0.ticksServed }
+        perSession("mpcd_session_iterations_total", "Mirror-descent iterations of the session's plans.") { $0.metrics.iterations }
+        perSession("mpcd_session_truncated_plans_total", "Plans whose iterations the tick's deadline cut short.") { $0.metrics.truncatedPlans }
+        perSession("mpcd_session_fallbacks_total", "Replies carrying the prior's action because the planner failed.") { $0.fallbacks }
+        perSession("mpcd_session_stale_replies_total", "Safe actions sent because the session's observations stopped.") { $0.staleReplies }
+        perSession("mpcd_session_rejected_messages_total", "The session's messages refused with an error reply.") { $0.refused }
+        out.histogram("mpcd_session_tick_latency_seconds", "The session's tick latency, as mpcd_tick_latency_seconds.", bounds: bounds, live.map {
+            .init(labels: [("session", $0.name)], cumulativeCounts: $0.metrics.cumulativeLatencyBuckets, count: $0.metrics.latencyCount,
+                  sum: Double($0.metrics.latencySumMicroseconds) / 1e6)
+        })
+        return out.text
     }
 
-    static func number(_ x: Double) -> String {
-        x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x)
+    /// User and system CPU time of the whole process, s.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
+    /// Resident set size from /proc/self/statm (its second field, in pages).
+    static func residentMemoryBytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE)))
+    }
 }

@@ -152,6 +152,8 @@ public struct DaemonConfiguration: Sendable {
     public var safety = SafetyConfiguration()
     /// The `[security]` table: CURVE on the data endpoints, when configured.
     public var curve: CurveConfiguration?
+    /// The `[metrics]` table: where Prometheus scrapes the daemon over HTTP (off without the table).
+    public var metricsListen: MetricsListenAddress?
 
     /// The action guard for replies sent every `period` seconds.
     public func actionSafety(period: Double) throws(ConfigurationError) -> ActionSafety {
@@ -264,10 +266,15 @@ public struct DaemonConfiguration: Sendable {
         var controlEndpoint = defaultControlEndpoint()
         if let control = try root.table("control") {
             controlEndpoint = try control.string("endpoint", default: controlEndpoint)
-            guard controlEndpoint.hasPrefix("ipc://") || controlEndpoint.hasPrefix("tcp://") else {
+            guard isControlEndpoint(controlEndpoint) else {
                 throw control.error("endpoint", "expected an ipc:// (or, deliberately, tcp://) endpoint, got \"\(controlEndpoint)\"")
             }
             try control.finish()
+        }
+        var metricsListen: MetricsListenAddress?
+        if let table = try root.table("metrics") {
+            metricsListen = try MetricsListenAddress(parsing: try table.string("listen", default: "127.0.0.1:9464"))
+            try table.finish()
         }
         var curve: CurveConfiguration?
         if let table = try root.table("security") { curve = try CurveConfiguration.read(table, source: source) }
@@ -275,9 +282,16 @@ public struct DaemonConfiguration: Sendable {
         var configuration = DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
         configuration.safety = safety
         configuration.curve = curve
+        configuration.metricsListen = metricsListen
         configuration.value = value
         try configuration.checkMemory()
         return configuration
+    }
+
+    /// Whether `endpoint` can carry the control socket: an ipc:// path (with something after the
+    /// scheme), or a tcp:// address.
+    public static func isControlEndpoint(_ endpoint: String) -> Bool {
+        (endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://")) && endpoint.count > 6
     }
 
     /// Bytes one session takes besides its buffers (objects, history, bookkeeping, the allocator's

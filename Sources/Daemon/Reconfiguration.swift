@@ -131,6 +131,10 @@ extension Server {
             warnings.append("control.endpoint changed: restart mpcd to move the control socket")
             next.controlEndpoint = configuration.controlEndpoint
         }
+        if next.metricsListen != configuration.metricsListen {
+            warnings.append("metrics.listen changed: restart mpcd to move the metrics endpoint")
+            next.metricsListen = configuration.metricsListen
+        }
         if next.server.cpuAffinity != configuration.server.cpuAffinity { warnings.append("server.cpu_affinity changed: restart mpcd to apply it") }
         if next.server.maxConnections != configuration.server.maxConnections {
             warnings.append("server.max_connections changed: restart mpcd to apply it")

@@ -60,6 +60,8 @@ public final class Server: @unchecked Sendable {
     var control: ZMQSocket?
     public internal(set) var controlEndpoint = ""
     var controlSocketFile: IPCSocketFile?
+    /// Prometheus's HTTP endpoint, when `[metrics]` asks for one.
+    public internal(set) var metricsServer: MetricsHTTPServer?
     /// A reload or policy load being prepared off the serving thread, and who asked for it.
     var pendingReconfiguration: PendingReconfiguration?
     let notifier = SystemdNotifier()
@@ -68,6 +70,8 @@ public final class Server: @unchecked Sendable {
     var lastTickOnTime = true
     // Statistics for mpcctl status and metrics.
     let startedAt = monotonicNanoseconds()
+    /// The same moment on the wall clock, s since the Unix epoch (process_start_time_seconds).
+    let processStartTime = Date().timeIntervalSince1970
     var latency = LatencyStatistics()
     var iterationCount: UInt64 = 0
     var planCount: UInt64 = 0
@@ -118,6 +122,13 @@ public final class Server: @unchecked Sendable {
                                               limits: .init(maxConnections: connectionLimit, maxMessageBytes: configuration.server.maxMessageBytes), logger: logger)
         apply(configuration)
         try bindControl()
+        if let address = configuration.metricsListen {
+            metricsServer = try MetricsHTTPServer(address)
+            if !address.isLoopback {
+                logger.warning("the metrics endpoint is on a non-loopback address: anyone who reaches it reads the daemon's figures and session names",
+                               metadata: ["listen": "\(address)"])
+            }
+        }
         if let curve = configuration.curve {
             // the ZAP handler must be bound before the CURVE socket, or libzmq accepts every key
             zap = try ZAPHandler(context: context, authorizedKeys: curve.authorizedKeys)
@@ -225,7 +236,7 @@ public enum ServerError: Error, CustomStringConvertible {
         case let .bind(endpoint, reason): "cannot bind \(endpoint): \(reason)"
         case let .affinity(cpus, reason): "cannot run on CPUs \(cpus): \(reason)"
         case let .alreadyRunning(endpoint, pid):
-            "another mpcd is running (\(pid.map { "pid \($0), " } ?? "")it holds \(endpoint)); stop it first, or give this one other endpoints"
+            "another mpcd is running (\(pid.map { "pid \($0), " } ?? "")it holds \(endpoint)); stop it first, or give this one endpoints of its own: --endpoint for the data socket, --control for the control socket"
         case let .unsafeFolder(path, reason):
             "\(path) \(reason); give the socket a folder of this user's ([control] endpoint, XDG_RUNTIME_DIR)"
         }

@@ -19,4 +19,5 @@ public struct ServerCounters: Sendable {
     /// Fallbacks and stale replies of sessions that have ended (live sessions count their own).
     public var fallbacks: UInt64 = 0
     public var staleReplies: UInt64 = 0
+    public var truncatedPlans: UInt64 = 0
 }

@@ -48,6 +48,7 @@ extension Server {
             sessions.removeValue(forKey: identity)
             counters.fallbacks += session.fallbacks
             counters.staleReplies += session.staleReplies
+            counters.truncatedPlans += session.metrics.truncatedPlans
             if let action = session.lastSent { rememberAction(action, of: identity) }
             if let reason { logger.info("session ended", metadata: ["peer": "\(session.name)", "reason": "\(reason)"]) }
         }

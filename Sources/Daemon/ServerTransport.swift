@@ -15,10 +15,11 @@ extension Server {
     /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
     func waitForMessages(until deadline: UInt64, tick: Bool) {
         let sockets = [socket] + (control.map { [$0] } ?? []) + (zap.map { [$0.socket] } ?? []) + (connectionGuard.map { [$0.monitor] } ?? [])
+        let descriptors = metricsServer?.descriptors ?? []
         if busyPollNanoseconds > 0 {
             let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
             while monotonicNanoseconds() < stop {
-                if (try? ZMQSocket.waitReadable(sockets, milliseconds: 0))?.contains(true) == true { return }
+                if (try? ZMQSocket.waitReadable(sockets, descriptors: descriptors, milliseconds: 0))?.contains(true) == true { return }
             }
         }
         let now = monotonicNanoseconds()
@@ -29,7 +30,7 @@ extension Server {
             // to watch, at most the guard's sweep interval; with a reload running, 5 ms
             let cap: UInt64 = pendingReconfiguration != nil ? 5_000_000 : (connectionGuard?.count ?? 0) > 0 ? ConnectionGuard.sweepNanoseconds : 100_000_000
             let ms = Int(max(1_000_000, min(remaining - 1_000_000, cap)) / 1_000_000)
-            _ = try? ZMQSocket.waitReadable(sockets, milliseconds: ms)
+            _ = try? ZMQSocket.waitReadable(sockets, descriptors: descriptors, milliseconds: ms)
         } else if tick {
             if remaining > Self.tickSpinNanoseconds {
                 let wake = deadline - Self.tickSpinNanoseconds
@@ -38,7 +39,7 @@ extension Server {
             }
             while monotonicNanoseconds() < deadline {}
         } else {
-            _ = try? ZMQSocket.waitReadable(sockets, milliseconds: 1)
+            _ = try? ZMQSocket.waitReadable(sockets, descriptors: descriptors, milliseconds: 1)
         }
     }
 

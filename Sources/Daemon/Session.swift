@@ -63,6 +63,8 @@ final class Session: @unchecked Sendable {
     /// The action sent before `lastSent`: with it, the change the robot was last given.
     private var sentBeforeLast: [Float]?
     var staleReplies: UInt64 = 0
+    /// Iterations, plans cut short and tick latency, for Prometheus.
+    var metrics = SessionMetrics()
     /// The state planned from and the plan, kept only for online amortisation.
     var lastPlan: ([Float], Plan)?
     var keepsPlans = false
@@ -133,7 +135,10 @@ final class Session: @unchecked Sendable {
         let finished = monotonicNanoseconds()
         var flags = WireProtocol.ActionFlags()
         if advanced > 0 { flags.insert(.advanced) }
-        if plan.iterations.count < iterations { flags.insert(.truncated) }
+        if plan.iterations.count < iterations {
+            flags.insert(.truncated)
+            metrics.truncatedPlans += 1
+        }
         if plan.failed {
             // No rollout had a finite cost: the action is the prior's, unrefined. Start afresh.
             flags.insert(.fallback)

@@ -39,7 +39,9 @@ extension Server {
             // tick latency: from the tick's grid time (realtime) or the observation's arrival (lockstep)
             let sent = monotonicNanoseconds()
             let origin = tick != nil ? now - UInt64(max(0, lateness) * 1e9) : (session.observation?.receivedAt ?? now)
-            latency.record(nanoseconds: sent > origin ? sent - origin : 0, now: sent)
+            let nanoseconds = sent > origin ? sent - origin : 0
+            latency.record(nanoseconds: nanoseconds, now: sent)
+            session.metrics.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
             planCount += 1
             iterationCount += UInt64(session.lastIterations)
         }

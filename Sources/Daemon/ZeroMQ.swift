@@ -87,8 +87,9 @@ public final class ZMQSocket {
     }
 
     /// Waits up to `milliseconds` for any of `sockets` to have a message; which ones do.
-    public static func waitReadable(_ sockets: [ZMQSocket], milliseconds: Int) throws(ZMQError) -> [Bool] {
+    public static func waitReadable(_ sockets: [ZMQSocket], descriptors: [Int32] = [], milliseconds: Int) throws(ZMQError) -> [Bool] {
         var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+            + descriptors.map { zmq_pollitem_t(socket: nil, fd: $0, events: Int16(ZMQ_POLLIN), revents: 0) }
         let count = Int32(items.count)
         try zmqCall("zmq_poll") { items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, count, milliseconds) } }
         return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }

@@ -83,7 +83,8 @@ struct StatusReport {
         } else {
             lines.append("value      none (the task's terminal cost)")
         }
-        lines.append("endpoints  \((status["endpoints"] as? [String] ?? []).joined(separator: ", ")); control \(status["control"] ?? "?")")
+        lines.append("endpoints  \((status["endpoints"] as? [String] ?? []).joined(separator: ", ")); control \(status["control"] ?? "?")"
+            + ((status["metrics"] as? String).map { "; metrics \($0)" } ?? ""))
         let connections = status["connections"] as? [String: Any] ?? [:]
         let ended = (connections["ended"] as? [String: Any] ?? [:]).filter { Self.count($0.value) > 0 }.sorted { $0.key < $1.key }
             .map { "\($0.key) \(Self.count($0.value))" }

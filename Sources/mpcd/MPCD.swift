@@ -54,6 +54,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Override [server] endpoints with one endpoint.")
     var endpoint: String?
 
+    @Option(name: .long, help: "Override [control] endpoint: where mpcctl finds this daemon (an ipc:// path).")
+    var control: String?
+
     @Flag(name: .long, help: "Check the configuration, print a summary and exit.")
     var check = false
 
@@ -83,7 +86,7 @@ struct Serve: ParsableCommand {
         }
         let overrides: ConfigurationOverrides
         do {
-            overrides = try ConfigurationOverrides(checkingMode: mode, rateHz: rateHz, endpoint: endpoint)
+            overrides = try ConfigurationOverrides(checkingMode: mode, rateHz: rateHz, endpoint: endpoint, control: control)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -101,6 +104,7 @@ struct Serve: ParsableCommand {
             throw ExitCode(1)
         }
         for endpoint in server.boundEndpoints { print("mpcd listening on \(endpoint)") }
+        if let metrics = server.metricsServer { print("mpcd metrics on http://\(metrics.address)/metrics") }
         fflush(nil)
         server.run()
     }

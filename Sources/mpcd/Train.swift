@@ -166,29 +166,36 @@ struct Train: ParsableCommand {
     }
 }
 
-/// A one-line progress bar with an ETA, redrawn in place on standard error.
+/// A one-line progress bar with an ETA, redrawn in place on standard error when it is a terminal;
+/// elsewhere (a log file, the journal, a pipe) a plain line every `plainInterval` seconds.
 final class ProgressBar {
     let total: Double
     let start = Date()
     var lastDraw = Date.distantPast
+    let isTerminal: Bool
+    static let plainInterval = 10.0
 
-    init(total: Double) { self.total = total }
+    init(total: Double, isTerminal: Bool = isatty(STDERR_FILENO) == 1) {
+        self.total = total
+        self.isTerminal = isTerminal
+    }
 
     func show(done: Double, label: String, detail: String) {
         let now = Date()
-        guard now.timeIntervalSince(lastDraw) > 0.1 else { return }
+        guard now.timeIntervalSince(lastDraw) > (isTerminal ? 0.1 : Self.plainInterval) else { return }
         lastDraw = now
         let fraction = min(1, max(0, done / total)), width = 30
         let filled = Int(fraction * Double(width))
         let elapsed = now.timeIntervalSince(start)
         let eta = fraction > 0.01 ? elapsed * (1 - fraction) / fraction : .nan
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        let line = String(format: "\r[%@] %3.0f%%  %@  %@  elapsed %@  ETA %@   ", bar, fraction * 100, label, detail, Self.clock(elapsed), eta.isFinite ? Self.clock(eta) : "--:--")
-        FileHandle.standardError.write(Data(line.utf8))
+        let line = String(format: "%3.0f%%  %@  %@  elapsed %@  ETA %@", fraction * 100, label, detail, Self.clock(elapsed), eta.isFinite ? Self.clock(eta) : "--:--")
+        FileHandle.standardError.write(Data((isTerminal ? "\r[\(bar)] \(line)   " : "progress \(line)\n").utf8))
     }
 
     func finish() {
-        FileHandle.standardError.write(Data(String(format: "\rdone in %@%@\n", Self.clock(Date().timeIntervalSince(start)), String(repeating: " ", count: 80)).utf8))
+        let line = "done in \(Self.clock(Date().timeIntervalSince(start)))"
+        FileHandle.standardError.write(Data((isTerminal ? "\r\(line)\(String(repeating: " ", count: 80))\n" : "\(line)\n").utf8))
     }
 
     static func clock(_ seconds: Double) -> String {

@@ -34,6 +34,14 @@ int mpcd_raise_open_files_limit(unsigned long long ceiling, unsigned long long *
    else the errno (ECONNREFUSED: a stale socket file, EACCES: no permission, ENOENT: no file). */
 int mpcd_probe_unix_socket(const char *path);
 
+/* A listening TCP socket on `address` (IPv4 dotted quad) and `port`, non-blocking, close-on-exec,
+   SO_REUSEADDR; `port` 0 takes a free port. Writes the descriptor to `fd` and the bound port to
+   `bound_port`. Returns 0 or an errno (EINVAL: not an IPv4 address). */
+int mpcd_tcp_listen(const char *address, int port, int backlog, int *fd, int *bound_port);
+
+/* accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: a descriptor, or -1 with errno (EAGAIN: none waiting). */
+int mpcd_accept_nonblocking(int fd);
+
 /* flock(fd, LOCK_EX | LOCK_NB). Returns 0 or an errno (EWOULDBLOCK: another process holds it). */
 int mpcd_try_lock(int fd);
 

@@ -27,7 +27,7 @@ class Daemon:
         self.endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
         stamp = time.monotonic_ns()
         self.runtime = tmp_path / f"runtime-{stamp}"
-        self.env = dict(os.environ, RUNTIME_DIRECTORY=str(self.runtime), **(env or {}))
+        self.env = {**os.environ, "RUNTIME_DIRECTORY": str(self.runtime), **(env or {})}
         self.log = open(tmp_path / f"mpcd-{stamp}.log", "w+")
         self.process = subprocess.Popen([str(MPCD), "--endpoint", self.endpoint, *args], stdout=subprocess.PIPE,
                                         stderr=stderr if stderr is not None else self.log, text=True, env=self.env,

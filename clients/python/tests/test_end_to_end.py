@@ -1,4 +1,5 @@
 """End-to-end: the real daemon, real sockets, real Gymnasium environments."""
+import re
 import shutil
 import signal
 import subprocess
@@ -285,6 +286,8 @@ def test_train_writes_a_loadable_network_and_resumes(tmp_path, kind, extra, tabl
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr and "1 of 2 rounds done" in second.stderr
     assert "ETA" in second.stderr
+    # standard error is a pipe here, as in a log file or the journal: plain lines, no carriage returns
+    assert "\r" not in second.stderr and re.search(r"^progress +\d+%.*ETA", second.stderr, flags=re.M), second.stderr
     config = tmp_path / "mpcd.toml"
     config.write_text(f'[task]\nname = "pendulum"\n{table}\nfile = "{out}"\n')
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=10)

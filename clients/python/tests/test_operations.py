@@ -68,8 +68,25 @@ def test_a_second_daemon_on_the_same_control_socket_refuses_to_start(start_daemo
     first = start_daemon()
     result = subprocess.run([str(MPCD), "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True, timeout=10, env=first.env)
     assert result.returncode != 0
-    assert "another mpcd is running" in result.stderr
+    assert "another mpcd is running" in result.stderr and "--control for the control socket" in result.stderr
     first.mpcctl("status")  # the first is untouched
+
+
+def test_a_second_daemon_with_its_own_control_socket_starts_and_each_answers_on_its_own(start_daemon, tmp_path):
+    first = start_daemon()
+    control = f"ipc://{tmp_path}/second/control.sock"
+    second = start_daemon("--control", control, env={"RUNTIME_DIRECTORY": first.env["RUNTIME_DIRECTORY"]})
+    assert json.loads(second.mpcctl("status", "--json", "--socket", control).stdout)["pid"] == second.process.pid
+    assert json.loads(first.mpcctl("status", "--json").stdout)["pid"] == first.process.pid
+    # a reload keeps the command line's control socket
+    second.mpcctl("reload", "--socket", control)
+    assert json.loads(second.mpcctl("status", "--json", "--socket", control).stdout)["control"] == control
+
+
+@pytest.mark.parametrize("control", ["tcp:/", "udp://127.0.0.1:1", "ipc://", "/run/mpcd/control.sock"])
+def test_a_bad_control_flag_is_refused_with_the_flag_named(control):
+    result = subprocess.run([str(MPCD), "--control", control, "--check"], capture_output=True, text=True, timeout=10)
+    assert result.returncode != 0 and "--control" in result.stderr and control in result.stderr, result.stderr
 
 
 def test_systemd_notify_ready_watchdog_status_and_stopping(tmp_path):
@@ -173,6 +190,16 @@ def test_the_unit_verifies_and_rates_2_or_lower(tmp_path):
     security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True, timeout=60)
     level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout).group(1))
     assert level <= 2.0, security.stdout[-2000:]
+
+
+def test_the_unit_does_not_restart_a_daemon_whose_configuration_is_broken(tmp_path):
+    unit = (REPO / "systemd" / "mpcd.service").read_text()
+    assert re.search(r"^Restart=on-failure$", unit, flags=re.M)
+    assert re.search(r"^RestartPreventExitStatus=78$", unit, flags=re.M)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[planner]\nsamples = -1\n")
+    result = subprocess.run([str(MPCD), "--config", str(broken)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 78 and "planner.samples" in result.stderr, result.stderr
 
 
 def test_install_then_uninstall_leaves_no_file_behind(tmp_path):

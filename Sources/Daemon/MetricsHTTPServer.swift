@@ -1,0 +1,198 @@
+import CSystemShims
+import Foundation
+import Models
+
+/// Where Prometheus scrapes the daemon (`[metrics] listen`): an IPv4 address and a port.
+public struct MetricsListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    /// Reads `"127.0.0.1:9464"` (`localhost` is 127.0.0.1; port 0 takes a free one), or says why not.
+    public init(parsing text: String) throws(ConfigurationError) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
+            throw ConfigurationError(key: "metrics.listen", reason: "expected \"address:port\" with an IPv4 address and a port in 0-65535, got \"\(text)\"")
+        }
+        let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4, octets.allSatisfy({ $0.count <= 3 && UInt8($0) != nil }) else {
+            throw ConfigurationError(key: "metrics.listen", reason: "\"\(parts[0])\" is not an IPv4 address (IPv6 is not supported here; put a proxy in front)")
+        }
+        self.host = host
+        self.port = port
+    }
+
+    public var isLoopback: Bool { host.hasPrefix("127.") }
+    public var description: String { "\(host):\(port)" }
+}
+
+/// Prometheus's scrape endpoint: a small HTTP/1.1 server that answers `GET /metrics` (and `HEAD`),
+/// served between ticks by the serving thread, never blocking it. One request per connection; a
+/// client that sends more than `maxRequestBytes` of headers, or takes longer than
+/// `timeoutNanoseconds` to send them, is answered with an error or cut off, and at most
+/// `maxConnections` are open at once (the rest wait in the kernel's backlog).
+public final class MetricsHTTPServer {
+    static let maxConnections = 8
+    static let maxRequestBytes = 8192
+    static let timeoutNanoseconds: UInt64 = 2_000_000_000
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    private struct Connection {
+        let descriptor: Int32
+        let openedAt: UInt64
+        var request: [UInt8] = []
+        var response: [UInt8]?
+        var sent = 0
+        /// The response is out and the write side shut: what the client still sends is read and
+        /// dropped until it closes, so that closing never resets the connection under a response
+        /// it has not read yet (a close with unread input sends a reset).
+        var draining = false
+    }
+
+    private let listener: Int32
+    /// The address bound (with the port the kernel chose, for port 0).
+    public let address: MetricsListenAddress
+    private var connections: [Connection] = []
+    /// Requests answered, by status code (for tests and the status reply).
+    private(set) var answered: [Int: UInt64] = [:]
+
+    init(_ requested: MetricsListenAddress) throws(ServerError) {
+        var descriptor: Int32 = -1, port: Int32 = 0
+        let error = mpcd_tcp_listen(requested.host, Int32(requested.port), 16, &descriptor, &port)
+        guard error == 0 else { throw ServerError.bind(endpoint: "http://\(requested)", reason: String(cString: strerror(error))) }
+        listener = descriptor
+        var bound = requested
+        bound.port = Int(port)
+        address = bound
+    }
+
+    deinit {
+        for connection in connections { close(connection.descriptor) }
+        close(listener)
+    }
+
+    /// The descriptors worth waking up for: the listener and connections still sending requests or
+    /// closing.
+    var descriptors: [Int32] { [listener] + connections.filter { $0.response == nil || $0.draining }.map(\.descriptor) }
+
+    /// Accepts, reads and answers what is ready now; `body` makes the metrics text when a scrape
+    /// asks for it.
+    func serve(now: UInt64, body: () -> String) {
+        while connections.count < Self.maxConnections {
+            let descriptor = mpcd_accept_nonblocking(listener)
+            guard descriptor >= 0 else { break }
+            connections.append(Connection(descriptor: descriptor, openedAt: now))
+        }
+        var open: [Connection] = []
+        for var connection in connections {
+            if connection.response == nil { read(&connection, body: body) }
+            if connection.response != nil && !connection.draining { write(&connection) }
+            if let response = connection.response, connection.sent >= response.count, !connection.draining {
+                shutdown(connection.descriptor, Int32(SHUT_WR))
+                connection.draining = true
+            }
+            let finished = connection.draining && Self.drain(connection.descriptor)
+            let expired = now > connection.openedAt && now - connection.openedAt > Self.timeoutNanoseconds
+            if connection.descriptor < 0 || finished || expired {
+                if connection.descriptor >= 0 { close(connection.descriptor) }
+            } else {
+                open.append(connection)
+            }
+        }
+        connections = open
+    }
+
+    private func read(_ connection: inout Connection, body: () -> String) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while connection.request.count <= Self.maxRequestBytes {
+            let n = buffer.withUnsafeMutableBytes { recv(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 {
+                connection.request += buffer[0..<n]
+                if let response = respond(to: connection.request, body: body) {
+                    connection.response = response
+                    return
+                }
+            } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                // the client closed (or broke) the connection before a whole request
+                close(connection.descriptor)
+                connection = Connection(descriptor: -1, openedAt: connection.openedAt)
+                return
+            } else {
+                return
+            }
+        }
+        connection.response = Self.response(status: 431, reason: "Request Header Fields Too Large", body: "a request is at most \(Self.maxRequestBytes) bytes\n")
+        answered[431, default: 0] += 1
+    }
+
+    /// Reads and drops what the client sends; true once it has closed its side (or broken).
+    private static func drain(_ descriptor: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { continue }
+            return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        }
+    }
+
+    private func write(_ connection: inout Connection) {
+        guard let response = connection.response else { return }
+        while connection.sent < response.count {
+            let n = response.withUnsafeBytes {
+                send(connection.descriptor, $0.baseAddress! + connection.sent, $0.count - connection.sent, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                connection.sent += n
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return
+            } else {
+                connection.sent = response.count  // the client has gone: nothing more to send
+            }
+        }
+    }
+
+    /// The response to a complete request head, or nil while the head is incomplete.
+    private func respond(to request: [UInt8], body: () -> String) -> [UInt8]? {
+        guard let end = Self.headEnd(request) else { return nil }
+        // bytes, not Characters: "\r\n" is one Character in Swift
+        let lineEnd = request[0..<end].firstIndex { $0 == 0x0D || $0 == 0x0A } ?? end
+        let words = String(decoding: request[0..<lineEnd], as: UTF8.self).split(separator: " ", omittingEmptySubsequences: false)
+        let (status, response): (Int, [UInt8])
+        if words.count != 3 || !words[2].hasPrefix("HTTP/1.") {
+            (status, response) = (400, Self.response(status: 400, reason: "Bad Request", body: "expected an HTTP/1.x request line\n"))
+        } else if words[0] != "GET" && words[0] != "HEAD" {
+            (status, response) = (405, Self.response(status: 405, reason: "Method Not Allowed", body: "only GET and HEAD\n", extra: "Allow: GET, HEAD\r\n"))
+        } else {
+            let path = words[1].prefix { $0 != "?" }
+            let bodyless = words[0] == "HEAD"
+            switch path {
+            case "/metrics":
+                (status, response) = (200, Self.response(status: 200, reason: "OK", body: body(), contentType: Self.contentType, headOnly: bodyless))
+            case "/":
+                (status, response) = (200, Self.response(status: 200, reason: "OK", body: "mpcd: metrics at /metrics\n", headOnly: bodyless))
+            default:
+                (status, response) = (404, Self.response(status: 404, reason: "Not Found", body: "mpcd serves /metrics only\n", headOnly: bodyless))
+            }
+        }
+        answered[status, default: 0] += 1
+        return response
+    }
+
+    /// Where the request head ends (after its blank line), accepting bare LF line ends too.
+    static func headEnd(_ bytes: [UInt8]) -> Int? {
+        var i = 0
+        while i + 1 < bytes.count {
+            if bytes[i] == 0x0A && bytes[i + 1] == 0x0A { return i + 2 }
+            if i + 3 < bytes.count && bytes[i] == 0x0D && bytes[i + 1] == 0x0A && bytes[i + 2] == 0x0D && bytes[i + 3] == 0x0A { return i + 4 }
+            i += 1
+        }
+        return nil
+    }
+
+    static func response(status: Int, reason: String, body: String, contentType: String = "text/plain; charset=utf-8",
+                         extra: String = "", headOnly: Bool = false) -> [UInt8] {
+        let content = Array(body.utf8)
+        let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(content.count)\r\n\(extra)Connection: close\r\n\r\n"
+        return Array(head.utf8) + (headOnly ? [] : content)
+    }
+}
