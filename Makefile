@@ -1,6 +1,6 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng
+APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng tmux
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 

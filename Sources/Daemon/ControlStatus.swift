@@ -20,6 +20,10 @@ extension Server {
             var entry: [String: Any] = [
                 "peer": s.name, "ticks_served": s.ticksServed, "refused": s.refused, "fallbacks": s.fallbacks,
                 "age_seconds": Double(now - s.createdAt) * 1e-9, "iterations": s.lastIterations,
+                // running totals: a reader's differences give rates and means over its interval
+                "iterations_total": s.metrics.iterations, "truncated_plans": s.metrics.truncatedPlans,
+                "stale_replies": s.staleReplies, "latency_count": s.metrics.latencyCount,
+                "latency_sum_us": s.metrics.latencySumMicroseconds,
             ]
             if let observation = s.observation { entry["last_observation_age_seconds"] = Double(now - observation.receivedAt) * 1e-9 }
             if s.lastGap.isFinite { entry["amortisation_gap"] = Double(s.lastGap) }

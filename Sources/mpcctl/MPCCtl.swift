@@ -12,7 +12,7 @@ struct MPCCtl: ParsableCommand {
         commandName: "mpcctl",
         abstract: "Control and inspect a running mpcd.",
         version: mpcdVersion,
-        subcommands: [Status.self, Sessions.self, Reload.self, Policy.self, Metrics.self, KeyGen.self],
+        subcommands: [Status.self, Sessions.self, Top.self, Reload.self, Policy.self, Metrics.self, KeyGen.self],
         defaultSubcommand: Status.self
     )
 }
@@ -48,39 +48,62 @@ struct Connection: ParsableArguments {
     /// Sends one JSON request and returns the reply; exits 1 with the reason when there is none:
     /// not running (no socket, or a stale one), permission denied, or no answer in time (busy).
     func request(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> [String: Any] {
-        let (endpoint, explicit) = try self.endpoint
+        switch tryRequest(request, defaultTimeout: defaultTimeout) {
+        case let .success(reply): return reply
+        case let .failure(reason): fail(reason.message)
+        }
+    }
+
+    struct Unanswered: Error {
+        let message: String
+    }
+
+    /// The reply, or why there is none (for a caller that carries on, as `top` does).
+    func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<[String: Any], Unanswered> {
+        let endpoint: String, explicit: Bool
+        do {
+            (endpoint, explicit) = try self.endpoint
+        } catch {
+            return .failure(Unanswered(message: "\(error)"))
+        }
         let timeout = self.timeout ?? defaultTimeout
-        if endpoint.hasPrefix("ipc://") { Self.checkReachable(path: String(endpoint.dropFirst(6)), explicit: explicit) }
-        let context = try ZMQContext()
-        let socket = try ZMQSocket(context, type: ZMQ_REQ)
-        try socket.connect(endpoint)
-        let data = try JSONEncoder().encode(request)
-        guard try socket.send([Array(data)]) else { fail("cannot reach mpcd at \(endpoint)") }
-        guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
-            fail("mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout")
+        if endpoint.hasPrefix("ipc://"), let problem = Self.reachability(path: String(endpoint.dropFirst(6)), explicit: explicit) {
+            return .failure(Unanswered(message: problem))
         }
-        guard let reply = try? JSONSerialization.jsonObject(with: Data(last)) as? [String: Any] else {
-            fail("the daemon's answer is not JSON")
+        do {
+            let context = try ZMQContext()
+            let socket = try ZMQSocket(context, type: ZMQ_REQ)
+            try socket.connect(endpoint)
+            let data = try JSONEncoder().encode(request)
+            guard try socket.send([Array(data)]) else { return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint)")) }
+            guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
+                return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
+            }
+            guard let reply = try? JSONSerialization.jsonObject(with: Data(last)) as? [String: Any] else {
+                return .failure(Unanswered(message: "the daemon's answer is not JSON"))
+            }
+            return .success(reply)
+        } catch {
+            return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint): \(error)"))
         }
-        return reply
     }
 
     /// Tells apart, before asking: no daemon (no socket file, or nothing listening on it), no
     /// permission, and a socket in a folder another user owns (the default path only: an operator
-    /// who names a socket has chosen it).
-    static func checkReachable(path: String, explicit: Bool) {
+    /// who names a socket has chosen it). Nil when the socket can be asked.
+    static func reachability(path: String, explicit: Bool) -> String? {
         let folder = (path as NSString).deletingLastPathComponent
         var info = stat()
         if !explicit, lstat(folder, &info) == 0, info.st_uid != 0, info.st_uid != geteuid() {
-            fail("not using \(path): its folder \(folder) belongs to user \(info.st_uid), not to you or root, so another user may have put it there; pass --socket \(path) if you trust it")
+            return "not using \(path): its folder \(folder) belongs to user \(info.st_uid), not to you or root, so another user may have put it there; pass --socket \(path) if you trust it"
         }
         switch mpcd_probe_unix_socket(path) {
-        case 0: return
-        case ENOENT: fail("mpcd is not running: there is no control socket at \(path)")
-        case ECONNREFUSED: fail("mpcd is not running: \(path) is left over from a daemon that has stopped (nothing listens on it)")
+        case 0: return nil
+        case ENOENT: return "mpcd is not running: there is no control socket at \(path)"
+        case ECONNREFUSED: return "mpcd is not running: \(path) is left over from a daemon that has stopped (nothing listens on it)"
         case EACCES, EPERM:
-            fail("permission denied on \(path): mpcctl needs write access to the control socket; run it as the daemon's user or root, or as a member of the socket's group")
-        case let error: fail("cannot reach mpcd at \(path): \(String(cString: strerror(error)))")
+            return "permission denied on \(path): mpcctl needs write access to the control socket; run it as the daemon's user or root, or as a member of the socket's group"
+        case let error: return "cannot reach mpcd at \(path): \(String(cString: strerror(error)))"
         }
     }
 }

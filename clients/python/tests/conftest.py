@@ -2,9 +2,11 @@
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -80,3 +82,26 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+class Streamer(threading.Thread):
+    """A client streaming observations (one per reply) to a realtime daemon until `stop()`."""
+
+    def __init__(self, endpoint, identity):
+        super().__init__(daemon=True)
+        self.endpoint, self.identity, self.stop_flag, self.replies = endpoint, identity, threading.Event(), 0
+
+    def run(self):
+        from mpcd_client import Controller, MpcdTimeout
+        with Controller(self.endpoint, identity=self.identity) as c:
+            while not self.stop_flag.is_set():
+                c.send_observation(np.array([0.2, 0.0]))
+                try:
+                    c.receive(timeout=1.0)
+                    self.replies += 1
+                except MpcdTimeout:
+                    pass
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(timeout=5)

@@ -4,7 +4,6 @@ import json
 import re
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,9 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MPCD, REPO
+from conftest import MPCD, REPO, Streamer
 from mpcd_client import Controller
-from mpcd_client.client import MpcdTimeout
 
 RATE_HZ = 50
 
@@ -50,24 +48,6 @@ def sample(families, name, **labels):
     return found[0]
 
 
-class Streamer(threading.Thread):
-    """A client sending observations at the tick rate and reading every reply, until stopped."""
-
-    def __init__(self, endpoint, identity):
-        super().__init__(daemon=True)
-        self.endpoint, self.identity, self.stop_flag, self.replies = endpoint, identity, threading.Event(), 0
-
-    def run(self):
-        with Controller(self.endpoint, identity=self.identity) as c:
-            while not self.stop_flag.is_set():
-                c.send_observation(np.array([0.2, 0.0]))
-                try:
-                    c.receive(timeout=1.0)
-                    self.replies += 1
-                except MpcdTimeout:
-                    pass
-
-
 def test_a_real_prometheus_parser_reads_the_endpoint_and_rates_match_the_tick_rate(start_daemon, tmp_path):
     daemon = start_daemon("--config", str(write_config(tmp_path)), "--mode", "realtime", "--rate-hz", str(RATE_HZ))
     url = metrics_url(daemon)
@@ -83,9 +63,7 @@ def test_a_real_prometheus_parser_reads_the_endpoint_and_rates_match_the_tick_ra
         elapsed = time.monotonic() - t0
     finally:
         for s in streamers:
-            s.stop_flag.set()
-        for s in streamers:
-            s.join(timeout=5)
+            s.stop()
     # types as Prometheus conventions want them
     for name in ("mpcd_ticks", "mpcd_replies", "mpcd_missed_ticks", "mpcd_fallbacks", "mpcd_iterations", "mpcd_plans",
                  "mpcd_session_ticks", "mpcd_session_iterations", "process_cpu_seconds"):
