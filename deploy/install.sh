@@ -44,10 +44,13 @@ do_install() {
   install_file 0755 .build/release/mpcctl "$PREFIX/bin/mpcctl"
   install_file 0644 docs/operations.md "$PREFIX/share/doc/mpcd/operations.md"
   unit=$(mktemp)
-  sed -e "s|/usr/local/bin/mpcd|$PREFIX/bin/mpcd|; s|/usr/local/share/doc|$PREFIX/share/doc|; s|/etc/mpcd/mpcd.toml|$CONFIG_DIR/mpcd.toml|" \
+  sed -e "s|/usr/local/bin/mpcd|$PREFIX/bin/mpcd|; s|/usr/local/share/doc|$PREFIX/share/doc|; s|/etc/mpcd/|$CONFIG_DIR/|g" \
     systemd/mpcd.service > "$unit"
   install_file 0644 "$unit" "$SYSTEMD_DIR/mpcd.service"
   rm -f "$unit"
+  # secrets for the service (docs/security.md): the unit passes this folder's files to it as
+  # systemd credentials; the folder stays root's alone
+  install -d -m 0700 "$DESTDIR$CONFIG_DIR/credentials"
   config="$DESTDIR$CONFIG_DIR/mpcd.toml"
   if [ -e "$config" ]; then
     echo "keeping the existing $CONFIG_DIR/mpcd.toml"
@@ -90,7 +93,7 @@ do_uninstall() {
   done < "$MANIFEST"
   rm -f "$MANIFEST"
   # the folders an install made, if they are now empty
-  for dir in "$PREFIX/share/mpcd" "$PREFIX/share/doc/mpcd" "$CONFIG_DIR"; do
+  for dir in "$PREFIX/share/mpcd" "$PREFIX/share/doc/mpcd" "$CONFIG_DIR/credentials" "$CONFIG_DIR"; do
     rmdir "$DESTDIR$dir" 2>/dev/null || true
   done
   if systemd_running; then systemctl daemon-reload; fi

@@ -59,7 +59,10 @@ public struct CurveConfiguration: Sendable, Equatable {
             throw table.error("authorized_keys_file", "required with curve_secret_key_file: without an allow-list every client key would be accepted")
         }
         let base = (source as NSString).deletingLastPathComponent
-        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path) }
+        // under the unit, a key in the credentials folder is read from systemd's copy of it
+        func resolve(_ path: String) -> String {
+            ServiceCredentials.readablePath(path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path), configurationFolder: base)
+        }
         // like ssh: a secret others can read is no secret, and an allow-list others can write is no list
         var info = stat()
         if stat(resolve(secretFile), &info) == 0, info.st_mode & (S_IROTH | S_IWOTH) != 0 {

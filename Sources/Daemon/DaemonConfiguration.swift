@@ -154,6 +154,15 @@ public struct DaemonConfiguration: Sendable {
     public var curve: CurveConfiguration?
     /// The `[metrics]` table: where Prometheus scrapes the daemon over HTTP (off without the table).
     public var metricsListen: MetricsListenAddress?
+    /// Every file the configuration named and the daemon read, with the key that named it.
+    public var filesRead: [FileRead] = []
+
+    public struct FileRead: Sendable, Equatable {
+        public var key: String
+        public var path: String
+        /// A secret (a CURVE secret key): it must not be made readable by others.
+        public var secret = false
+    }
 
     /// The action guard for replies sent every `period` seconds.
     public func actionSafety(period: Double) throws(ConfigurationError) -> ActionSafety {
@@ -283,9 +292,32 @@ public struct DaemonConfiguration: Sendable {
         configuration.safety = safety
         configuration.curve = curve
         configuration.metricsListen = metricsListen
+        configuration.filesRead = try filesRead(source: source, task: name, taskTable: taskTable, base: base, prior: prior, value: value, curve: curve,
+                                            security: try root.table("security"))
         configuration.value = value
         try configuration.checkMemory()
         return configuration
+    }
+
+    static func filesRead(source: String, task: String, taskTable: ConfigTable, base: String, prior: PriorConfiguration?, value: ValueConfiguration?,
+                          curve: CurveConfiguration?, security: ConfigTable?) throws(ConfigurationError) -> [FileRead] {
+        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path) }
+        var files: [FileRead] = []
+        if source != embeddedSource { files.append(FileRead(key: "--config", path: absolutePath(source))) }
+        if task == "mujoco" { files.append(FileRead(key: "task.model", path: resolve(try taskTable.string("model", default: "")))) }
+        if task == "plugin" { files.append(FileRead(key: "task.library", path: resolve(try taskTable.string("library", default: "")))) }
+        if let prior, !prior.file.hasPrefix("embedded:") { files.append(FileRead(key: "prior.file", path: prior.file)) }
+        if let value, !value.file.hasPrefix("embedded:") { files.append(FileRead(key: "value.file", path: value.file)) }
+        if curve != nil, let security {
+            files.append(FileRead(key: "security.curve_secret_key_file", path: resolve(try security.string("curve_secret_key_file", default: "")), secret: true))
+            files.append(FileRead(key: "security.authorized_keys_file", path: resolve(try security.string("authorized_keys_file", default: ""))))
+        }
+        return files
+    }
+
+    /// `path` from the working directory when it is relative.
+    public static func absolutePath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
     }
 
     /// Whether `endpoint` can carry the control socket: an ipc:// path (with something after the

@@ -60,6 +60,9 @@ struct Serve: ParsableCommand {
     @Flag(name: .long, help: "Check the configuration, print a summary and exit.")
     var check = false
 
+    @Option(name: .long, help: ArgumentHelp("With --check: whose access to the configuration's files to judge: service (the systemd unit's dynamic user and sandbox; the default for root checking a file in /etc/mpcd) or self.", valueName: "service|self"))
+    var checkAs: String?
+
     @Flag(name: .long, help: "Print the embedded default configuration and exit.")
     var printDefault = false
 
@@ -92,6 +95,19 @@ struct Serve: ParsableCommand {
         }
         let configuration = overrides.applied(to: try loadConfiguration(config))
         if check {
+            // root checking the unit's own configuration folder checks it for the unit
+            let isUnitConfiguration = DaemonConfiguration.absolutePath(configuration.source).hasPrefix("/etc/mpcd/")
+            let judge = checkAs ?? (geteuid() == 0 && isUnitConfiguration ? "service" : "self")
+            guard judge == "service" || judge == "self" else { throw ValidationError("--check-as must be service or self, got \"\(judge)\"") }
+            if judge == "service", configuration.source != DaemonConfiguration.embeddedSource {
+                let folder = (DaemonConfiguration.absolutePath(configuration.source) as NSString).deletingLastPathComponent
+                let problems = ServiceAccessCheck.problems(configuration.filesRead, configurationFolder: folder)
+                if !problems.isEmpty {
+                    FileHandle.standardError.write(Data(("mpcd: as mpcd.service would run it (a dynamic user, ProtectHome, PrivateTmp; --check-as self judges as you):\n"
+                        + problems.map { "  \($0)\n" }.joined()).utf8))
+                    throw ExitCode(78)
+                }
+            }
             print("\(configuration.source): OK (task \(configuration.task.name), \(configuration.planner.likelihood), K=\(configuration.planner.samples), H=\(configuration.planner.horizon), \(configuration.server.mode.rawValue) at \(configuration.rateHz) Hz)")
             return
         }

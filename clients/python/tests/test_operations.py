@@ -212,6 +212,9 @@ def test_install_then_uninstall_leaves_no_file_behind(tmp_path):
                      "usr/local/share/doc/mpcd/operations.md"):
         assert expected in installed
     assert (root / "etc/mpcd/mpcd.toml").read_text().strip().startswith("# mpcd's embedded default")
+    # the folder the unit passes as credentials: there, and root's alone
+    assert oct((root / "etc/mpcd/credentials").stat().st_mode & 0o777) == "0o700"
+    assert "LoadCredential=mpcd:/etc/mpcd/credentials" in (root / "etc/systemd/system/mpcd.service").read_text()
     # a second install keeps an edited configuration
     (root / "etc/mpcd/mpcd.toml").write_text("# edited\n")
     again = subprocess.run([str(REPO / "deploy" / "install.sh"), "--no-build"], capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
@@ -224,6 +227,7 @@ def test_install_then_uninstall_leaves_no_file_behind(tmp_path):
     assert uninstall.returncode == 0, uninstall.stderr
     left = [p for p in root.rglob("*") if p.is_file()]
     assert left == [], f"left behind: {left}"
+    assert not (root / "etc/mpcd").exists()
 
 
 def test_under_the_journal_every_line_carries_its_priority_and_no_timestamp(tmp_path):
