@@ -63,7 +63,7 @@ extension Server {
                 continue
             }
         }
-        metricsServer?.serve(now: now) { metrics(now: monotonicNanoseconds()) }
+        metricsServer?.serve(now: now, deadline: deadline) { metrics(now: monotonicNanoseconds()) }
         finishReconfiguration()
         if reloadRequested.exchange(false, ordering: .relaxed) || mpcd_take_reload_request() != 0 { startReconfiguration(.reload, requester: nil) }
         if let interval = notifier.watchdogInterval, now - lastWatchdog >= interval / 2,

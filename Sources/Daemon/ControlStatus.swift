@@ -105,8 +105,10 @@ extension Server {
         out.metric("process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.", Self.residentMemoryBytes())
         out.metric("mpcd_build_info", "gauge", "Always 1; the labels say which mpcd this is.", [([("version", mpcdVersion)], 1)])
         out.metric("mpcd_uptime_seconds", "gauge", "Seconds since the daemon started.", Double(now - startedAt) * 1e-9)
-        out.metric("mpcd_target_rate_hertz", "gauge", "Configured ticks per second per session (realtime; lockstep follows its clients).",
-                   configuration.rateHz)
+        if configuration.server.mode == .realtime {
+            // lockstep has no rate of its own: its clients set the pace
+            out.metric("mpcd_target_rate_hertz", "gauge", "Configured ticks per second per session.", configuration.rateHz)
+        }
         out.metric("mpcd_ticks_total", "counter", "Realtime ticks run (none in lockstep).", Double(counters.ticks))
         out.metric("mpcd_replies_total", "counter", "Replies sent (actions, hello replies and errors).", Double(counters.replies))
         out.metric("mpcd_dropped_replies_total", "counter", "Replies dropped because the peer was gone or not reading.", Double(counters.dropped))
@@ -134,14 +136,14 @@ extension Server {
             out.metric("mpcd_network_version", "gauge", "Version of the prior network's weights.", Double(networkVersion))
         }
         let bounds = SessionMetrics.latencyBoundsMicroseconds.map { Double($0) / 1e6 }
-        let histogram = latency.sinceStart
         out.histogram("mpcd_tick_latency_seconds", "From the tick's grid time (realtime) or the observation's arrival (lockstep) to the reply sent.",
-                      bounds: bounds, [.init(labels: [], cumulativeCounts: SessionMetrics.latencyBoundsMicroseconds.map {
-                          histogram.totalCount == 0 ? 0 : histogram.count(within: 0...$0)
-                      }, count: histogram.totalCount, sum: Double(latency.sumMicroseconds) / 1e6)])
-        // per session: the label is the client's identity as mpcctl shows it
+                      bounds: bounds, [.init(labels: [], cumulativeCounts: exportedLatency.cumulativeLatencyBuckets, count: exportedLatency.latencyCount,
+                                             sum: Double(exportedLatency.latencySumMicroseconds) / 1e6)])
+        // per session: the client's identity as mpcctl shows it, and the session's number since
+        // start (two identities can print alike: a printable one and another's hex)
+        func labels(_ s: Session) -> [(String, String)] { [("session", s.name), ("index", String(s.index))] }
         func perSession(_ name: String, _ help: String, _ value: (Session) -> UInt64) {
-            out.metric(name, "counter", help, live.map { ([("session", $0.name)], Double(value($0))) })
+            out.metric(name, "counter", help, live.map { (labels($0), Double(value($0))) })
         }
         perSession("mpcd_session_ticks_total", "Planned actions sent to the session (its tick rate).") { $0.ticksServed }
         perSession("mpcd_session_iterations_total", "Mirror-descent iterations of the session's plans.") { $0.metrics.iterations }
@@ -150,7 +152,7 @@ extension Server {
         perSession("mpcd_session_stale_replies_total", "Safe actions sent because the session's observations stopped.") { $0.staleReplies }
         perSession("mpcd_session_rejected_messages_total", "The session's messages refused with an error reply.") { $0.refused }
         out.histogram("mpcd_session_tick_latency_seconds", "The session's tick latency, as mpcd_tick_latency_seconds.", bounds: bounds, live.map {
-            .init(labels: [("session", $0.name)], cumulativeCounts: $0.metrics.cumulativeLatencyBuckets, count: $0.metrics.latencyCount,
+            .init(labels: labels($0), cumulativeCounts: $0.metrics.cumulativeLatencyBuckets, count: $0.metrics.latencyCount,
                   sum: Double($0.metrics.latencySumMicroseconds) / 1e6)
         })
         return out.text

@@ -9,8 +9,6 @@ struct LatencyStatistics {
     private(set) var sinceStart = LatencyStatistics.makeHistogram()
     private var windows = Array(repeating: LatencyStatistics.makeHistogram(), count: LatencyStatistics.windowCount)
     private var windowStarts = Array(repeating: UInt64(0), count: LatencyStatistics.windowCount)
-    /// Sum of every recorded latency, µs (for the Prometheus histogram's _sum).
-    private(set) var sumMicroseconds: UInt64 = 0
 
     static func makeHistogram() -> Histogram<UInt64> {
         Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -19,7 +17,6 @@ struct LatencyStatistics {
     mutating func record(nanoseconds: UInt64, now: UInt64) {
         let microseconds = max(1, min(nanoseconds / 1000, 60_000_000))
         _ = sinceStart.record(microseconds)
-        sumMicroseconds &+= microseconds
         let slot = Int((now / Self.windowNanoseconds) % UInt64(Self.windowCount))
         let start = now / Self.windowNanoseconds * Self.windowNanoseconds
         if windowStarts[slot] != start {

@@ -1,6 +1,7 @@
 import CSystemShims
 import Foundation
 import Models
+import Planners
 
 /// Where Prometheus scrapes the daemon (`[metrics] listen`): an IPv4 address and a port.
 public struct MetricsListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -10,12 +11,15 @@ public struct MetricsListenAddress: Sendable, Equatable, CustomStringConvertible
     /// Reads `"127.0.0.1:9464"` (`localhost` is 127.0.0.1; port 0 takes a free one), or says why not.
     public init(parsing text: String) throws(ConfigurationError) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
+        guard parts.count == 2, !parts[1].isEmpty, parts[1].count <= 5, parts[1].allSatisfy { ("0"..."9").contains($0) },
+              let port = Int(parts[1]), (0...65535).contains(port) else {
             throw ConfigurationError(key: "metrics.listen", reason: "expected \"address:port\" with an IPv4 address and a port in 0-65535, got \"\(text)\"")
         }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+        // as inet_pton reads it at bind time: four decimal numbers 0-255, no leading zeros or signs
         let octets = host.split(separator: ".", omittingEmptySubsequences: false)
-        guard octets.count == 4, octets.allSatisfy({ $0.count <= 3 && UInt8($0) != nil }) else {
+        let isOctet = { (o: Substring) in !o.isEmpty && o.count <= 3 && o.allSatisfy { ("0"..."9").contains($0) } && (o == "0" || o.first != "0") && Int(o)! <= 255 }
+        guard octets.count == 4, octets.allSatisfy(isOctet) else {
             throw ConfigurationError(key: "metrics.listen", reason: "\"\(parts[0])\" is not an IPv4 address (IPv6 is not supported here; put a proxy in front)")
         }
         self.host = host
@@ -75,17 +79,53 @@ public final class MetricsHTTPServer {
     /// closing.
     var descriptors: [Int32] { [listener] + connections.filter { $0.response == nil || $0.draining }.map(\.descriptor) }
 
-    /// Accepts, reads and answers what is ready now; `body` makes the metrics text when a scrape
-    /// asks for it.
-    func serve(now: UInt64, body: () -> String) {
-        while connections.count < Self.maxConnections {
+    /// Most connections accepted per call: a connection flood takes turns with the ticks.
+    static let acceptsPerCall = 32
+    /// How long a metrics page is served again before it is made anew: the page costs up to a few
+    /// milliseconds of the serving thread with many sessions, so a scrape flood costs at most one a
+    /// second (Prometheus scrapes every few seconds).
+    static let pageLifetimeNanoseconds: UInt64 = 1_000_000_000
+    private var page: (text: [UInt8], madeAt: UInt64)?
+    /// Connections closed to make room for a newcomer while they had not sent a whole request.
+    private(set) var evicted: UInt64 = 0
+
+    /// Accepts, reads and answers what is ready now, stopping at `deadline` (the next tick's
+    /// margin); `body` makes the metrics text when a scrape asks for one and the last page is old.
+    func serve(now: UInt64, deadline: UInt64, body: () -> String) {
+        let makePage = { [self] () -> [UInt8] in
+            if let page, now >= page.madeAt, now - page.madeAt < Self.pageLifetimeNanoseconds { return page.text }
+            let text = Array(body().utf8)
+            page = (text, now)
+            return text
+        }
+        // answer what has come in first, then let newcomers in, then answer them
+        step(now: now, deadline: deadline, page: makePage)
+        var accepted = 0
+        while accepted < Self.acceptsPerCall, monotonicNanoseconds() < deadline {
             let descriptor = mpcd_accept_nonblocking(listener)
             guard descriptor >= 0 else { break }
+            accepted += 1
+            if connections.count >= Self.maxConnections {
+                // the oldest connection still sending its request gives way: silent or slow
+                // clients cannot keep a scraper out (one that sends its request at once is
+                // answered in the same pass)
+                guard let oldest = connections.firstIndex(where: { $0.response == nil }) else {
+                    close(descriptor)
+                    continue
+                }
+                close(connections[oldest].descriptor)
+                connections.remove(at: oldest)
+                evicted += 1
+            }
             connections.append(Connection(descriptor: descriptor, openedAt: now))
         }
+        if accepted > 0 { step(now: now, deadline: deadline, page: makePage) }
+    }
+
+    private func step(now: UInt64, deadline: UInt64, page: () -> [UInt8]) {
         var open: [Connection] = []
         for var connection in connections {
-            if connection.response == nil { read(&connection, body: body) }
+            if connection.response == nil && monotonicNanoseconds() < deadline { read(&connection, page: page) }
             if connection.response != nil && !connection.draining { write(&connection) }
             if let response = connection.response, connection.sent >= response.count, !connection.draining {
                 shutdown(connection.descriptor, Int32(SHUT_WR))
@@ -102,13 +142,13 @@ public final class MetricsHTTPServer {
         connections = open
     }
 
-    private func read(_ connection: inout Connection, body: () -> String) {
+    private func read(_ connection: inout Connection, page: () -> [UInt8]) {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while connection.request.count <= Self.maxRequestBytes {
             let n = buffer.withUnsafeMutableBytes { recv(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if n > 0 {
                 connection.request += buffer[0..<n]
-                if let response = respond(to: connection.request, body: body) {
+                if let response = respond(to: connection.request, page: page) {
                     connection.response = response
                     return
                 }
@@ -152,7 +192,7 @@ public final class MetricsHTTPServer {
     }
 
     /// The response to a complete request head, or nil while the head is incomplete.
-    private func respond(to request: [UInt8], body: () -> String) -> [UInt8]? {
+    private func respond(to request: [UInt8], page: () -> [UInt8]) -> [UInt8]? {
         guard let end = Self.headEnd(request) else { return nil }
         // bytes, not Characters: "\r\n" is one Character in Swift
         let lineEnd = request[0..<end].firstIndex { $0 == 0x0D || $0 == 0x0A } ?? end
@@ -167,7 +207,7 @@ public final class MetricsHTTPServer {
             let bodyless = words[0] == "HEAD"
             switch path {
             case "/metrics":
-                (status, response) = (200, Self.response(status: 200, reason: "OK", body: body(), contentType: Self.contentType, headOnly: bodyless))
+                (status, response) = (200, Self.response(status: 200, reason: "OK", content: page(), contentType: Self.contentType, headOnly: bodyless))
             case "/":
                 (status, response) = (200, Self.response(status: 200, reason: "OK", body: "mpcd: metrics at /metrics\n", headOnly: bodyless))
             default:
@@ -191,7 +231,11 @@ public final class MetricsHTTPServer {
 
     static func response(status: Int, reason: String, body: String, contentType: String = "text/plain; charset=utf-8",
                          extra: String = "", headOnly: Bool = false) -> [UInt8] {
-        let content = Array(body.utf8)
+        response(status: status, reason: reason, content: Array(body.utf8), contentType: contentType, extra: extra, headOnly: headOnly)
+    }
+
+    static func response(status: Int, reason: String, content: [UInt8], contentType: String = "text/plain; charset=utf-8",
+                         extra: String = "", headOnly: Bool = false) -> [UInt8] {
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(content.count)\r\n\(extra)Connection: close\r\n\r\n"
         return Array(head.utf8) + (headOnly ? [] : content)
     }

@@ -73,6 +73,9 @@ public final class Server: @unchecked Sendable {
     /// The same moment on the wall clock, s since the Unix epoch (process_start_time_seconds).
     let processStartTime = Date().timeIntervalSince1970
     var latency = LatencyStatistics()
+    /// Every session's latency in the exported buckets (ended sessions included): the daemon-wide
+    /// Prometheus histogram, counted as the sessions' are.
+    var exportedLatency = SessionMetrics()
     var iterationCount: UInt64 = 0
     var planCount: UInt64 = 0
 

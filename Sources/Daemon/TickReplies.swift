@@ -42,6 +42,7 @@ extension Server {
             let nanoseconds = sent > origin ? sent - origin : 0
             latency.record(nanoseconds: nanoseconds, now: sent)
             session.metrics.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
+            exportedLatency.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
             planCount += 1
             iterationCount += UInt64(session.lastIterations)
         }

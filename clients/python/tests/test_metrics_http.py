@@ -2,7 +2,9 @@
 the tick rate, and hostile or broken clients that change nothing."""
 import json
 import re
+import os
 import socket
+import threading
 import subprocess
 import time
 import urllib.error
@@ -16,6 +18,8 @@ from conftest import MPCD, REPO, Streamer
 from mpcd_client import Controller
 
 RATE_HZ = 50
+# a page is made anew at most once a second: a scrape waits this long to see what came before it
+MAX_PAGE_AGE = 1.1
 
 
 def write_config(tmp_path, listen="127.0.0.1:0", extra=""):
@@ -133,6 +137,7 @@ def test_hostile_and_broken_http_clients_get_an_error_and_change_nothing(start_d
         # the session carries on being served, and the endpoint still answers
         for _ in range(20):
             c.act(np.array([0.2, 0.0]))
+        time.sleep(MAX_PAGE_AGE)
         families, _ = scrape(url)
         stuck.close()
         assert sample(families, "mpcd_session_ticks", session="robot") == 21
@@ -141,20 +146,80 @@ def test_hostile_and_broken_http_clients_get_an_error_and_change_nothing(start_d
     assert daemon.process.poll() is None
 
 
-def test_a_slow_client_holding_every_connection_is_cut_off(start_daemon, tmp_path):
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_slow_clients_holding_every_connection_give_way_and_cost_no_cpu(start_daemon, tmp_path):
     daemon = start_daemon("--config", str(write_config(tmp_path)))
     url = metrics_url(daemon)
     port = int(url.split(":")[2].split("/")[0])
-    # more than the daemon's eight slots, each sending one byte at a time and never finishing
-    slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+    # more than the daemon's eight slots, each having sent one byte and never finishing
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
     for s in slow:
         s.sendall(b"G")
-    start = time.monotonic()
-    families, _ = scrape(url)  # waits in the backlog until the slow ones time out
-    assert time.monotonic() - start < 8
-    assert "mpcd_ticks" in families
+    time.sleep(0.3)
+    before = cpu_seconds(daemon.process.pid)
+    time.sleep(1.5)
+    busy = cpu_seconds(daemon.process.pid) - before
+    assert busy < 0.3, f"an idle daemon with slow HTTP clients used {busy:.2f} s of CPU in 1.5 s"
+    for _ in range(5):
+        start = time.monotonic()
+        families, _ = scrape(url)  # the oldest incomplete connection gives way to it
+        assert time.monotonic() - start < 1.0
+        assert "mpcd_replies" in families
     for s in slow:
         s.close()
+
+
+def test_a_scrape_flood_does_not_delay_ticks_and_pages_are_made_at_most_once_a_second(start_daemon, tmp_path):
+    daemon = start_daemon("--config", str(write_config(tmp_path)), "--mode", "realtime", "--rate-hz", "100")
+    url = metrics_url(daemon)
+    streamer = Streamer(daemon.endpoint, b"robot")
+    streamer.start()
+    try:
+        time.sleep(1.0)
+        # two scrapes in the same second: the same page, although ticks ran in between
+        with urllib.request.urlopen(url, timeout=5) as a:
+            first = a.read()
+        time.sleep(0.1)
+        with urllib.request.urlopen(url, timeout=5) as b:
+            second = b.read()
+        assert first == second
+        before, _ = scrape(url)
+        stop = time.monotonic() + 3.0
+
+        def flood():
+            while time.monotonic() < stop:
+                try:
+                    raw_request(int(url.split(":")[2].split("/")[0]), b"GET /metrics HTTP/1.1\r\n\r\n")
+                except OSError:
+                    pass  # a connection that had to give way to a newer one
+        threads = [threading.Thread(target=flood) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(MAX_PAGE_AGE)
+        after, _ = scrape(url)
+    finally:
+        streamer.stop()
+    ticks = sample(after, "mpcd_ticks") - sample(before, "mpcd_ticks")
+    missed = sample(after, "mpcd_missed_ticks") - sample(before, "mpcd_missed_ticks")
+    assert ticks > 200 and missed <= 0.05 * ticks, f"{missed} of {ticks} ticks missed under a scrape flood"
+
+
+def test_two_sessions_whose_names_print_alike_keep_separate_series(start_daemon, tmp_path):
+    daemon = start_daemon("--config", str(write_config(tmp_path)))
+    # " A" prints as its hex, 2041, which another client may take as its name
+    with Controller(daemon.endpoint, identity=b"2041") as a, Controller(daemon.endpoint, identity=b" A") as b:
+        a.act(np.array([0.2, 0.0]))
+        for _ in range(2):
+            b.act(np.array([0.2, 0.0]))
+        families, _ = scrape(metrics_url(daemon))
+    series = {s.labels["index"]: s.value for s in families["mpcd_session_ticks"].samples if s.labels["session"] == "2041"}
+    assert sorted(series.values()) == [1, 2], series
 
 
 @pytest.mark.parametrize("listen,reason", [
@@ -164,6 +229,10 @@ def test_a_slow_client_holding_every_connection_is_cut_off(start_daemon, tmp_pat
     ("127.0.0.1", "expected \"address:port\""),
     ("", "expected \"address:port\""),
     ("256.0.0.1:9464", "is not an IPv4 address"),
+    ("127.0.0.01:0", "is not an IPv4 address"),
+    ("127.0.0.1:+0", "expected \"address:port\""),
+    ("127.0.0.1:-1", "expected \"address:port\""),
+    ("127.0.0.1: 80", "expected \"address:port\""),
 ])
 def test_a_bad_listen_address_is_refused_with_the_key_named(tmp_path, listen, reason):
     check = subprocess.run([str(MPCD), "--config", str(write_config(tmp_path, listen)), "--check"], capture_output=True, text=True, timeout=30)
@@ -184,6 +253,11 @@ def test_a_taken_port_stops_the_start_with_the_reason(start_daemon, tmp_path):
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"cannot bind http://127.0.0.1:{port}: Address already in use"):
             start_daemon("--config", str(write_config(tmp_path, f"127.0.0.1:{port}")))
+
+
+def test_lockstep_exports_no_target_rate(start_daemon, tmp_path):
+    families, _ = scrape(metrics_url(start_daemon("--config", str(write_config(tmp_path)))))
+    assert "mpcd_target_rate_hertz" not in families and "mpcd_replies" in families
 
 
 def test_without_the_table_there_is_no_endpoint_and_a_non_loopback_one_is_warned_about(start_daemon, tmp_path):
@@ -207,7 +281,7 @@ def test_a_reload_that_moves_the_endpoint_keeps_it_and_says_so(start_daemon, tmp
 
 
 def test_the_shipped_dashboard_and_alerts_ask_only_for_metrics_the_daemon_exports(start_daemon, tmp_path):
-    daemon = start_daemon("--config", str(write_config(tmp_path)))
+    daemon = start_daemon("--config", str(write_config(tmp_path)), "--mode", "realtime")
     with Controller(daemon.endpoint, identity=b"robot") as c:
         c.act(np.array([0.2, 0.0]))
         families, _ = scrape(metrics_url(daemon))
