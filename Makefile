@@ -1,10 +1,10 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng tmux
+APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng tmux dpkg-dev lintian
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test deps apt venv build swift-test python-test fuzz-check bench results clean
+.PHONY: demo test deps apt venv build swift-test python-test fuzz-check bench results deb clean
 
 demo: deps build
 	scripts/demo.sh
@@ -54,5 +54,10 @@ bench: deps build
 results: deps build
 	.venv/bin/python -m mpcd_client.amortisation
 
+# dist/mpcd_<version>_<arch>.deb: the binaries with the Swift runtime linked in, the unit, the
+# configuration as a conffile, networks, docs (docs/operations.md; about 2 minutes the first time).
+deb: apt
+	scripts/build_deb.sh
+
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build $(VENV) dist
