@@ -28,14 +28,20 @@ let package = Package(
         .target(name: "CMuJoCo", linkerSettings: [.linkedLibrary("mujoco")]),
         // the model plug-in ABI (a header) for robots compiled into a shared library
         .target(name: "CPluginABI"),
-        .target(name: "Models", dependencies: ["COpenBLAS", "CMuJoCo", "CPluginABI"], swiftSettings: speed),
+        .target(name: "Models", dependencies: ["ConfigFiles", "COpenBLAS", "CMuJoCo", "CPluginABI"], swiftSettings: speed),
         .target(name: "Planners", dependencies: ["Models"], swiftSettings: speed),
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .target(name: "CSystemShims"),
+        // TOML, bounded file reading and safe writing: shared by the models and mpcctl
+        .target(name: "ConfigFiles"),
+        // the one wrapper of libzmq
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        // the control socket's requests and replies, typed on both ends (mpcd and mpcctl)
+        .target(name: "ControlProtocol", dependencies: ["ConfigFiles"]),
         .target(
             name: "Daemon",
             dependencies: [
-                "Models", "Planners", "CZeroMQ", "CSystemShims",
+                "Models", "Planners", "ZeroMQ", "ControlProtocol", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -49,7 +55,8 @@ let package = Package(
         .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon"]),
         .executableTarget(
             name: "mpcctl",
-            dependencies: ["Daemon", "Models", "CZeroMQ", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            // no planner, OpenBLAS or MuJoCo: the control protocol, the ZeroMQ wrapper and TOML only
+            dependencies: ["ControlProtocol", "ZeroMQ", "ConfigFiles", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "mpcd-bench",

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION="$(sed -n 's/^public let mpcdVersion = "\(.*\)"$/\1/p' Sources/Daemon/Server.swift)-1"
+VERSION="$(sed -n 's/^public let mpcdVersion = "\(.*\)"$/\1/p' Sources/ControlProtocol/Version.swift)-1"
 OUT=dist
 PORTABLE=1
 for ((i = 1; i <= $#; i++)); do
@@ -54,7 +54,11 @@ chmod 0644 "$STAGE/etc/mpcd/mpcd.toml"
 install -d -m 0700 "$STAGE/etc/mpcd/credentials"
 # examples: a configuration and a network for every built-in task, the dashboard and scrape job
 install -d -m 0755 "$STAGE/usr/share/mpcd"
-cp -r deploy/config deploy/networks deploy/grafana deploy/prometheus "$STAGE/usr/share/mpcd/"
+# regular files only: deploy/config/mujoco/gymnasium is a link into this checkout's Python
+# environment (scripts/gymnasium_models.sh), not something to ship
+find deploy/config deploy/networks deploy/grafana deploy/prometheus -type f | while read -r f; do
+  install -D -m 0644 "$f" "$STAGE/usr/share/mpcd/${f#deploy/}"
+done
 find "$STAGE/usr/share/mpcd" -type d -exec chmod 0755 {} + && find "$STAGE/usr/share/mpcd" -type f -exec chmod 0644 {} +
 DOC="$STAGE/usr/share/doc/mpcd"
 install -d -m 0755 "$DOC"
@@ -69,7 +73,8 @@ for command in mpcd mpcctl; do
   {
     printf '.TH %s 1 "" "%s" "User Commands"\n.SH NAME\n%s \\- %s\n.SH DESCRIPTION\n.nf\n' \
       "${command^^}" "$VERSION" "$command" "$([ $command = mpcd ] && echo "model-predictive control daemon" || echo "control and inspect a running mpcd")"
-    "$BIN/$command" --help | sed -e 's/\\/\\e/g' -e 's/^\./\\\&./'
+    # the command's help, and its default subcommand's (mpcd serve: --config, --check and the rest)
+    { "$BIN/$command" --help; if [ $command = mpcd ]; then printf '\n'; "$BIN/$command" serve --help; fi; } | sed -e 's/\\/\\e/g' -e 's/^\./\\\&./'
     printf '.fi\n.SH SEE ALSO\n/usr/share/doc/mpcd/operations.md.gz, /usr/share/doc/mpcd/configuration.md.gz\n'
   } | gzip -9n > "$STAGE/usr/share/man/man1/$command.1.gz"
 done

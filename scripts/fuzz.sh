@@ -29,10 +29,13 @@ zmq="-I Sources/CZeroMQ -lzmq"
 flags="-parse-as-library -sanitize=fuzzer,address -O -g"
 libraries() {
   # Models and Planners as instrumented static libraries, for the targets that link them
-  [ -f "$out/libPlanners.a" ] && [ -z "$(find Sources/Models Sources/Planners Sources/CMuJoCo Sources/CPluginABI -newer "$out/libPlanners.a" -name '*.swift' -o -newer "$out/libPlanners.a" -name '*.c')" ] && return
+  # (and the file formats, the ZeroMQ wrapper and the control protocol they and the daemon's
+  # configuration readers import)
+  local modules="ConfigFiles Models Planners ZeroMQ ControlProtocol"
+  [ -f "$out/libControlProtocol.a" ] && [ -z "$(find Sources/ConfigFiles Sources/Models Sources/Planners Sources/ZeroMQ Sources/ControlProtocol Sources/CMuJoCo Sources/CPluginABI -newer "$out/libControlProtocol.a" -name '*.swift' -o -newer "$out/libControlProtocol.a" -name '*.c')" ] && return
   clang -c -O1 -g -fsanitize=address -I Sources/CMuJoCo/include Sources/CMuJoCo/mpcd_mujoco.c -o "$out/mpcd_mujoco.o"
-  for module in Models Planners; do
-    build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas -I "$out" \
+  for module in $modules; do
+    build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas $zmq -I "$out" \
       -module-name "$module" -emit-module -emit-module-path "$out/$module.swiftmodule" -emit-library -static \
       -o "$out/lib$module.a" Sources/$module/*.swift
   done
@@ -46,22 +49,23 @@ for target in $targets; do
     configuration)
       libraries
       # the daemon's configuration readers, compiled into the target with what they use
-      build $flags $blas $zmq -I "$out" -L "$out" -lPlanners -lModels -module-name ConfigurationFuzz \
+      build $flags $blas $zmq -I "$out" -L "$out" -lControlProtocol -lZeroMQ -lPlanners -lModels -lConfigFiles -module-name ConfigurationFuzz \
         Sources/Daemon/DaemonConfiguration.swift Sources/Daemon/CurveConfiguration.swift Sources/Daemon/ActionSafety.swift \
+        Sources/Daemon/MetricsListenAddress.swift Sources/Daemon/ServiceCredentials.swift \
         Sources/Daemon/EmbeddedNetworks.swift Sources/Daemon/EmbeddedNetworkData.swift \
         Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzConfiguration.swift Fuzz/ConfigurationFuzz.swift \
         -o "$out/configuration" ;;
     control)
-      build $flags -module-name ControlFuzz Sources/Daemon/ControlRequest.swift Sources/FuzzSupport/FuzzControl.swift \
+      build $flags -module-name ControlFuzz Sources/ControlProtocol/ControlRequest.swift Sources/FuzzSupport/FuzzControl.swift \
         Fuzz/ControlFuzz.swift -o "$out/control" ;;
     network)
       libraries
-      build $flags $blas -I "$out" -L "$out" -lModels -module-name NetworkFuzz \
+      build $flags $blas -I "$out" -L "$out" -lModels -lConfigFiles -module-name NetworkFuzz \
         Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzNetworkFile.swift Fuzz/NetworkFuzz.swift \
         -o "$out/network" ;;
     toml)
       libraries
-      build $flags $blas -I "$out" -L "$out" -lModels -module-name TOMLFuzz \
+      build $flags $blas -I "$out" -L "$out" -lModels -lConfigFiles -module-name TOMLFuzz \
         Sources/FuzzSupport/FuzzTOML.swift Fuzz/TOMLFuzz.swift -o "$out/toml" ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac

@@ -1,8 +1,8 @@
 import CSystemShims
-import CZeroMQ
 import Foundation
 import Logging
 import Planners
+import ZeroMQ
 
 /// Watches the connections of the data socket, which libzmq accepts and reads on its own thread,
 /// and ends the ones that would otherwise exhaust the daemon (docs/reliability.md, "Policies under
@@ -14,7 +14,7 @@ import Planners
 ///   `idleNanoseconds`; otherwise the newcomer is closed. Connections that never finish
 ///   their ZeroMQ handshake are closed by libzmq after `handshakeMilliseconds`.
 /// - **a message too big to hold**: libzmq keeps a multipart message until its last frame has
-///   arrived, whatever its size (ZMQ_MAXMSGSIZE limits each frame only), at 64 bytes a frame even
+///   arrived, whatever its size (ZMQOption.maxMessageSize limits each frame only), at 64 bytes a frame even
 ///   when the frame is empty. For each TCP connection the guard notes the bytes the kernel had
 ///   delivered to libzmq (received, less those still queued: TCP_INFO, SIOCINQ) when the daemon was
 ///   last handed a message from it; bytes libzmq has taken since, and not passed on, belong to
@@ -91,8 +91,8 @@ final class ConnectionGuard {
         self.limits = limits
         self.logger = logger
         let endpoint = "inproc://mpcd.monitor.\(name)"
-        try socket.monitor(endpoint, events: ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
-        monitor = try ZMQSocket(context, type: ZMQ_PAIR)
+        try socket.monitor(endpoint, events: ZMQEvent.accepted | ZMQEvent.disconnected)
+        monitor = try ZMQSocket(context, type: ZMQSocketType.pair)
         try monitor.connect(endpoint)
     }
 
@@ -106,8 +106,8 @@ final class ConnectionGuard {
             let event = UInt16(first[0]) | UInt16(first[1]) << 8
             let value = Int32(bitPattern: UInt32(first[2]) | UInt32(first[3]) << 8 | UInt32(first[4]) << 16 | UInt32(first[5]) << 24)
             switch Int32(event) {
-            case ZMQ_EVENT_ACCEPTED: admit(value, now: now)
-            case ZMQ_EVENT_DISCONNECTED: connections.removeValue(forKey: value)
+            case ZMQEvent.accepted: admit(value, now: now)
+            case ZMQEvent.disconnected: connections.removeValue(forKey: value)
             default: break
             }
         }

@@ -1,8 +1,9 @@
 import CSystemShims
-import CZeroMQ
+import ControlProtocol
 import Foundation
 import Models
 import Planners
+import ZeroMQ
 
 /// The operator's side of the daemon: the local control socket mpcctl talks to (JSON requests and
 /// replies) and systemd's notices. Status and metrics are in ControlStatus.swift, reload and policy
@@ -13,8 +14,8 @@ extension Server {
     /// user's, with mode 0660 from the start.
     func bindControl() throws {
         let endpoint = configuration.controlEndpoint
-        let socket = try ZMQSocket(context, type: ZMQ_ROUTER)
-        try socket.setOption(ZMQ_MAXMSGSIZE, Int64(ControlRequest.maxBytes))
+        let socket = try ZMQSocket(context, type: ZMQSocketType.router)
+        try socket.setOption(ZMQOption.maxMessageSize, Int64(ControlRequest.maxBytes))
         do {
             if endpoint.hasPrefix("ipc://") {
                 let file = try IPCSocketFile(path: String(endpoint.dropFirst(6)), createFolder: true)
@@ -25,7 +26,7 @@ extension Server {
                 try socket.bind(endpoint)
             }
         } catch let error as ZMQError {
-            throw ServerError.bind(endpoint: endpoint, reason: String(cString: zmq_strerror(error.code)))
+            throw ServerError.bind(endpoint: endpoint, reason: error.reason)
         }
         control = socket
         controlEndpoint = endpoint
@@ -53,12 +54,12 @@ extension Server {
                 let isRequest = frames[1].isEmpty
                 let envelope = isRequest ? [frames[0], []] : [frames[0]]
                 guard frames.count == envelope.count + 1 else {
-                    reply(to: envelope, ["ok": false, "error": "a request is one frame of JSON"])
+                    reply(to: envelope, .failure("a request is one frame of JSON"))
                     continue
                 }
                 if let answered = answer(frames.last!, envelope: envelope) { reply(to: envelope, answered) }
             case let .oversized(identity, _, _, _):
-                reply(to: [identity], ["ok": false, "error": "a request is one frame of at most \(ControlRequest.maxBytes) bytes"])
+                reply(to: [identity], .failure("a request is one frame of at most \(ControlRequest.maxBytes) bytes"))
             default:
                 continue
             }
@@ -78,23 +79,34 @@ extension Server {
         }
     }
 
-    func reply(to envelope: [[UInt8]], _ object: [String: Any]) {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data(#"{"ok":false}"#.utf8)
-        _ = try? control?.send(envelope + [Array(data)])
+    func reply(to envelope: [[UInt8]], _ reply: ControlReply) {
+        _ = try? control?.send(envelope + [reply.bytes])
     }
 
     /// The reply to a request, or nil when it comes later (a reload or policy load in progress).
-    func answer(_ request: [UInt8], envelope: [[UInt8]]) -> [String: Any]? {
+    func answer(_ request: [UInt8], envelope: [[UInt8]]) -> ControlReply? {
         let parsed: ControlRequest
         switch ControlRequest.decode(request) {
         case let .success(request): parsed = request
-        case let .failure(error): return ["ok": false, "error": error.reason]
+        case let .failure(error): return .failure(error.reason)
         }
         switch parsed.command {
-        case .ping: return ["ok": true, "pid": Int(getpid())]
-        case .status: return ["ok": true, "status": status(now: monotonicNanoseconds())]
-        case .sessions: return ["ok": true, "sessions": sessionList(now: monotonicNanoseconds())]
-        case .metrics: return ["ok": true, "text": metrics(now: monotonicNanoseconds())]
+        case .ping:
+            var reply = ControlReply(ok: true)
+            reply.pid = Int(getpid())
+            return reply
+        case .status:
+            var reply = ControlReply(ok: true)
+            reply.status = status(now: monotonicNanoseconds())
+            return reply
+        case .sessions:
+            var reply = ControlReply(ok: true)
+            reply.sessions = sessionList(now: monotonicNanoseconds())
+            return reply
+        case .metrics:
+            var reply = ControlReply(ok: true)
+            reply.text = metrics(now: monotonicNanoseconds())
+            return reply
         case .reload: return startReconfiguration(.reload, requester: envelope)
         case .policyLoad: return startReconfiguration(.policyLoad(path: parsed.path ?? ""), requester: envelope)
         }

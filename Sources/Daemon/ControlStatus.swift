@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Histogram
 import Models
@@ -15,80 +16,72 @@ extension Server {
             + "\(counters.replies) replies, \(counters.overruns) missed ticks"
     }
 
-    func sessionList(now: UInt64) -> [[String: Any]] {
+    func sessionList(now: UInt64) -> [SessionStatus] {
         sessions.values.sorted { $0.index < $1.index }.map { s in
-            var entry: [String: Any] = [
-                "peer": s.name, "ticks_served": s.ticksServed, "refused": s.refused, "fallbacks": s.fallbacks,
-                "age_seconds": Double(now - s.createdAt) * 1e-9, "iterations": s.lastIterations,
-                // running totals: a reader's differences give rates and means over its interval
-                "iterations_total": s.metrics.iterations, "truncated_plans": s.metrics.truncatedPlans,
-                "stale_replies": s.staleReplies, "latency_count": s.metrics.latencyCount,
-                "latency_sum_us": s.metrics.latencySumMicroseconds,
-            ]
-            if let observation = s.observation { entry["last_observation_age_seconds"] = Double(now - observation.receivedAt) * 1e-9 }
-            if s.lastGap.isFinite { entry["amortisation_gap"] = Double(s.lastGap) }
-            if let target = s.iterationTarget { entry["iteration_target"] = target }
-            if s.lastRelativeGain.isFinite { entry["relative_gain"] = s.lastRelativeGain }
-            if s.lastValueTerm.isFinite { entry["value_term"] = Double(s.lastValueTerm) }
+            var entry = SessionStatus(peer: s.name, ticksServed: s.ticksServed, refused: s.refused, fallbacks: s.fallbacks,
+                                      ageSeconds: Double(now - s.createdAt) * 1e-9, iterations: s.lastIterations,
+                                      iterationsTotal: s.metrics.iterations, truncatedPlans: s.metrics.truncatedPlans, staleReplies: s.staleReplies,
+                                      latencyCount: s.metrics.latencyCount, latencySumUs: s.metrics.latencySumMicroseconds)
+            if let observation = s.observation { entry.lastObservationAgeSeconds = Double(now - observation.receivedAt) * 1e-9 }
+            if s.lastGap.isFinite { entry.amortisationGap = Double(s.lastGap) }
+            entry.iterationTarget = s.iterationTarget
+            if s.lastRelativeGain.isFinite { entry.relativeGain = s.lastRelativeGain }
+            if s.lastValueTerm.isFinite { entry.valueTerm = Double(s.lastValueTerm) }
             let parameters = s.planner.task.parameters
             if !parameters.isEmpty {
-                entry["parameters"] = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value.map(Double.init)) })
+                entry.parameters = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value.map(Double.init)) })
                 // the names the client set; the rest are the configuration's
-                entry["parameters_set"] = s.parameterValues.keys.sorted()
+                entry.parametersSet = s.parameterValues.keys.sorted()
                 // a network prior trained under other values only proposes (κ = 0)
-                if s.prior != nil { entry["prior_fits_parameters"] = s.planner.priorFitsTask }
+                if s.prior != nil { entry.priorFitsParameters = s.planner.priorFitsTask }
             }
             return entry
         }
     }
 
-    func status(now: UInt64) -> [String: Any] {
+    func status(now: UInt64) -> DaemonStatus {
         let minute = latency.lastMinute(now: now)
         let uptime = Double(now - startedAt) * 1e-9
         let covered = min(uptime, Double(LatencyStatistics.windowCount) * Double(LatencyStatistics.windowNanoseconds) * 1e-9)
         let p = configuration.planner
         var refused: [String: UInt64] = [:]
         for code in WireProtocol.ErrorCode.allCases { refused[code.name] = counters.refused[code, default: 0] }
-        var object: [String: Any] = [
-            "version": mpcdVersion, "pid": Int(getpid()), "uptime_seconds": uptime, "config": configuration.source,
-            "task": configuration.task.name, "mode": configuration.server.mode.rawValue,
-            "planner": ["likelihood": p.likelihood, "samples": p.samples, "horizon": p.horizon, "iterations": p.iterations] as [String: Any],
-            "target_rate_hz": configuration.rateHz,
-            "achieved_rate_hz": covered > 0 ? Double(minute.totalCount) / covered / Double(max(1, sessions.count)) : 0,
-            "tick_latency_us": ["since_start": latency.sinceStart.summary, "last_60s": minute.summary],
-            "ticks": counters.ticks, "replies": counters.replies, "dropped_replies": counters.dropped,
-            "missed_ticks": counters.overruns, "fallbacks": counters.fallbacks + sessions.values.reduce(0) { $0 + $1.fallbacks },
-            "rejected_messages": refused.values.reduce(0, +), "rejected_by_code": refused,
-            "stale_replies": counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies },
-            "sessions": ["count": sessions.count, "opened": counters.sessionsOpened, "expired": counters.sessionsExpired,
-                         "evicted": counters.sessionsEvicted, "peer_gone": counters.sessionsPeerGone,
-                         "ended_by_reload": counters.sessionsEndedByReload, "max": configuration.server.maxSessions,
-                         "bytes_each": configuration.bytesPerSession, "list": sessionList(now: now)] as [String: Any],
-            "connections": ["count": connectionGuard?.count ?? 0, "accepted": connectionGuard?.accepted ?? 0,
-                            "max": connectionGuard?.limits.maxConnections ?? 0,
-                            "ended": Dictionary(uniqueKeysWithValues: ConnectionGuard.Reason.allCases.map { ($0.rawValue, connectionGuard?.ended[$0] ?? 0) }),
-                            "oversized_messages": counters.oversizedMessages] as [String: Any],
-            "reconfiguring": pendingReconfiguration.map { $0.kind == .reload ? "reload" : "policy_load" } as Any? ?? NSNull(),
-            "iterations_per_tick": planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
-            "endpoints": boundEndpoints, "control": controlEndpoint,
-            "metrics": metricsServer.map { "http://\($0.address)/metrics" } as Any? ?? NSNull(),
-            "curve": configuration.curve.map { ["public_key": $0.publicKey, "authorized_keys": $0.authorizedKeys.count, "refused_handshakes": zap?.refused ?? 0] as [String: Any] } as Any? ?? NSNull(),
-        ]
-        if let prior = configuration.prior {
+        var prior: DaemonStatus.Prior?
+        if let configured = configuration.prior {
             let gaps = sessions.values.map { Double($0.lastGap) }.filter { $0.isFinite }
-            var entry: [String: Any] = ["file": prior.file, "kind": prior.network.kind.rawValue, "network_version": networkVersion,
-                                        "adaptive": prior.adaptive, "online": prior.online]
-            if !gaps.isEmpty { entry["amortisation_gap"] = gaps.reduce(0, +) / Double(gaps.count) }
-            object["prior"] = entry
+            prior = .init(file: configured.file, kind: configured.network.kind.rawValue, networkVersion: networkVersion, adaptive: configured.adaptive,
+                          online: configured.online, amortisationGap: gaps.isEmpty ? nil : gaps.reduce(0, +) / Double(gaps.count))
         }
-        if let value = configuration.value {
-            let terms = sessions.values.map { Double($0.lastValueTerm) }.filter { $0.isFinite }
-            var entry: [String: Any] = ["file": value.file, "weight": Double(value.weight), "network_version": value.network.version]
+        var value: DaemonStatus.Value?
+        if let configured = configuration.value {
             // the cost the sessions' plans expect beyond their horizon, w V(x_H), averaged
-            if !terms.isEmpty { entry["value_term"] = terms.reduce(0, +) / Double(terms.count) }
-            object["value"] = entry
+            let terms = sessions.values.map { Double($0.lastValueTerm) }.filter { $0.isFinite }
+            value = .init(file: configured.file, weight: Double(configured.weight), networkVersion: configured.network.version,
+                          valueTerm: terms.isEmpty ? nil : terms.reduce(0, +) / Double(terms.count))
         }
-        return object
+        return DaemonStatus(
+            version: mpcdVersion, pid: Int(getpid()), uptimeSeconds: uptime, config: configuration.source, task: configuration.task.name,
+            mode: configuration.server.mode.rawValue,
+            planner: .init(likelihood: p.likelihood, samples: p.samples, horizon: p.horizon, iterations: p.iterations),
+            targetRateHz: configuration.rateHz,
+            achievedRateHz: covered > 0 ? Double(minute.totalCount) / covered / Double(max(1, sessions.count)) : 0,
+            tickLatencyUs: .init(sinceStart: latency.sinceStart.summary, last60s: minute.summary),
+            ticks: counters.ticks, replies: counters.replies, droppedReplies: counters.dropped, missedTicks: counters.overruns,
+            fallbacks: counters.fallbacks + sessions.values.reduce(0) { $0 + $1.fallbacks },
+            rejectedMessages: refused.values.reduce(0, +), rejectedByCode: refused,
+            staleReplies: counters.staleReplies + sessions.values.reduce(0) { $0 + $1.staleReplies },
+            sessions: .init(count: sessions.count, opened: counters.sessionsOpened, expired: counters.sessionsExpired, evicted: counters.sessionsEvicted,
+                            peerGone: counters.sessionsPeerGone, endedByReload: counters.sessionsEndedByReload, max: configuration.server.maxSessions,
+                            bytesEach: configuration.bytesPerSession, list: sessionList(now: now)),
+            connections: .init(count: connectionGuard?.count ?? 0, accepted: connectionGuard?.accepted ?? 0,
+                               max: connectionGuard?.limits.maxConnections ?? 0,
+                               ended: Dictionary(uniqueKeysWithValues: ConnectionGuard.Reason.allCases.map { ($0.rawValue, connectionGuard?.ended[$0] ?? 0) }),
+                               oversizedMessages: counters.oversizedMessages),
+            reconfiguring: pendingReconfiguration.map { $0.kind == .reload ? "reload" : "policy_load" },
+            iterationsPerTick: planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
+            endpoints: boundEndpoints, control: controlEndpoint, metrics: metricsServer.map { "http://\($0.address)/metrics" },
+            curve: configuration.curve.map { .init(publicKey: $0.publicKey, authorizedKeys: $0.authorizedKeys.count, refusedHandshakes: zap?.refused ?? 0) },
+            prior: prior, value: value)
     }
 
     // MARK: - Prometheus metrics

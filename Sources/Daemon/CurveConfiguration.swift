@@ -1,6 +1,6 @@
-import CZeroMQ
 import Foundation
 import Models
+import ZeroMQ
 
 /// CURVE encryption and client authentication for the data endpoints (docs/security.md).
 ///
@@ -28,25 +28,13 @@ public struct CurveConfiguration: Sendable, Equatable {
             .filter { !$0.isEmpty && !($0.hasPrefix("#") && !isValidKey($0)) }
     }
 
-    public static func isValidKey(_ key: String) -> Bool {
-        guard key.utf8.count == 40 else { return false }
-        var raw = [UInt8](repeating: 0, count: 32)
-        return zmq_z85_decode(&raw, key) != nil
-    }
+    public static func isValidKey(_ key: String) -> Bool { ZMQCurve.isValidKey(key) }
 
     /// The public key that goes with a Z85 secret key.
-    public static func publicKey(forSecret secret: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 41)
-        guard zmq_curve_public(&buffer, secret) == 0 else { return nil }
-        return String(cString: buffer)
-    }
+    public static func publicKey(forSecret secret: String) -> String? { ZMQCurve.publicKey(forSecret: secret) }
 
     /// A new key pair (public, secret), Z85.
-    public static func generateKeyPair() -> (publicKey: String, secretKey: String)? {
-        var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
-        guard zmq_curve_keypair(&pub, &sec) == 0 else { return nil }
-        return (String(cString: pub), String(cString: sec))
-    }
+    public static func generateKeyPair() -> (publicKey: String, secretKey: String)? { ZMQCurve.keyPair() }
 
     /// Reads the `[security]` table; nil when CURVE is not configured.
     static func read(_ table: ConfigTable, source: String) throws(ConfigurationError) -> CurveConfiguration? {
@@ -59,26 +47,25 @@ public struct CurveConfiguration: Sendable, Equatable {
             throw table.error("authorized_keys_file", "required with curve_secret_key_file: without an allow-list every client key would be accepted")
         }
         let base = (source as NSString).deletingLastPathComponent
-        // under the unit, a key in the credentials folder is read from systemd's copy of it
-        func resolve(_ path: String) -> String {
-            ServiceCredentials.readablePath(path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path), configurationFolder: base)
-        }
+        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path) }
+        // under the unit, a secret key in the credentials folder is read from systemd's copy of it
+        let secretPath = ServiceCredentials.readablePath(resolve(secretFile), configurationFolder: base)
         // like ssh: a secret others can read is no secret, and an allow-list others can write is no list
         var info = stat()
-        if stat(resolve(secretFile), &info) == 0, info.st_mode & (S_IROTH | S_IWOTH) != 0 {
-            throw table.error("curve_secret_key_file", "\(resolve(secretFile)) is readable or writable by every user (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 it (640 for a group), and make a new key pair, since others may have read it")
+        if stat(secretPath, &info) == 0, info.st_mode & (S_IROTH | S_IWOTH) != 0 {
+            throw table.error("curve_secret_key_file", "\(secretPath) is readable or writable by every user (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 it, and make a new key pair, since others may have read it")
         }
         if stat(resolve(authorizedFile), &info) == 0, info.st_mode & S_IWOTH != 0 {
             throw table.error("authorized_keys_file", "\(resolve(authorizedFile)) is writable by every user (mode \(String(info.st_mode & 0o777, radix: 8))): anyone could add a key; chmod 644 it")
         }
         let secret: String
         do {
-            secret = try readKey(path: resolve(secretFile))
+            secret = try readKey(path: secretPath)
         } catch {
-            throw table.error("curve_secret_key_file", "cannot read a key from \(resolve(secretFile)) (mpcctl keygen writes one)")
+            throw table.error("curve_secret_key_file", "cannot read a key from \(secretPath) (mpcctl keygen writes one)")
         }
         guard isValidKey(secret), let publicKey = publicKey(forSecret: secret) else {
-            throw table.error("curve_secret_key_file", "\(resolve(secretFile)) does not hold a 40-character Z85 secret key")
+            throw table.error("curve_secret_key_file", "\(secretPath) does not hold a 40-character Z85 secret key")
         }
         let authorizedText: String
         do {

@@ -1,5 +1,5 @@
-import CZeroMQ
 import Foundation
+import ZeroMQ
 
 /// The ZAP handler: answers libzmq's authentication requests for the CURVE server socket.
 final class ZAPHandler {
@@ -9,7 +9,7 @@ final class ZAPHandler {
     private(set) var refused: UInt64 = 0
 
     init(context: ZMQContext, authorizedKeys: Set<String>) throws {
-        socket = try ZMQSocket(context, type: ZMQ_REP)
+        socket = try ZMQSocket(context, type: ZMQSocketType.reply)
         try socket.bind(Self.endpoint)
         self.authorizedKeys = authorizedKeys
     }
@@ -24,10 +24,8 @@ final class ZAPHandler {
             let mechanism = String(decoding: frames[5], as: UTF8.self)
             var allowed = false, key = ""
             if mechanism == "CURVE", frames.count >= 7, frames[6].count == 32 {
-                var text = [CChar](repeating: 0, count: 41)
-                var raw = frames[6]
-                if zmq_z85_encode(&text, &raw, 32) != nil {
-                    key = String(cString: text)
+                if let text = ZMQCurve.z85(frames[6]) {
+                    key = text
                     allowed = authorizedKeys.contains(key)
                 }
             }

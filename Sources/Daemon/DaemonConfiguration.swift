@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Models
 import Planners
@@ -28,7 +29,7 @@ public struct ServerConfiguration: Sendable {
     /// has been silent at least this long, s (a robot that stopped sending yields its slot).
     public var evictIdleAfter = 1.0
     /// Largest message accepted, all its frames together, bytes; a bigger one disconnects its
-    /// sender (per frame by ZMQ_MAXMSGSIZE, per message by the daemon and its connection guard).
+    /// sender (per frame by ZMQOption.maxMessageSize, per message by the daemon and its connection guard).
     public var maxMessageBytes = 65_536
     /// Most TCP connections to the data endpoints at once (also kept below the open-files limit).
     public var maxConnections = 128
@@ -187,19 +188,9 @@ public struct DaemonConfiguration: Sendable {
 
     public static let embeddedSource = "(embedded default)"
 
-    /// The control socket when the configuration does not say: in the runtime directory systemd
-    /// gives the service (`$RUNTIME_DIRECTORY`), else /run/mpcd for root, else the user's runtime
-    /// directory (`$XDG_RUNTIME_DIR/mpcd`), else `~/.local/state/mpcd`: never a shared folder such
-    /// as /tmp, where another user could make the folder first. mpcctl derives the same.
+    /// The control socket when the configuration does not say (``ControlEndpoint/default(_:user:)``).
     public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment, user: uid_t = geteuid()) -> String {
-        if let runtime = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first, !runtime.isEmpty {
-            return "ipc://\(runtime)/control.sock"
-        }
-        if user == 0 { return "ipc:///run/mpcd/control.sock" }
-        if let user = environment["XDG_RUNTIME_DIR"], user.hasPrefix("/") { return "ipc://\(user)/mpcd/control.sock" }
-        if let home = environment["HOME"], home.hasPrefix("/"), home != "/" { return "ipc://\(home)/.local/state/mpcd/control.sock" }
-        // no home either: a per-user folder in /tmp, which the daemon refuses unless it is its own
-        return "ipc:///tmp/mpcd-\(user)/control.sock"
+        ControlEndpoint.default(environment, user: user)
     }
 
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
@@ -301,13 +292,13 @@ public struct DaemonConfiguration: Sendable {
 
     static func filesRead(source: String, task: String, taskTable: ConfigTable, base: String, prior: PriorConfiguration?, value: ValueConfiguration?,
                           curve: CurveConfiguration?, security: ConfigTable?) throws(ConfigurationError) -> [FileRead] {
-        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path) }
+        func resolve(_ path: String) -> String { absolutePath(path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path)) }
         var files: [FileRead] = []
         if source != embeddedSource { files.append(FileRead(key: "--config", path: absolutePath(source))) }
         if task == "mujoco" { files.append(FileRead(key: "task.model", path: resolve(try taskTable.string("model", default: "")))) }
         if task == "plugin" { files.append(FileRead(key: "task.library", path: resolve(try taskTable.string("library", default: "")))) }
-        if let prior, !prior.file.hasPrefix("embedded:") { files.append(FileRead(key: "prior.file", path: prior.file)) }
-        if let value, !value.file.hasPrefix("embedded:") { files.append(FileRead(key: "value.file", path: value.file)) }
+        if let prior, !prior.file.hasPrefix("embedded:") { files.append(FileRead(key: "prior.file", path: absolutePath(prior.file))) }
+        if let value, !value.file.hasPrefix("embedded:") { files.append(FileRead(key: "value.file", path: absolutePath(value.file))) }
         if curve != nil, let security {
             files.append(FileRead(key: "security.curve_secret_key_file", path: resolve(try security.string("curve_secret_key_file", default: "")), secret: true))
             files.append(FileRead(key: "security.authorized_keys_file", path: resolve(try security.string("authorized_keys_file", default: ""))))
@@ -320,11 +311,7 @@ public struct DaemonConfiguration: Sendable {
         path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
     }
 
-    /// Whether `endpoint` can carry the control socket: an ipc:// path (with something after the
-    /// scheme), or a tcp:// address.
-    public static func isControlEndpoint(_ endpoint: String) -> Bool {
-        (endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://")) && endpoint.count > 6
-    }
+    public static func isControlEndpoint(_ endpoint: String) -> Bool { ControlEndpoint.isValid(endpoint) }
 
     /// Bytes one session takes besides its buffers (objects, history, bookkeeping, the allocator's
     /// share): an allowance that `test_memory_per_session_stays_within_the_estimate` checks.

@@ -1,6 +1,7 @@
 import CSystemShims
 import Foundation
 import Models
+import ZeroMQ
 
 /// A path this process binds an ipc:// socket at, claimed for as long as the process lives.
 ///

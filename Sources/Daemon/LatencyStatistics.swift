@@ -1,3 +1,4 @@
+import ControlProtocol
 import Histogram
 
 /// Tick latency since start and over the last minute, in HDR histograms (microseconds, three
@@ -38,9 +39,9 @@ struct LatencyStatistics {
 
 extension Histogram where Count == UInt64 {
     /// p50, p90, p99, p99.9 and max in microseconds, for status replies.
-    var summary: [String: UInt64] {
-        guard totalCount > 0 else { return ["count": 0] }
-        return ["count": totalCount, "p50": valueAtPercentile(50), "p90": valueAtPercentile(90), "p99": valueAtPercentile(99),
-                "p99.9": valueAtPercentile(99.9), "max": max]
+    var summary: LatencySummary {
+        guard totalCount > 0 else { return LatencySummary(count: 0) }
+        return LatencySummary(count: totalCount, p50: valueAtPercentile(50), p90: valueAtPercentile(90), p99: valueAtPercentile(99),
+                              p999: valueAtPercentile(99.9), max: max)
     }
 }

@@ -1,5 +1,5 @@
 import CSystemShims
-import CZeroMQ
+import ControlProtocol
 import Dispatch
 import Foundation
 import Models
@@ -82,12 +82,12 @@ extension Server {
     /// Starts a reload or policy load off the serving thread; nil: the reply comes when it is
     /// applied. One at a time: another request meanwhile is refused.
     @discardableResult
-    func startReconfiguration(_ kind: PendingReconfiguration.Kind, requester: [[UInt8]]?) -> [String: Any]? {
+    func startReconfiguration(_ kind: PendingReconfiguration.Kind, requester: [[UInt8]]?) -> ControlReply? {
         if let pendingReconfiguration {
             let what = pendingReconfiguration.kind == .reload ? "a reload" : "a policy load"
             let error = "\(what) is in progress (for \(Double(monotonicNanoseconds() - pendingReconfiguration.startedAt) * 1e-9) s); try again when it has finished"
             if requester == nil { logger.warning("reload on SIGHUP refused", metadata: ["error": "\(error)"]) }
-            return ["ok": false, "error": error]
+            return .failure(error)
         }
         let pending = PendingReconfiguration(kind: kind, requester: requester)
         pendingReconfiguration = pending
@@ -103,10 +103,10 @@ extension Server {
     func finishReconfiguration() {
         guard let pending = pendingReconfiguration, let result = pending.result else { return }
         pendingReconfiguration = nil
-        let reply: [String: Any]
+        let reply: ControlReply
         switch result {
         case let .failure(failure):
-            reply = ["ok": false, "error": failure.reason]
+            reply = .failure(failure.reason)
             logger.error(pending.kind == .reload ? "reload refused; serving the previous configuration" : "policy load refused; the prior is unchanged",
                          metadata: ["error": "\(failure.reason)"])
         case let .success(.configuration(fresh)):
@@ -120,7 +120,7 @@ extension Server {
     /// Applies a configuration read again. The command line's overrides still hold; endpoint and
     /// key changes need a restart and are reported as warnings; a changed task ends the sessions
     /// of the old one; a key taken off the allow-list ends its client's sessions and connections.
-    func applyReload(_ fresh: DaemonConfiguration) -> [String: Any] {
+    func applyReload(_ fresh: DaemonConfiguration) -> ControlReply {
         var warnings: [String] = []
         var next = overrides.applied(to: fresh)
         if next.server.endpoints != configuration.server.endpoints {
@@ -146,7 +146,7 @@ extension Server {
         }
         if next.server.maxMessageBytes != configuration.server.maxMessageBytes {
             // libzmq's per-frame limit applies to connections made from now on; the daemon's own at once
-            try? socket.setOption(ZMQ_MAXMSGSIZE, Int64(next.server.maxMessageBytes))
+            try? socket.setOption(ZMQOption.maxMessageSize, Int64(next.server.maxMessageBytes))
             connectionGuard?.limits.maxHeldBytes = ServerConfiguration.heldBytes(maxMessageBytes: next.server.maxMessageBytes)
         }
         let before = sessions.count
@@ -168,11 +168,14 @@ extension Server {
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
         logger.info("configuration reloaded", metadata: ["config": "\(configuration.source)", "warnings": "\(warnings)"])
-        return ["ok": true, "config": configuration.source, "warnings": warnings]
+        var reply = ControlReply(ok: true)
+        reply.config = configuration.source
+        reply.warnings = warnings
+        return reply
     }
 
     /// Installs a checked weights file as every session's prior (`mpcctl policy load`).
-    func applyPolicy(_ network: AmortisedNetwork, path: String) -> [String: Any] {
+    func applyPolicy(_ network: AmortisedNetwork, path: String) -> ControlReply {
         var prior = configuration.prior ?? PriorConfiguration(file: path, network: network)
         prior.file = path
         prior.network = network
@@ -183,6 +186,10 @@ extension Server {
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
         logger.info("prior network loaded", metadata: ["file": "\(path)", "kind": "\(network.kind.rawValue)", "version": "\(network.version)"])
-        return ["ok": true, "file": path, "kind": network.kind.rawValue, "version": network.version]
+        var reply = ControlReply(ok: true)
+        reply.file = path
+        reply.kind = network.kind.rawValue
+        reply.version = network.version
+        return reply
     }
 }

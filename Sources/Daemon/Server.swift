@@ -1,5 +1,8 @@
+// the ZeroMQ wrapper and the control protocol are modules of their own (mpcctl shares them without
+// the planner); the daemon's users see them through Daemon
+@_exported import ControlProtocol
+@_exported import ZeroMQ
 import CSystemShims
-import CZeroMQ
 import Dispatch
 import Foundation
 import Logging
@@ -106,13 +109,13 @@ public final class Server: @unchecked Sendable {
             }
         }
         context = try ZMQContext()
-        socket = try ZMQSocket(context, type: ZMQ_ROUTER)
-        try socket.setOption(ZMQ_MAXMSGSIZE, Int64(configuration.server.maxMessageBytes))
-        try socket.setOption(ZMQ_SNDHWM, Int32(16))
-        try socket.setOption(ZMQ_RCVHWM, Self.receiveHighWaterMark)
+        socket = try ZMQSocket(context, type: ZMQSocketType.router)
+        try socket.setOption(ZMQOption.maxMessageSize, Int64(configuration.server.maxMessageBytes))
+        try socket.setOption(ZMQOption.sendHighWaterMark, Int32(16))
+        try socket.setOption(ZMQOption.receiveHighWaterMark, Self.receiveHighWaterMark)
         // a reply to a peer that has gone fails (and is counted) instead of vanishing
-        try socket.setOption(ZMQ_ROUTER_MANDATORY, Int32(1))
-        try socket.setOption(ZMQ_HANDSHAKE_IVL, ConnectionGuard.handshakeMilliseconds)
+        try socket.setOption(ZMQOption.routerMandatory, Int32(1))
+        try socket.setOption(ZMQOption.handshakeInterval, ConnectionGuard.handshakeMilliseconds)
         // half the descriptors left after the reserve: room for a burst libzmq accepts before the
         // guard has ended the surplus (libzmq aborts when it cannot accept on the control socket)
         let connectionLimit = max(1, min(configuration.server.maxConnections, (Int(min(openFiles, 1 << 30)) - Self.reservedDescriptors) / 2))
@@ -135,8 +138,8 @@ public final class Server: @unchecked Sendable {
         if let curve = configuration.curve {
             // the ZAP handler must be bound before the CURVE socket, or libzmq accepts every key
             zap = try ZAPHandler(context: context, authorizedKeys: curve.authorizedKeys)
-            try socket.setOption(ZMQ_CURVE_SERVER, Int32(1))
-            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(curve.secretKey.utf8))
+            try socket.setOption(ZMQOption.curveServer, Int32(1))
+            try socket.setOption(ZMQOption.curveSecretKey, bytes: Array(curve.secretKey.utf8))
         }
         for endpoint in configuration.server.endpoints {
             do {
@@ -149,7 +152,7 @@ public final class Server: @unchecked Sendable {
                     try socket.bind(endpoint)
                 }
             } catch let error as ZMQError {
-                throw ServerError.bind(endpoint: endpoint, reason: String(cString: zmq_strerror(error.code)))
+                throw ServerError.bind(endpoint: endpoint, reason: error.reason)
             }
             let resolved = socket.lastEndpoint
             boundEndpoints.append(resolved.isEmpty ? endpoint : resolved)
@@ -245,6 +248,3 @@ public enum ServerError: Error, CustomStringConvertible {
         }
     }
 }
-
-/// mpcd's version, reported in the hello reply and by `mpcd --version`.
-public let mpcdVersion = "0.1.0"

@@ -1,6 +1,6 @@
-import CZeroMQ
 import Foundation
 import Planners
+import ZeroMQ
 
 /// The data socket's transport: waiting for it, draining what arrived within a budget, sending
 /// without blocking.

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Models
 
@@ -13,7 +14,7 @@ enum TOMLReader {
 /// Configuration files: TOML text to a checked configuration.
 extension DaemonConfiguration {
     /// Largest configuration file read (a hand-written one is a few KiB).
-    public static let maxFileBytes = 1 << 20
+    public static let maxFileBytes = ControlEndpoint.maxFileBytes
 
     /// `withPrior: false` skips loading the `[prior]` network (`mpcd train` writes it).
     public static func load(path: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
@@ -38,25 +39,5 @@ extension DaemonConfiguration {
         } catch {
             throw LoadError(source: source, location: error.key, reason: error.reason)
         }
-    }
-
-    /// Only the control endpoint of a configuration file (`mpcctl --config`): the rest of the file
-    /// (keys, networks) need not be readable by whoever asks.
-    public static func controlEndpoint(inFile path: String) throws(LoadError) -> String {
-        let values: [String: ConfigValue]
-        do {
-            values = try TOMLReader.parse(try FileReading.text(path, limit: maxFileBytes))
-        } catch let error as FileReadError {
-            throw LoadError(source: path, location: "file", reason: error.reason)
-        } catch let error as TOMLReader.SyntaxError {
-            throw LoadError(source: path, location: "line \(error.line), column \(error.column)", reason: error.reason)
-        } catch {
-            throw LoadError(source: path, location: "file", reason: "\(error)")
-        }
-        guard case let .table(control)? = values["control"], let value = control["endpoint"] else { return defaultControlEndpoint() }
-        guard case let .string(endpoint) = value, endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://") else {
-            throw LoadError(source: path, location: "control.endpoint", reason: "expected an ipc:// or tcp:// endpoint")
-        }
-        return endpoint
     }
 }

@@ -1,23 +1,6 @@
-/// A value from a configuration file (TOML in the daemon), independent of the parser.
-public indirect enum ConfigValue: Sendable, Equatable {
-    case integer(Int)
-    case float(Double)
-    case bool(Bool)
-    case string(String)
-    case array([ConfigValue])
-    case table([String: ConfigValue])
-
-    var typeName: String {
-        switch self {
-        case .integer: "an integer"
-        case .float: "a number"
-        case .bool: "a boolean"
-        case .string: "a string"
-        case .array: "an array"
-        case .table: "a table"
-        }
-    }
-}
+// The file formats (TOML, bounded file reading, safe writing) are a module of their own, which
+// mpcctl shares without the models; everything that reads configurations sees them through Models.
+@_exported import ConfigFiles
 
 /// A configuration value that cannot be used: names the key (a dotted path) and why.
 public struct ConfigurationError: Error, Equatable, CustomStringConvertible {

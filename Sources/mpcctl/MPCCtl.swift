@@ -1,9 +1,9 @@
 import ArgumentParser
+import ConfigFiles
+import ControlProtocol
 import CSystemShims
-import CZeroMQ
-import Daemon
 import Foundation
-import Models
+import ZeroMQ
 
 /// `mpcctl`: asks a running mpcd how it is, and tells it what to do.
 @main
@@ -36,18 +36,18 @@ struct Connection: ParsableArguments {
             if let socket { return (socket, true) }
             if let config {
                 do {
-                    return (try DaemonConfiguration.controlEndpoint(inFile: config), true)
+                    return (try ControlEndpoint.read(fromFile: config), true)
                 } catch {
                     fail("\(error)")
                 }
             }
-            return (DaemonConfiguration.defaultControlEndpoint(), false)
+            return (ControlEndpoint.default(), false)
         }
     }
 
     /// Sends one JSON request and returns the reply; exits 1 with the reason when there is none:
     /// not running (no socket, or a stale one), permission denied, or no answer in time (busy).
-    func request(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> [String: Any] {
+    func request(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> ControlReply {
         switch tryRequest(request, defaultTimeout: defaultTimeout) {
         case let .success(reply): return reply
         case let .failure(reason): fail(reason.message)
@@ -59,7 +59,7 @@ struct Connection: ParsableArguments {
     }
 
     /// The reply, or why there is none (for a caller that carries on, as `top` does).
-    func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<[String: Any], Unanswered> {
+    func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<ControlReply, Unanswered> {
         let endpoint: String, explicit: Bool
         do {
             (endpoint, explicit) = try self.endpoint
@@ -72,15 +72,15 @@ struct Connection: ParsableArguments {
         }
         do {
             let context = try ZMQContext()
-            let socket = try ZMQSocket(context, type: ZMQ_REQ)
+            let socket = try ZMQSocket(context, type: ZMQSocketType.request)
             try socket.connect(endpoint)
             let data = try JSONEncoder().encode(request)
             guard try socket.send([Array(data)]) else { return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint)")) }
             guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
                 return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
             }
-            guard let reply = try? JSONSerialization.jsonObject(with: Data(last)) as? [String: Any] else {
-                return .failure(Unanswered(message: "the daemon's answer is not JSON"))
+            guard let reply = ControlReply.decode(last) else {
+                return .failure(Unanswered(message: "the answer on \(endpoint) is not a control reply mpcctl \(mpcdVersion) can read (another program, or another version of mpcd?)"))
             }
             return .success(reply)
         } catch {
@@ -113,9 +113,11 @@ func fail(_ message: String, code: Int32 = 1) -> Never {
     Foundation.exit(code)
 }
 
-func printJSON(_ object: Any) {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
-    print(String(decoding: data, as: UTF8.self))
+func printJSON(_ value: some Encodable) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+    print(String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self))
 }
 
 struct Status: ParsableCommand {
@@ -125,7 +127,7 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let reply = try connection.request(ControlRequest(command: .status))
-        guard let status = reply["status"] as? [String: Any] else { fail("\(reply["error"] ?? "unexpected reply")") }
+        guard let status = reply.status else { fail(reply.error ?? "the daemon answered without a status") }
         if json { return printJSON(status) }
         print(StatusReport(status).text)
     }
@@ -138,7 +140,7 @@ struct Sessions: ParsableCommand {
 
     func run() throws {
         let reply = try connection.request(ControlRequest(command: .sessions))
-        let sessions = reply["sessions"] as? [[String: Any]] ?? []
+        guard let sessions = reply.sessions else { fail(reply.error ?? "the daemon answered without sessions") }
         if json { return printJSON(sessions) }
         print(StatusReport.sessionTable(sessions))
     }
@@ -151,9 +153,9 @@ struct Reload: ParsableCommand {
 
     func run() throws {
         let reply = try connection.request(ControlRequest(command: .reload), defaultTimeout: 60)
-        guard reply["ok"] as? Bool == true else { fail("reload refused, still serving the previous configuration: \(reply["error"] ?? "?")") }
-        print("reloaded \(reply["config"] ?? "")")
-        for warning in reply["warnings"] as? [String] ?? [] { print("warning: \(warning)") }
+        guard reply.ok else { fail("reload refused, still serving the previous configuration: \(reply.error ?? "?")") }
+        print("reloaded \(reply.config ?? "")")
+        for warning in reply.warnings ?? [] { print("warning: \(warning)") }
     }
 }
 
@@ -168,8 +170,8 @@ struct Policy: ParsableCommand {
         func run() throws {
             let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
             let reply = try connection.request(ControlRequest(command: .policyLoad, path: absolute), defaultTimeout: 60)
-            guard reply["ok"] as? Bool == true else { fail("not loaded: \(reply["error"] ?? "?")") }
-            print("loaded \(absolute): \(reply["kind"] ?? "") version \(reply["version"] ?? "")")
+            guard reply.ok else { fail("not loaded: \(reply.error ?? "?")") }
+            print("loaded \(absolute): \(reply.kind ?? "") version \(reply.version.map(String.init) ?? "")")
         }
     }
 }
@@ -180,7 +182,8 @@ struct Metrics: ParsableCommand {
 
     func run() throws {
         let reply = try connection.request(ControlRequest(command: .metrics))
-        print(reply["text"] as? String ?? "", terminator: "")
+        guard let text = reply.text else { fail(reply.error ?? "the daemon answered without metrics") }
+        print(text, terminator: "")
     }
 }
 
@@ -191,7 +194,7 @@ struct KeyGen: ParsableCommand {
     @Argument(help: "Path prefix of the two files, e.g. /etc/mpcd/server or robot-arm.") var name: String
 
     func run() throws {
-        guard let (publicKey, secretKey) = CurveConfiguration.generateKeyPair() else { fail("libzmq has no CURVE support") }
+        guard let (publicKey, secretKey) = ZMQCurve.keyPair() else { fail("libzmq has no CURVE support") }
         let secretPath = name + ".key", publicPath = name + ".pub"
         // created exclusively with their final modes: the secret is never readable by others, not
         // even for an instant, and an existing file (or a link planted in its place) is never written

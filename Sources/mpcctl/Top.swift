@@ -1,5 +1,5 @@
 import ArgumentParser
-import Daemon
+import ControlProtocol
 import Foundation
 
 /// `mpcctl top`: the sessions live, one screen refreshed in place.
@@ -24,12 +24,12 @@ struct Top: ParsableCommand {
             let screen: String
             switch connection.tryRequest(ControlRequest(command: .status)) {
             case let .success(reply):
-                if let status = reply["status"] as? [String: Any] {
+                if let status = reply.status {
                     let snapshot = TopSnapshot(status: status, at: Date())
                     screen = snapshot.render(since: previous)
                     previous = snapshot
                 } else {
-                    screen = "mpcd answered without a status: \(reply["error"] ?? "?")"
+                    screen = "mpcd answered without a status: \(reply.error ?? "?")"
                 }
             case let .failure(reason):
                 // keep watching: a restarting daemon comes back
@@ -55,67 +55,51 @@ struct Top: ParsableCommand {
 
 /// One status reply, and the screen that compares it with the one before.
 struct TopSnapshot {
-    struct SessionFigures {
-        var ticks = 0, iterations = 0, truncated = 0, fallbacks = 0, stale = 0, refused = 0, latencyCount = 0, latencySum = 0
-    }
-
-    let status: [String: Any]
+    let status: DaemonStatus
     let at: Date
-    let sessions: [(peer: String, figures: SessionFigures, entry: [String: Any])]
-
-    init(status: [String: Any], at: Date) {
-        self.status = status
-        self.at = at
-        let list = (status["sessions"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
-        sessions = list.map { entry in
-            let c = { (key: String) in StatusReport.count(entry[key]) }
-            return (entry["peer"] as? String ?? "?", SessionFigures(
-                ticks: c("ticks_served"), iterations: c("iterations_total"), truncated: c("truncated_plans"), fallbacks: c("fallbacks"),
-                stale: c("stale_replies"), refused: c("refused"), latencyCount: c("latency_count"), latencySum: c("latency_sum_us")), entry)
-        }
-    }
 
     func render(since previous: TopSnapshot?) -> String {
         let seconds = previous.map { at.timeIntervalSince($0.at) } ?? 0
-        let before = Dictionary(previous?.sessions.map { ($0.peer, $0.figures) } ?? [], uniquingKeysWith: { a, _ in a })
-        let report = StatusReport(status)
-        let missedNow = report.count("missed_ticks")
-        let missed = previous.map { missedNow - StatusReport(($0.status)).count("missed_ticks") }
+        let before = Dictionary(previous?.status.sessions.list.map { ($0.peer, $0) } ?? [], uniquingKeysWith: { a, _ in a })
+        let missed = previous.map { Int64(status.missedTicks) - Int64($0.status.missedTicks) }
         var lines = [
-            "mpcd \(status["version"] ?? "?") pid \(status["pid"] ?? "?"), up \(StatusReport.duration(report.number("uptime_seconds"))); "
-                + "\(status["task"] ?? "?"), \(status["mode"] ?? "?") at \(String(format: "%.1f", report.number("target_rate_hz"))) Hz; "
-                + "\(sessions.count) session\(sessions.count == 1 ? "" : "s"); missed ticks \(missedNow)" + (missed.map { " (+\($0))" } ?? ""),
-            "latency    last 60 s    \(StatusReport.latency((status["tick_latency_us"] as? [String: Any])?["last_60s"] as? [String: Any]))",
+            "mpcd \(status.version) pid \(status.pid), up \(StatusReport.duration(status.uptimeSeconds)); "
+                + "\(status.task), \(status.mode) at \(String(format: "%.1f", status.targetRateHz)) Hz; "
+                + "\(status.sessions.count) session\(status.sessions.count == 1 ? "" : "s"); missed ticks \(status.missedTicks)" + (missed.map { " (+\($0))" } ?? ""),
+            "latency    last 60 s    \(StatusReport.latency(status.tickLatencyUs.last60s))",
             "",
             Self.row(["PEER", "RATE Hz", "LAT ms", "ITER", "TRUNC", "FALLBK", "STALE", "REFUSED", "LAST OBS", "FLAGS"]),
         ]
-        for (peer, now, entry) in sessions {
-            let was = before[peer]
-            let dt = was == nil ? 0 : seconds
-            func delta(_ path: KeyPath<SessionFigures, Int>) -> Int? { was.map { now[keyPath: path] - $0[keyPath: path] } }
-            let ticks = delta(\.ticks)
-            let rate = ticks.map { dt > 0 ? String(format: "%.1f", Double($0) / dt) : "-" } ?? "-"
+        for now in status.sessions.list {
+            let was = before[now.peer]
+            // counts only grow within a session: a smaller one is another session of that name
+            func delta(_ path: KeyPath<SessionStatus, UInt64>) -> Int64? {
+                guard let was, now[keyPath: path] >= was[keyPath: path] else { return nil }
+                return Int64(now[keyPath: path] - was[keyPath: path])
+            }
+            let ticks = delta(\.ticksServed)
+            let rate = ticks.map { seconds > 0 ? String(format: "%.1f", Double($0) / seconds) : "-" } ?? "-"
             let latency: String = {
-                guard let count = delta(\.latencyCount), count > 0, let sum = delta(\.latencySum) else { return "-" }
+                guard let count = delta(\.latencyCount), count > 0, let sum = delta(\.latencySumUs) else { return "-" }
                 return String(format: "%.3f", Double(sum) / Double(count) / 1000)
             }()
             let iterations: String = {
-                guard let t = ticks, t > 0, let i = delta(\.iterations) else { return "\(StatusReport.count(entry["iterations"]))" }
+                guard let t = ticks, t > 0, let i = delta(\.iterationsTotal) else { return "\(now.iterations)" }
                 return String(format: "%.2f", Double(i) / Double(t))
             }()
-            let age = (entry["last_observation_age_seconds"] as? NSNumber).map { String(format: "%.3f s", $0.doubleValue) } ?? "none"
+            let age = now.lastObservationAgeSeconds.map { String(format: "%.3f s", $0) } ?? "none"
             // what happened in the interval: T plans cut short, F fallbacks, S stale replies, R
             // refused messages; P: the client set parameters
             var flags = ""
-            if (delta(\.truncated) ?? 0) > 0 { flags += "T" }
+            if (delta(\.truncatedPlans) ?? 0) > 0 { flags += "T" }
             if (delta(\.fallbacks) ?? 0) > 0 { flags += "F" }
-            if (delta(\.stale) ?? 0) > 0 { flags += "S" }
+            if (delta(\.staleReplies) ?? 0) > 0 { flags += "S" }
             if (delta(\.refused) ?? 0) > 0 { flags += "R" }
-            if !((entry["parameters_set"] as? [String]) ?? []).isEmpty { flags += "P" }
-            lines.append(Self.row([peer, rate, latency, iterations, "\(now.truncated)", "\(now.fallbacks)", "\(now.stale)", "\(now.refused)", age,
-                                   flags.isEmpty ? "-" : flags]))
+            if !(now.parametersSet ?? []).isEmpty { flags += "P" }
+            lines.append(Self.row([now.peer, rate, latency, iterations, "\(now.truncatedPlans)", "\(now.fallbacks)", "\(now.staleReplies)",
+                                   "\(now.refused)", age, flags.isEmpty ? "-" : flags]))
         }
-        if sessions.isEmpty { lines.append("  (no sessions)") }
+        if status.sessions.list.isEmpty { lines.append("  (no sessions)") }
         lines.append("")
         lines.append("RATE, LAT (mean) and ITER (per tick): " + (previous == nil ? "from the next refresh on" : String(format: "the last %.1f s", seconds))
             + "; counts since the session opened")

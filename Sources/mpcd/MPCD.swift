@@ -1,9 +1,10 @@
 import ArgumentParser
 import CSystemShims
+import ControlProtocol
 import Daemon
 import Foundation
-import Models
 import Logging
+import Models
 
 /// `mpcd`: the model-predictive control daemon.
 @main

@@ -61,6 +61,9 @@ def test_the_package_installs_runs_without_a_toolchain_upgrades_and_purges_to_no
                  "usr/share/doc/mpcd/copyright", "usr/share/doc/mpcd/operations.md.gz"):
         assert (root / path).exists(), path
     assert oct((root / "etc/mpcd/credentials").stat().st_mode & 0o777) == "0o700"
+    # nothing that points outside the package (the checkout's link to Gymnasium's models)
+    links = [p for p in (root / "usr").rglob("*") if p.is_symlink()]
+    assert links == [], links
     unit = (root / "lib/systemd/system/mpcd.service").read_text()
     assert "ExecStart=/usr/bin/mpcd --config /etc/mpcd/mpcd.toml" in unit and "LoadCredential=mpcd:/etc/mpcd/credentials" in unit
     # enabled by the maintainer script, inside the throwaway root only

@@ -168,3 +168,67 @@ def test_check_as_service_names_every_file_the_unit_would_hide_or_deny(box, tmp_
     assert check.returncode == 78 and "--config" in check.stderr and "value.file" not in check.stderr, check.stderr
     bad = subprocess.run([str(binary), "--config", str(config), "--check", "--check-as", "nobody"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "--check-as must be service or self" in bad.stderr
+
+
+def documented_box(box):
+    """docs/security.md's set-up in the box; returns (etc, binary, config)."""
+    root, etc, binary = box
+    keygen(etc / "credentials" / "server")
+    robot_public, _ = keygen(root / "robot-arm")
+    (etc / "authorized_keys").write_text(f"{robot_public}\n")
+    config = write_config(etc, binary, free_port(), root / "runtime", "credentials/server.key")
+    return etc, binary, config
+
+
+def check_as_service(binary, config, cwd=None):
+    return subprocess.run([str(binary), "--config", str(config), "--check", "--check-as", "service"], capture_output=True, text=True,
+                          timeout=30, cwd=cwd)
+
+
+def test_a_relative_configuration_path_is_judged_like_the_absolute_one(box):
+    etc, binary, config = documented_box(box)
+    result = check_as_service(binary, config.relative_to(etc.parent), cwd=etc.parent)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("spoil,expected", [
+    (lambda etc: (etc / "credentials" / ".hidden").write_text("x"), "systemd skips hidden files"),
+    (lambda etc: (etc / "credentials" / "server.key:old").write_text("x"), "systemd refuses this name"),
+    (lambda etc: (etc / "credentials" / "clé").write_text("x"), "systemd refuses this name"),
+    (lambda etc: (etc / "credentials" / "link").symlink_to(etc / "credentials" / "server.key"), "is a link"),
+    (lambda etc: (etc / "credentials" / "old").mkdir(), "is a folder"),
+    (lambda etc: (etc / "credentials" / "big").write_bytes(b"0" * (1 << 20)), "bytes of credentials"),
+])
+def test_what_would_keep_systemd_from_passing_the_credentials_is_named(box, spoil, expected):
+    etc, binary, config = documented_box(box)
+    spoil(etc)
+    result = check_as_service(binary, config)
+    assert result.returncode == 78 and expected in result.stderr, result.stderr
+
+
+def test_a_secret_key_behind_a_link_in_the_folder_is_refused_by_the_check(box):
+    etc, binary, config = documented_box(box)
+    (etc / "credentials" / "server.key").rename(etc / "credentials" / "real.key")
+    (etc / "credentials" / "server.key").symlink_to("real.key")
+    result = check_as_service(binary, config)
+    assert result.returncode == 78 and "security.curve_secret_key_file" in result.stderr and "link" in result.stderr, result.stderr
+
+
+def test_only_the_secret_key_may_live_in_the_credentials_folder(box):
+    etc, binary, config = documented_box(box)
+    shutil.move(etc / "authorized_keys", etc / "credentials" / "authorized_keys")
+    (etc / "credentials" / "authorized_keys").chmod(0o644)
+    config.write_text(config.read_text().replace('authorized_keys_file = "authorized_keys"', 'authorized_keys_file = "credentials/authorized_keys"'))
+    result = check_as_service(binary, config)
+    assert result.returncode == 78 and "security.authorized_keys_file" in result.stderr and "only the CURVE secret key" in result.stderr, result.stderr
+
+
+def test_a_missing_credentials_folder_is_named_even_without_curve(box):
+    root, etc, binary = box
+    config = etc / "mpcd.toml"
+    config.write_text(subprocess.run([str(binary), "--print-default"], capture_output=True, text=True, check=True).stdout)
+    config.chmod(0o644)
+    assert check_as_service(binary, config).returncode == 0
+    (etc / "credentials").rmdir()
+    result = check_as_service(binary, config)
+    assert result.returncode == 78 and "does not start without it" in result.stderr, result.stderr

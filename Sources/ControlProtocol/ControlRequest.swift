@@ -22,15 +22,19 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     /// Reads a request, or says what is wrong with it.
     public static func decode(_ bytes: [UInt8]) -> Result<ControlRequest, ControlRequestError> {
         guard bytes.count <= maxBytes else { return .failure(.init("a request is at most \(maxBytes) bytes")) }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let name = object["command"] as? String else {
+        // the command as text first: an unknown one is named in the answer
+        struct Raw: Decodable {
+            var command: String
+            var path: String?
+        }
+        guard let raw = try? JSONDecoder().decode(Raw.self, from: Data(bytes)) else {
             return .failure(.init("a request is a JSON object with a \"command\""))
         }
-        guard let command = Command(rawValue: name) else {
-            return .failure(.init("unknown command \"\(name)\"; known: \(Command.allCases.map(\.rawValue).joined(separator: ", "))"))
+        guard let command = Command(rawValue: raw.command) else {
+            return .failure(.init("unknown command \"\(raw.command)\"; known: \(Command.allCases.map(\.rawValue).joined(separator: ", "))"))
         }
-        let path = object["path"] as? String
-        if command == .policyLoad, path?.isEmpty ?? true { return .failure(.init("policy_load needs a \"path\"")) }
-        return .success(ControlRequest(command: command, path: path))
+        if command == .policyLoad, raw.path?.isEmpty ?? true { return .failure(.init("policy_load needs a \"path\"")) }
+        return .success(ControlRequest(command: command, path: raw.path))
     }
 }
 

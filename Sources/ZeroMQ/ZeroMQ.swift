@@ -8,7 +8,9 @@ public struct ZMQError: Error, CustomStringConvertible, Equatable {
     public let code: Int32
     public let operation: String
 
-    public var description: String { "\(operation): \(String(cString: zmq_strerror(code))) (errno \(code))" }
+    public var description: String { "\(operation): \(reason) (errno \(code))" }
+    /// libzmq's words for the errno.
+    public var reason: String { String(cString: zmq_strerror(code)) }
 }
 
 /// The one way mpcd calls libzmq: retries EINTR, turns -1 into a typed error.
@@ -202,5 +204,63 @@ public final class ZMQSocket {
     /// Publishes this socket's connection events on `endpoint` (an inproc PAIR socket reads them).
     public func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
         try zmqCall("zmq_socket_monitor") { zmq_socket_monitor(handle, endpoint, events) }
+    }
+}
+
+/// The socket types callers open, so that they need not import libzmq's C constants.
+public enum ZMQSocketType {
+    public static let request = ZMQ_REQ
+    public static let reply = ZMQ_REP
+    public static let router = ZMQ_ROUTER
+    public static let dealer = ZMQ_DEALER
+    public static let pair = ZMQ_PAIR
+}
+
+/// The socket options mpcd sets.
+public enum ZMQOption {
+    public static let maxMessageSize = ZMQ_MAXMSGSIZE
+    public static let sendHighWaterMark = ZMQ_SNDHWM
+    public static let receiveHighWaterMark = ZMQ_RCVHWM
+    public static let routerMandatory = ZMQ_ROUTER_MANDATORY
+    public static let handshakeInterval = ZMQ_HANDSHAKE_IVL
+    public static let curveServer = ZMQ_CURVE_SERVER
+    public static let curveSecretKey = ZMQ_CURVE_SECRETKEY
+}
+
+/// The socket monitor's events mpcd watches.
+public enum ZMQEvent {
+    public static let accepted = ZMQ_EVENT_ACCEPTED
+    public static let disconnected = ZMQ_EVENT_DISCONNECTED
+}
+
+/// CURVE keys (Z85 text).
+public enum ZMQCurve {
+    /// A new key pair, or nil when this libzmq has no CURVE support.
+    public static func keyPair() -> (publicKey: String, secretKey: String)? {
+        var publicKey = [CChar](repeating: 0, count: 41), secretKey = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_keypair(&publicKey, &secretKey) == 0 else { return nil }
+        return (String(cString: publicKey), String(cString: secretKey))
+    }
+
+    /// Whether `key` is a 40-character Z85 key.
+    public static func isValidKey(_ key: String) -> Bool {
+        guard key.utf8.count == 40 else { return false }
+        var raw = [UInt8](repeating: 0, count: 32)
+        return zmq_z85_decode(&raw, key) != nil
+    }
+
+    /// The public key that goes with a Z85 secret key.
+    public static func publicKey(forSecret secret: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_public(&buffer, secret) == 0 else { return nil }
+        return String(cString: buffer)
+    }
+
+    /// 32 raw key bytes as Z85 text.
+    public static func z85(_ raw: [UInt8]) -> String? {
+        guard raw.count == 32 else { return nil }
+        var text = [CChar](repeating: 0, count: 41)
+        var bytes = raw
+        return zmq_z85_encode(&text, &bytes, 32) != nil ? String(cString: text) : nil
     }
 }
