@@ -52,7 +52,7 @@ let package = Package(
             dependencies: ["Daemon", "Models", "Planners", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
         ),
-        .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon"]),
+        .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon", "ControlProtocol"]),
         .executableTarget(
             name: "mpcctl",
             // no planner, OpenBLAS or MuJoCo: the control protocol, the ZeroMQ wrapper and TOML only

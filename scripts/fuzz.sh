@@ -32,7 +32,7 @@ libraries() {
   # (and the file formats, the ZeroMQ wrapper and the control protocol they and the daemon's
   # configuration readers import)
   local modules="ConfigFiles Models Planners ZeroMQ ControlProtocol"
-  [ -f "$out/libControlProtocol.a" ] && [ -z "$(find Sources/ConfigFiles Sources/Models Sources/Planners Sources/ZeroMQ Sources/ControlProtocol Sources/CMuJoCo Sources/CPluginABI -newer "$out/libControlProtocol.a" -name '*.swift' -o -newer "$out/libControlProtocol.a" -name '*.c')" ] && return
+  [ -f "$out/libControlProtocol.a" ] && [ -z "$(find Sources/ConfigFiles Sources/Models Sources/Planners Sources/ZeroMQ Sources/ControlProtocol Sources/CMuJoCo Sources/CPluginABI Sources/CZeroMQ -newer "$out/libControlProtocol.a" -name '*.swift' -o -newer "$out/libControlProtocol.a" -name '*.[ch]' -o -newer "$out/libControlProtocol.a" -name '*.modulemap')" ] && return
   clang -c -O1 -g -fsanitize=address -I Sources/CMuJoCo/include Sources/CMuJoCo/mpcd_mujoco.c -o "$out/mpcd_mujoco.o"
   for module in $modules; do
     build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas $zmq -I "$out" \

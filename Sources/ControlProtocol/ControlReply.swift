@@ -34,10 +34,37 @@ public struct ControlReply: Codable, Equatable, Sendable {
         return Array((try? encoder.encode(self)) ?? Data(#"{"error":"the reply could not be encoded","ok":false}"#.utf8))
     }
 
-    /// Reads a reply, or nil when the bytes are not one.
-    public static func decode(_ bytes: [UInt8]) -> ControlReply? {
+    /// Reads a reply, or says which field kept the bytes from being one.
+    public static func decode(_ bytes: [UInt8]) -> Result<ControlReply, ControlReplyError> {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        return try? decoder.decode(ControlReply.self, from: Data(bytes))
+        do {
+            return .success(try decoder.decode(ControlReply.self, from: Data(bytes)))
+        } catch let error as DecodingError {
+            return .failure(ControlReplyError(error))
+        } catch {
+            return .failure(ControlReplyError(reason: "\(error)"))
+        }
     }
+}
+
+/// Why bytes are not a control reply: the field (a dotted path) and what was wrong with it.
+public struct ControlReplyError: Error, CustomStringConvertible {
+    public let reason: String
+
+    init(reason: String) { self.reason = reason }
+
+    init(_ error: DecodingError) {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.isEmpty ? "the reply" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case let .keyNotFound(key, context): reason = "\(path(context.codingPath + [key])) is missing"
+        case let .typeMismatch(_, context), let .valueNotFound(_, context): reason = "\(path(context.codingPath)): \(context.debugDescription)"
+        case let .dataCorrupted(context): reason = context.codingPath.isEmpty ? "not JSON" : "\(path(context.codingPath)): \(context.debugDescription)"
+        @unknown default: reason = "\(error)"
+        }
+    }
+
+    public var description: String { reason }
 }

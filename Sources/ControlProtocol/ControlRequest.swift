@@ -26,6 +26,15 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         struct Raw: Decodable {
             var command: String
             var path: String?
+
+            enum CodingKeys: String, CodingKey { case command, path }
+
+            // a path of another type is no path: policy_load says it needs one, the rest ignore it
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                command = try container.decode(String.self, forKey: .command)
+                path = try? container.decodeIfPresent(String.self, forKey: .path)
+            }
         }
         guard let raw = try? JSONDecoder().decode(Raw.self, from: Data(bytes)) else {
             return .failure(.init("a request is a JSON object with a \"command\""))

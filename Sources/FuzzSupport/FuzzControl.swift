@@ -1,5 +1,5 @@
-#if canImport(Daemon)
-import Daemon
+#if canImport(ControlProtocol)
+import ControlProtocol
 #endif
 
 /// The control-request target: any bytes, a typed request or a reason, never a crash.

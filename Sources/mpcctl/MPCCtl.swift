@@ -48,9 +48,29 @@ struct Connection: ParsableArguments {
     /// Sends one JSON request and returns the reply; exits 1 with the reason when there is none:
     /// not running (no socket, or a stale one), permission denied, or no answer in time (busy).
     func request(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> ControlReply {
+        try answer(request, defaultTimeout: defaultTimeout).reply
+    }
+
+    /// The reply and the bytes it came in (`--json` prints what the daemon sent, fields this
+    /// mpcctl does not know included); exits 1 with the reason when there is none.
+    func answer(_ request: ControlRequest, defaultTimeout: Double = 2) throws -> Answer {
         switch tryRequest(request, defaultTimeout: defaultTimeout) {
-        case let .success(reply): return reply
+        case let .success(answer): return answer
         case let .failure(reason): fail(reason.message)
+        }
+    }
+
+    struct Answer {
+        let reply: ControlReply
+        let bytes: [UInt8]
+
+        /// One member of the reply as the daemon sent it, pretty-printed with sorted keys.
+        func json(_ member: String) -> String {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let value = object[member],
+                  let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
+                return "null"
+            }
+            return String(decoding: data, as: UTF8.self)
         }
     }
 
@@ -59,7 +79,7 @@ struct Connection: ParsableArguments {
     }
 
     /// The reply, or why there is none (for a caller that carries on, as `top` does).
-    func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<ControlReply, Unanswered> {
+    func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<Answer, Unanswered> {
         let endpoint: String, explicit: Bool
         do {
             (endpoint, explicit) = try self.endpoint
@@ -79,10 +99,11 @@ struct Connection: ParsableArguments {
             guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
                 return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
             }
-            guard let reply = ControlReply.decode(last) else {
-                return .failure(Unanswered(message: "the answer on \(endpoint) is not a control reply mpcctl \(mpcdVersion) can read (another program, or another version of mpcd?)"))
+            switch ControlReply.decode(last) {
+            case let .success(reply): return .success(Answer(reply: reply, bytes: last))
+            case let .failure(error):
+                return .failure(Unanswered(message: "the answer on \(endpoint) is not a control reply mpcctl \(mpcdVersion) can read (another program, or another version of mpcd?): \(error)"))
             }
-            return .success(reply)
         } catch {
             return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint): \(error)"))
         }
@@ -113,22 +134,15 @@ func fail(_ message: String, code: Int32 = 1) -> Never {
     Foundation.exit(code)
 }
 
-func printJSON(_ value: some Encodable) {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-    print(String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self))
-}
-
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Version, timing, latency, sessions and planner health, on one screen (the default).")
     @OptionGroup var connection: Connection
     @Flag(help: "Print JSON for scripts.") var json = false
 
     func run() throws {
-        let reply = try connection.request(ControlRequest(command: .status))
-        guard let status = reply.status else { fail(reply.error ?? "the daemon answered without a status") }
-        if json { return printJSON(status) }
+        let answer = try connection.answer(ControlRequest(command: .status))
+        guard let status = answer.reply.status else { fail(answer.reply.error ?? "the daemon answered without a status") }
+        if json { return print(answer.json("status")) }
         print(StatusReport(status).text)
     }
 }
@@ -139,9 +153,9 @@ struct Sessions: ParsableCommand {
     @Flag(help: "Print JSON for scripts.") var json = false
 
     func run() throws {
-        let reply = try connection.request(ControlRequest(command: .sessions))
-        guard let sessions = reply.sessions else { fail(reply.error ?? "the daemon answered without sessions") }
-        if json { return printJSON(sessions) }
+        let answer = try connection.answer(ControlRequest(command: .sessions))
+        guard let sessions = answer.reply.sessions else { fail(answer.reply.error ?? "the daemon answered without sessions") }
+        if json { return print(answer.json("sessions")) }
         print(StatusReport.sessionTable(sessions))
     }
 }

@@ -23,13 +23,13 @@ struct Top: ParsableCommand {
         while count.map({ shown < $0 }) ?? true {
             let screen: String
             switch connection.tryRequest(ControlRequest(command: .status)) {
-            case let .success(reply):
-                if let status = reply.status {
+            case let .success(answer):
+                if let status = answer.reply.status {
                     let snapshot = TopSnapshot(status: status, at: Date())
                     screen = snapshot.render(since: previous)
                     previous = snapshot
                 } else {
-                    screen = "mpcd answered without a status: \(reply.error ?? "?")"
+                    screen = "mpcd answered without a status: \(answer.reply.error ?? "?")"
                 }
             case let .failure(reason):
                 // keep watching: a restarting daemon comes back
@@ -61,11 +61,12 @@ struct TopSnapshot {
     func render(since previous: TopSnapshot?) -> String {
         let seconds = previous.map { at.timeIntervalSince($0.at) } ?? 0
         let before = Dictionary(previous?.status.sessions.list.map { ($0.peer, $0) } ?? [], uniquingKeysWith: { a, _ in a })
-        let missed = previous.map { Int64(status.missedTicks) - Int64($0.status.missedTicks) }
+        // counts from the daemon are UInt64: differences are taken only when they grew
+        let missed = previous.map { status.missedTicks >= $0.status.missedTicks ? "+\(status.missedTicks - $0.status.missedTicks)" : "reset" }
         var lines = [
             "mpcd \(status.version) pid \(status.pid), up \(StatusReport.duration(status.uptimeSeconds)); "
                 + "\(status.task), \(status.mode) at \(String(format: "%.1f", status.targetRateHz)) Hz; "
-                + "\(status.sessions.count) session\(status.sessions.count == 1 ? "" : "s"); missed ticks \(status.missedTicks)" + (missed.map { " (+\($0))" } ?? ""),
+                + "\(status.sessions.count) session\(status.sessions.count == 1 ? "" : "s"); missed ticks \(status.missedTicks)" + (missed.map { " (\($0))" } ?? ""),
             "latency    last 60 s    \(StatusReport.latency(status.tickLatencyUs.last60s))",
             "",
             Self.row(["PEER", "RATE Hz", "LAT ms", "ITER", "TRUNC", "FALLBK", "STALE", "REFUSED", "LAST OBS", "FLAGS"]),
@@ -73,9 +74,9 @@ struct TopSnapshot {
         for now in status.sessions.list {
             let was = before[now.peer]
             // counts only grow within a session: a smaller one is another session of that name
-            func delta(_ path: KeyPath<SessionStatus, UInt64>) -> Int64? {
+            func delta(_ path: KeyPath<SessionStatus, UInt64>) -> UInt64? {
                 guard let was, now[keyPath: path] >= was[keyPath: path] else { return nil }
-                return Int64(now[keyPath: path] - was[keyPath: path])
+                return now[keyPath: path] - was[keyPath: path]
             }
             let ticks = delta(\.ticksServed)
             let rate = ticks.map { seconds > 0 ? String(format: "%.1f", Double($0) / seconds) : "-" } ?? "-"

@@ -102,9 +102,12 @@ import Testing
     @Test func controlRequestsAreTypedOrRefusedWithTheReason() throws {
         #expect(try ControlRequest.decode(Array(#"{"command":"status"}"#.utf8)).get() == ControlRequest(command: .status))
         #expect(try ControlRequest.decode(Array(#"{"command":"policy_load","path":"/p"}"#.utf8)).get() == ControlRequest(command: .policyLoad, path: "/p"))
+        // a path of another type is no path: ignored where none is needed
+        #expect(try ControlRequest.decode(Array(#"{"command":"status","path":5}"#.utf8)).get() == ControlRequest(command: .status))
         for (bytes, reason) in [
             (Array("[1,2]".utf8), "JSON object"), (Array(#"{"command":"rm"}"#.utf8), "unknown command"),
             (Array(#"{"command":"policy_load"}"#.utf8), "needs a \"path\""), (Array(#"{"command":7}"#.utf8), "JSON object"),
+            (Array(#"{"command":"policy_load","path":[1]}"#.utf8), "needs a \"path\""),
             ([UInt8](repeating: 0x20, count: 20_000), "at most"), ([0xFF, 0xFE], "JSON object"),
         ] {
             guard case let .failure(error) = ControlRequest.decode(bytes) else {

@@ -946,6 +946,31 @@ def test_mpcctl_survives_odd_answers_and_reads_only_the_control_table(start_daem
     result = subprocess.run([str(MPCCTL), "status", "--socket", f"ipc://{tmp_path}/fake.sock"], capture_output=True, text=True, timeout=10)
     thread.join()
     assert result.returncode == 0 and "18446744073709551615 missed ticks" in result.stdout, result.stderr
+    # top takes differences of such figures without trapping
+    for missed in (2**63 + 5, 2**64 - 1):
+        status["missed_ticks"] = missed
+        status["sessions"]["list"] = [dict(status["sessions"]["list"][0] if status["sessions"]["list"] else {}, peer="x", ticks_served=2**64 - 1,
+                                           refused=0, fallbacks=0, age_seconds=1, iterations=0, iterations_total=2**64 - 1,
+                                           truncated_plans=0, stale_replies=0, latency_count=2**64 - 1, latency_sum_us=2**64 - 1)]
+        thread = threading.Thread(target=lambda: [answer(json.dumps({"ok": True, "status": status}).encode()) for _ in range(2)])
+        thread.start()
+        result = subprocess.run([str(MPCCTL), "top", "--count", "2", "--interval", "0.1", "--socket", f"ipc://{tmp_path}/fake.sock"],
+                                capture_output=True, text=True, timeout=10)
+        thread.join()
+        assert result.returncode == 0 and "x " in result.stdout, result.stderr
+    # --json prints what the daemon sent, a field this mpcctl does not know included; a missing one is named
+    status["from_the_future"] = {"a": 1}
+    thread = threading.Thread(target=answer, args=(json.dumps({"ok": True, "status": status}).encode(),))
+    thread.start()
+    result = subprocess.run([str(MPCCTL), "status", "--json", "--socket", f"ipc://{tmp_path}/fake.sock"], capture_output=True, text=True, timeout=10)
+    thread.join()
+    assert result.returncode == 0 and json.loads(result.stdout)["from_the_future"] == {"a": 1}, result.stderr
+    del status["stale_replies"]
+    thread = threading.Thread(target=answer, args=(json.dumps({"ok": True, "status": status}).encode(),))
+    thread.start()
+    result = subprocess.run([str(MPCCTL), "status", "--socket", f"ipc://{tmp_path}/fake.sock"], capture_output=True, text=True, timeout=10)
+    thread.join()
+    assert result.returncode == 1 and "status.stale_replies is missing" in result.stderr, result.stderr
     fake.close()
     # --config needs the control table only: keys the caller may not read are not read
     daemon = start_daemon()
