@@ -1,25 +1,34 @@
 # mpcd: `make demo` shows it working, `make test` runs every test. Both install what is missing.
 SHELL := /bin/bash
-APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc systemd stress-ng tmux dpkg-dev lintian
+APT_PACKAGES := libzmq3-dev libopenblas-dev libmujoco-dev pkg-config gcc
+# what the tests use besides: systemd-analyze, load, a terminal for mpcctl top, packaging
+TEST_APT_PACKAGES := systemd stress-ng tmux dpkg-dev lintian
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test deps apt venv build swift-test python-test fuzz-check bench results deb clean
+.PHONY: demo test deps apt apt-test venv build swift-test python-test fuzz-check bench results deb clean
 
 demo: deps build
 	scripts/demo.sh
 
-test: deps build swift-test python-test fuzz-check
+test: deps apt-test build swift-test python-test fuzz-check
 
 deps: apt venv
 
-# Installs the C libraries when one is missing (needs root, as on CI machines).
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages that are missing (needs root, as on CI machines).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+apt:
+	$(call apt_install,$(APT_PACKAGES))
+
+apt-test:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 # The Python client, Gymnasium and pytest in a virtual environment, rebuilt when the client's
 # dependencies change.
@@ -57,6 +66,7 @@ results: deps build
 # dist/mpcd_<version>_<arch>.deb: the binaries with the Swift runtime linked in, the unit, the
 # configuration as a conffile, networks, docs (docs/operations.md; about 2 minutes the first time).
 deb: apt
+	$(call apt_install,dpkg-dev)
 	scripts/build_deb.sh
 
 clean:
