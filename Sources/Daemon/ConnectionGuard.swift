@@ -102,10 +102,8 @@ final class ConnectionGuard {
     /// connection limit on every new one.
     func serviceEvents(now: UInt64) {
         while let frames = try? monitor.receive() {
-            guard let first = frames.first, first.count >= 6 else { continue }
-            let event = UInt16(first[0]) | UInt16(first[1]) << 8
-            let value = Int32(bitPattern: UInt32(first[2]) | UInt32(first[3]) << 8 | UInt32(first[4]) << 16 | UInt32(first[5]) << 24)
-            switch Int32(event) {
+            guard let first = frames.first, let (event, value) = ZMQEvent.decode(first) else { continue }
+            switch event {
             case ZMQEvent.accepted: admit(value, now: now)
             case ZMQEvent.disconnected: connections.removeValue(forKey: value)
             default: break

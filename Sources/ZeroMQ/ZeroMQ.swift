@@ -231,6 +231,16 @@ public enum ZMQOption {
 public enum ZMQEvent {
     public static let accepted = ZMQ_EVENT_ACCEPTED
     public static let disconnected = ZMQ_EVENT_DISCONNECTED
+
+    /// The event and its value (a descriptor, for these two) from a monitor message's first
+    /// frame, as libzmq lays it out: a 16-bit event and a 32-bit value, little-endian; nil for a
+    /// frame too short to be one.
+    public static func decode(_ frame: [UInt8]) -> (event: Int32, value: Int32)? {
+        guard frame.count >= 6 else { return nil }
+        let event = UInt16(frame[0]) | UInt16(frame[1]) << 8
+        let value = UInt32(frame[2]) | UInt32(frame[3]) << 8 | UInt32(frame[4]) << 16 | UInt32(frame[5]) << 24
+        return (Int32(event), Int32(bitPattern: value))
+    }
 }
 
 /// CURVE keys (Z85 text).
