@@ -1,3 +1,4 @@
+import ControlProtocol
 import Models
 
 /// What the command line overrides in `[server]` (`--mode`, `--rate-hz`, `--endpoint`) and
@@ -37,7 +38,7 @@ public struct ConfigurationOverrides: Sendable, Equatable {
             self.endpoint = endpoint
         }
         if let control {
-            guard DaemonConfiguration.isControlEndpoint(control) else {
+            guard ControlEndpoint.isValid(control) else {
                 throw ConfigurationError(key: "--control", reason: "expected an ipc:// (or, deliberately, tcp://) endpoint, got \"\(control)\"")
             }
             self.control = control

@@ -78,7 +78,7 @@ extension Server {
                                ended: Dictionary(uniqueKeysWithValues: ConnectionGuard.Reason.allCases.map { ($0.rawValue, connectionGuard?.ended[$0] ?? 0) }),
                                oversizedMessages: counters.oversizedMessages),
             reconfiguring: pendingReconfiguration.map { $0.kind == .reload ? "reload" : "policy_load" },
-            iterationsPerTick: planCount > 0 ? Double(iterationCount) / Double(planCount) : 0,
+            iterationsPerTick: allPlans.latencyCount > 0 ? Double(allPlans.iterations) / Double(allPlans.latencyCount) : 0,
             endpoints: boundEndpoints, control: controlEndpoint, metrics: metricsServer.map { "http://\($0.address)/metrics" },
             curve: configuration.curve.map { .init(publicKey: $0.publicKey, authorizedKeys: $0.authorizedKeys.count, refusedHandshakes: zap?.refused ?? 0) },
             prior: prior, value: value)
@@ -108,11 +108,11 @@ extension Server {
         out.metric("mpcd_missed_ticks_total", "counter", "Ticks skipped because one overran its period.", Double(counters.overruns))
         out.metric("mpcd_fallbacks_total", "counter", "Replies carrying the prior's action because the planner failed.", Double(fallbacks))
         out.metric("mpcd_stale_replies_total", "counter", "Safe actions sent because a session's observations stopped.", Double(staleReplies))
-        out.metric("mpcd_plans_total", "counter", "Plans sent as replies.", Double(planCount))
+        out.metric("mpcd_plans_total", "counter", "Plans sent as replies.", Double(allPlans.latencyCount))
         out.metric("mpcd_truncated_plans_total", "counter", "Plans whose iterations the tick's deadline cut short.",
                    Double(counters.truncatedPlans + live.reduce(0) { $0 + $1.metrics.truncatedPlans }))
         out.metric("mpcd_iterations_total", "counter", "Mirror-descent iterations of the plans sent (per plan: a rate of this over a rate of mpcd_plans_total).",
-                   Double(iterationCount))
+                   Double(allPlans.iterations))
         out.metric("mpcd_rejected_messages_total", "counter", "Messages refused with an error reply, by error code.",
                    WireProtocol.ErrorCode.allCases.map { ([("code", $0.name)], Double(counters.refused[$0, default: 0])) })
         out.metric("mpcd_sessions", "gauge", "Sessions being served.", Double(sessions.count))
@@ -130,8 +130,8 @@ extension Server {
         }
         let bounds = SessionMetrics.latencyBoundsMicroseconds.map { Double($0) / 1e6 }
         out.histogram("mpcd_tick_latency_seconds", "From the tick's grid time (realtime) or the observation's arrival (lockstep) to the reply sent.",
-                      bounds: bounds, [.init(labels: [], cumulativeCounts: exportedLatency.cumulativeLatencyBuckets, count: exportedLatency.latencyCount,
-                                             sum: Double(exportedLatency.latencySumMicroseconds) / 1e6)])
+                      bounds: bounds, [.init(labels: [], cumulativeCounts: allPlans.cumulativeLatencyBuckets, count: allPlans.latencyCount,
+                                             sum: Double(allPlans.latencySumMicroseconds) / 1e6)])
         // per session: the client's identity as mpcctl shows it, and the session's number since
         // start (two identities can print alike: a printable one and another's hex)
         func labels(_ s: Session) -> [(String, String)] { [("session", s.name), ("index", String(s.index))] }

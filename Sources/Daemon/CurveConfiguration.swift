@@ -13,6 +13,10 @@ public struct CurveConfiguration: Sendable, Equatable {
     public var publicKey: String
     /// Z85 public keys of the clients allowed to connect.
     public var authorizedKeys: Set<String>
+    /// The two files as the configuration names them (relative ones from its folder; the secret
+    /// key's, not systemd's copy of it).
+    public var secretKeyFile = ""
+    public var authorizedKeysFile = ""
 
     /// Reads a key file: the first line that is neither empty nor a comment.
     public static func readKey(path: String) throws -> String {
@@ -77,6 +81,9 @@ public struct CurveConfiguration: Sendable, Equatable {
         if let bad = keys.first(where: { !isValidKey($0) }) {
             throw table.error("authorized_keys_file", "\"\(bad)\" is not a 40-character Z85 public key")
         }
-        return CurveConfiguration(secretKey: secret, publicKey: publicKey, authorizedKeys: Set(keys))
+        var curve = CurveConfiguration(secretKey: secret, publicKey: publicKey, authorizedKeys: Set(keys))
+        curve.secretKeyFile = resolve(secretFile)
+        curve.authorizedKeysFile = resolve(authorizedFile)
+        return curve
     }
 }

@@ -188,11 +188,6 @@ public struct DaemonConfiguration: Sendable {
 
     public static let embeddedSource = "(embedded default)"
 
-    /// The control socket when the configuration does not say (``ControlEndpoint/default(_:user:)``).
-    public static func defaultControlEndpoint(_ environment: [String: String] = ProcessInfo.processInfo.environment, user: uid_t = geteuid()) -> String {
-        ControlEndpoint.default(environment, user: user)
-    }
-
     /// The configuration mpcd serves without `--config`: Pendulum-v1 with MPPI on loopback.
     public static let embeddedDefault = """
         # mpcd's embedded default: Gymnasium's Pendulum-v1. A distilled policy (built into mpcd)
@@ -263,10 +258,10 @@ public struct DaemonConfiguration: Sendable {
         if withPrior && planner.iterations == 0 && prior == nil {
             throw ConfigurationError(key: "planner.iterations", reason: "0 iterations sends the prior's action alone and needs a [prior] file")
         }
-        var controlEndpoint = defaultControlEndpoint()
+        var controlEndpoint = ControlEndpoint.default()
         if let control = try root.table("control") {
             controlEndpoint = try control.string("endpoint", default: controlEndpoint)
-            guard isControlEndpoint(controlEndpoint) else {
+            guard ControlEndpoint.isValid(controlEndpoint) else {
                 throw control.error("endpoint", "expected an ipc:// (or, deliberately, tcp://) endpoint, got \"\(controlEndpoint)\"")
             }
             try control.finish()
@@ -283,15 +278,14 @@ public struct DaemonConfiguration: Sendable {
         configuration.safety = safety
         configuration.curve = curve
         configuration.metricsListen = metricsListen
-        configuration.filesRead = try filesRead(source: source, task: name, taskTable: taskTable, base: base, prior: prior, value: value, curve: curve,
-                                            security: try root.table("security"))
+        configuration.filesRead = try filesRead(source: source, task: name, taskTable: taskTable, base: base, prior: prior, value: value, curve: curve)
         configuration.value = value
         try configuration.checkMemory()
         return configuration
     }
 
     static func filesRead(source: String, task: String, taskTable: ConfigTable, base: String, prior: PriorConfiguration?, value: ValueConfiguration?,
-                          curve: CurveConfiguration?, security: ConfigTable?) throws(ConfigurationError) -> [FileRead] {
+                          curve: CurveConfiguration?) throws(ConfigurationError) -> [FileRead] {
         func resolve(_ path: String) -> String { absolutePath(path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path)) }
         var files: [FileRead] = []
         if source != embeddedSource { files.append(FileRead(key: "--config", path: absolutePath(source))) }
@@ -299,9 +293,9 @@ public struct DaemonConfiguration: Sendable {
         if task == "plugin" { files.append(FileRead(key: "task.library", path: resolve(try taskTable.string("library", default: "")))) }
         if let prior, !prior.file.hasPrefix("embedded:") { files.append(FileRead(key: "prior.file", path: absolutePath(prior.file))) }
         if let value, !value.file.hasPrefix("embedded:") { files.append(FileRead(key: "value.file", path: absolutePath(value.file))) }
-        if curve != nil, let security {
-            files.append(FileRead(key: "security.curve_secret_key_file", path: resolve(try security.string("curve_secret_key_file", default: "")), secret: true))
-            files.append(FileRead(key: "security.authorized_keys_file", path: resolve(try security.string("authorized_keys_file", default: ""))))
+        if let curve {
+            files.append(FileRead(key: "security.curve_secret_key_file", path: absolutePath(curve.secretKeyFile), secret: true))
+            files.append(FileRead(key: "security.authorized_keys_file", path: absolutePath(curve.authorizedKeysFile)))
         }
         return files
     }
@@ -310,8 +304,6 @@ public struct DaemonConfiguration: Sendable {
     public static func absolutePath(_ path: String) -> String {
         path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
     }
-
-    public static func isControlEndpoint(_ endpoint: String) -> Bool { ControlEndpoint.isValid(endpoint) }
 
     /// Bytes one session takes besides its buffers (objects, history, bookkeeping, the allocator's
     /// share): an allowance that `test_memory_per_session_stays_within_the_estimate` checks.

@@ -30,8 +30,6 @@ public final class MetricsHTTPServer {
     /// The address bound (with the port the kernel chose, for port 0).
     public let address: MetricsListenAddress
     private var connections: [Connection] = []
-    /// Requests answered, by status code (for tests and the status reply).
-    private(set) var answered: [Int: UInt64] = [:]
 
     init(_ requested: MetricsListenAddress) throws(ServerError) {
         var descriptor: Int32 = -1, port: Int32 = 0
@@ -59,8 +57,6 @@ public final class MetricsHTTPServer {
     /// second (Prometheus scrapes every few seconds).
     static let pageLifetimeNanoseconds: UInt64 = 1_000_000_000
     private var page: (text: [UInt8], madeAt: UInt64)?
-    /// Connections closed to make room for a newcomer while they had not sent a whole request.
-    private(set) var evicted: UInt64 = 0
 
     /// Accepts, reads and answers what is ready now, stopping at `deadline` (the next tick's
     /// margin); `body` makes the metrics text when a scrape asks for one and the last page is old.
@@ -88,7 +84,6 @@ public final class MetricsHTTPServer {
                 }
                 close(connections[oldest].descriptor)
                 connections.remove(at: oldest)
-                evicted += 1
             }
             connections.append(Connection(descriptor: descriptor, openedAt: now))
         }
@@ -135,7 +130,6 @@ public final class MetricsHTTPServer {
             }
         }
         connection.response = Self.response(status: 431, reason: "Request Header Fields Too Large", body: "a request is at most \(Self.maxRequestBytes) bytes\n")
-        answered[431, default: 0] += 1
     }
 
     /// Reads and drops what the client sends; true once it has closed its side (or broken).
@@ -170,25 +164,18 @@ public final class MetricsHTTPServer {
         // bytes, not Characters: "\r\n" is one Character in Swift
         let lineEnd = request[0..<end].firstIndex { $0 == 0x0D || $0 == 0x0A } ?? end
         let words = String(decoding: request[0..<lineEnd], as: UTF8.self).split(separator: " ", omittingEmptySubsequences: false)
-        let (status, response): (Int, [UInt8])
-        if words.count != 3 || !words[2].hasPrefix("HTTP/1.") {
-            (status, response) = (400, Self.response(status: 400, reason: "Bad Request", body: "expected an HTTP/1.x request line\n"))
-        } else if words[0] != "GET" && words[0] != "HEAD" {
-            (status, response) = (405, Self.response(status: 405, reason: "Method Not Allowed", body: "only GET and HEAD\n", extra: "Allow: GET, HEAD\r\n"))
-        } else {
-            let path = words[1].prefix { $0 != "?" }
-            let bodyless = words[0] == "HEAD"
-            switch path {
-            case "/metrics":
-                (status, response) = (200, Self.response(status: 200, reason: "OK", content: page(), contentType: Self.contentType, headOnly: bodyless))
-            case "/":
-                (status, response) = (200, Self.response(status: 200, reason: "OK", body: "mpcd: metrics at /metrics\n", headOnly: bodyless))
-            default:
-                (status, response) = (404, Self.response(status: 404, reason: "Not Found", body: "mpcd serves /metrics only\n", headOnly: bodyless))
-            }
+        guard words.count == 3, words[2].hasPrefix("HTTP/1.") else {
+            return Self.response(status: 400, reason: "Bad Request", body: "expected an HTTP/1.x request line\n")
         }
-        answered[status, default: 0] += 1
-        return response
+        guard words[0] == "GET" || words[0] == "HEAD" else {
+            return Self.response(status: 405, reason: "Method Not Allowed", body: "only GET and HEAD\n", extra: "Allow: GET, HEAD\r\n")
+        }
+        let bodyless = words[0] == "HEAD"
+        switch words[1].prefix(while: { $0 != "?" }) {
+        case "/metrics": return Self.response(status: 200, reason: "OK", content: page(), contentType: Self.contentType, headOnly: bodyless)
+        case "/": return Self.response(status: 200, reason: "OK", body: "mpcd: metrics at /metrics\n", headOnly: bodyless)
+        default: return Self.response(status: 404, reason: "Not Found", body: "mpcd serves /metrics only\n", headOnly: bodyless)
+        }
     }
 
     /// Where the request head ends (after its blank line), accepting bare LF line ends too.

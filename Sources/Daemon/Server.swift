@@ -76,11 +76,9 @@ public final class Server: @unchecked Sendable {
     /// The same moment on the wall clock, s since the Unix epoch (process_start_time_seconds).
     let processStartTime = Date().timeIntervalSince1970
     var latency = LatencyStatistics()
-    /// Every session's latency in the exported buckets (ended sessions included): the daemon-wide
-    /// Prometheus histogram, counted as the sessions' are.
-    var exportedLatency = SessionMetrics()
-    var iterationCount: UInt64 = 0
-    var planCount: UInt64 = 0
+    /// Every session's plans together, ended sessions included: plans and iterations sent, and
+    /// their latency in the exported buckets (the daemon-wide Prometheus figures).
+    var allPlans = SessionMetrics()
 
     /// Receive queue per connection, messages: a session needs only its newest observation, and
     /// the connection guard counts what libzmq may hold per connection from it.

@@ -1,5 +1,5 @@
-/// One session's figures for Prometheus: iterations and plans cut short by the deadline, and its
-/// tick latency in the daemon's fixed buckets.
+/// Figures of a session's plans (or of all sessions' together) for Prometheus: plans sent (the
+/// latency count), iterations, plans cut short by the deadline, and tick latency in fixed buckets.
 struct SessionMetrics {
     /// Upper bounds of the latency buckets, µs (the daemon-wide histogram uses the same).
     /// Finer around the periods robots tick at (1-10 ms), where p99 is read.

@@ -42,9 +42,7 @@ extension Server {
             let nanoseconds = sent > origin ? sent - origin : 0
             latency.record(nanoseconds: nanoseconds, now: sent)
             session.metrics.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
-            exportedLatency.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
-            planCount += 1
-            iterationCount += UInt64(session.lastIterations)
+            allPlans.record(latencyMicroseconds: nanoseconds / 1000, iterations: session.lastIterations)
         }
         // Off the critical path, now that the replies are out: the online-learning hand-off, then
         // the noise for the next plans.

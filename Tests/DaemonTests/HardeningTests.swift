@@ -89,11 +89,11 @@ import Testing
     /// Without a runtime directory the control socket goes in the user's home, never in a folder
     /// of /tmp that another user could make first (unless there is no home at all).
     @Test func theDefaultControlSocketIsInAFolderOfTheUsersOwn() {
-        #expect(DaemonConfiguration.defaultControlEndpoint(["RUNTIME_DIRECTORY": "/run/mpcd"], user: 1000) == "ipc:///run/mpcd/control.sock")
-        #expect(DaemonConfiguration.defaultControlEndpoint([:], user: 0) == "ipc:///run/mpcd/control.sock")
-        #expect(DaemonConfiguration.defaultControlEndpoint(["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/a"], user: 1000) == "ipc:///run/user/1000/mpcd/control.sock")
-        #expect(DaemonConfiguration.defaultControlEndpoint(["HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
-        #expect(DaemonConfiguration.defaultControlEndpoint(["XDG_RUNTIME_DIR": "relative", "HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
+        #expect(ControlEndpoint.default(["RUNTIME_DIRECTORY": "/run/mpcd"], user: 1000) == "ipc:///run/mpcd/control.sock")
+        #expect(ControlEndpoint.default([:], user: 0) == "ipc:///run/mpcd/control.sock")
+        #expect(ControlEndpoint.default(["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/a"], user: 1000) == "ipc:///run/user/1000/mpcd/control.sock")
+        #expect(ControlEndpoint.default(["HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
+        #expect(ControlEndpoint.default(["XDG_RUNTIME_DIR": "relative", "HOME": "/home/a"], user: 1000) == "ipc:///home/a/.local/state/mpcd/control.sock")
     }
 }
 

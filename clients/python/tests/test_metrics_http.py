@@ -304,3 +304,12 @@ def test_a_session_named_with_quotes_and_backslashes_reads_back_as_it_is(start_d
             c.act(np.array([0.2, 0.0]))
         families, _ = scrape(metrics_url(daemon))
     assert sample(families, "mpcd_session_ticks", session=name) == 3
+
+
+def test_a_listen_of_the_wrong_type_is_refused_with_the_key(tmp_path):
+    default = subprocess.run([str(MPCD), "--print-default"], capture_output=True, text=True, check=True).stdout
+    for value in ("9464", "true", "[\"127.0.0.1:9464\"]"):
+        path = tmp_path / "wrong.toml"
+        path.write_text(default + f"\n[metrics]\nlisten = {value}\n")
+        check = subprocess.run([str(MPCD), "--config", str(path), "--check"], capture_output=True, text=True, timeout=30)
+        assert check.returncode == 78 and "metrics.listen" in check.stderr and "expected a string" in check.stderr, check.stderr

@@ -232,3 +232,12 @@ def test_a_missing_credentials_folder_is_named_even_without_curve(box):
     (etc / "credentials").rmdir()
     result = check_as_service(binary, config)
     assert result.returncode == 78 and "does not start without it" in result.stderr, result.stderr
+
+
+def test_a_credentials_directory_that_is_not_an_absolute_path_is_ignored(box):
+    etc, binary, config = documented_box(box)
+    for value in ("", "relative/dir", "../../etc"):
+        env = dict(os.environ, CREDENTIALS_DIRECTORY=value)
+        result = subprocess.run([str(binary), "--config", str(config), "--check", "--check-as", "self"], capture_output=True, text=True,
+                                timeout=30, env=env)
+        assert result.returncode == 0, (value, result.stderr)  # the key is read from where the configuration names it
