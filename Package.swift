@@ -38,10 +38,12 @@ let package = Package(
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         // the control socket's requests and replies, typed on both ends (mpcd and mpcctl)
         .target(name: "ControlProtocol", dependencies: ["ConfigFiles"]),
+        // Arrow's IPC stream format, written and read: the tick recordings
+        .target(name: "ArrowIPC"),
         .target(
             name: "Daemon",
             dependencies: [
-                "Models", "Planners", "ZeroMQ", "ControlProtocol", "CSystemShims",
+                "Models", "Planners", "ZeroMQ", "ControlProtocol", "CSystemShims", "ArrowIPC",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -52,7 +54,7 @@ let package = Package(
             dependencies: ["Daemon", "Models", "Planners", "CSystemShims", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: speed
         ),
-        .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon", "ControlProtocol"]),
+        .target(name: "FuzzSupport", dependencies: ["Models", "Planners", "Daemon", "ControlProtocol", "ArrowIPC"]),
         .executableTarget(
             name: "mpcctl",
             // no planner, OpenBLAS or MuJoCo: the control protocol, the ZeroMQ wrapper and TOML only
@@ -63,6 +65,7 @@ let package = Package(
             dependencies: ["Models", "Planners", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: speed
         ),
+        .testTarget(name: "ArrowIPCTests", dependencies: ["ArrowIPC"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
         .testTarget(name: "PlannersTests", dependencies: ["Models", "Planners"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Models", "Planners", "FuzzSupport"]),

@@ -62,7 +62,7 @@ done
 find "$STAGE/usr/share/mpcd" -type d -exec chmod 0755 {} + && find "$STAGE/usr/share/mpcd" -type f -exec chmod 0644 {} +
 DOC="$STAGE/usr/share/doc/mpcd"
 install -d -m 0755 "$DOC"
-for f in operations security configuration protocol reliability; do gzip -9nc "docs/$f.md" > "$DOC/$f.md.gz"; done
+for f in operations security configuration protocol reliability recording; do gzip -9nc "docs/$f.md" > "$DOC/$f.md.gz"; done
 install -m 0644 deploy/debian/copyright "$DOC/copyright"
 printf 'mpcd (%s) unstable; urgency=medium\n\n  * Built from the mpcd repository.\n\n -- mpcd developers <mpcd@localhost>  %s\n' \
   "$VERSION" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" | gzip -9n > "$DOC/changelog.Debian.gz"

@@ -16,7 +16,7 @@ if [ "${1:-}" = "--check" ]; then
   cp -r Fuzz/corpus/. "$corpus"/
   trap 'rm -rf "$corpus"' EXIT
 fi
-targets=${*:-decoder configuration control network toml}
+targets=${*:-decoder configuration control network toml arrow}
 out=.build/fuzz
 mkdir -p "$out"
 # swiftc, without the linker's harmless "Cannot export local symbol" warnings about the sanitizer runtime
@@ -51,7 +51,7 @@ for target in $targets; do
       # the daemon's configuration readers, compiled into the target with what they use
       build $flags $blas $zmq -I "$out" -L "$out" -lControlProtocol -lZeroMQ -lPlanners -lModels -lConfigFiles -module-name ConfigurationFuzz \
         Sources/Daemon/DaemonConfiguration.swift Sources/Daemon/CurveConfiguration.swift Sources/Daemon/ActionSafety.swift \
-        Sources/Daemon/MetricsListenAddress.swift Sources/Daemon/ServiceCredentials.swift \
+        Sources/Daemon/MetricsListenAddress.swift Sources/Daemon/ServiceCredentials.swift Sources/Daemon/RecordingConfiguration.swift \
         Sources/Daemon/EmbeddedNetworks.swift Sources/Daemon/EmbeddedNetworkData.swift \
         Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzConfiguration.swift Fuzz/ConfigurationFuzz.swift \
         -o "$out/configuration" ;;
@@ -67,6 +67,9 @@ for target in $targets; do
       libraries
       build $flags $blas -I "$out" -L "$out" -lModels -lConfigFiles -module-name TOMLFuzz \
         Sources/FuzzSupport/FuzzTOML.swift Fuzz/TOMLFuzz.swift -o "$out/toml" ;;
+    arrow)
+      build $flags -module-name ArrowFuzz Sources/ArrowIPC/*.swift Sources/FuzzSupport/FuzzArrowStream.swift \
+        Fuzz/ArrowFuzz.swift -o "$out/arrow" ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
 done

@@ -142,6 +142,32 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
         }
     }
 
+    /// Tick recording (docs/recording.md): absent without a `[recording]` table.
+    public struct Recording: Codable, Equatable, Sendable {
+        public var enabled: Bool
+        public var directory: String
+        /// The file being written; null between files and while off.
+        public var file: Nullable<String>
+        /// Ticks written and dropped (the queue full, or the disk refused), bytes written, files begun, since start.
+        public var written: UInt64
+        public var dropped: UInt64
+        public var bytes: UInt64
+        public var files: UInt64
+        /// Why recording could not start, when it could not.
+        public var problem: Nullable<String>
+
+        public init(enabled: Bool, directory: String, file: String?, written: UInt64, dropped: UInt64, bytes: UInt64, files: UInt64, problem: String?) {
+            self.enabled = enabled
+            self.directory = directory
+            self.file = Nullable(file)
+            self.written = written
+            self.dropped = dropped
+            self.bytes = bytes
+            self.files = files
+            self.problem = Nullable(problem)
+        }
+    }
+
     public var version: String
     public var pid: Int
     public var uptimeSeconds: Double
@@ -174,10 +200,11 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
     /// Absent without a `[prior]`, and without a `[value]`.
     public var prior: Prior?
     public var value: Value?
+    public var recording: Recording?
 
     enum CodingKeys: String, CodingKey {
         case version, pid, config, task, mode, planner, ticks, replies, fallbacks, sessions, connections, reconfiguring, endpoints
-        case control, metrics, curve, prior, value
+        case control, metrics, curve, prior, value, recording
         case uptimeSeconds = "uptime_seconds", targetRateHz = "target_rate_hz", achievedRateHz = "achieved_rate_hz"
         case tickLatencyUs = "tick_latency_us", droppedReplies = "dropped_replies", missedTicks = "missed_ticks"
         case rejectedMessages = "rejected_messages", rejectedByCode = "rejected_by_code", staleReplies = "stale_replies"

@@ -109,6 +109,7 @@ extension Server {
             return reply
         case .reload: return startReconfiguration(.reload, requester: envelope)
         case .policyLoad: return startReconfiguration(.policyLoad(path: parsed.path ?? ""), requester: envelope)
+        case .record: return answerRecord(enable: parsed.enable ?? false)
         }
     }
 }

@@ -59,7 +59,7 @@ extension Server {
             value = .init(file: configured.file, weight: Double(configured.weight), networkVersion: configured.network.version,
                           valueTerm: terms.isEmpty ? nil : terms.reduce(0, +) / Double(terms.count))
         }
-        return DaemonStatus(
+        var status = DaemonStatus(
             version: mpcdVersion, pid: Int(getpid()), uptimeSeconds: uptime, config: configuration.source, task: configuration.task.name,
             mode: configuration.server.mode.rawValue,
             planner: .init(likelihood: p.likelihood, samples: p.samples, horizon: p.horizon, iterations: p.iterations),
@@ -82,6 +82,8 @@ extension Server {
             endpoints: boundEndpoints, control: controlEndpoint, metrics: metricsServer.map { "http://\($0.address)/metrics" },
             curve: configuration.curve.map { .init(publicKey: $0.publicKey, authorizedKeys: $0.authorizedKeys.count, refusedHandshakes: zap?.refused ?? 0) },
             prior: prior, value: value)
+        status.recording = recordingStatus
+        return status
     }
 
     // MARK: - Prometheus metrics
@@ -125,6 +127,13 @@ extension Server {
         out.metric("mpcd_connections_ended_total", "counter", "Connections the daemon ended, by reason.",
                    ConnectionGuard.Reason.allCases.map { ([("reason", $0.rawValue)], Double(connectionGuard?.ended[$0] ?? 0)) })
         out.metric("mpcd_oversized_messages_total", "counter", "Messages over max_message_bytes, all frames together.", Double(counters.oversizedMessages))
+        if let recording = recordingStatus {
+            out.metric("mpcd_recording", "gauge", "1 while ticks are being recorded.", recording.enabled ? 1 : 0)
+            out.metric("mpcd_recorded_ticks_total", "counter", "Ticks written to recordings.", Double(recording.written))
+            out.metric("mpcd_recording_dropped_ticks_total", "counter", "Ticks not recorded: the writer's queue was full or the disk refused.",
+                       Double(recording.dropped))
+            out.metric("mpcd_recording_bytes_total", "counter", "Bytes written to recordings.", Double(recording.bytes))
+        }
         if configuration.prior != nil {
             out.metric("mpcd_network_version", "gauge", "Version of the prior network's weights.", Double(networkVersion))
         }

@@ -157,6 +157,10 @@ public struct DaemonConfiguration: Sendable {
     public var metricsListen: MetricsListenAddress?
     /// Every file the configuration named and the daemon read, with the key that named it.
     public var filesRead: [FileRead] = []
+    /// The `[recording]` table: tick recordings (off without the table).
+    public var recording: RecordingConfiguration?
+    /// The configuration's text as read (what a recording keeps, to replay with).
+    public var text = ""
 
     public struct FileRead: Sendable, Equatable {
         public var key: String
@@ -273,11 +277,13 @@ public struct DaemonConfiguration: Sendable {
         }
         var curve: CurveConfiguration?
         if let table = try root.table("security") { curve = try CurveConfiguration.read(table, source: source) }
+        let recording = try root.table("recording").map { table throws(ConfigurationError) in try RecordingConfiguration.read(table, base: base) }
         try root.finish()
         var configuration = DaemonConfiguration(source: source, task: task, planner: planner, server: server, prior: prior, controlEndpoint: controlEndpoint)
         configuration.safety = safety
         configuration.curve = curve
         configuration.metricsListen = metricsListen
+        configuration.recording = recording
         configuration.filesRead = try filesRead(source: source, task: name, taskTable: taskTable, base: base, prior: prior, value: value, curve: curve)
         configuration.value = value
         try configuration.checkMemory()

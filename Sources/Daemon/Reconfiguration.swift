@@ -164,9 +164,11 @@ extension Server {
             counters.sessionsEndedByReload += UInt64(sessions.count)
             warnings.append("the task changed from \(configuration.task.name) to \(next.task.name): \(sessions.count) of \(before) session(s) ended; clients open new ones with their next observation")
         }
+        let wasRecording = recorder != nil
         apply(next)
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
+        restartRecording(wasRecording: wasRecording)
         logger.info("configuration reloaded", metadata: ["config": "\(configuration.source)", "warnings": "\(warnings)"])
         var reply = ControlReply(ok: true)
         reply.config = configuration.source
@@ -185,6 +187,7 @@ extension Server {
         apply(next, restartingAmortiser: true)
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
+        restartRecording(wasRecording: recorder != nil)
         logger.info("prior network loaded", metadata: ["file": "\(path)", "kind": "\(network.kind.rawValue)", "version": "\(network.version)"])
         var reply = ControlReply(ok: true)
         reply.file = path

@@ -79,6 +79,11 @@ public final class Server: @unchecked Sendable {
     /// Every session's plans together, ended sessions included: plans and iterations sent, and
     /// their latency in the exported buckets (the daemon-wide Prometheus figures).
     var allPlans = SessionMetrics()
+    /// Tick recording (Recording.swift): the running recorder, why it could not start, and the
+    /// counts of every recorder since start.
+    var recorder: TickRecorder?
+    var recordingProblem: String?
+    let recordingCounters = RecordingCounters()
 
     /// Receive queue per connection, messages: a session needs only its newest observation, and
     /// the connection guard counts what libzmq may hold per connection from it.
@@ -158,6 +163,7 @@ public final class Server: @unchecked Sendable {
                 logger.warning("bound to a non-loopback address: anyone who can reach it can drive the robot", metadata: ["endpoint": "\(endpoint)"])
             }
         }
+        if configuration.recording?.enabled == true { startRecording() }
     }
 
     /// Takes `configuration`'s timings, hello reply and online amortisation (at start and on reload).

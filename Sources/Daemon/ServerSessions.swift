@@ -34,6 +34,7 @@ extension Server {
             session.continueAfter(lastAction: recent.action)
         }
         session.keepsPlans = amortiser != nil
+        session.recording = recorder != nil
         nextSessionIndex += 1
         sessions[identity] = session
         counters.sessionsOpened += 1
@@ -80,17 +81,10 @@ extension Server {
     /// A planner for session number `index` under the current configuration, with its prior:
     /// every session has its own random stream, the configured seed offset by its number.
     func makePlanner(index: UInt64) throws -> (MirrorDescentPlanner, NetworkPrior?) {
-        var plannerConfiguration = configuration.planner
-        plannerConfiguration.seed = configuration.planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
         let (task, counter) = FaultInjectingDynamics.wrap(configuration.task)
         if let counter { faultCounters.append(counter) }
-        let planner = try MirrorDescentPlanner(task: task, configuration: plannerConfiguration, workers: workers)
-        if let value = configuration.value { try planner.installValue(value.network, weight: value.weight) }
-        var prior: NetworkPrior?
-        if let settings = configuration.prior {
-            prior = try NetworkPrior(network: settings.network, task: configuration.task, horizon: plannerConfiguration.horizon)
-            if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
-        }
+        let (planner, prior) = try configuration.sessionPlanner(index: index, task: task, workers: workers)
+        if let amortiser, let network = amortiser.latest(newerThan: -1) { prior?.replace(network) }
         return (planner, prior)
     }
 
@@ -103,5 +97,19 @@ extension Server {
             ])
         }
         session.keepsPlans = amortiser != nil
+    }
+}
+
+extension DaemonConfiguration {
+    /// The planner of session number `index` and its prior, as the daemon makes them (and a
+    /// replay again): every session has its own random stream, the configured seed offset by its
+    /// number. `task` stands in for the configuration's (a fault-injecting wrapper in tests).
+    public func sessionPlanner(index: UInt64, task: ControlTask? = nil, workers: SpinningPool?) throws -> (MirrorDescentPlanner, NetworkPrior?) {
+        var plannerConfiguration = planner
+        plannerConfiguration.seed = planner.seed &+ index &* 0x9E37_79B9_7F4A_7C15
+        let sessionPlanner = try MirrorDescentPlanner(task: task ?? self.task, configuration: plannerConfiguration, workers: workers)
+        if let value { try sessionPlanner.installValue(value.network, weight: value.weight) }
+        let prior = try prior.map { try NetworkPrior(network: $0.network, task: self.task, horizon: plannerConfiguration.horizon) }
+        return (sessionPlanner, prior)
     }
 }

@@ -68,6 +68,11 @@ final class Session: @unchecked Sendable {
     /// The state planned from and the plan, kept only for online amortisation.
     var lastPlan: ([Float], Plan)?
     var keepsPlans = false
+    /// While the daemon records: every plan and stale reply leaves its record here for the recorder.
+    var recording = false
+    var record: TickRecord?
+    /// The parameters the client set, as the recording keeps them.
+    private var parametersJSON = "{}"
 
     init(identity: [UInt8], envelope: [[UInt8]], planner: MirrorDescentPlanner, prior: NetworkPrior?,
          priorSettings: PriorConfiguration?, safety: ActionSafety, index: UInt64, now: UInt64) {
@@ -126,6 +131,7 @@ final class Session: @unchecked Sendable {
             beforeLast = zip(last, before).map { $0 - ($0 - $1) * ratio }
         }
         planner.setAppliedActions(last: lastSent, beforeLast: beforeLast, firstStepLimit: safety.maxStep)
+        let (appliedLast, planIndex) = (lastSent, planner.planCount)
         let plan = planner.plan(state: state, deadline: deadline, shift: shift, iterations: iterations)
         adapt(after: plan)
         lastValueTerm = plan.valueTerm ?? .nan
@@ -165,6 +171,15 @@ final class Session: @unchecked Sendable {
         let header = WireProtocol.Header(type: .action, a: observation.sequence, b: tick, c: flags.rawValue)
         reply = envelope + [header.bytes, WireProtocol.encodeFloat64(action),
                             WireProtocol.encodeFloat64(upcoming), WireProtocol.encodeFloat64(diagnostics)]
+        if recording {
+            let none = [Float](repeating: .nan, count: planner.actionDimension)
+            record = TickRecord(
+                time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation.sequence,
+                observation: observation.state, observationAge: Double(now > observation.measuredAt ? now - observation.measuredAt : 0) * 1e-9,
+                state: state, action: action, plannedAction: plan.action, planMean: plan.sequence.mean, flags: flags.rawValue,
+                diagnostics: diagnostics, iterationsRequested: Int32(iterations), shift: Int32(shift), appliedLast: appliedLast ?? none,
+                appliedBeforeLast: appliedLast == nil ? none : beforeLast ?? none, planIndex: planIndex, parameters: parametersJSON)
+        }
         lastSent = action
         sent.append((now, action))
         if sent.count > 2 * planner.horizon { sent.removeFirst(sent.count - planner.horizon) }
@@ -198,6 +213,16 @@ extension Session {
         reply = envelope + [header.bytes, WireProtocol.encodeFloat64(action), WireProtocol.encodeFloat64(upcoming),
                             WireProtocol.encodeFloat64(diagnostics)]
         precondition(upcoming.count % max(1, m) == 0)
+        if recording {
+            let none = [Float](repeating: .nan, count: m), n = planner.stateDimension
+            let state = observation?.state.count == n ? observation!.state : [Float](repeating: .nan, count: n)
+            record = TickRecord(
+                time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation?.sequence ?? 0,
+                observation: state, observationAge: observation.map { Double(now > $0.measuredAt ? now - $0.measuredAt : 0) * 1e-9 } ?? .nan,
+                state: state, action: action, plannedAction: proposed, planMean: [Float](repeating: .nan, count: planner.horizon * m),
+                flags: flags.rawValue, diagnostics: diagnostics, iterationsRequested: 0, shift: 0, appliedLast: lastSent ?? none,
+                appliedBeforeLast: sentBeforeLast ?? none, planIndex: planner.planCount, parameters: parametersJSON)
+        }
         lastSent = action
         sent.append((now, action))
         staleReplies += 1
@@ -217,6 +242,7 @@ extension Session {
         let configured = planner.task.parameters.map(\.value)
         try planner.setParameters(values)
         parameterValues.merge(values) { $1 }
+        parametersJSON = Self.json(parameterValues)
         if planner.priorFitsTask { configuredParameters = configured }
         planner.priorFitsTask = planner.task.parameters.map(\.value) == configuredParameters
     }
@@ -234,6 +260,7 @@ extension Session {
             } catch {
                 dropped = error
                 parameterValues = [:]
+                parametersJSON = "{}"
             }
         }
         self.planner = planner
@@ -268,6 +295,14 @@ struct TickContext {
 }
 
 extension Session {
+    /// Parameter values as JSON with sorted keys (the recording's `parameters`).
+    static func json(_ values: [String: [Double]]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return (try? encoder.encode(values)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
     static func name(_ identity: [UInt8]) -> String {
         if !identity.isEmpty, identity.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) { return String(decoding: identity, as: UTF8.self) }
         return identity.map { String(format: "%02x", $0) }.joined()

@@ -27,15 +27,21 @@ extension DaemonConfiguration {
         return try parse(text, source: path, withPrior: withPrior)
     }
 
-    public static func parse(_ text: String, source: String, withPrior: Bool = true) throws(LoadError) -> DaemonConfiguration {
-        let values: [String: ConfigValue]
+    /// `planningOnly` reads the task, planner, networks and guard alone: the tables of a daemon's
+    /// sockets and files (`[security]`, `[metrics]`, `[control]`, `[recording]`) are left out, so a
+    /// recording replays on a machine without the daemon's keys or folders.
+    public static func parse(_ text: String, source: String, withPrior: Bool = true, planningOnly: Bool = false) throws(LoadError) -> DaemonConfiguration {
+        var values: [String: ConfigValue]
         do {
             values = try TOMLReader.parse(text)
+            if planningOnly { for table in ["security", "metrics", "control", "recording"] { values.removeValue(forKey: table) } }
         } catch {
             throw LoadError(source: source, location: "line \(error.line), column \(error.column)", reason: error.reason)
         }
         do {
-            return try read(ConfigTable(values), source: source, withPrior: withPrior)
+            var configuration = try read(ConfigTable(values), source: source, withPrior: withPrior)
+            configuration.text = text
+            return configuration
         } catch {
             throw LoadError(source: source, location: error.key, reason: error.reason)
         }

@@ -78,6 +78,10 @@ extension Server {
         }
         notifier.send("STOPPING=1")
         amortiser?.stop()
+        // the recording's last ticks and its end marker, and any file a restart was still closing
+        recorder?.stop()
+        recorder = nil
+        Self.reconfigurationQueue.sync {}
         closeControl()
         for file in dataSocketFiles { file.release() }
         logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])

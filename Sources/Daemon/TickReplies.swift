@@ -16,6 +16,7 @@ extension Server {
                 send(reply)
             }
         }
+        handOffRecords(stale)
     }
 
     /// Plans `due` (in parallel across sessions when there are several), sends each reply and
@@ -47,6 +48,7 @@ extension Server {
         // Off the critical path, now that the replies are out: the online-learning hand-off, then
         // the noise for the next plans.
         handOffToAmortiser(due)
+        handOffRecords(due)
         for session in due { session.planner.prepareNoise() }
     }
 

@@ -105,7 +105,8 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
 
     /// w V(x_H) at the end of the last evaluated plan mean (0 without a value).
     private var lastValueTerm: Float = 0
-    private var planCount: UInt64 = 0
+    /// Plans made so far: each plan's noise is drawn for its number (a replay counts the same).
+    public private(set) var planCount: UInt64 = 0
     private var hasPlan = false
     private var iterationEstimate: UInt64 = 0
     /// This plan's prior is an amortised network's proposal (κ applies only then: without one the
@@ -280,7 +281,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// `shift` is how many model steps (dt) have passed since the previous plan: the warm start
     /// drops that many actions (1 when each plan follows one step, as in a simulator).
     /// `iterations` overrides the configured count for this plan (adaptive iterations).
-    public func plan(state: [Float], deadline: UInt64? = nil, shift: Int = 1, iterations: Int? = nil) -> Plan {
+    /// `stopAfter` ends the plan after that many iterations as a deadline would have (a replay of
+    /// a plan its deadline cut short: the iterations still draw the noise of `iterations`).
+    public func plan(state: [Float], deadline: UInt64? = nil, shift: Int = 1, iterations: Int? = nil, stopAfter: Int? = nil) -> Plan {
         precondition(state.count == stateDimension, "state has \(state.count) values, the task \(stateDimension)")
         let warm = warmStart(advancedBy: shift)
         var prior = warm ?? initialSequence
@@ -340,6 +343,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         var diagnostics: [IterationDiagnostics] = []
         diagnostics.reserveCapacity(count)
         for i in 0..<count {
+            if let stopAfter, i >= stopAfter { break }
             let start = monotonicNanoseconds()
             if let deadline, start &+ iterationEstimate > deadline {
                 // One slow iteration (a page fault, a machine busy for a moment) must not keep every

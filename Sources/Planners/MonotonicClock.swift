@@ -20,3 +20,10 @@ public func nanoseconds(seconds: Double) -> UInt64 {
     let ns = (seconds * 1e9).rounded()
     return ns < 18_446_744_073_709_549_568.0 ? UInt64(ns) : .max
 }
+
+/// The wall clock, nanoseconds since the Unix epoch (what a recording's rows are stamped with).
+public func wallClockNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

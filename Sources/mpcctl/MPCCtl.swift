@@ -12,7 +12,7 @@ struct MPCCtl: ParsableCommand {
         commandName: "mpcctl",
         abstract: "Control and inspect a running mpcd.",
         version: mpcdVersion,
-        subcommands: [Status.self, Sessions.self, Top.self, Reload.self, Policy.self, Metrics.self, KeyGen.self],
+        subcommands: [Status.self, Sessions.self, Top.self, Reload.self, Policy.self, Record.self, Metrics.self, KeyGen.self],
         defaultSubcommand: Status.self
     )
 }
@@ -187,6 +187,20 @@ struct Policy: ParsableCommand {
             guard reply.ok else { fail("not loaded: \(reply.error ?? "?")") }
             print("loaded \(absolute): \(reply.kind ?? "") version \(reply.version.map(String.init) ?? "")")
         }
+    }
+}
+
+struct Record: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Record every tick into the [recording] folder (on), or stop recording (off).")
+    enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
+    @OptionGroup var connection: Connection
+    @Argument(help: "on or off.") var state: Switch
+
+    func run() throws {
+        let reply = try connection.request(ControlRequest(command: .record, enable: state == .on))
+        guard reply.ok else { fail("recording not switched \(state.rawValue): \(reply.error ?? "?")") }
+        if let recording = reply.status?.recording { print(StatusReport.recordingLine(recording)) }
     }
 }
 

@@ -68,6 +68,9 @@ struct StatusReport {
         } else {
             lines.append("value      none (the task's terminal cost)")
         }
+        if let recording = s.recording {
+            lines.append(Self.recordingLine(recording))
+        }
         lines.append("endpoints  \(s.endpoints.joined(separator: ", ")); control \(s.control)" + (s.metrics.value.map { "; metrics \($0)" } ?? ""))
         let ended = s.connections.ended.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
         lines.append("connected  \(s.connections.count) of at most \(s.connections.max) connections; ended "
@@ -77,5 +80,13 @@ struct StatusReport {
             + "gave way \(sessions.evicted), peer gone \(sessions.peerGone), ended by reload \(sessions.endedByReload))")
         lines.append(Self.sessionTable(sessions.list))
         return lines.joined(separator: "\n")
+    }
+
+    static func recordingLine(_ r: DaemonStatus.Recording) -> String {
+        var line = "recording  \(r.enabled ? "on" : "off"), \(r.directory)"
+        if let file = r.file.value { line += " (writing \((file as NSString).lastPathComponent))" }
+        line += String(format: "; %llu ticks written, %llu dropped, %.1f MiB in %llu files since start", r.written, r.dropped, Double(r.bytes) / 1_048_576, r.files)
+        if let problem = r.problem.value { line += "; \(problem)" }
+        return line
     }
 }

@@ -13,7 +13,7 @@ struct MPCD: ParsableCommand {
         commandName: "mpcd",
         abstract: "Model-predictive control daemon: state observations in over ZeroMQ, actions out.",
         version: mpcdVersion,
-        subcommands: [Serve.self, Train.self, ModelCommand.self],
+        subcommands: [Serve.self, Train.self, ModelCommand.self, ReplayCommand.self],
         defaultSubcommand: Serve.self
     )
 

@@ -61,4 +61,10 @@ import Testing
         _ = try DaemonConfiguration.readServer(table, planner: PlannerConfiguration())
         #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[server]`"))
     }
+
+    @Test func everyRecordingKeyIsDocumented() throws {
+        let table = ConfigTable(["directory": .string("r")], path: "recording")
+        _ = try RecordingConfiguration.read(table, base: "/tmp")
+        #expect(Set(table.knownKeys) == Self.documentedKeys(under: "## `[recording]`"))
+    }
 }

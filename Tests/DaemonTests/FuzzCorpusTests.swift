@@ -42,4 +42,10 @@ import Testing
         #expect(files.count >= 5)
         for file in files { fuzzTOML(Array(try Data(contentsOf: file))) }
     }
+
+    @Test func theRecordingCorpusReplays() throws {
+        let files = Self.corpus("arrow")
+        #expect(files.count >= 5)
+        for file in files { fuzzArrowStream(Array(try Data(contentsOf: file))) }
+    }
 }
