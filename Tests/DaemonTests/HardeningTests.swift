@@ -52,16 +52,19 @@ import Testing
         configuration.horizon = 64
         configuration.iterations = 3
         let estimate = MirrorDescentPlanner.memoryFootprint(task: task, configuration: configuration)
-        let before = residentBytes()
         var planners: [MirrorDescentPlanner] = []
-        for _ in 0..<8 {
+        var growth: [Double] = []
+        for _ in 0..<9 {
+            let before = residentBytes()
             let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
             _ = planner.plan(state: [0.5, 0])  // touches the noise buffers too
             planner.prepareNoise()
             planners.append(planner)
+            growth.append(Double(residentBytes() - before))
         }
-        let perPlanner = Double(residentBytes() - before) / Double(planners.count)
-        // other tests run alongside and allocate too: a margin of 10% and 1 MiB a planner
+        // other tests run alongside and allocate too: the median planner's growth (a burst of
+        // theirs lands on one or two planners, not on most), with a margin of 10% and 1 MiB
+        let perPlanner = growth.sorted()[growth.count / 2]
         #expect(perPlanner <= estimate * 1.1 + 1_048_576, "a planner takes \(perPlanner) bytes, the estimate is \(estimate)")
         #expect(perPlanner >= estimate * 0.5, "a planner takes \(perPlanner) bytes, far below the estimate \(estimate)")
     }
