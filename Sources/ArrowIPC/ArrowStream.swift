@@ -80,6 +80,7 @@ public enum ArrowStreamWriter {
                 var offsets: [Int32] = [0], text: [UInt8] = []
                 for string in strings {
                     text += string.utf8
+                    guard text.count <= Int(Int32.max) else { throw ArrowError("column \(field.name): more than 2 GiB of text in one batch") }
                     offsets.append(Int32(text.count))
                 }
                 append(bytesOf(offsets))

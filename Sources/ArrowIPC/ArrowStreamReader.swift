@@ -97,12 +97,14 @@ public struct ArrowStreamReader {
         let rows = Int(try batch.scalar(0, default: Int64(0)))
         let buffers = try batch.int64Pairs(2)
         guard rows >= 0, rows <= Int(Int32.max) else { throw ArrowError("a batch of \(rows) rows") }
-        var next = 0
+        var next = 0, end: Int64 = 0
+        // buffers in order and apart: what is decoded is never more than the batch's own bytes
         func buffer() throws -> ArraySlice<UInt8> {
             guard next < buffers.count else { throw ArrowError("a batch has too few buffers") }
             let (offset, length) = buffers[next]
             next += 1
-            guard offset >= 0, length >= 0, offset <= Int64(body.count) - length else { throw ArrowError("a buffer lies outside its batch") }
+            guard offset >= end, length >= 0, offset <= Int64(body.count) - length else { throw ArrowError("a buffer lies outside its batch or over another") }
+            end = offset + length
             return body[Int(offset)..<Int(offset + length)]
         }
         var columns: [ArrowColumn] = []

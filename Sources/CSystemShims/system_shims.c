@@ -19,6 +19,10 @@ int mpcd_set_cpu_affinity(const int *cpus, int count) {
 #include <unistd.h>
 
 int mpcd_lower_thread_priority(void) {
+    /* A thread started by the serving thread inherits its real-time class (realtime_priority),
+       under which nice means nothing: back to the normal scheduler first. */
+    struct sched_param normal = {.sched_priority = 0};
+    if (sched_getscheduler(0) != SCHED_OTHER && sched_setscheduler(0, SCHED_OTHER, &normal) != 0) return errno;
     /* On Linux the nice value is per thread: PRIO_PROCESS with a thread id sets only that thread. */
     pid_t tid = (pid_t)syscall(SYS_gettid);
     return setpriority(PRIO_PROCESS, (id_t)tid, 19) == 0 ? 0 : errno;

@@ -8,22 +8,24 @@ import Planners
 /// changes (a file holds one configuration, so it can be replayed), handed every tick's records
 /// once the replies are out.
 extension Server {
-    /// Starts recording into a new file; a folder that cannot be made is reported, never fatal.
+    /// Starts recording into a new file (the running recorder, if any, ends its file first, on the
+    /// new writer's thread); a folder that cannot be made is reported, never fatal.
     @discardableResult
     func startRecording() -> String? {
         guard let settings = configuration.recording else { return "the configuration has no [recording] table (its directory)" }
         let old = recorder
         do {
-            let n = configuration.task.dynamics.stateDimension, m = configuration.task.dynamics.actionDimension
-            recorder = try TickRecorder(settings: settings, fields: TickRecord.fields(stateDimension: n, actionDimension: m, horizon: configuration.planner.horizon),
-                                        metadata: recordingMetadata(), counters: recordingCounters, logger: logger)
+            let n = configuration.task.dynamics.stateDimension, m = configuration.task.dynamics.actionDimension, h = configuration.planner.horizon
+            recorder = try TickRecorder(settings: settings, fields: TickRecord.fields(stateDimension: n, actionDimension: m, horizon: h),
+                                        shape: (n, m, h), metadata: recordingMetadata(), counters: recordingCounters,
+                                        predecessor: old, logger: logger)
             recordingProblem = nil
         } catch {
             recorder = nil
             recordingProblem = "cannot record in \(settings.directory): \(error.localizedDescription)"
             logger.error("recording did not start", metadata: ["directory": "\(settings.directory)", "reason": "\(error.localizedDescription)"])
+            if let old { retire(old) }
         }
-        if let old { Self.reconfigurationQueue.async { old.stop() } }
         for session in sessions.values { session.recording = recorder != nil }
         return recordingProblem
     }
@@ -35,14 +37,22 @@ extension Server {
             session.recording = false
             session.record = nil
         }
-        // the last batch and the end marker are written off the serving thread
-        Self.reconfigurationQueue.async { old.stop() }
+        retire(old)
+    }
+
+    /// Ends a recorder's file on a thread of its own: the serving thread never waits for a disk,
+    /// and a hung one holds up nothing else (the daemon's stop waits for it a while, then goes).
+    func retire(_ old: TickRecorder) {
+        retiredRecorders.removeAll { $0.stop(timeout: 0) }
+        retiredRecorders.append(old)
+        Thread.detachNewThread { old.stop() }
     }
 
     /// After a reload or a policy load: a new file for the new configuration when recording, or
-    /// when the configuration read says `enabled` (a folder that failed before is tried again).
+    /// when the configuration read says `enabled` and the operator has not switched recording off
+    /// (a folder that failed before is tried again).
     func restartRecording(wasRecording: Bool) {
-        guard wasRecording || configuration.recording?.enabled == true else { return }
+        guard wasRecording || (configuration.recording?.enabled == true && !recordingSwitchedOff) else { return }
         if configuration.recording == nil { stopRecording() } else { startRecording() }
     }
 
@@ -59,6 +69,7 @@ extension Server {
 
     /// `mpcctl record on|off`.
     func answerRecord(enable: Bool) -> ControlReply {
+        recordingSwitchedOff = !enable
         if enable {
             if recorder == nil, let problem = startRecording() { return .failure(problem) }
         } else {
@@ -74,7 +85,7 @@ extension Server {
         let c = recordingCounters, path = recorder?.currentPath ?? ""
         return .init(enabled: recorder != nil, directory: settings.directory, file: path.isEmpty ? nil : path,
                      written: c.written.load(ordering: .relaxed), dropped: c.dropped.load(ordering: .relaxed),
-                     bytes: c.bytes.load(ordering: .relaxed), files: c.files.load(ordering: .relaxed), problem: recordingProblem)
+                     bytes: c.bytes.load(ordering: .relaxed), files: c.files.load(ordering: .relaxed), problem: recordingProblem ?? recorder?.problem)
     }
 
     /// What a file needs to be replayed and understood without the daemon: the configuration's

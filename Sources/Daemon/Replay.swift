@@ -33,10 +33,14 @@ public struct Replay {
     public var metadata: [String: String] = [:]
     /// Whether a file ended without its end marker (the daemon stopped uncleanly; its last batch may be missing).
     public var truncatedFiles: [String] = []
+    /// What differs from the recording before a tick is planned (a network file changed since).
+    public var warnings: [String] = []
+    /// The most iterations a recorded plan may ask for (a crafted file could ask for billions).
+    static let maxIterations = 10_000
 
     /// Reads the recordings, in order (rotated files of one run: oldest first); they must share
     /// one configuration. `configuration` replaces the recorded one (to see where a change departs).
-    public init(files: [String], configuration replacement: DaemonConfiguration? = nil) throws {
+    public init(files: [String], configuration replacement: DaemonConfiguration? = nil, allowPlugin: Bool = false) throws {
         var recorded: DaemonConfiguration?
         var hash: String?
         var readers: [(String, ArrowStreamReader)] = []
@@ -47,12 +51,17 @@ public struct Replay {
             guard let text = reader.metadata["configuration"], let source = reader.metadata["configuration_source"] else {
                 throw ReplayError("\(file): not an mpcd recording (no configuration in its metadata)")
             }
-            if let hash, reader.metadata["configuration_hash"] != hash {
-                throw ReplayError("\(file) was recorded under another configuration than \(files[0]); replay the files of one configuration together")
+            // one configuration and one prior: a policy load begins a file of the same configuration
+            let identity = ["configuration_hash", "prior_file", "prior_version"].map { reader.metadata[$0] ?? "" }.joined(separator: "|")
+            if let hash, identity != hash {
+                throw ReplayError("\(file) was recorded under another configuration or prior than \(files[0]); replay the files of one configuration and prior together")
             }
-            hash = reader.metadata["configuration_hash"]
+            hash = identity
             if recorded == nil {
                 metadata = reader.metadata
+                if replacement == nil, !allowPlugin, (try? TOMLReader.parse(text))?["task"].flatMap({ if case let .table(t) = $0 { t["name"] } else { nil } }) == .string("plugin") {
+                    throw ReplayError("the recording plans a compiled plug-in (a shared library the configuration names): give --allow-plugin to load it")
+                }
                 do { recorded = try DaemonConfiguration.parse(text, source: source, planningOnly: true) } catch {
                     throw ReplayError("the recorded configuration no longer loads: \(error)")
                 }
@@ -68,6 +77,10 @@ public struct Replay {
             }
         }
         self.configuration = configuration
+        if replacement == nil, let recordedVersion = metadata["prior_version"], let prior = configuration.prior,
+           recordedVersion != String(prior.network.version) {
+            warnings.append("the prior network is version \(prior.network.version) now, version \(recordedVersion) when recorded (its file changed): plans may differ from the start")
+        }
         let n = configuration.task.dynamics.stateDimension, m = configuration.task.dynamics.actionDimension, h = configuration.planner.horizon
         for (file, reader) in readers {
             do { rows += try TickRecord.rows(of: reader, stateDimension: n, actionDimension: m, horizon: h) } catch {
@@ -83,6 +96,8 @@ public struct Replay {
         /// Sessions not replayed, and why (their planner began before the first file; their prior changed).
         public var notes: [String] = []
         public var points: [Point] = []
+        /// Every row was replayed (no session skipped or cut short).
+        public var complete: Bool { notes.isEmpty && replayed > 0 }
     }
 
     /// Plans every row again; `stopAtFirstDifference` ends at the first differing plan.
@@ -90,27 +105,47 @@ public struct Replay {
         var report = Report()
         let period = Double(metadata["reply_period_seconds"] ?? "") ?? Double(configuration.task.dynamics.dt)
         let safety = try configuration.actionSafety(period: period)
-        var planners: [UInt64: (planner: MirrorDescentPlanner, prior: NetworkPrior?, parameters: String, configured: [[Float]]?)] = [:]
+        struct Replayed {
+            var planner: MirrorDescentPlanner
+            var prior: NetworkPrior?
+            var parameters = "{}"
+            var configured: [[Float]]?
+            /// The prior's version in the session's first row: a change after it is online learning.
+            var version: Double
+        }
+        var sessions: [UInt64: Replayed] = [:]
         var excluded: Set<UInt64> = []
+        // a session's planner goes once its last row is replayed
+        var lastRow: [UInt64: Int] = [:]
+        for (i, row) in rows.enumerated() { lastRow[row.session] = i }
+        func exclude(_ row: TickRecord, _ why: String) {
+            excluded.insert(row.session)
+            sessions[row.session] = nil
+            report.notes.append("session \(row.session) (\(row.peer)): \(why)")
+        }
         for (i, row) in rows.enumerated() {
             progress?(i, rows.count)
+            defer { if lastRow[row.session] == i { sessions[row.session] = nil } }
             if excluded.contains(row.session) { continue }
-            if planners[row.session] == nil {
-                guard row.planIndex == 0 else {
-                    excluded.insert(row.session)
-                    report.notes.append("session \(row.session) (\(row.peer)): its planner had made \(row.planIndex) plans before this recording began; replay the earlier files with it")
-                    continue
-                }
+            // a new planner (a new session, or one a reload or policy load rebuilt): made afresh
+            if row.planIndex == 0, sessions[row.session].map({ $0.planner.planCount > 0 }) ?? true {
                 let (planner, prior) = try configuration.sessionPlanner(index: row.session, workers: nil)
                 planner.actionPrior = prior
-                planners[row.session] = (planner, prior, "{}", nil)
+                sessions[row.session] = Replayed(planner: planner, prior: prior, version: row.diagnostics[13])
             }
-            guard var entry = planners[row.session] else { continue }
-            let planner = entry.planner
-            if row.parameters != entry.parameters {
-                try Self.apply(parameters: row.parameters, to: planner, configured: &entry.configured)
-                entry.parameters = row.parameters
-                planners[row.session] = entry
+            guard var session = sessions[row.session] else {
+                exclude(row, "its planner had made \(row.planIndex) plans before the first row given (record on mid-session, or earlier files not given): not replayed")
+                continue
+            }
+            let planner = session.planner
+            guard row.planIndex == planner.planCount else {
+                exclude(row, "rows are missing before tick \(row.tick) (dropped while recording, or a file not given): replayed up to there")
+                continue
+            }
+            if row.parameters != session.parameters {
+                try Self.apply(parameters: row.parameters, to: planner, configured: &session.configured)
+                session.parameters = row.parameters
+                sessions[row.session] = session
             }
             if row.flags & WireProtocol.ActionFlags.stale.rawValue != 0 {
                 // a safe action, not a plan: the plan starts afresh afterwards, as in the daemon
@@ -118,17 +153,25 @@ public struct Replay {
                 continue
             }
             let version = row.diagnostics[13]
-            if let prior = entry.prior, version.isFinite, Int(version) != prior.network.version {
-                excluded.insert(row.session)
-                report.notes.append("session \(row.session) (\(row.peer)): the prior changed to network version \(Int(version)) at tick \(row.tick) (online learning or a policy load): replayed up to there")
+            if session.version.isNaN {
+                // the first rows were stale replies, which carry no version
+                session.version = version
+                sessions[row.session] = session
+            } else if version != session.version {
+                exclude(row, "the prior changed to network version \(version) at tick \(row.tick) (online learning): replayed up to there")
                 continue
+            }
+            let ran = row.diagnostics[0]
+            guard row.shift >= 0, (0...Self.maxIterations).contains(Int(row.iterationsRequested)), ran.isFinite, ran >= 0,
+                  ran <= Double(row.iterationsRequested), row.state.count == planner.stateDimension else {
+                throw ReplayError("row \(i) is not one mpcd writes (shift \(row.shift), iterations \(row.iterationsRequested) asked and \(ran) run)")
             }
             func given(_ values: [Float]) -> [Float]? { values.allSatisfy(\.isNaN) ? nil : values }
             let last = given(row.appliedLast)
             planner.setAppliedActions(last: last, beforeLast: given(row.appliedBeforeLast), firstStepLimit: safety.maxStep)
             let truncated = row.flags & WireProtocol.ActionFlags.truncated.rawValue != 0
             let plan = planner.plan(state: row.state, shift: Int(row.shift), iterations: Int(row.iterationsRequested),
-                                    stopAfter: truncated ? Int(row.diagnostics[0]) : nil)
+                                    stopAfter: truncated ? Int(ran) : nil)
             if plan.failed { planner.reset() }
             report.replayed += 1
             // the plan, and the action the guard makes of it

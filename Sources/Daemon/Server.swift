@@ -84,6 +84,10 @@ public final class Server: @unchecked Sendable {
     var recorder: TickRecorder?
     var recordingProblem: String?
     let recordingCounters = RecordingCounters()
+    /// Recorders switched off whose files may still be closing, and whether the operator switched
+    /// recording off (a reload or policy load then leaves it off, whatever `enabled` says).
+    var retiredRecorders: [TickRecorder] = []
+    var recordingSwitchedOff = false
 
     /// Receive queue per connection, messages: a session needs only its newest observation, and
     /// the connection guard counts what libzmq may hold per connection from it.

@@ -78,6 +78,7 @@ final class Session: @unchecked Sendable {
          priorSettings: PriorConfiguration?, safety: ActionSafety, index: UInt64, now: UInt64) {
         self.safety = safety
         self.identity = identity
+        name = Session.name(identity)
         self.envelope = envelope
         self.planner = planner
         self.prior = prior
@@ -89,7 +90,7 @@ final class Session: @unchecked Sendable {
     }
 
     /// The identity as text for logs: printable ASCII as is, anything else in hex.
-    var name: String { Session.name(identity) }
+    let name: String
 
     /// Plans from the newest observation and stores the reply.
     ///
@@ -177,7 +178,7 @@ final class Session: @unchecked Sendable {
                 time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation.sequence,
                 observation: observation.state, observationAge: Double(now > observation.measuredAt ? now - observation.measuredAt : 0) * 1e-9,
                 state: state, action: action, plannedAction: plan.action, planMean: plan.sequence.mean, flags: flags.rawValue,
-                diagnostics: diagnostics, iterationsRequested: Int32(iterations), shift: Int32(shift), appliedLast: appliedLast ?? none,
+                diagnostics: diagnostics, iterationsRequested: Int32(clamping: iterations), shift: Int32(clamping: shift), appliedLast: appliedLast ?? none,
                 appliedBeforeLast: appliedLast == nil ? none : beforeLast ?? none, planIndex: planIndex, parameters: parametersJSON)
         }
         lastSent = action

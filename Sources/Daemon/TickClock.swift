@@ -78,10 +78,12 @@ extension Server {
         }
         notifier.send("STOPPING=1")
         amortiser?.stop()
-        // the recording's last ticks and its end marker, and any file a restart was still closing
-        recorder?.stop()
+        // the recording's last ticks and its end marker, and any file still closing (a hung disk
+        // holds the stop up 5 s at most)
+        for old in [recorder].compactMap({ $0 }) + retiredRecorders where !old.stop(timeout: 5) {
+            logger.warning("recording: a file did not close within 5 s; it ends without its end marker", metadata: ["file": "\(old.currentPath)"])
+        }
         recorder = nil
-        Self.reconfigurationQueue.sync {}
         closeControl()
         for file in dataSocketFiles { file.release() }
         logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])

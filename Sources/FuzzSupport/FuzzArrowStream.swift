@@ -3,7 +3,7 @@ import ArrowIPC
 #endif
 
 /// The recording-file target (what `mpcd replay` reads): any bytes are read or refused with a
-/// reason, never a crash; what is read has columns of its fields' lengths.
+/// reason, never a crash; every batch read has as many columns as the schema has fields.
 public func fuzzArrowStream(_ bytes: [UInt8]) {
     do {
         let reader = try ArrowStreamReader(bytes)

@@ -9,8 +9,9 @@ struct ReplayCommand: ParsableCommand {
         abstract: "Plan every recorded tick again and report the first tick whose plan differs (docs/recording.md).",
         discussion: """
             Give the files of one configuration in the order they were written (rotated files: oldest first). \
-            Exit status: 0 when every replayed plan matches the recording bit for bit, 1 when one differs, 78 on a file or \
-            configuration that cannot be read.
+            Exit status: 0 when every recorded plan was replayed and matches bit for bit; 1 when one differs; 2 when \
+            none differs but some could not be replayed (a session begun before the first file, rows dropped, a prior \
+            learning online); 78 on a file, row or configuration that cannot be read.
             """
     )
 
@@ -18,12 +19,14 @@ struct ReplayCommand: ParsableCommand {
     @Option(name: .long, help: "Replay with this configuration instead of the recorded one (to see where a change departs).")
     var config: String?
     @Option(name: .long, help: "Write a plot of recorded against replayed actions (SVG).") var plot: String?
+    @Flag(name: .long, help: "Load the compiled model plug-in a recorded configuration names (a shared library: only from a recording you trust).")
+    var allowPlugin = false
 
     func run() throws {
         let replay: Replay
         do {
             let replacement = try config.map { try loadConfiguration($0) }
-            replay = try Replay(files: files, configuration: replacement)
+            replay = try Replay(files: files, configuration: replacement, allowPlugin: allowPlugin)
         } catch let error as ExitCode {
             throw error
         } catch {
@@ -31,16 +34,27 @@ struct ReplayCommand: ParsableCommand {
             throw ExitCode(78)
         }
         for file in replay.truncatedFiles { print("note: \(file) ends without its end marker (the daemon stopped uncleanly); its complete batches are replayed") }
+        for warning in replay.warnings { print("warning: \(warning)") }
         let bar = ProgressBar(total: Double(max(1, replay.rows.count)))
-        let report = try replay.run { done, total in bar.show(done: Double(done), label: "replay", detail: "\(done)/\(total) ticks") }
+        let report: Replay.Report
+        do {
+            report = try replay.run { done, total in bar.show(done: Double(done), label: "replay", detail: "\(done)/\(total) ticks") }
+        } catch {
+            FileHandle.standardError.write(Data("mpcd replay: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
         bar.finish()
         print("recording: \(replay.metadata["task"] ?? "?") under \(replay.metadata["configuration_source"] ?? "?") (hash \(replay.metadata["configuration_hash"] ?? "?")), mpcd \(replay.metadata["mpcd_version"] ?? "?")")
         print("replayed \(report.replayed) of \(replay.rows.count) recorded ticks (stale replies are not plans); \(report.identical) identical bit for bit")
         for note in report.notes { print("note: \(note)") }
         if let plot { try Self.writePlot(report.points, firstDifference: report.firstDifference, to: plot) }
         guard let difference = report.firstDifference else {
-            print("no difference")
-            return
+            if report.complete {
+                print("no difference")
+                return
+            }
+            print("no difference in what was replayed, but not everything was (see the notes)")
+            throw ExitCode(2)
         }
         let time = Date(timeIntervalSince1970: Double(difference.time) * 1e-6)
         print("first difference: row \(difference.row), session \(difference.session) (\(difference.peer)), tick \(difference.tick), at \(ISO8601DateFormatter().string(from: time)); largest difference \(difference.largest)")

@@ -6,7 +6,8 @@
 /* Restricts the calling thread (and threads it starts later) to `cpus`. Returns 0 or an errno. */
 int mpcd_set_cpu_affinity(const int *cpus, int count);
 
-/* Lowers the calling thread's scheduling priority to nice 19 (background work). Returns 0 or an errno. */
+/* Lowers the calling thread's scheduling priority to the normal scheduler at nice 19 (background
+   work; a real-time class inherited from the serving thread is dropped). Returns 0 or an errno. */
 int mpcd_lower_thread_priority(void);
 
 /* Switches the calling thread (and threads it starts later) to SCHED_FIFO at `priority` (1-99).

@@ -159,6 +159,8 @@ def test_replay_of_a_realtime_run_with_task_parameters(start_daemon, tmp_path):
     table, _ = read(files)
     assert json.loads(table.column("parameters")[-1].as_py()) == {"goal": [1.0, 2.0]}
     assert table.column("parameters")[0].as_py() == "{}"
+    # 50 Hz against the unicycle's 0.1 s step: warm starts shifted by 0 and by 1 step
+    assert {0, 1} <= set(table.column("shift").to_pylist())
     result = subprocess.run([str(MPCD), "replay", *files], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "no difference" in result.stdout, result.stdout + result.stderr
 
@@ -180,9 +182,11 @@ def test_recording_switched_at_run_time_and_refused_without_a_folder(start_daemo
     daemon.mpcctl("record", "off")
     run_pendulum(daemon.endpoint, 1, 20, identity=b"after")
     assert wait_for(lambda: daemon.status()["recording"]["written"] == 30)
-    table, _ = read(recordings(folder))
+    files = recordings(folder)
+    table, _ = read(files)
     assert table.num_rows == 30 and set(table.column("peer").to_pylist()) == {"during"}
-    # switched off, the file ended with its end marker: pyarrow read it whole above
+    # switched off, the file ends with the stream's end marker
+    assert files[-1].read_bytes()[-8:] == b"\xff\xff\xff\xff\x00\x00\x00\x00"
     assert "mpcd_recorded_ticks_total 30" in daemon.mpcctl("metrics").stdout
 
 
@@ -215,8 +219,17 @@ def test_a_disk_that_refuses_drops_and_counts_records_and_the_daemon_keeps_servi
     run_pendulum(daemon.endpoint, 2, 200, identity=b"refused")  # every reply still comes
     assert wait_for(lambda: daemon.status()["recording"]["dropped"] > 0)
     assert "recording: cannot write" in daemon.logs()
+    assert "cannot write" in daemon.status()["recording"]["problem"]
     with Controller(daemon.endpoint, identity=b"still") as client:
         assert np.isfinite(client.act(np.array([0.1, 0.0]))).all()
+    # the folder back: recording resumes in a new file
+    folder.unlink()
+    folder.mkdir()
+    time.sleep(1.2)  # the writer leaves a failing disk alone for a second
+    written = daemon.status()["recording"]["written"]
+    run_pendulum(daemon.endpoint, 1, 200, identity=b"back")
+    assert wait_for(lambda: daemon.status()["recording"]["written"] > written + 100), daemon.status()["recording"]
+    assert recordings(folder) and daemon.status()["recording"]["problem"] is None
 
 
 @pytest.mark.parametrize("table, words", [
@@ -251,3 +264,57 @@ def test_replay_refuses_a_file_that_is_not_a_recording(tmp_path, content):
     path.write_bytes(content)
     result = subprocess.run([str(MPCD), "replay", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 78 and "mpcd replay:" in result.stderr and "Fatal" not in result.stderr, result.stderr
+
+
+def swing(endpoint, identity, angle, steps, events):
+    """One pendulum session of `steps` steps from `angle` at rest; `events[step]()` runs before that step."""
+    with Controller(endpoint, identity=identity) as client:
+        th, thdot = angle, 0.0
+        for step in range(steps):
+            if step in events:
+                events[step]()
+            action = client.act(np.array([th, thdot]))
+            _, th, thdot = step_model(th, thdot, float(action[0]))
+
+
+def test_replay_goes_on_across_files_a_reload_began(start_daemon, tmp_path):
+    """A reload ends the file and rebuilds every session's planner: the session goes on, and its
+    rows in both files replay as one."""
+    folder = tmp_path / "recordings"
+    config, _ = default_with(tmp_path, f'directory = "{folder}"\nenabled = true\n')
+    daemon = start_daemon("--config", str(config))
+    swing(daemon.endpoint, b"across", 3.0, 160, {80: lambda: daemon.mpcctl("reload")})
+    daemon.stop()
+    files = [str(f) for f in recordings(folder)]
+    assert len(files) == 2
+    first, _ = read(files[:1])
+    assert 70 <= first.num_rows <= 90
+    result = subprocess.run([str(MPCD), "replay", *files], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "replayed 160 of 160" in result.stdout and "no difference" in result.stdout, result.stdout + result.stderr
+    # the second file alone replays too: its planners were new at its first row
+    second = subprocess.run([str(MPCD), "replay", files[1]], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+
+
+def test_a_recording_begun_mid_session_replays_nothing_of_it_and_says_so(start_daemon, tmp_path):
+    folder = tmp_path / "recordings"
+    config, _ = default_with(tmp_path, f'directory = "{folder}"\n')
+    daemon = start_daemon("--config", str(config))
+    swing(daemon.endpoint, b"midway", 2.0, 60, {30: lambda: daemon.mpcctl("record", "on")})
+    daemon.stop()
+    result = subprocess.run([str(MPCD), "replay", *map(str, recordings(folder))], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "replayed 0 of 30" in result.stdout and "before the first row given" in result.stdout
+
+
+def test_recording_switched_off_stays_off_through_a_reload(start_daemon, tmp_path):
+    folder = tmp_path / "recordings"
+    config, _ = default_with(tmp_path, f'directory = "{folder}"\nenabled = true\n')
+    daemon = start_daemon("--config", str(config))
+    assert daemon.status()["recording"]["enabled"]
+    daemon.mpcctl("record", "off")
+    daemon.mpcctl("reload")
+    assert not daemon.status()["recording"]["enabled"]
+    daemon.mpcctl("record", "on")
+    daemon.mpcctl("reload")
+    assert daemon.status()["recording"]["enabled"]
