@@ -192,16 +192,12 @@ public struct Replay {
         return report
     }
 
-    /// The session's parameters as its client set them (the same rule as the daemon's session:
-    /// while they differ from the configuration's, the prior only proposes).
+    /// The session's parameters as its client set them, under the daemon's sessions' own rule.
     static func apply(parameters json: String, to planner: MirrorDescentPlanner, configured: inout [[Float]]?) throws {
         guard let data = json.data(using: .utf8), let values = try? JSONDecoder().decode([String: [Double]].self, from: data) else {
             throw ReplayError("a recorded parameters value is not JSON: \(json)")
         }
-        let before = planner.task.parameters.map(\.value)
-        if configured == nil { configured = before }
-        try planner.setParameters(values)
-        planner.priorFitsTask = planner.task.parameters.map(\.value) == configured
+        try planner.setParameters(values, configured: &configured)
     }
 }
 

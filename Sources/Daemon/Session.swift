@@ -49,7 +49,7 @@ final class Session: @unchecked Sendable {
     /// The task parameters this session's client has set (the rest keep the configuration's).
     private(set) var parameterValues: [String: [Double]] = [:]
     /// The configuration's parameter values, taken before this session first changed them.
-    private var configuredParameters: [[Float]] = []
+    private var configuredParameters: [[Float]]?
     /// The last plan's figures, for `mpcctl` and the reply.
     var lastIterations = 0
     private(set) var lastGap: Float = .nan
@@ -240,12 +240,9 @@ extension Session {
     /// Sets some of the task's parameters for this session's next plans, all or none. While they
     /// differ from the configuration's, the network prior (trained under those) only proposes.
     func setParameters(_ values: [String: [Double]]) throws(ParameterError) {
-        let configured = planner.task.parameters.map(\.value)
-        try planner.setParameters(values)
+        try planner.setParameters(values, configured: &configuredParameters)
         parameterValues.merge(values) { $1 }
         parametersJSON = Self.json(parameterValues)
-        if planner.priorFitsTask { configuredParameters = configured }
-        planner.priorFitsTask = planner.task.parameters.map(\.value) == configuredParameters
     }
 
     /// Takes a new planner and prior (a reload, a policy load); statistics stay, and the
@@ -253,11 +250,10 @@ extension Session {
     @discardableResult
     func rebuild(planner: MirrorDescentPlanner, prior: NetworkPrior?, priorSettings: PriorConfiguration?) -> ParameterError? {
         var dropped: ParameterError?
+        configuredParameters = nil
         if !parameterValues.isEmpty {
-            configuredParameters = planner.task.parameters.map(\.value)
             do {
-                try planner.setParameters(parameterValues)
-                planner.priorFitsTask = planner.task.parameters.map(\.value) == configuredParameters
+                try planner.setParameters(parameterValues, configured: &configuredParameters)
             } catch {
                 dropped = error
                 parameterValues = [:]

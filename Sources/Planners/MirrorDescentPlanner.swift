@@ -175,6 +175,17 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         task = try task.settingParameters(values)
     }
 
+    /// Sets a session's parameters (all or none) under the rule every session follows: `configured`
+    /// holds the configuration's values, taken before the first change (nil until then); while the
+    /// task's differ from them, the prior only proposes (`priorFitsTask`). The daemon's sessions and
+    /// a replay of their recording both call this.
+    public func setParameters(_ values: [String: [Double]], configured: inout [[Float]]?) throws(ParameterError) {
+        let before = task.parameters.map(\.value)
+        try setParameters(values)
+        if configured == nil { configured = before }
+        priorFitsTask = task.parameters.map(\.value) == configured
+    }
+
     /// Bytes a planner of `configuration` for `task` allocates (its sample, noise and plan
     /// buffers), computed in floating point so that no configuration can overflow it. What the
     /// daemon checks against its memory limit before a session is ever opened.
