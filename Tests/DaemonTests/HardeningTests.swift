@@ -107,7 +107,10 @@ import Testing
         #expect(try ControlRequest.decode(Array(#"{"command":"policy_load","path":"/p"}"#.utf8)).get() == ControlRequest(command: .policyLoad, path: "/p"))
         // a path of another type is no path: ignored where none is needed
         #expect(try ControlRequest.decode(Array(#"{"command":"status","path":5}"#.utf8)).get() == ControlRequest(command: .status))
+        #expect(try ControlRequest.decode(Array(#"{"command":"record","enable":false}"#.utf8)).get() == ControlRequest(command: .record, enable: false))
         for (bytes, reason) in [
+            (Array(#"{"command":"record"}"#.utf8), "needs \"enable\""), (Array(#"{"command":"record","enable":"yes"}"#.utf8), "needs \"enable\""),
+            (Array(#"{"command":"record","enable":1}"#.utf8), "needs \"enable\""),
             (Array("[1,2]".utf8), "JSON object"), (Array(#"{"command":"rm"}"#.utf8), "unknown command"),
             (Array(#"{"command":"policy_load"}"#.utf8), "needs a \"path\""), (Array(#"{"command":7}"#.utf8), "JSON object"),
             (Array(#"{"command":"policy_load","path":[1]}"#.utf8), "needs a \"path\""),
