@@ -30,13 +30,16 @@ apt:
 apt-test:
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
-# The Python client, Gymnasium and pytest in a virtual environment, rebuilt when the client's
-# dependencies change.
+# The Python client, Gymnasium, PyTorch and pytest in a virtual environment, rebuilt when the
+# client's dependencies change. PyTorch's CPU build first (about 190 MB, where the machine's wheel
+# folder or a CPU index has it): PyPI's default Linux torch would pull several GB of CUDA libraries.
+TORCH_CPU := torch==2.13.0+cpu
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: clients/python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q '$(TORCH_CPU)' || $(PYTHON) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 	$(PYTHON) -m pip install -q -e 'clients/python[test]'
 	scripts/gymnasium_models.sh
 	touch $@

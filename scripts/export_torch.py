@@ -6,73 +6,20 @@
     # the Swift test fixture: a seeded PyTorch MLP, its weights, and PyTorch's outputs on fixed inputs:
     python scripts/export_torch.py fixture --out Tests/ModelsTests/Fixtures
 
-mpcd's network (Sources/Models/AmortisedNetwork.swift): Linear layers `hidden.i` with tanh or
-ReLU, then two Linear heads `mean` and `log_std`. The action-space mean is
-`centre + half_range * tanh(mean)`, the std `half_range * exp(clamp(log_std, -5, 2))`.
+The network and its file are mpcd_client.torch_networks (shared with training from recordings,
+python -m mpcd_client.learn).
 """
 import argparse
 import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
-# Inputs (features) and actions of the tasks a network can be exported for.
-TASKS = {"pendulum": (3, 1, [-2.0], [2.0]), "mountain_car": (2, 1, [-1.0], [1.0]), "cartpole": (4, 1, [-10.0], [10.0]),
-         "point_mass": (2, 1, [-2.0], [2.0]), "unicycle": (3, 2, [-0.2, -1.5], [1.0, 1.5])}
-
-
-class MpcdMLP(nn.Module):
-    def __init__(self, inputs, hidden, outputs, activation="tanh"):
-        super().__init__()
-        widths = [inputs] + list(hidden)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.mean = nn.Linear(widths[-1], outputs)
-        self.log_std = nn.Linear(widths[-1], outputs)
-        self.activation = activation
-
-    def forward(self, x):
-        act = torch.tanh if self.activation == "tanh" else torch.relu
-        for layer in self.hidden:
-            x = act(layer(x))
-        return self.mean(x), self.log_std(x)
-
-    def squashed(self, x, low, high):
-        raw_mean, raw_log_std = self.forward(x)
-        centre, half = (high + low) / 2, (high - low) / 2
-        horizon = raw_mean.shape[-1] // len(low)
-        centre, half = centre.repeat(horizon), half.repeat(horizon)
-        return centre + half * torch.tanh(raw_mean), half * torch.exp(torch.clamp(raw_log_std, -5.0, 2.0))
-
-
-def save(module, path, kind, task, horizon=1, version=0):
-    """Writes `module` (an MpcdMLP) as an mpcd weights file."""
-    inputs, actions, _, _ = TASKS[task]
-    tensors = {}
-    for i, layer in enumerate(module.hidden):
-        tensors[f"hidden.{i}.weight"] = layer.weight
-        tensors[f"hidden.{i}.bias"] = layer.bias
-    for name in ("mean", "log_std"):
-        tensors[f"{name}.weight"] = getattr(module, name).weight
-        tensors[f"{name}.bias"] = getattr(module, name).bias
-    metadata = {
-        "format": "mpcd-network", "format_version": "1", "kind": kind, "task": task,
-        "inputs": str(inputs), "hidden": ",".join(str(layer.out_features) for layer in module.hidden),
-        "outputs": str(module.mean.out_features), "activation": module.activation, "horizon": str(horizon),
-        "actions": str(actions), "log_std_min": "-5.0", "log_std_max": "2.0", "version": str(version),
-    }
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().cpu().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients", "python"))
+from mpcd_client.torch_networks import TASKS, MpcdMLP, save  # noqa: E402
 
 
 def from_sb3_actor(actor):

@@ -16,7 +16,7 @@ public struct Replay {
         public var session: UInt64
         public var peer: String
         public var tick: UInt64
-        /// The largest difference between the recorded and the replayed plan (action and mean sequence).
+        /// The largest difference between the recorded and the replayed plan (action, mean and std sequences).
         public var largest: Float
     }
 
@@ -177,12 +177,13 @@ public struct Replay {
             // the plan, and the action the guard makes of it
             let sent = safety.filter(plan.action, previous: last).action
             let same = plan.action.map(\.bitPattern) == row.plannedAction.map(\.bitPattern)
-                && plan.sequence.mean.map(\.bitPattern) == row.planMean.map(\.bitPattern) && sent.map(\.bitPattern) == row.action.map(\.bitPattern)
+                && plan.sequence.mean.map(\.bitPattern) == row.planMean.map(\.bitPattern)
+                && plan.sequence.std.map(\.bitPattern) == row.planStd.map(\.bitPattern) && sent.map(\.bitPattern) == row.action.map(\.bitPattern)
             report.points.append(Point(session: row.session, tick: row.tick, recorded: row.plannedAction.first ?? .nan, replayed: plan.action.first ?? .nan))
             if same {
                 report.identical += 1
             } else if report.firstDifference == nil {
-                let gaps = zip(plan.action + plan.sequence.mean + sent, row.plannedAction + row.planMean + row.action).map { abs($0 - $1) }
+                let gaps = zip(plan.action + plan.sequence.mean + plan.sequence.std + sent, row.plannedAction + row.planMean + row.planStd + row.action).map { abs($0 - $1) }
                 report.firstDifference = Difference(row: i, time: row.time, session: row.session, peer: row.peer, tick: row.tick,
                                                     largest: gaps.max() ?? .nan)
                 if stopAtFirstDifference { break }

@@ -177,7 +177,7 @@ final class Session: @unchecked Sendable {
             record = TickRecord(
                 time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation.sequence,
                 observation: observation.state, observationAge: Double(now > observation.measuredAt ? now - observation.measuredAt : 0) * 1e-9,
-                state: state, action: action, plannedAction: plan.action, planMean: plan.sequence.mean, flags: flags.rawValue,
+                state: state, action: action, plannedAction: plan.action, planMean: plan.sequence.mean, planStd: plan.sequence.std, flags: flags.rawValue,
                 diagnostics: diagnostics, iterationsRequested: Int32(clamping: iterations), shift: Int32(clamping: shift), appliedLast: appliedLast ?? none,
                 appliedBeforeLast: appliedLast == nil ? none : beforeLast ?? none, planIndex: planIndex, parameters: parametersJSON)
         }
@@ -221,6 +221,7 @@ extension Session {
                 time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation?.sequence ?? 0,
                 observation: state, observationAge: observation.map { Double(now > $0.measuredAt ? now - $0.measuredAt : 0) * 1e-9 } ?? .nan,
                 state: state, action: action, plannedAction: proposed, planMean: [Float](repeating: .nan, count: planner.horizon * m),
+                planStd: [Float](repeating: .nan, count: planner.horizon * m),
                 flags: flags.rawValue, diagnostics: diagnostics, iterationsRequested: 0, shift: 0, appliedLast: lastSent ?? none,
                 appliedBeforeLast: sentBeforeLast ?? none, planIndex: planner.planCount, parameters: parametersJSON)
         }

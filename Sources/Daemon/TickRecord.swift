@@ -18,8 +18,10 @@ public struct TickRecord: Sendable {
     /// What the client was sent (after the guard), and what the planner proposed.
     public var action: [Float]
     public var plannedAction: [Float]
-    /// The plan's mean sequence, H x m (NaN for a stale reply, which has no plan).
+    /// The plan's mean sequence and its std, H x m each (NaN for a stale reply, which has no
+    /// plan): the refined distribution a network distilled from recordings is fitted to.
     public var planMean: [Float]
+    public var planStd: [Float]
     public var flags: UInt32
     /// WireProtocol.diagnosticNames, in order.
     public var diagnostics: [Double]
@@ -44,7 +46,7 @@ extension TickRecord {
             ArrowField("observation", .float32List(size: n)), ArrowField("observation_age", .float64),
             ArrowField("state", .float32List(size: n)), ArrowField("action", .float32List(size: m)),
             ArrowField("planned_action", .float32List(size: m)), ArrowField("plan_mean", .float32List(size: h * m)),
-            ArrowField("flags", .uint32),
+            ArrowField("plan_std", .float32List(size: h * m)), ArrowField("flags", .uint32),
         ] + WireProtocol.diagnosticNames.map { ArrowField($0, .float64) } + [
             ArrowField("iterations_requested", .int32), ArrowField("shift", .int32),
             ArrowField("applied_last", .float32List(size: m)), ArrowField("applied_before_last", .float32List(size: m)),
@@ -60,7 +62,7 @@ extension TickRecord {
             .float32(records.flatMap(\.observation)), .float64(records.map(\.observationAge)),
             .float32(records.flatMap(\.state)), .float32(records.flatMap(\.action)),
             .float32(records.flatMap(\.plannedAction)), .float32(records.flatMap(\.planMean)),
-            .uint32(records.map(\.flags)),
+            .float32(records.flatMap(\.planStd)), .uint32(records.map(\.flags)),
         ]
         for i in WireProtocol.diagnosticNames.indices { columns.append(.float64(records.map { $0.diagnostics[i] })) }
         columns += [
@@ -75,6 +77,9 @@ extension TickRecord {
     public static func rows(of reader: ArrowStreamReader, stateDimension n: Int, actionDimension m: Int, horizon h: Int) throws(ArrowError) -> [TickRecord] {
         let expected = fields(stateDimension: n, actionDimension: m, horizon: h)
         guard reader.fields == expected else {
+            if reader.fields == expected.filter({ $0.name != "plan_std" }) {
+                throw ArrowError("the recording has no plan_std column: an mpcd before that column recorded it; replay it with that mpcd")
+            }
             throw ArrowError("the recording's columns are not those of a \(n)-state, \(m)-action, horizon-\(h) task")
         }
         var rows: [TickRecord] = []
@@ -84,9 +89,9 @@ extension TickRecord {
             func unsigned(_ i: Int) -> [UInt64] { if case let .uint64(v) = c[i] { v } else { [] } }
             func signed(_ i: Int) -> [Int32] { if case let .int32(v) = c[i] { v } else { [] } }
             func strings(_ i: Int) -> [String] { if case let .utf8(v) = c[i] { v } else { [] } }
-            guard case let .int64(time) = c[0], case let .uint32(flags) = c[11] else { continue }
-            let d = 12, k = WireProtocol.diagnosticNames.count
-            let (observation, state, action, planned, mean) = (floats(5), floats(7), floats(8), floats(9), floats(10))
+            guard case let .int64(time) = c[0], case let .uint32(flags) = c[12] else { continue }
+            let d = 13, k = WireProtocol.diagnosticNames.count
+            let (observation, state, action, planned, mean, std) = (floats(5), floats(7), floats(8), floats(9), floats(10), floats(11))
             let (age, session, peer, tick, sequence) = (doubles(6), unsigned(1), strings(2), unsigned(3), unsigned(4))
             let diagnostics = (0..<k).map { doubles(d + $0) }
             let (requested, shift, last, before) = (signed(d + k), signed(d + k + 1), floats(d + k + 2), floats(d + k + 3))
@@ -97,6 +102,7 @@ extension TickRecord {
                     observation: Array(observation[(r * n)..<((r + 1) * n)]), observationAge: age[r],
                     state: Array(state[(r * n)..<((r + 1) * n)]), action: Array(action[(r * m)..<((r + 1) * m)]),
                     plannedAction: Array(planned[(r * m)..<((r + 1) * m)]), planMean: Array(mean[(r * h * m)..<((r + 1) * h * m)]),
+                    planStd: Array(std[(r * h * m)..<((r + 1) * h * m)]),
                     flags: flags[r], diagnostics: diagnostics.map { $0[r] }, iterationsRequested: requested[r], shift: shift[r],
                     appliedLast: Array(last[(r * m)..<((r + 1) * m)]), appliedBeforeLast: Array(before[(r * m)..<((r + 1) * m)]),
                     planIndex: index[r], parameters: parameters[r]))

@@ -85,7 +85,7 @@ public final class TickRecorder: @unchecked Sendable {
         let (n, m, h) = shape
         let fitting = records.filter {
             $0.observation.count == n && $0.state.count == n && $0.action.count == m && $0.plannedAction.count == m
-                && $0.planMean.count == h * m && $0.appliedLast.count == m && $0.appliedBeforeLast.count == m
+                && $0.planMean.count == h * m && $0.planStd.count == h * m && $0.appliedLast.count == m && $0.appliedBeforeLast.count == m
                 && $0.diagnostics.count == WireProtocol.diagnosticNames.count
         }
         condition.lock()

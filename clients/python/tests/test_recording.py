@@ -98,6 +98,8 @@ def test_a_thousand_ticks_of_two_sessions_read_back_as_the_clients_received_them
             mean = np.float32(rows["plan_mean"][i])
             assert len(mean) == horizon
             assert np.array_equal(mean[1:steps + 1], np.float32(reply.plan).ravel()[:steps])
+            std = np.float32(rows["plan_std"][i])
+            assert len(std) == horizon and np.all(np.isfinite(std)) and np.all(std > 0)
             assert rows["parameters"][i] == "{}"
             assert 0 <= rows["observation_age"][i] < 1
         # each plan starts from the last action sent to this session
@@ -137,6 +139,12 @@ def test_replay_reproduces_every_action_bit_for_bit_and_names_where_a_change_dep
     first_iterated = next(i for i, n in enumerate(table.column("iterations").to_pylist()) if n > 0)
     tick = table.column("tick")[first_iterated].as_py()
     assert f"first difference: row {first_iterated}, session 0 (replayed), tick {tick}," in departed.stdout, departed.stdout
+    # a recording of the layout before plan_std: refused with the reason, not replayed wrongly
+    old = tmp_path / "mpcd-old.arrows"
+    with pa.ipc.new_stream(str(old), table.schema.remove(table.schema.get_field_index("plan_std"))) as writer:
+        writer.write_table(table.drop_columns(["plan_std"]).replace_schema_metadata(table.schema.metadata))
+    refused = subprocess.run([str(MPCD), "replay", str(old)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 78 and "no plan_std column: an mpcd before that column recorded it" in refused.stderr, refused.stderr
 
 
 def test_replay_of_a_realtime_run_with_task_parameters(start_daemon, tmp_path):
