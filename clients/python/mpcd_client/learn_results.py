@@ -40,6 +40,19 @@ def quiet(*args, **kwargs):
     pass
 
 
+def pyplot():
+    """matplotlib's pyplot drawing to files, or None (and a line saying so) where it is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing: no plot", file=sys.stderr)
+        return None
+    return plt
+
+
 class Daemon:
     def __init__(self, mpcd, text, folder):
         self.folder = Path(folder)
@@ -192,13 +205,8 @@ def write(out, args, status, runs, alone, prior, optimum, refined):
                      f"{p['mean']:.1f} | {100 * (mean_optimum - p['mean']) / abs(mean_optimum):.1f}% | {versus(prior, label)} | "
                      f"{p['iterations']:.2f} |")
     write_block(out / "recording.md", "learn-results", "\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is missing: no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for (label, one, two), colour in zip(runs, ("C0", "C2")):

@@ -206,6 +206,13 @@ def compare_recording(args):
         p = np.percentile(late, [50, 99, 99.9])
         summary[mode] = (p[1], missed)
         print(f"| {mode} | {replies} | {missed} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {late.max():.3f} |")
+    # block by block, each "on" block against the "off" block run next to it
+    p99 = {mode: [np.percentile(r["lateness_ms"], 99) for r in results[mode]] for mode in results}
+    later = sum(on > off for on, off in zip(p99["on"], p99["off"]))
+    earlier = sum(on < off for on, off in zip(p99["on"], p99["off"]))
+    print(f"block by block: p99 with recording later in {later} of {blocks} blocks, earlier in {earlier}; median block p99 "
+          f"off {np.median(p99['off']):.3f} ms, on {np.median(p99['on']):.3f} ms; blocks with missed ticks off "
+          f"{sum(r['daemon_overruns'] > 0 for r in results['off'])}, on {sum(r['daemon_overruns'] > 0 for r in results['on'])}")
     print(f"recordings: {len(files)} files, {folder_bytes(folder) / 1048576:.1f} MiB at the end, at most {largest / 1048576:.1f} MiB "
           f"seen (budget {args.budget_mb:g} MiB): {'held' if largest <= budget else 'EXCEEDED'}; folder {folder}")
     return 0 if largest <= budget else 1
