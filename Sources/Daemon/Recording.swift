@@ -101,6 +101,9 @@ extension Server {
             ("action_dimension", "\(task.dynamics.actionDimension)"), ("horizon", "\(configuration.planner.horizon)"),
             ("seed", "\(configuration.planner.seed)"), ("state_names", task.dynamics.stateNames.joined(separator: ",")),
             ("action_names", task.dynamics.actionNames.joined(separator: ",")),
+            ("action_low", task.dynamics.actionLowerBounds.map { "\($0)" }.joined(separator: ",")),
+            ("action_high", task.dynamics.actionUpperBounds.map { "\($0)" }.joined(separator: ",")),
+            ("feature_names", task.dynamics.featureNames.joined(separator: ",")),
         ]
         if let prior = configuration.prior {
             pairs += [("prior_file", prior.file), ("prior_version", "\(prior.network.version)"), ("prior_kind", prior.network.kind.rawValue)]

@@ -92,11 +92,15 @@ class Learner:
     def __init__(self, args, data, device):
         self.kind, self.data, self.notes = args.kind, data, []
         task, m = data.task, data.action_dimension
-        if task not in TASKS:
-            raise RecordingError(f"task {task}: mpcd_client.torch_networks.TASKS has no action bounds for it "
-                                 "(the built-in tasks only, so far)")
-        if TASKS[task][1] != m:
+        if task in TASKS and TASKS[task][1] != m:
             raise RecordingError(f"a {task} recording with {m} actions: mpcd's {task} has {TASKS[task][1]}")
+        if data.action_low is not None:
+            bounds = (data.action_low, data.action_high)
+        elif task in TASKS:
+            bounds = (TASKS[task][2], TASKS[task][3])
+        else:
+            raise RecordingError(f"task {task}: the recordings carry no action bounds (recorded by an mpcd before "
+                                 "action_low and action_high): record again")
         keep = np.ones(data.rows, dtype=bool)
         if args.refined_only:
             keep &= data.iterations > 0
@@ -110,7 +114,7 @@ class Learner:
         else:
             self.steps = 1 if args.kind == "policy" else data.horizon
             self.outputs = self.steps * m
-            low, high = np.array(TASKS[task][2], np.float32), np.array(TASKS[task][3], np.float32)
+            low, high = np.array(bounds[0], np.float32), np.array(bounds[1], np.float32)
             width = np.tile(high - low, self.steps)
             outside = ((data.plan_mean[:, :self.outputs] < np.tile(low, self.steps) - 1e-3 * width)
                        | (data.plan_mean[:, :self.outputs] > np.tile(high, self.steps) + 1e-3 * width)).any(axis=1)

@@ -44,6 +44,9 @@ class Recordings:
     # from plan_cost carries both)
     discounts: list = field(default_factory=list)
     value_files: list = field(default_factory=list)
+    # the task's action bounds, from the metadata (None in files from before they were recorded)
+    action_low: list = None
+    action_high: list = None
 
     @property
     def rows(self):
@@ -121,6 +124,20 @@ def _planner(meta, path):
     return float(discount), meta.get("value_file", "")
 
 
+def _bounds(meta, path, m):
+    """The metadata's action bounds (m finite numbers each, low below high), or None without them."""
+    if "action_low" not in meta and "action_high" not in meta:
+        return None
+    try:
+        low = [float(v) for v in meta.get("action_low", "").split(",")]
+        high = [float(v) for v in meta.get("action_high", "").split(",")]
+    except ValueError:
+        low = high = []
+    if len(low) != m or len(high) != m or not all(np.isfinite(low + high)) or not all(a < b for a, b in zip(low, high)):
+        raise RecordingError(f"{path}: metadata action_low and action_high must be {m} finite numbers each, low below high")
+    return low, high
+
+
 def _read(path, steps):
     import pyarrow as pa
 
@@ -137,6 +154,9 @@ def _read(path, steps):
     task = meta["task"]
     if task in STATE_DIMENSIONS and n != STATE_DIMENSIONS[task]:
         raise RecordingError(f"{path}: a {task} recording with {n} state values, which mpcd's {task} does not have")
+    if "feature_names" in meta and task != "pendulum" and len(meta["feature_names"].split(",")) != n:
+        raise RecordingError(f"{path}: {len(meta['feature_names'].split(','))} network inputs for {n} state values: "
+                             "a task whose features are not its state, which mpcd_client.torch_networks.features does not know")
     _check_columns(table, path, n, m, h)
     keep = max(1, (h if steps is None else min(steps, h)) * m)
     state = _floats(table, "state", n)
@@ -154,7 +174,7 @@ def read_recordings(paths, steps=None):
     have a std that is not positive, or a cost beyond 1e30."""
     files = recording_files(paths)
     columns = {key: [] for key in ("state", "plan_mean", "plan_std", "plan_cost", "iterations")}
-    first, skipped, discounts, value_files = None, 0, [], []
+    first, skipped, discounts, value_files, bounds = None, 0, [], [], None
     for path in files:
         shape, meta, (state, mean, std, cost, flags, iterations) = _read(path, steps)
         if first is None:
@@ -164,6 +184,11 @@ def read_recordings(paths, steps=None):
                                  f"{shape[3]}, unlike {files[0]} ({first[0]}, {first[1]}, {first[2]}, {first[3]}): "
                                  "learn from one task's recordings at a time")
         discount, value_file = _planner(meta, path)
+        these = _bounds(meta, path, shape[2])
+        if these is not None:
+            if bounds is not None and these != bounds:
+                raise RecordingError(f"{path}: action bounds {these} unlike the other files' {bounds}")
+            bounds = these
         discounts.append(discount)
         value_files.append(value_file)
         with np.errstate(invalid="ignore"):
@@ -181,4 +206,5 @@ def read_recordings(paths, steps=None):
                       inputs=features(task, states), plan_mean=np.concatenate(columns["plan_mean"]),
                       plan_std=np.concatenate(columns["plan_std"]), plan_cost=np.concatenate(columns["plan_cost"]),
                       iterations=np.concatenate(columns["iterations"]), files=[str(f) for f in files], skipped=skipped,
-                      discounts=discounts, value_files=value_files)
+                      discounts=discounts, value_files=value_files,
+                      action_low=bounds[0] if bounds else None, action_high=bounds[1] if bounds else None)

@@ -1,6 +1,7 @@
 """Training mpcd's networks from recordings with PyTorch, on one process and with torchrun's
 DistributedDataParallel (mpcd_client.learn; docs/recording.md)."""
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -159,6 +160,13 @@ def crafted(path, n=2, m=1, h=4, rows=8, task="pendulum", flags=0, plan_std=True
     (lambda t: [crafted(t / "far.arrows", change={"plan_mean": pa.array([np.full(4, 1e30, np.float32)] * 8, pa.list_(pa.float32(), 4))})],
      "no ticks left to learn from"),
     (lambda t: [crafted(t / "few.arrows", rows=3)], "3 ticks to learn from, fewer than --batch 4"),
+    (lambda t: [crafted(t / "bounds.arrows", extra={"action_low": "x", "action_high": "1"})],
+     "metadata action_low and action_high must be 1 finite numbers each, low below high"),
+    (lambda t: [crafted(t / "upside.arrows", extra={"action_low": "1", "action_high": "-1"})], "low below high"),
+    (lambda t: [crafted(t / "robot.arrows", task="robot")], "the recordings carry no action bounds"),
+    (lambda t: [crafted(t / "a.arrows", extra={"action_low": "-1", "action_high": "1"}),
+                crafted(t / "b.arrows", extra={"action_low": "-2", "action_high": "2"})], "unlike the other files'"),
+    (lambda t: [crafted(t / "features.arrows", task="robot", extra={"feature_names": "a,b,c"})], "3 network inputs for 2 state values"),
 ])
 def test_recordings_that_cannot_be_learned_from_are_refused_by_name(tmp_path, files, message):
     (tmp_path / "garbage.arrows").write_bytes(b"\xff\xff\xff\xff" + b"not arrow" * 10)
@@ -222,3 +230,30 @@ def test_a_batch_that_does_not_split_between_the_processes_is_refused(recorded, 
     # the processes exit 2; torchrun reports a failed process with its own status, 1
     assert result.returncode == 1 and "--batch 63 does not split evenly between 2 processes" in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_mujoco_robots_recordings_train_a_policy_the_daemon_takes(tmp_path, start_daemon):
+    # a model of the user's own, not a built-in task: the bounds come from the recording's metadata
+    shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
+    folder = tmp_path / "recordings"
+    config = tmp_path / "robot.toml"
+    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\nquantity = "qpos"\nname = "hinge"\n'
+                      f'[planner]\nsamples = 32\nhorizon = 10\n[recording]\ndirectory = "{folder}"\nenabled = true\n')
+    daemon = start_daemon("--config", str(config))
+    states = np.random.default_rng(1).normal(0, 0.1, size=(64, 4))
+    with Controller(daemon.endpoint) as client:
+        for state in states:
+            client.act(state)
+    assert wait_for(lambda: daemon.status()["recording"]["written"] == 64)
+    files = recordings(folder)
+    meta = {k.decode(): v.decode() for k, v in pa.ipc.open_stream(pa.OSFile(str(files[0]))).schema.metadata.items()}
+    low, high = float(meta["action_low"]), float(meta["action_high"])
+    assert meta["task"] == "mujoco" and low < high and meta["feature_names"] == meta["state_names"]
+    learn(folder, "--epochs", 2, "--batch", 16, "--out", tmp_path / "robot_policy.safetensors")
+    policy, network = load(tmp_path / "robot_policy.safetensors")
+    assert network["task"] == "mujoco" and network["inputs"] == "4" and network["actions"] == "1"
+    daemon.mpcctl("policy", "load", str(tmp_path / "robot_policy.safetensors"))
+    assert daemon.status()["prior"]["file"] == str(tmp_path / "robot_policy.safetensors")
+    with Controller(daemon.endpoint) as client:
+        action = client.act(states[0])
+    assert low <= action[0] <= high
