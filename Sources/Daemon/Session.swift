@@ -216,12 +216,12 @@ extension Session {
         precondition(upcoming.count % max(1, m) == 0)
         if recording {
             let none = [Float](repeating: .nan, count: m), n = planner.stateDimension
+            let noPlan = [Float](repeating: .nan, count: planner.horizon * m)
             let state = observation?.state.count == n ? observation!.state : [Float](repeating: .nan, count: n)
             record = TickRecord(
                 time: wallClockNanoseconds() / 1000, session: index, peer: name, tick: tick, sequence: observation?.sequence ?? 0,
                 observation: state, observationAge: observation.map { Double(now > $0.measuredAt ? now - $0.measuredAt : 0) * 1e-9 } ?? .nan,
-                state: state, action: action, plannedAction: proposed, planMean: [Float](repeating: .nan, count: planner.horizon * m),
-                planStd: [Float](repeating: .nan, count: planner.horizon * m),
+                state: state, action: action, plannedAction: proposed, planMean: noPlan, planStd: noPlan,
                 flags: flags.rawValue, diagnostics: diagnostics, iterationsRequested: 0, shift: 0, appliedLast: lastSent ?? none,
                 appliedBeforeLast: sentBeforeLast ?? none, planIndex: planner.planCount, parameters: parametersJSON)
         }

@@ -26,6 +26,7 @@ Exit status: 0 written, 2 a bad flag, 78 a recording or network it cannot use (t
 1 when a process fails, after the process's message).
 """
 import argparse
+import json
 import math
 import os
 import sys
@@ -38,7 +39,7 @@ import torch
 import torch.distributed as dist
 
 from .recordings import RecordingError, read_recordings
-from .torch_networks import LOG_STD_MAX, LOG_STD_MIN, MAX_PARAMETERS, TASKS, MpcdMLP, load, parameter_count, save
+from .torch_networks import MAX_PARAMETERS, TASKS, MpcdMLP, load, parameter_count, save, squash
 
 
 def parse(argv):
@@ -121,7 +122,9 @@ class Learner:
             if outside[keep].any():
                 self.notes.append(f"{int(outside[keep].sum())} with a plan outside the action bounds left out")
             keep &= ~outside
-            self.low, self.high = torch.tensor(low, device=device), torch.tensor(high, device=device)
+            # the bounds of every output (each plan step's actions), for squash
+            self.low = torch.tensor(np.tile(low, self.steps), device=device)
+            self.high = torch.tensor(np.tile(high, self.steps), device=device)
             if keep.any() and np.ptp(data.plan_std[keep, :self.outputs]) == 0:
                 self.notes.append("plan_std is the same on every row (the planner did not adapt its std): the std head learns it")
         if not keep.any():
@@ -172,10 +175,8 @@ class Learner:
         raw_mean, raw_log_std = model(self.inputs[rows])
         if self.kind == "value":
             return ((raw_mean - self.targets[0][rows] / self.scale) ** 2).mean()
-        centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
-        centre, half = centre.repeat(self.steps), half.repeat(self.steps)
-        mean = centre + half * torch.tanh(raw_mean)
-        std = half * torch.exp(torch.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX))
+        # the wrapper's forward, not module.squashed: DDP averages gradients only through its own forward
+        mean, std = squash(raw_mean, raw_log_std, self.low, self.high)
         return kl_loss(mean, std, self.targets[0][rows], self.targets[1][rows]).mean()
 
     def write(self, path):
@@ -283,8 +284,6 @@ def train(args, world, rank, device):
         learner.write(args.out)
         print(f"wrote {args.out} ({args.kind}, version {learner.version}); last epoch's loss {losses[-1]:.6f}")
         if args.summary:
-            import json
-
             Path(args.summary).write_text(json.dumps(
                 {"kind": args.kind, "task": data.task, "rows": n, "processes": world, "batch": batch, "rows_per_process": share,
                  "losses": losses, "seconds": time.monotonic() - start, "files": data.files}, indent=1))

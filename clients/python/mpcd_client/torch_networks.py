@@ -56,10 +56,14 @@ class MpcdMLP(nn.Module):
     def squashed(self, x, low, high):
         """The action-space mean and std of a policy or plan (low, high: one action's bounds)."""
         raw_mean, raw_log_std = self.forward(x)
-        centre, half = (high + low) / 2, (high - low) / 2
         horizon = raw_mean.shape[-1] // len(low)
-        centre, half = centre.repeat(horizon), half.repeat(horizon)
-        return centre + half * torch.tanh(raw_mean), half * torch.exp(torch.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX))
+        return squash(raw_mean, raw_log_std, low.repeat(horizon), high.repeat(horizon))
+
+
+def squash(raw_mean, raw_log_std, low, high):
+    """The network's two heads as an action-space mean and std (low, high: bounds of every output)."""
+    centre, half = (high + low) / 2, (high - low) / 2
+    return centre + half * torch.tanh(raw_mean), half * torch.exp(torch.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX))
 
 
 def save(module, path, kind, task, horizon=1, version=0, actions=None, extra=None):
