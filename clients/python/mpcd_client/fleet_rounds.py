@@ -26,7 +26,7 @@ import numpy as np
 
 from .docblock import write_block
 from .gym import run_episodes
-from .learn_results import REPO, SHIPPED, Daemon, default_text, policy_alone_text, pyplot, quiet
+from .learn_results import REPO, SHIPPED, Daemon, check_mpcd, default_text, policy_alone_text, pyplot, quiet
 from .optimum import optimal_returns
 
 SEED_SETS = {"0-99": range(0, 100), "100-119": range(100, 120)}
@@ -75,6 +75,7 @@ def main(argv=None):
         parser.error("--rounds must be from 1 to 20 and --episodes at least 10")
     if not Path(args.start).is_file():
         parser.error(f"--start {args.start}: no such file")
+    check_mpcd(parser, args.mpcd)
     optima = {name: float(np.mean(optimal_returns(list(seeds)))) for name, seeds in SEED_SETS.items()}
     rows, policy = [], Path(args.start)
     with tempfile.TemporaryDirectory() as folder:

@@ -78,6 +78,13 @@ class Daemon:
         self.process.wait(timeout=30)
 
 
+def check_mpcd(parser, mpcd):
+    """Refuses an --mpcd that is not an executable file, before any work (mpcctl must sit beside it)."""
+    path = Path(mpcd)
+    if not (path.is_file() and os.access(path, os.X_OK)) or not (path.parent / "mpcctl").is_file():
+        parser.error(f"--mpcd {mpcd}: not an mpcd binary with mpcctl beside it (build with `swift build -c release`)")
+
+
 def default_text(mpcd, extra=""):
     return subprocess.run([mpcd, "--print-default"], check=True, capture_output=True, text=True).stdout + extra
 
@@ -147,6 +154,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.episodes < 10:
         parser.error(f"--episodes must be at least 10, got {args.episodes}")
+    check_mpcd(parser, args.mpcd)
     with tempfile.TemporaryDirectory() as folder:
         recordings, status = record(args.mpcd, folder, args.episodes)
         nets = Path(folder)

@@ -257,3 +257,17 @@ def test_a_mujoco_robots_recordings_train_a_policy_the_daemon_takes(tmp_path, st
     with Controller(daemon.endpoint) as client:
         action = client.act(states[0])
     assert low <= action[0] <= high
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("learn_results", ["--episodes", "5"], "--episodes must be at least 10"),
+    ("learn_results", ["--mpcd", "/nonexistent/mpcd"], "--mpcd /nonexistent/mpcd: not an mpcd binary"),
+    ("fleet_rounds", ["--rounds", "0"], "--rounds must be from 1 to 20"),
+    ("fleet_rounds", ["--rounds", "21"], "--rounds must be from 1 to 20"),
+    ("fleet_rounds", ["--episodes", "-3"], "--episodes at least 10"),
+    ("fleet_rounds", ["--start", "/nonexistent/policy.safetensors"], "no such file"),
+    ("fleet_rounds", ["--mpcd", str(REPO)], "not an mpcd binary"),
+])
+def test_the_results_scripts_refuse_bad_flags_before_any_work(module, args, message):
+    result = subprocess.run([PYTHON, "-m", f"mpcd_client.{module}", *args], capture_output=True, text=True, timeout=60, cwd=CLIENT)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
