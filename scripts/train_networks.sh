@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Distils the networks shipped in deploy/networks/ from each example configuration's planner, then
-# builds the pendulum policy into mpcd for its embedded default. Deterministic for a given build;
-# takes a few minutes on 2 cores. Usage: scripts/train_networks.sh [task ...]
+# builds the pendulum policy into mpcd for its embedded default. Deterministic for a given build and
+# PyTorch build; a few minutes on 2 cores, and about 7 more for the pendulum policy's fleet rounds (they need
+# the client's .venv: make venv, or make test, sets it up). Usage: scripts/train_networks.sh [task ...]
 #
 # The labeller is the configuration's planner with more iterations, started from the cheaper of the
 # network's proposal and its own plan carried forward, without the KL to the network
@@ -22,9 +23,21 @@ train() {
   rm -f "deploy/networks/${task}_${kind}.safetensors.checkpoint"
 }
 for task in "${tasks[@]}"; do
+  if [ "$task" = pendulum ] && [ ! -x .venv/bin/python ]; then
+    echo "scripts/train_networks.sh: the pendulum policy's fleet rounds run in .venv, which is not there: make venv" >&2
+    exit 1
+  fi
+done
+for task in "${tasks[@]}"; do
   if [ "$task" = pendulum ]; then
     # labels from a stronger planner than the one the policy will run with (later flags win)
     train pendulum policy --label-samples 2048 --rounds 24
+    # then three rounds of the fleet loop on it (docs/recording.md, "Rounds"): the embedded default
+    # records 500 episodes a round with the policy as its prior, and the policy is continued on them
+    # in PyTorch (needs the client's [learn] extra; about 8 minutes)
+    echo "== pendulum policy, fleet rounds"
+    /usr/bin/time -f "   %e s" .venv/bin/python -m mpcd_client.fleet_rounds --rounds 3 \
+      --out deploy/networks/pendulum_policy.safetensors --no-docs
     train pendulum plan --label-samples 1024
     # the value at the end of pendulum_value.toml's rollouts: fitted value iteration whose soft
     # minimum has the planner's temperature (the default), about 20 s

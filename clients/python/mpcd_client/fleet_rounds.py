@@ -3,8 +3,9 @@
     python -m mpcd_client.fleet_rounds [--start policy.safetensors] [--rounds 3] [--episodes 500]
                                        [--out policy.safetensors] [--docs docs | --no-docs]
 
-Round 0 is --start (by default the shipped policy). Each round runs mpcd's embedded default (the policy as the prior of Eq. 5, MPPI refining, adaptive
-iterations) with the current policy, records --episodes Pendulum-v1 episodes through the Gymnasium
+Round 0 is --start (by default the shipped policy, itself three rounds on from `mpcd train`'s:
+scripts/train_networks.sh runs this module with --no-docs after distilling). Each round runs mpcd's
+embedded default (the policy as the prior of Eq. 5, MPPI refining, adaptive iterations) with the current policy, records --episodes Pendulum-v1 episodes through the Gymnasium
 bridge (round k: seeds 1000 + 1000 k on), and continues the policy on every round's recordings so far
 (`python -m mpcd_client.learn --init`, 30 epochs from a step size of 3e-4): the planner's refined
 plans go back into the network that proposes them, and the next round records with it. After each
@@ -12,7 +13,7 @@ round the policy is measured alone (0 iterations) and as the default's prior, on
 optimum -133.3) and seeds 100-119 (-168.0), which no round records.
 
 Writes the table into DOCS/recording.md and the plot to DOCS/fleet_rounds.png, and the last policy
-to --out (about 3 minutes a round here).
+to --out (about 2.5 minutes a round here).
 """
 import argparse
 import shutil
