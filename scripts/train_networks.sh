@@ -23,8 +23,8 @@ train() {
   rm -f "deploy/networks/${task}_${kind}.safetensors.checkpoint"
 }
 for task in "${tasks[@]}"; do
-  if [ "$task" = pendulum ] && [ ! -x .venv/bin/python ]; then
-    echo "scripts/train_networks.sh: the pendulum policy's fleet rounds run in .venv, which is not there: make venv" >&2
+  if [ "$task" = pendulum ] && [ ! -f .venv/.installed ]; then
+    echo "scripts/train_networks.sh: the pendulum policy's fleet rounds run in .venv, which is not set up: make venv" >&2
     exit 1
   fi
 done
@@ -34,7 +34,7 @@ for task in "${tasks[@]}"; do
     train pendulum policy --label-samples 2048 --rounds 24
     # then three rounds of the fleet loop on it (docs/recording.md, "Rounds"): the embedded default
     # records 500 episodes a round with the policy as its prior, and the policy is continued on them
-    # in PyTorch (needs the client's [learn] extra; about 8 minutes)
+    # in PyTorch (needs the client's [learn] extra; about 7 minutes)
     echo "== pendulum policy, fleet rounds"
     /usr/bin/time -f "   %e s" .venv/bin/python -m mpcd_client.fleet_rounds --rounds 3 \
       --out deploy/networks/pendulum_policy.safetensors --no-docs

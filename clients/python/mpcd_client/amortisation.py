@@ -5,7 +5,13 @@
 First the distance to the optimum on seeds 0-99 (the optimum from dynamic programming with the
 true model, mpcd_client.optimum): the embedded default as shipped and in its other forms, the
 distilled policy alone, the policy prior with one iteration against the planner alone with four
-(K=256), and deploy/config/pendulum_value.toml with and without its learned value.
+(K=256), and deploy/config/pendulum_value.toml with and without its learned value. Then three
+yardstick rows: the default at H=16 with the optimum's own value at the end of its rollouts
+(mpcd_client.optimum_value: the dynamic programme's table fitted by mpcd's network, which no task
+but the pendulum could have), as shipped, started from the cheaper plan without the KL, and that
+with 2 iterations every tick: how far
+a value that knew the optimum would take the planner, at what compute (--no-yardstick leaves them
+out).
 
 Then every row starts mpcd with its own configuration (K=256, H=32, initial_std 0.3, MPPI) and runs
 20 episodes, seeds 100-119, through the Gymnasium bridge:
@@ -162,8 +168,14 @@ def embedded_default(mpcd, **changes):
     return "\n".join(lines) + "\n"
 
 
-def optimum_table(mpcd, folder):
-    """The acceptance rows on seeds 0-99, each with its distance to the optimum."""
+def with_value(text, path):
+    """A configuration's text with `path` as its [value] network."""
+    return text.replace("[server]", f'[value]\nfile = "{path}"\n\n[server]')
+
+
+def optimum_table(mpcd, folder, optimum_value=None):
+    """The acceptance rows on seeds 0-99, each with its distance to the optimum; with
+    `optimum_value` (mpcd_client.optimum_value's network), the yardstick rows after them."""
     value = (CONFIGS / "pendulum_value.toml").read_text()
     rows = [
         ("embedded default (as shipped)", embedded_default(mpcd)),
@@ -175,6 +187,17 @@ def optimum_table(mpcd, folder):
         ("pendulum_value.toml (H=16, learned value)", with_horizon(value, 16)),
         ("pendulum_value.toml without its value", with_horizon(value, 16, drop_value=True)),
     ]
+    if optimum_value:
+        short = embedded_default(mpcd, horizon=16)
+        rows += [
+            ("yardstick: embedded default at H=16 with the optimum's value (fitted to the dynamic programme, not learned)",
+             with_value(short, optimum_value)),
+            ("yardstick: the same, prior_start = \"cheaper\", prior_strength = 0",
+             with_value(embedded_default(mpcd, horizon=16, prior_start='"cheaper"', prior_strength=0), optimum_value)),
+            ("yardstick: the same, 2 iterations every tick",
+             with_value(embedded_default(mpcd, horizon=16, prior_start='"cheaper"', prior_strength=0, adaptive="false"),
+                        optimum_value)),
+        ]
     return [episodes(mpcd, folder, label, text, range(0, 100)) for label, text in rows]
 
 
@@ -201,16 +224,18 @@ def acceptance(rows):
 
 
 def shortfall(row, count=6):
-    """Where a row's distance to the optimum lies: the `count` seeds furthest below their optimum
-    and their share of the summed shortfall, sum over seeds of (optimum - return)."""
+    """Where a row's distance to the optimum lies: its shortfall, the sum over the seeds it ends
+    below its optimum of (optimum - return), and the share of it in the `count` seeds furthest
+    below. Seeds at or above their optimum (the grid's optimum is one to grid accuracy) add none."""
     gaps = sorted(((o - r, s, r, o) for s, r, o in zip(row["seeds"], row["returns"], row["optima"])), reverse=True)
-    total = sum(g for g, *_ in gaps)
-    worst = gaps[:count]
+    below = [g for g in gaps if g[0] > 0]
+    total = sum(g for g, *_ in below)
+    worst = below[:count]
     share = sum(g for g, *_ in worst) / total if total > 0 else 0.0
-    seeds = ", ".join(f"seed {s} ({r:.1f} against {o:.1f})" for _, s, r, o in worst)
-    return (f"Where the {row['label'].split(' (')[0]}'s distance lies: its returns fall {total:.0f} short of the optimum's "
-            f"summed over the {len(gaps)} seeds, and the {len(worst)} seeds furthest below carry {100 * share:.0f}% of that: "
-            f"{seeds}.")
+    seeds = ", ".join(f"seed {s} ({r:.1f} against {o:.1f})" for _, s, r, o in worst) or "none"
+    return (f"Where the {row['label'].split(' (')[0]}'s distance lies: on {len(below)} of the {len(gaps)} seeds it ends "
+            f"below the optimum, {total:.0f} short in all, and the {len(worst)} seeds furthest below carry "
+            f"{100 * share:.0f}% of that: {seeds}.")
 
 
 def write_acceptance(rows):
@@ -381,10 +406,19 @@ def main(argv=None):
     parser.add_argument("--mpcd", default=os.environ.get("MPCD_BIN", str(REPO / ".build" / "release" / "mpcd")))
     parser.add_argument("--out", default=str(REPO / "docs"))
     parser.add_argument("--online-blocks", type=int, default=5, help="blocks of 20 online episodes")
+    parser.add_argument("--no-yardstick", action="store_true",
+                        help="leave out the rows with the optimum's value (they need PyTorch and about 2 minutes)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as folder:
-        headline = optimum_table(args.mpcd, folder)
+        yardstick = None
+        if not args.no_yardstick:
+            from .optimum_value import optimum_value_network
+
+            yardstick = str(Path(folder) / "optimum_value.safetensors")
+            rms, largest = optimum_value_network(yardstick)
+            print(f"the optimum's value fitted: rms error {rms:.2f}, largest {largest:.2f}", flush=True)
+        headline = optimum_table(args.mpcd, folder, yardstick)
         results = table(args.mpcd, folder)
         curve = online(args.mpcd, folder, args.online_blocks)
         value_curves = horizons(args.mpcd, folder)

@@ -76,9 +76,12 @@ def main(argv=None):
         parser.error("--rounds must be from 1 to 20 and --episodes at least 10")
     if not Path(args.start).is_file():
         parser.error(f"--start {args.start}: no such file")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        parser.error(f"--out {args.out}: no folder {Path(args.out).resolve().parent}")
     check_mpcd(parser, args.mpcd)
     optima = {name: float(np.mean(optimal_returns(list(seeds)))) for name, seeds in SEED_SETS.items()}
-    rows, policy = [], Path(args.start)
+    # the daemon reads a network path against its configuration file's folder, a temporary one
+    rows, policy = [], Path(args.start).resolve()
     with tempfile.TemporaryDirectory() as folder:
         start = time.monotonic()
         rows.append(evaluate(args.mpcd, folder, policy, optima))

@@ -266,6 +266,7 @@ def test_a_mujoco_robots_recordings_train_a_policy_the_daemon_takes(tmp_path, st
     ("fleet_rounds", ["--rounds", "21"], "--rounds must be from 1 to 20"),
     ("fleet_rounds", ["--episodes", "-3"], "--episodes at least 10"),
     ("fleet_rounds", ["--start", "/nonexistent/policy.safetensors"], "no such file"),
+    ("fleet_rounds", ["--out", "/nonexistent/folder/policy.safetensors"], "no folder /nonexistent/folder"),
     ("fleet_rounds", ["--mpcd", str(REPO)], "not an mpcd binary"),
 ])
 def test_the_results_scripts_refuse_bad_flags_before_any_work(module, args, message):

@@ -1,0 +1,121 @@
+"""The optimum's own value as an mpcd value network: a yardstick for the planner, never shipped.
+
+    python -m mpcd_client.optimum_value --out FILE [--hidden 64,64] [--activation relu]
+                                        [--epochs 1500] [--seed 0]
+
+mpcd_client.optimum solves Pendulum-v1 by dynamic programming with the true model. Its table V_0,
+the least cost of the 200 steps to come from each grid state, is what a value at the end of the
+planner's rollouts would ideally say (a swing-up takes well under 200 steps, so V_0 is the
+cost-to-go of every state the planner visits). This module fits that table with mpcd's network by
+least squares over the 361 x 161 grid (Adam, step size 3e-3, then 3e-4 for the last third of the
+epochs) and writes it in mpcd's value format (discount 1, floor 0). Put under `[value]`, it
+measures how far a value that knew the optimum would take the planner, and at what compute: the
+ceiling of what `mpcd train --value` could give. It needs the true model on a grid, so it is a
+measuring device for the pendulum, not a way to learn a value for another task.
+
+Exit status: 0 written; 2 a bad flag (before any work).
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .torch_networks import MAX_PARAMETERS, MpcdMLP, features, parameter_count, save
+
+
+def grid_states():
+    """Every (angle, speed) of the optimum's grid, one row each, in V's row-major order."""
+    from .optimum import ANGLES, SPEEDS
+
+    th, thdot = np.meshgrid(ANGLES, SPEEDS, indexing="ij")
+    return np.stack([th.ravel(), thdot.ravel()], axis=1)
+
+
+def fit(values, states, hidden=(64, 64), activation="relu", epochs=1500, seed=0, batch=4096, out=print):
+    """An MpcdMLP fitted to `values` (one per row of `states`) and the scale its output is
+    multiplied by; with the fit's root-mean-square and largest error in value units."""
+    torch.manual_seed(seed)
+    inputs = torch.from_numpy(features("pendulum", states))
+    scale = float(np.max(np.abs(values))) or 1.0
+    targets = torch.tensor(np.ravel(values) / scale, dtype=torch.float32)
+    module = MpcdMLP(3, list(hidden), 1, activation)
+    optimiser = torch.optim.Adam(module.parameters(), 3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.monotonic()
+    for epoch in range(epochs):
+        if epoch == (2 * epochs) // 3:
+            for group in optimiser.param_groups:
+                group["lr"] = 3e-4
+        order = torch.randperm(len(inputs), generator=generator)
+        for first in range(0, len(inputs), batch):
+            rows = order[first:first + batch]
+            loss = ((module(inputs[rows])[0][:, 0] - targets[rows]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        if (epoch + 1) % max(1, epochs // 10) == 0:
+            out(f"optimum value: epoch {epoch + 1}/{epochs}, rms error {scale * loss.item() ** 0.5:.2f} "
+                f"({time.monotonic() - started:.0f} s)")
+    with torch.no_grad():
+        errors = (module(inputs)[0][:, 0] - targets).numpy() * scale
+    return module, scale, float(np.sqrt(np.mean(errors**2))), float(np.max(np.abs(errors)))
+
+
+def write(module, scale, path):
+    """mpcd's value format, written beside `path` and renamed over it (a reader never sees half)."""
+    partial = f"{path}.partial"
+    save(module, partial, "value", "pendulum", extra={"value_scale": repr(scale), "discount": "1.0", "min_value": "0"})
+    os.replace(partial, path)
+
+
+def optimum_value_network(path, hidden=(64, 64), activation="relu", epochs=1500, seed=0, out=print):
+    """Fits V_0 of mpcd_client.optimum and writes it to `path`; returns (rms, largest) error."""
+    from .optimum import value_tables
+
+    module, scale, rms, largest = fit(value_tables()[0], grid_states(), hidden, activation, epochs, seed, out=out)
+    write(module, scale, path)
+    return rms, largest
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m mpcd_client.optimum_value", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the value network to write")
+    parser.add_argument("--hidden", default="64,64", help="hidden widths, comma-separated")
+    parser.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    parser.add_argument("--epochs", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        args.hidden = tuple(int(w) for w in args.hidden.split(","))
+    except ValueError:
+        parser.error(f"--hidden {args.hidden!r}: comma-separated whole numbers, like 64,64")
+    if not all(w > 0 for w in args.hidden):
+        parser.error(f"--hidden {args.hidden}: every width must be at least 1")
+    if parameter_count(3, args.hidden, 1) > MAX_PARAMETERS:
+        parser.error(f"--hidden {args.hidden}: more than mpcd's {MAX_PARAMETERS} parameters")
+    if args.epochs < 1:
+        parser.error(f"--epochs {args.epochs}: at least 1")
+    if not 0 <= args.seed < 2**63:
+        parser.error(f"--seed {args.seed}: from 0 to 2^63 - 1")
+    folder = Path(args.out).resolve().parent
+    if not folder.is_dir():
+        parser.error(f"--out {args.out}: no folder {folder}")
+    if Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: a folder, not a file")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    rms, largest = optimum_value_network(args.out, args.hidden, args.activation, args.epochs, args.seed)
+    print(f"wrote {args.out}: the optimum's value V_0, rms error {rms:.2f}, largest {largest:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
