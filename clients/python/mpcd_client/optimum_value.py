@@ -2,6 +2,7 @@
 
     python -m mpcd_client.optimum_value --out FILE [--hidden 64,64] [--activation relu]
                                         [--epochs 1500] [--seed 0]
+    python -m mpcd_client.optimum_value --compare VALUE.safetensors [...]
 
 mpcd_client.optimum solves Pendulum-v1 by dynamic programming with the true model. Its table V_0,
 the least cost of the 200 steps to come from each grid state, is what a value at the end of the
@@ -13,7 +14,13 @@ measures how far a value that knew the optimum would take the planner, and at wh
 ceiling of what `mpcd train --value` could give. It needs the true model on a grid, so it is a
 measuring device for the pendulum, not a way to learn a value for another task.
 
-Exit status: 0 written; 2 a bad flag (before any work).
+--compare measures pendulum value networks (`mpcd train --value`'s, say) against that table over
+the whole grid and where |speed| < 4: root-mean-square error, mean error (a learned value's bias:
+positive, it thinks states dearer than they are) and correlation, the network's floor applied as
+mpcd applies it. A discounted value is compared as it is: its discount lowers it below the table.
+
+Exit status: 0 written or compared; 2 a bad flag (before any work); 78 a --compare file that is
+not a pendulum value network, named with the reason.
 """
 import argparse
 import os
@@ -24,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .torch_networks import MAX_PARAMETERS, MpcdMLP, features, parameter_count, save
+from .torch_networks import MAX_PARAMETERS, MpcdMLP, features, load, parameter_count, save
 
 
 def grid_states():
@@ -81,10 +88,43 @@ def optimum_value_network(path, hidden=(64, 64), activation="relu", epochs=1500,
     return rms, largest
 
 
+def read_value(path):
+    """A pendulum value network file as (module, scale, floor, discount); ValueError naming why not."""
+    module, metadata = load(path)
+    if metadata.get("kind") != "value" or metadata.get("task") != "pendulum":
+        raise ValueError(f"{path}: a {metadata.get('kind')} network for {metadata.get('task')}, not a pendulum value")
+    try:
+        scale = float(metadata["value_scale"])
+        floor = None if metadata.get("min_value", "none") == "none" else float(metadata["min_value"])
+        discount = float(metadata.get("discount", "1"))
+    except (KeyError, ValueError):
+        raise ValueError(f"{path}: value_scale, min_value or discount is not a number") from None
+    return module, scale, floor, discount
+
+
+def compare(network, values, states):
+    """How `network` (read_value's tuple) departs from `values` over `states`: rms, mean error and
+    correlation, everywhere and where |speed| < 4."""
+    module, scale, floor, _ = network
+    with torch.no_grad():
+        predicted = scale * module(torch.from_numpy(features("pendulum", states)))[0][:, 0].numpy().astype(float)
+    if floor is not None:
+        predicted = np.maximum(predicted, floor)
+    values = np.ravel(values)
+    result = {}
+    for name, rows in (("all", np.ones(len(values), bool)), ("slow", np.abs(states[:, 1]) < 4)):
+        error = predicted[rows] - values[rows]
+        result[name] = {"rms": float(np.sqrt(np.mean(error**2))), "mean": float(np.mean(error)),
+                        "correlation": float(np.corrcoef(predicted[rows], values[rows])[0, 1])}
+    return result
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m mpcd_client.optimum_value", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="the value network to write")
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--out", help="the value network to write")
+    task.add_argument("--compare", nargs="+", metavar="VALUE", help="pendulum value networks to measure against the optimum's")
     parser.add_argument("--hidden", default="64,64", help="hidden widths, comma-separated")
     parser.add_argument("--activation", choices=["relu", "tanh"], default="relu")
     parser.add_argument("--epochs", type=int, default=1500)
@@ -102,6 +142,8 @@ def parse(argv):
         parser.error(f"--epochs {args.epochs}: at least 1")
     if not 0 <= args.seed < 2**63:
         parser.error(f"--seed {args.seed}: from 0 to 2^63 - 1")
+    if args.compare:
+        return args
     folder = Path(args.out).resolve().parent
     if not folder.is_dir():
         parser.error(f"--out {args.out}: no folder {folder}")
@@ -112,6 +154,22 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
+    if args.compare:
+        try:
+            networks = [read_value(path) for path in args.compare]
+        except ValueError as error:
+            print(f"mpcd_client.optimum_value: {error}", file=sys.stderr)
+            return 78
+        from .optimum import value_tables
+
+        values, states = value_tables()[0], grid_states()
+        print(f"against the optimum's cost-to-go (range 0-{np.max(values):.0f}): rms / mean error / correlation, "
+              "all grid states | |speed| < 4")
+        for path, network in zip(args.compare, networks):
+            result = compare(network, values, states)
+            cells = " | ".join(f"{r['rms']:.1f} / {r['mean']:+.1f} / {r['correlation']:.3f}" for r in result.values())
+            print(f"{path} (discount {network[3]:g}): {cells}")
+        return 0
     rms, largest = optimum_value_network(args.out, args.hidden, args.activation, args.epochs, args.seed)
     print(f"wrote {args.out}: the optimum's value V_0, rms error {rms:.2f}, largest {largest:.2f}")
     return 0

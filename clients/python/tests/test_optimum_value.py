@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MPCD
+from conftest import MPCD, REPO
 from mpcd_client import optimum_value
 from mpcd_client.torch_networks import features, load
 
@@ -22,11 +22,16 @@ def run(*args):
     (["--hidden", "5000,5000"], "parameters"), (["--seed", "-1"], "--seed"), (["--activation", "sigmoid"], "--activation"),
     (["--out", "/no/such/folder/v.safetensors"], "no folder"), (["--out", "/tmp"], "a folder"),
 ])
-def test_bad_flags_are_refused_by_name_before_any_work(flags, named, tmp_path):
-    args = ["--out", str(tmp_path / "v.safetensors")] + flags
-    result = run(*args)
-    assert result.returncode == 2 and named in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "v.safetensors").exists()
+def test_bad_flags_are_refused_by_name_before_any_work(flags, named, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        optimum_value.main(["--out", str(tmp_path / "v.safetensors")] + flags)
+    assert exit.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_a_bad_flag_from_the_command_line_is_a_message_not_a_traceback(tmp_path):
+    result = run("--out", str(tmp_path / "v.safetensors"), "--epochs", "0")
+    assert result.returncode == 2 and "--epochs" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_fit_follows_its_table_and_mpcd_takes_the_file(tmp_path):
@@ -47,3 +52,46 @@ def test_a_fit_follows_its_table_and_mpcd_takes_the_file(tmp_path):
     config.write_text('[task]\nname = "pendulum"\n\n[planner]\nhorizon = 16\n\n[value]\nfile = "value.safetensors"\n')
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_compare_measures_a_value_against_a_table(tmp_path):
+    rng = np.random.default_rng(1)
+    states = np.stack([rng.uniform(-np.pi, np.pi, 1000), rng.uniform(-8, 8, 1000)], axis=1)
+    values = 40 * (1 - np.cos(states[:, 0])) + 0.5 * states[:, 1] ** 2
+    module, scale, rms, _ = optimum_value.fit(values, states, hidden=(32,), epochs=200, batch=256, out=lambda _: None)
+    path = tmp_path / "v.safetensors"
+    optimum_value.write(module, scale, path)
+    network = optimum_value.read_value(path)
+    same = optimum_value.compare(network, values, states)
+    assert abs(same["all"]["rms"] - rms) < 1e-3 * np.ptp(values) and same["all"]["correlation"] > 0.99
+    # a table dearer by 10 everywhere: the network's mean error reads -10, its correlation unchanged
+    dearer = optimum_value.compare(network, values + 10, states)
+    assert abs(dearer["all"]["mean"] - (same["all"]["mean"] - 10)) < 1e-3
+    assert abs(dearer["all"]["correlation"] - same["all"]["correlation"]) < 1e-9
+    # the floor (0, as written) applies as in mpcd: a network fitted to a table that goes below zero
+    # has its negative predictions raised to 0, which shows as that much mean error
+    low = values - 50
+    module, scale, low_rms, _ = optimum_value.fit(low, states, hidden=(32,), epochs=200, batch=256, out=lambda _: None)
+    optimum_value.write(module, scale, path)
+    floored = optimum_value.compare(optimum_value.read_value(path), low, states)
+    raised = np.mean(np.maximum(0, -low))
+    assert raised > 5 * low_rms and abs(floored["all"]["mean"] - raised) < 2 * low_rms
+
+
+def test_compare_refuses_what_is_not_a_pendulum_value_by_name(tmp_path, capsys):
+    policy = REPO / "deploy" / "networks" / "pendulum_policy.safetensors"
+    cartpole = REPO / "deploy" / "networks" / "mountain_car_value.safetensors"
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 7)
+    for path, named in [(policy, "a policy network for pendulum"), (cartpole, "for mountain_car"),
+                        (garbage, "garbage.safetensors"), (tmp_path / "missing.safetensors", "missing.safetensors")]:
+        assert optimum_value.main(["--compare", str(path)]) == 78
+        assert named in capsys.readouterr().err
+
+
+def test_out_and_compare_are_one_or_the_other(capsys):
+    for flags in ([], ["--out", "/tmp/x.safetensors", "--compare", "/tmp/y.safetensors"]):
+        with pytest.raises(SystemExit) as exit:
+            optimum_value.main(flags)
+        assert exit.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
