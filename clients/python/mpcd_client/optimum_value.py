@@ -74,9 +74,15 @@ def fit(values, states, hidden=(64, 64), activation="relu", epochs=1500, seed=0,
 
 def write(module, scale, path):
     """mpcd's value format, written beside `path` and renamed over it (a reader never sees half)."""
-    partial = f"{path}.partial"
-    save(module, partial, "value", "pendulum", extra={"value_scale": repr(scale), "discount": "1.0", "min_value": "0"})
-    os.replace(partial, path)
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        save(module, partial, "value", "pendulum", extra={"value_scale": repr(scale), "discount": "1.0", "min_value": "0"})
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def optimum_value_network(path, hidden=(64, 64), activation="relu", epochs=1500, seed=0, out=print):
@@ -93,12 +99,22 @@ def read_value(path):
     module, metadata = load(path)
     if metadata.get("kind") != "value" or metadata.get("task") != "pendulum":
         raise ValueError(f"{path}: a {metadata.get('kind')} network for {metadata.get('task')}, not a pendulum value")
+    # what mpcd's ValueNetwork refuses, refused here too: figures for a file mpcd would not load say nothing
+    if metadata.get("inputs") != "3" or module.mean.out_features != 1:
+        raise ValueError(f"{path}: takes {metadata.get('inputs')} inputs and gives {module.mean.out_features} outputs; "
+                         "a pendulum value takes 3 and gives 1")
     try:
         scale = float(metadata["value_scale"])
         floor = None if metadata.get("min_value", "none") == "none" else float(metadata["min_value"])
         discount = float(metadata.get("discount", "1"))
     except (KeyError, ValueError):
         raise ValueError(f"{path}: value_scale, min_value or discount is not a number") from None
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{path}: value_scale {metadata['value_scale']} must be a positive number")
+    if floor is not None and not np.isfinite(floor):
+        raise ValueError(f"{path}: min_value {metadata['min_value']} must be a number or none")
+    if not 0 < discount <= 1:
+        raise ValueError(f"{path}: discount {metadata.get('discount')} must be in (0, 1]")
     return module, scale, floor, discount
 
 
@@ -125,11 +141,20 @@ def parse(argv):
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument("--out", help="the value network to write")
     task.add_argument("--compare", nargs="+", metavar="VALUE", help="pendulum value networks to measure against the optimum's")
-    parser.add_argument("--hidden", default="64,64", help="hidden widths, comma-separated")
-    parser.add_argument("--activation", choices=["relu", "tanh"], default="relu")
-    parser.add_argument("--epochs", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", help="hidden widths, comma-separated (default 64,64)")
+    parser.add_argument("--activation", choices=["relu", "tanh"], help="(default relu)")
+    parser.add_argument("--epochs", type=int, help="(default 1500)")
+    parser.add_argument("--seed", type=int, help="(default 0)")
     args = parser.parse_args(argv)
+    training = [f"--{name}" for name in ("hidden", "activation", "epochs", "seed") if getattr(args, name) is not None]
+    if args.compare:
+        if training:
+            parser.error(f"{', '.join(training)}: for fitting with --out, not for --compare")
+        return args
+    args.hidden = args.hidden or "64,64"
+    args.activation = args.activation or "relu"
+    args.epochs = 1500 if args.epochs is None else args.epochs
+    args.seed = 0 if args.seed is None else args.seed
     try:
         args.hidden = tuple(int(w) for w in args.hidden.split(","))
     except ValueError:
@@ -142,13 +167,13 @@ def parse(argv):
         parser.error(f"--epochs {args.epochs}: at least 1")
     if not 0 <= args.seed < 2**63:
         parser.error(f"--seed {args.seed}: from 0 to 2^63 - 1")
-    if args.compare:
-        return args
+    if args.out.endswith(os.sep) or Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: a folder, not a file")
     folder = Path(args.out).resolve().parent
     if not folder.is_dir():
         parser.error(f"--out {args.out}: no folder {folder}")
-    if Path(args.out).is_dir():
-        parser.error(f"--out {args.out}: a folder, not a file")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"--out {args.out}: the folder {folder} is not writable")
     return args
 
 
@@ -163,7 +188,7 @@ def main(argv=None):
         from .optimum import value_tables
 
         values, states = value_tables()[0], grid_states()
-        print(f"against the optimum's cost-to-go (range 0-{np.max(values):.0f}): rms / mean error / correlation, "
+        print(f"against the optimum's cost-to-go (range {np.min(values):.0f}-{np.max(values):.0f}): rms / mean error / correlation, "
               "all grid states | |speed| < 4")
         for path, network in zip(args.compare, networks):
             result = compare(network, values, states)

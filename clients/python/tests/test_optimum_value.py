@@ -9,7 +9,7 @@ import torch
 
 from conftest import MPCD, REPO
 from mpcd_client import optimum_value
-from mpcd_client.torch_networks import features, load
+from mpcd_client.torch_networks import MpcdMLP, features, load, save
 
 
 def run(*args):
@@ -21,6 +21,7 @@ def run(*args):
     (["--epochs", "0"], "--epochs"), (["--hidden", "64,x"], "--hidden"), (["--hidden", "0"], "--hidden"),
     (["--hidden", "5000,5000"], "parameters"), (["--seed", "-1"], "--seed"), (["--activation", "sigmoid"], "--activation"),
     (["--out", "/no/such/folder/v.safetensors"], "no folder"), (["--out", "/tmp"], "a folder"),
+    (["--out", "nosuchfolder/"], "a folder"),
 ])
 def test_bad_flags_are_refused_by_name_before_any_work(flags, named, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -44,9 +45,10 @@ def test_a_fit_follows_its_table_and_mpcd_takes_the_file(tmp_path):
     path = tmp_path / "value.safetensors"
     optimum_value.write(module, scale, path)
     loaded, metadata = load(path)
-    assert metadata["kind"] == "value" and metadata["discount"] == "1.0"
+    assert metadata["kind"] == "value" and metadata["discount"] == "1.0" and metadata["min_value"] == "0"
+    assert not list(tmp_path.glob("*.partial"))
     with torch.no_grad():
-        written = scale * loaded(torch.from_numpy(features("pendulum", states)))[0][:, 0].numpy()
+        written = float(metadata["value_scale"]) * loaded(torch.from_numpy(features("pendulum", states)))[0][:, 0].numpy()
     assert np.allclose(written, values, atol=5 * rms)
     config = tmp_path / "mpcd.toml"
     config.write_text('[task]\nname = "pendulum"\n\n[planner]\nhorizon = 16\n\n[value]\nfile = "value.safetensors"\n')
@@ -80,18 +82,38 @@ def test_compare_measures_a_value_against_a_table(tmp_path):
 
 def test_compare_refuses_what_is_not_a_pendulum_value_by_name(tmp_path, capsys):
     policy = REPO / "deploy" / "networks" / "pendulum_policy.safetensors"
-    cartpole = REPO / "deploy" / "networks" / "mountain_car_value.safetensors"
+    mountain_car = REPO / "deploy" / "networks" / "mountain_car_value.safetensors"
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 7)
-    for path, named in [(policy, "a policy network for pendulum"), (cartpole, "for mountain_car"),
-                        (garbage, "garbage.safetensors"), (tmp_path / "missing.safetensors", "missing.safetensors")]:
+
+    def value(name, inputs=3, outputs=1, **metadata):
+        path = tmp_path / name
+        extra = {"value_scale": "100.0", "discount": "1.0", "min_value": "0"} | metadata
+        save(MpcdMLP(inputs, [8], outputs, "relu"), path, "value", "pendulum", extra=extra)
+        return path
+
+    cases = [(policy, "a policy network for pendulum"), (mountain_car, "for mountain_car"),
+             (garbage, "garbage.safetensors"), (tmp_path / "missing.safetensors", "missing.safetensors"),
+             (value("two_inputs.safetensors", inputs=2), "takes 2 inputs"),
+             (value("two_outputs.safetensors", outputs=2), "gives 2 outputs"),
+             (value("negative_scale.safetensors", value_scale="-5"), "value_scale -5 must be a positive number"),
+             (value("zero_scale.safetensors", value_scale="0"), "value_scale 0"),
+             (value("nan_floor.safetensors", min_value="nan"), "min_value nan"),
+             (value("wordy_floor.safetensors", min_value="low"), "not a number"),
+             (value("big_discount.safetensors", discount="7"), "discount 7 must be in (0, 1]")]
+    assert optimum_value.read_value(value("fine.safetensors"))[1:] == (100.0, 0.0, 1.0)  # the same file, well formed, passes
+    for path, named in cases:
         assert optimum_value.main(["--compare", str(path)]) == 78
         assert named in capsys.readouterr().err
 
 
-def test_out_and_compare_are_one_or_the_other(capsys):
-    for flags in ([], ["--out", "/tmp/x.safetensors", "--compare", "/tmp/y.safetensors"]):
-        with pytest.raises(SystemExit) as exit:
-            optimum_value.main(flags)
-        assert exit.value.code == 2
-    assert "not allowed with" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, named", [
+    ([], "one of the arguments --out --compare is required"),
+    (["--out", "/tmp/x.safetensors", "--compare", "/tmp/y.safetensors"], "not allowed with"),
+    (["--compare", "/tmp/y.safetensors", "--hidden", "8"], "--hidden: for fitting with --out, not for --compare"),
+    (["--compare", "/tmp/y.safetensors", "--epochs", "3", "--seed", "1"], "--epochs, --seed: for fitting"),
+])
+def test_out_and_compare_are_one_or_the_other(flags, named, capsys):
+    with pytest.raises(SystemExit) as exit:
+        optimum_value.main(flags)
+    assert exit.value.code == 2 and named in capsys.readouterr().err
