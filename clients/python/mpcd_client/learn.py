@@ -30,7 +30,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from .recordings import RecordingError, read_recordings
-from .torch_networks import MAX_PARAMETERS, TASKS, MpcdMLP, load, parameter_count, save, squash
+from .torch_networks import MAX_PARAMETERS, TASKS, MpcdMLP, load, parameter_count, save_beside, squash
 
 
 def parse(argv):
@@ -181,22 +180,13 @@ class Learner:
 
     def write(self, path):
         """The network, written beside `path` and renamed over it (a reader never sees half a file)."""
-        folder = Path(path).resolve().parent
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".learn-", suffix=".safetensors")
-        os.close(handle)
-        try:
-            if self.kind == "value":
-                extra = {"value_scale": repr(self.scale), "discount": repr(float(np.float32(self.data.discounts[0]))),
-                         "min_value": self.minimum}
-                save(self.module, temporary, "value", self.data.task, version=self.version, extra=extra)
-            else:
-                save(self.module, temporary, self.kind, self.data.task, horizon=self.steps, version=self.version,
-                     actions=self.data.action_dimension)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        if self.kind == "value":
+            extra = {"value_scale": repr(self.scale), "discount": repr(float(np.float32(self.data.discounts[0]))),
+                     "min_value": self.minimum}
+            save_beside(self.module, path, "value", self.data.task, version=self.version, extra=extra)
+        else:
+            save_beside(self.module, path, self.kind, self.data.task, horizon=self.steps, version=self.version,
+                        actions=self.data.action_dimension)
 
 
 class Progress:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .torch_networks import MAX_PARAMETERS, MpcdMLP, features, load, parameter_count, save
+from .torch_networks import MAX_PARAMETERS, MpcdMLP, features, load, parameter_count, save_beside
 
 
 def grid_states():
@@ -74,15 +74,7 @@ def fit(values, states, hidden=(64, 64), activation="relu", epochs=1500, seed=0,
 
 def write(module, scale, path):
     """mpcd's value format, written beside `path` and renamed over it (a reader never sees half)."""
-    partial = f"{path}.{os.getpid()}.partial"
-    try:
-        save(module, partial, "value", "pendulum", extra={"value_scale": repr(scale), "discount": "1.0", "min_value": "0"})
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    save_beside(module, path, "value", "pendulum", extra={"value_scale": repr(scale), "discount": "1.0", "min_value": "0"})
 
 
 def optimum_value_network(path, hidden=(64, 64), activation="relu", epochs=1500, seed=0, out=print):

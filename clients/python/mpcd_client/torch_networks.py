@@ -7,7 +7,10 @@ action-space mean is `centre + half_range * tanh(mean)` and the std
 carried, unused). Networks take the task's features of the state (`features`).
 """
 import json
+import os
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,6 +99,22 @@ def save(module, path, kind, task, horizon=1, version=0, actions=None, extra=Non
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def save_beside(module, path, *args, **kwargs):
+    """`save`, into a file beside `path` that is then renamed over it: a reader never sees half a
+    file, and a failed write leaves none behind. Readable by all (0644), as `save`'s own files are."""
+    handle, temporary = tempfile.mkstemp(dir=Path(path).resolve().parent, prefix=".mpcd-", suffix=".safetensors")
+    os.close(handle)
+    try:
+        save(module, temporary, *args, **kwargs)
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def load(path):
