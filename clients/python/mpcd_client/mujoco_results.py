@@ -75,11 +75,20 @@ def merged(results, path):
     return [earlier[name] for name in ROWS if name in earlier]
 
 
-def commit():
+# what a row's figures depend on: a change here that is not committed yet is not the commit's
+MEASURED_PATHS = ["Sources", "deploy", "clients", "Package.swift"]
+
+
+def commit(repo=REPO):
+    """HEAD's short hash, with "+ uncommitted changes" when the code or configurations differ from
+    it (the row was then measured on something no commit holds); "?" outside a git checkout."""
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS],
+                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+    return head + (" + uncommitted changes" if changed else "")
 
 
 def plot(results, path):

@@ -86,3 +86,24 @@ def test_a_term_naming_what_the_model_lacks_is_refused_by_name(tmp_path):
         config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\n' + term)
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 78 and key in result.stderr and reason in result.stderr, result.stderr
+
+
+def test_a_row_measured_on_uncommitted_changes_says_so(tmp_path):
+    from mpcd_client.mujoco_results import commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "deploy").mkdir()
+    config = tmp_path / "deploy" / "robot.toml"
+    config.write_text("weight = 0.1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    head = commit(tmp_path)
+    assert head and "uncommitted" not in head
+    (tmp_path / "notes.md").write_text("docs only\n")  # untracked, and not what a row depends on
+    assert commit(tmp_path) == head
+    config.write_text("weight = 0\n")
+    assert commit(tmp_path) == head + " + uncommitted changes"
+    assert commit(tmp_path / "missing") == "?"
