@@ -31,6 +31,7 @@ struct PlannerBench: ParsableCommand {
     @Option(help: "Comma-separated thread counts.") var threads = "1,2"
     @Option(help: "Likelihood: mppi or cem.") var likelihood = "mppi"
     @Option(help: "Timed iterations per cell (after warm-up).") var repeats = 400
+    @Option(help: "Untimed iterations before them (default: a tenth of --repeats, at least 20).") var warmUp: Int?
     @Flag(help: "Print one JSON object per cell instead of the table.") var json = false
     @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
     @Option(help: "A configuration file: its [task] (a MuJoCo model, a plug-in) and [planner] instead of --task, planning from the task's start state.")
@@ -40,6 +41,7 @@ struct PlannerBench: ParsableCommand {
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
+        guard repeats >= 1, (warmUp ?? 0) >= 0 else { throw ValidationError("--repeats must be at least 1 and --warm-up at least 0, got \(repeats) and \(warmUp ?? 0)") }
         guard config != nil || !stepByStep else { throw ValidationError("--step-by-step needs --config (a task that rolls out a lane at a time)") }
         let file = try config.map { try ConfiguredTask(path: $0) }
         var controlTask = try file?.task ?? TaskRegistry.make(name: task)
@@ -96,12 +98,13 @@ struct PlannerBench: ParsableCommand {
         var times: [Double] = [], iterationTimes: [Double] = []
         times.reserveCapacity(repeats)
         iterationTimes.reserveCapacity(repeats)
-        for i in 0..<(repeats + max(20, repeats / 10)) {
+        let warmUp = self.warmUp ?? max(20, repeats / 10)
+        for i in 0..<(repeats + warmUp) {
             if prepared { planner.prepareNoise() }
             let start = monotonicNanoseconds()
             let plan = planner.plan(state: state)
             let elapsed = Double(monotonicNanoseconds() - start) / 1000
-            if i >= max(20, repeats / 10) {
+            if i >= warmUp {
                 times.append(elapsed)
                 iterationTimes.append((plan.iterations.first?.seconds ?? .nan) * 1e6)
             }
