@@ -41,7 +41,8 @@ struct PlannerBench: ParsableCommand {
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
-        guard repeats >= 1, (warmUp ?? 0) >= 0 else { throw ValidationError("--repeats must be at least 1 and --warm-up at least 0, got \(repeats) and \(warmUp ?? 0)") }
+        guard (1...maxCalls).contains(repeats) else { throw ValidationError("--repeats must be in 1...\(maxCalls), got \(repeats)") }
+        if let warmUp, !(0...maxCalls).contains(warmUp) { throw ValidationError("--warm-up must be in 0...\(maxCalls), got \(warmUp)") }
         guard config != nil || !stepByStep else { throw ValidationError("--step-by-step needs --config (a task that rolls out a lane at a time)") }
         let file = try config.map { try ConfiguredTask(path: $0) }
         var controlTask = try file?.task ?? TaskRegistry.make(name: task)
@@ -63,7 +64,8 @@ struct PlannerBench: ParsableCommand {
                     let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start)
                     let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
                     if json {
-                        let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
+                        let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "timed_calls": prepared.timed, "warm_up_calls": prepared.warmUp,
+                                               "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
                                                    "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99,
                                                    "iteration_us_p50": prepared.iterationP50]
                         print(String(decoding: try JSONSerialization.data(withJSONObject: cell, options: [.sortedKeys]), as: UTF8.self))
@@ -90,7 +92,7 @@ struct PlannerBench: ParsableCommand {
     /// times it (rollouts, costs and update, without the plan's evaluation of its mean sequences),
     /// in microseconds.
     func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
-                 start: [Float]? = nil) throws -> (p50: Double, p99: Double, iterationP50: Double) {
+                 start: [Float]? = nil) throws -> (p50: Double, p99: Double, iterationP50: Double, timed: Int, warmUp: Int) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
@@ -111,7 +113,7 @@ struct PlannerBench: ParsableCommand {
         }
         times.sort()
         iterationTimes.sort()
-        return (percentile(times, 0.5), percentile(times, 0.99), percentile(iterationTimes, 0.5))
+        return (percentile(times, 0.5), percentile(times, 0.99), percentile(iterationTimes, 0.5), times.count, warmUp)
     }
 
     func list(_ text: String, _ name: String) throws -> [Int] {
@@ -122,6 +124,9 @@ struct PlannerBench: ParsableCommand {
         return values.map { $0! }
     }
 }
+
+/// Most timed calls (or rollouts) a flag may ask for: far beyond any useful run, and far from overflow.
+let maxCalls = 10_000_000
 
 /// The q-quantile of sorted values (nearest rank).
 func percentile(_ sorted: [Double], _ q: Double) -> Double {
@@ -140,6 +145,9 @@ struct NoiseBench: ParsableCommand {
     @Option(help: "Timed calls.") var repeats = 2000
 
     func run() throws {
+        guard (1...maxCalls).contains(repeats), (1...(1 << 26)).contains(count) else {
+            throw ValidationError("--repeats must be in 1...\(maxCalls) and --count in 1...\(1 << 26), got \(repeats) and \(count)")
+        }
         let n = (count + 15) / 16 * 16
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: n)
         defer { buffer.deallocate() }
@@ -274,8 +282,8 @@ struct PhysicsBench: ParsableCommand {
     var std: String?
 
     func run() throws {
-        guard horizon >= 1, rollouts >= 1, (1...64).contains(threads) else {
-            throw ValidationError("--horizon and --rollouts must be at least 1 and --threads in 1...64, got \(horizon), \(rollouts) and \(threads)")
+        guard (1...10_000).contains(horizon), (1...maxCalls).contains(rollouts), (1...64).contains(threads) else {
+            throw ValidationError("--horizon must be in 1...10000, --rollouts in 1...\(maxCalls) and --threads in 1...64, got \(horizon), \(rollouts) and \(threads)")
         }
         let file = try ConfiguredTask(path: config)
         guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("\(config) is not a MuJoCo task") }

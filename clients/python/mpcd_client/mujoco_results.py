@@ -81,10 +81,11 @@ MEASURED_PATHS = ["Sources", "deploy", "clients", "Package.swift"]
 
 def commit(repo=REPO):
     """HEAD's short hash, with "+ uncommitted changes" when the code or configurations differ from
-    it (the row was then measured on something no commit holds); "?" outside a git checkout."""
+    it, a new file among them included (the row was then measured on something no commit holds);
+    "?" outside a git checkout. It describes the tree, not a binary given by --mpcd."""
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS],
+        changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=normal", "--", *MEASURED_PATHS],
                                  capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
@@ -117,12 +118,14 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--no-docs", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
+    # stamped before the run: what the tree was when the episodes started
+    measured = f"{time.strftime('%Y-%m-%d')}, {commit()}"
     results = []
     for name in args.tasks:
         env_id, seed, episodes = ROWS[name]
         print(f"{name}: {env_id}, seeds {seed}-{seed + episodes - 1}", file=sys.stderr, flush=True)
         row = run_row(args.mpcd, name, env_id, seed, episodes)
-        row["measured"] = f"{time.strftime('%Y-%m-%d')}, {commit()}"
+        row["measured"] = measured
         results.append(row)
     print(table(results))
     if not args.no_docs:

@@ -104,6 +104,11 @@ def test_a_row_measured_on_uncommitted_changes_says_so(tmp_path):
     assert head and "uncommitted" not in head
     (tmp_path / "notes.md").write_text("docs only\n")  # untracked, and not what a row depends on
     assert commit(tmp_path) == head
+    new = tmp_path / "deploy" / "before.toml"  # a new file where the configurations are
+    new.write_text("weight = 0.1\n")
+    assert commit(tmp_path) == head + " + uncommitted changes"
+    new.unlink()
+    assert commit(tmp_path) == head
     config.write_text("weight = 0\n")
     assert commit(tmp_path) == head + " + uncommitted changes"
     assert commit(tmp_path / "missing") == "?"
