@@ -6,15 +6,16 @@ table and docs/mujoco_rollouts.png into docs/benchmarks.md.
     .venv/bin/python benchmarks/mujoco_rollouts.py [--rounds 8] [--repeats 9] [--no-docs]     (part of `make bench`)
 
 The run is in rounds. In each, every cell's columns below are timed back to back (`--repeats`
-timed calls each after 3 untimed ones; the floor's loop 100 x `--repeats` rollouts per thread),
-in an order that reverses from one round to the next, and the package's step time once per model:
-this VM's speed drifts by tens of percent over minutes, so columns timed minutes apart can differ by
-more than the code does. Every p50 is the same nearest rank (the lower middle of an even count).
-The ratios (mpcd against mujoco.rollout and against the floor) are taken within each round; the
-table gives their median over the rounds and their range without the lowest and highest round, and
-each time column the median of the rounds' p50s (so a ratio is not the quotient of the two time
-columns beside it). A mark is met in a cell when that whole range is at or under it, not met when
-the whole range is over it, and not resolved when the range straddles it.
+timed calls each after 3 untimed ones), in an order that reverses from one round to the next, and
+the package's step time once per model: this VM's speed drifts by tens of percent over minutes, so
+columns timed minutes apart can differ by more than the code does. Every p50 is the same nearest
+rank (the lower middle of an even count). The ratio against mujoco.rollout is taken within each
+round; the ratio against the floor within each timed call, the floor being timed in the same
+process right before or after each iteration. The table gives each ratio's median over the rounds
+and its range without the lowest and highest round, and each time column the median of the
+rounds' p50s (so a ratio is not the quotient of the two time columns beside it). A mark is met in
+a cell when that whole range is at or under it, not met when the whole range is over it, and not
+resolved when the range straddles it.
 
 For each model, K and thread count (1 and 2), with H control steps of frame_skip physics steps:
 - mpcd iteration: one planner iteration as the planner times it (`mpcd-bench planner --config ...
@@ -27,12 +28,13 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
   drawn as the planner's first iteration draws them (N(centre, initial_std x half range), clipped;
   each held for frame_skip steps), nthread = the thread count (0, the caller alone, for
   1 thread), its outputs preallocated; p50 of `repeats` calls;
-- the floor: K x H x frame_skip x (one mj_step's time) / threads, the step's mean time (an
-  iteration's time is a sum of steps, so the mean, not a p50, is the floor's unit) in a loop with the
-  library mpcd links (Debian's libmujoco 2.2.2) by `mpcd-bench physics --threads T`: T threads
-  stepping at once under the same controls, each its own simulation state, so the step's time is the one T busy cores
-  give (on this VM one step takes longer while the other core steps too); the one-thread step
-  is printed beside it.
+- the floor: K x H x frame_skip bare mj_step calls with the library mpcd links (Debian's libmujoco
+  2.2.2), T threads stepping at once, each its own simulation state and an equal share of the K
+  rollouts, from the task's start state under controls drawn as above (`mpcd-bench planner
+  --floor`): K x H x frame_skip x (one mj_step's time when T cores step) / T. It is timed in the
+  same process as the iteration, before and after it in turn, and "mpcd / floor" is the median of
+  those pairs' ratios in a round; the step time beside it is the floor's p50 x T / (K x H x
+  frame_skip), with T busy cores and with one (the one-thread cell of the same K).
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ; the
   comparison with mujoco.rollout is of the two whole stacks, library included (4.0's step is the
   slower on this machine), and the floor is the like-for-like mark for mpcd's own code.
@@ -68,13 +70,6 @@ def mpcd_cells(config, samples, horizon, repeats, *extra, threads=THREADS):
                           "--threads", ",".join(map(str, threads)), "--repeats", str(repeats), "--warm-up", str(WARM_UP), "--json", *extra],
                          capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
-def mpcd_step(config, horizon, threads=1, rollouts=1000):
-    out = subprocess.run([str(BENCH), "physics", "--config", str(config), "--horizon", str(horizon), "--rollouts", str(rollouts), "--threads", str(threads),
-                          "--std", "planner"],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.splitlines()[-1])
 
 
 def task_table(config):
@@ -158,39 +153,42 @@ def python_step(config, steps=20000):
     return float(np.median(best)) / steps
 
 
-COLUMNS = ["mpcd", "step_by_step", "floor", "mujoco"]
+COLUMNS = ["mpcd", "step_by_step", "mujoco"]
 
 
 def time_cell(config, theirs, k, threads, horizon, skip, repeats, order):
-    """One round of one cell: every column timed back to back, in `order`."""
+    """One round of one cell: every column timed back to back, in `order` (the floor with mpcd's
+    iteration, paired call by call)."""
     out = {"K": k, "threads": threads}
     for column in order:
         if column == "mpcd":
-            cell = mpcd_cells(config, [k], horizon, repeats, threads=[threads])[0]
+            cell = mpcd_cells(config, [k], horizon, repeats, "--floor", threads=[threads])[0]
             out["mpcd_ms"], out["plan_ms"] = cell["iteration_us_p50"] / 1e3, cell["prepared_us_p50"] / 1e3
+            out["floor_ms"], out["vs_floor"] = cell["floor_us_p50"] / 1e3, cell["iteration_over_floor_p50"]
+            out["step_us"] = cell["floor_us_p50"] * threads / (k * horizon * skip)
         elif column == "step_by_step":
             out["step_by_step_ms"] = mpcd_cells(config, [k], horizon, repeats, "--step-by-step", threads=[threads])[0]["iteration_us_p50"] / 1e3
-        elif column == "floor":
-            out["step_us"] = mpcd_step(config, horizon, threads, rollouts=100 * repeats)["step_us_mean"]
-            out["floor_ms"] = k * horizon * skip * out["step_us"] / threads / 1e3
         else:
             out["mujoco_ms"] = theirs.p50(k, threads, repeats) * 1e3
     return out
 
 
-def summarise(rounds, name, horizon, skip, step_python, step_one_thread):
+def summarise(rounds, name, horizon, skip, step_python):
     """One row per cell from its rounds: each time column the median of the rounds' p50s; each
-    ratio (mpcd against mujoco.rollout, against the floor) taken within every round, then its
-    median and its range without the lowest and highest round (all rounds when fewer than 4)."""
+    ratio (mpcd against mujoco.rollout within every round, against the floor within every timed
+    call) its median over the rounds and its range without the lowest and highest round (all
+    rounds when fewer than 4). The one-thread step time of a cell is that of the same K's
+    one-thread cell."""
     rows = []
     for k, threads in dict.fromkeys((x["K"], x["threads"]) for x in rounds):
         mine = [x for x in rounds if x["K"] == k and x["threads"] == threads]
+        one_thread = [x["step_us"] for x in rounds if x["K"] == k and x["threads"] == 1]
         row = {"model": name, "K": k, "H": horizon, "frame_skip": skip, "threads": threads, "rounds": len(mine),
-               "step_python_us": step_python, "step_one_thread_us": step_one_thread}
+               "step_python_us": step_python, "step_one_thread_us": float(np.median(one_thread)) if one_thread else float("nan")}
         for key in ["mpcd_ms", "plan_ms", "mujoco_ms", "step_by_step_ms", "floor_ms", "step_us"]:
             row[key] = float(np.median([x[key] for x in mine]))
-        for key, over in [("vs_mujoco", "mujoco_ms"), ("vs_floor", "floor_ms")]:
-            ratios = sorted(x["mpcd_ms"] / x[over] for x in mine)
+        for key, ratios in [("vs_mujoco", [x["mpcd_ms"] / x["mujoco_ms"] for x in mine]), ("vs_floor", [x["vs_floor"] for x in mine])]:
+            ratios = sorted(ratios)
             trimmed = ratios[1:-1] if len(ratios) >= 4 else ratios
             row[key] = (float(np.median(ratios)), trimmed[0], trimmed[-1])
         rows.append(row)
@@ -200,7 +198,7 @@ def summarise(rounds, name, horizon, skip, step_python, step_one_thread):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8, help="rounds, each timing every column of every cell once (1-100)")
-    parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell and column in each round (1-1000; the floor times 100 x this many rollouts per thread)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell and column in each round (1-1000; as many floor calls, paired with mpcd's)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     if not (1 <= args.rounds <= 100 and 1 <= args.repeats <= 1000):
@@ -214,18 +212,17 @@ def main():
         theirs = PythonRollouts(config, horizon)
         # this VM's speed drifts by tens of percent over minutes: a cell's columns are timed back
         # to back, in an order that reverses every round, and ratios are taken within a round
-        rounds, step_python, step_one = [], [], []
+        rounds, step_python = [], []
         for r in range(args.rounds):
             order = COLUMNS if r % 2 == 0 else COLUMNS[::-1]
             step_python.append(python_step(config) * 1e6)
-            step_one.append(mpcd_step(config, horizon, 1, rollouts=100 * args.repeats)["step_us_mean"])
             for k in samples:
                 for threads in THREADS:
                     rounds.append(time_cell(config, theirs, k, threads, horizon, skip, args.repeats, order))
             print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"K={x['K']} {x['threads']} thr mpcd/mujoco.rollout {x['mpcd_ms'] / x['mujoco_ms']:.2f} "
-                                                                 f"mpcd/floor {x['mpcd_ms'] / x['floor_ms']:.2f}" for x in rounds[-len(samples) * len(THREADS):]),
+                                                                 f"mpcd/floor {x['vs_floor']:.2f}" for x in rounds[-len(samples) * len(THREADS):]),
                   file=sys.stderr, flush=True)
-        rows += summarise(rounds, name, horizon, skip, float(np.median(step_python)), float(np.median(step_one)))
+        rows += summarise(rounds, name, horizon, skip, float(np.median(step_python)))
     lines = ["| model | K | H x frame_skip | threads | mpcd iteration p50 (ms) | mujoco.rollout p50 (ms) | mpcd / mujoco.rollout, median (range) | "
              "floor (ms) | mpcd / floor, median (range) | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | mj_step 4.0 (us) |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]

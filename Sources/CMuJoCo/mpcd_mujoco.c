@@ -62,6 +62,36 @@ int mpcd_mujoco_step(const mjModel *m, mjData *d, int count) {
     return diverged(d) ? -2 : 0;
 }
 
+int mpcd_mujoco_step_begin(const mjModel *m, mjData *d) {
+    d->warning[mjWARN_BADQPOS].number = d->warning[mjWARN_BADQVEL].number = d->warning[mjWARN_BADQACC].number = 0;
+    GUARDED(-1, mj_resetData(m, d), mj_step1(m, d));
+    return diverged(d) ? -2 : 0;
+}
+
+/* The rest of mj_step after mj_step1. mj_step2 integrates with Euler whatever the model says, so
+   for RK4 the rest of mj_forward and the checks are spelled out here in mj_step's order. */
+static void step_rest(const mjModel *m, mjData *d) {
+    if (m->opt.integrator != mjINT_RK4) {
+        mj_step2(m, d);
+        return;
+    }
+    mj_fwdActuation(m, d);
+    mj_fwdAcceleration(m, d);
+    mj_fwdConstraint(m, d);
+    mj_sensorAcc(m, d);
+    mj_checkAcc(m, d);
+    if (m->opt.enableflags & mjENBL_FWDINV) mj_compareFwdInv(m, d);
+    mj_RungeKutta(m, d, 4);
+}
+
+int mpcd_mujoco_step_finish(const mjModel *m, mjData *d, int count) {
+    GUARDED(-1, mj_resetData(m, d), {
+        if (!diverged(d)) step_rest(m, d);
+        for (int i = 1; i < count && !diverged(d); i++) mj_step(m, d);
+    });
+    return diverged(d) ? -2 : 0;
+}
+
 int mpcd_mujoco_forward(const mjModel *m, mjData *d, int stage) {
     GUARDED(-1, mj_resetData(m, d), {
         if (stage >= 3) {

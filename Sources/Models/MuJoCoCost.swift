@@ -120,9 +120,10 @@ public struct MuJoCoCost: BatchCost {
     }
 
     /// The running cost of the state loaded in `simulation` under lane `k` of `actions`, read from
-    /// the simulation itself (full precision); nil after a fatal MuJoCo error.
-    func runningCost(of simulation: inout MuJoCoSimulation, actions: BatchView, lane k: Int) -> Double? {
-        if runningStage > .state && !simulation.compute(runningStage) { return nil }
+    /// the simulation itself (full precision); nil after a fatal MuJoCo error. `computed`: the
+    /// simulation has computed every stage already (a begun step).
+    func runningCost(of simulation: inout MuJoCoSimulation, actions: BatchView, lane k: Int, computed: Bool = false) -> Double? {
+        if !computed && runningStage > .state && !simulation.compute(runningStage) { return nil }
         let current = simulation
         return laneCost(terminal: false, state: { current.stateValue($0) }, control: { Double(actions[component: $0][k]) }, simulation: current)
     }
@@ -159,24 +160,40 @@ public struct MuJoCoCost: BatchCost {
 /// in the simulation state (in double precision, with the solver's warm start) for all H steps
 /// while its running cost adds up, and stored once, as MuJoCo's own `rollout` does. The
 /// step-by-step path would store every lane to floats and load it back at every step.
+///
+/// Each control step's first physics step is split in two (``MuJoCoSimulation/beginStep()``): the
+/// running cost reads the positions, velocities and sensors that the step computes anyway, instead
+/// of a forward pass of its own over the same state. The states and costs are the same either way
+/// (a test checks it bit for bit).
 public struct MuJoCoRollout: SequenceRollout {
     public let dynamics: MuJoCoDynamics
     public let cost: MuJoCoCost
+    /// Whether to split each control step's first physics step (false: a forward pass for the
+    /// cost, then whole steps; for comparison).
+    public var splitSteps = true
+
+    public init(dynamics: MuJoCoDynamics, cost: MuJoCoCost, splitSteps: Bool = true) {
+        self.dynamics = dynamics
+        self.cost = cost
+        self.splitSteps = splitSteps
+    }
 
     public func rollOut(states: BatchView, live: Int, actions: UnsafeMutablePointer<Float>, actionStride: Int, horizon: Int, discount: Float,
                         into costs: UnsafeMutablePointer<Float>) {
         let m = dynamics.actionDimension, lanes = states.lanes, gamma = Double(discount)
         let lower = dynamics.actionLowerBounds, upper = dynamics.actionUpperBounds, frameSkip = dynamics.frameSkip
         let done: Void? = dynamics.model.withSimulation { simulation in
+            let split = splitSteps
             for k in 0..<Swift.min(live, lanes) {
                 simulation.load(states, lane: k)
                 var total = 0.0, weight = 1.0, valid = true
                 for t in 0..<horizon {
                     let actionView = BatchView(base: actions + t &* m &* actionStride, stride: actionStride, lanes: lanes)
-                    guard let c = cost.runningCost(of: &simulation, actions: actionView, lane: k) else { valid = false; break }
+                    if split && !simulation.beginStep() { valid = false; break }
+                    guard let c = cost.runningCost(of: &simulation, actions: actionView, lane: k, computed: split) else { valid = false; break }
                     total += weight * c
                     simulation.control(actionView, lane: k, lower: lower, upper: upper)
-                    guard simulation.step(frameSkip) else { valid = false; break }
+                    guard split ? simulation.finishStep(frameSkip) : simulation.step(frameSkip) else { valid = false; break }
                     weight *= gamma
                 }
                 if valid {

@@ -216,6 +216,20 @@ public struct MuJoCoSimulation {
         mpcd_mujoco_step(model, data, Int32(count)) == 0
     }
 
+    /// The first half of a physics step (mj_step1): afterwards the loaded state's positions,
+    /// velocities and their sensors are computed, as `compute(.sensors)` would, and the controls
+    /// may be set. False as `step`'s.
+    public mutating func beginStep() -> Bool {
+        mpcd_mujoco_step_begin(model, data) == 0
+    }
+
+    /// The rest of `count` physics steps begun by `beginStep` (the rest of the first step with the
+    /// model's integrator, then count - 1 whole steps): together the same as `step(count)`. False
+    /// as `step`'s.
+    public mutating func finishStep(_ count: Int) -> Bool {
+        mpcd_mujoco_step_finish(model, data, Int32(count)) == 0
+    }
+
     /// Writes NaN to lane `k` of `states`: a lane MuJoCo could not step is no state at all.
     public func invalidate(_ states: BatchView, lane k: Int) {
         let m = model.pointee

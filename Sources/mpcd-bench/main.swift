@@ -38,6 +38,10 @@ struct PlannerBench: ParsableCommand {
     var config: String?
     @Flag(help: "With --config: roll a MuJoCo task out one step at a time over all lanes, as before lane-at-a-time rollouts (for comparison).")
     var stepByStep = false
+    @Flag(help: "With --config (a MuJoCo task): after or before each timed iteration, in turn, time the floor under it: K x H x frame_skip bare physics steps on `threads` threads stepping at once (the task's start state, controls drawn as the first iteration draws them); report its p50 and the median of the iteration / floor ratios of these pairs.")
+    var floor = false
+    @Flag(help: "With --config: a MuJoCo task's rollouts compute the cost's kinematics in a forward pass of their own and take whole steps, as before split steps (for comparison).")
+    var wholeSteps = false
 
     func run() throws {
         let ks = try list(samples, "samples"), hs = try list(horizons, "horizons"), ts = try list(threads, "threads")
@@ -46,8 +50,14 @@ struct PlannerBench: ParsableCommand {
         guard config != nil || !stepByStep else { throw ValidationError("--step-by-step needs --config (a task that rolls out a lane at a time)") }
         let file = try config.map { try ConfiguredTask(path: $0) }
         var controlTask = try file?.task ?? TaskRegistry.make(name: task)
+        guard !(stepByStep && wholeSteps) else { throw ValidationError("--step-by-step and --whole-steps are two different comparisons: give one") }
         if stepByStep { controlTask = ControlTask(name: controlTask.name, dynamics: controlTask.dynamics, cost: controlTask.cost) }
+        if wholeSteps {
+            guard let rollout = controlTask.sequenceRollout as? MuJoCoRollout else { throw ValidationError("--whole-steps needs --config with a MuJoCo task") }
+            controlTask.sequenceRollout = MuJoCoRollout(dynamics: rollout.dynamics, cost: rollout.cost, splitSteps: false)
+        }
         let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
+        guard !floor || controlTask.dynamics is MuJoCoDynamics else { throw ValidationError("--floor needs --config with a MuJoCo task") }
         if !json { printHeader() }
         for k in ks {
             for h in hs {
@@ -61,13 +71,21 @@ struct PlannerBench: ParsableCommand {
                     configuration.elites = min(64, k)
                     if let valueNetwork { configuration.discount = valueNetwork.discount }
                     let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork, start: file?.start)
-                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start)
+                    let bare = try file.flatMap { file in
+                        try floor ? BareRollouts(file, count: k, horizon: h, spread: configuration.initialStd, threads: t) : nil
+                    }
+                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start, floor: bare)
                     let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
                     if json {
-                        let cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "timed_calls": prepared.timed, "warm_up_calls": prepared.warmUp,
-                                               "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
+                        var cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "timed_calls": prepared.timed, "warm_up_calls": prepared.warmUp,
+                                                   "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
                                                    "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99,
                                                    "iteration_us_p50": prepared.iterationP50]
+                        if let paired = prepared.floor {
+                            cell["floor_us_p50"] = paired.p50
+                            cell["iteration_over_floor_p50"] = paired.ratioP50
+                            cell["floor_failed_steps"] = paired.failed
+                        }
                         print(String(decoding: try JSONSerialization.data(withJSONObject: cell, options: [.sortedKeys]), as: UTF8.self))
                     } else {
                         print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
@@ -91,8 +109,13 @@ struct PlannerBench: ParsableCommand {
     /// p50 and p99 of one-iteration plan() calls, and p50 of the iteration alone as the planner
     /// times it (rollouts, costs and update, without the plan's evaluation of its mean sequences),
     /// in microseconds.
+    /// With `floor`, each timed iteration is paired with one call of it, the two back to back in an
+    /// order that alternates, so that the ratio of a pair sees the same machine (this VM's speed
+    /// drifts by tens of percent over minutes): the floor's p50 (microseconds), the median of the
+    /// pairs' iteration / floor ratios, and the bare steps MuJoCo found diverged.
     func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
-                 start: [Float]? = nil) throws -> (p50: Double, p99: Double, iterationP50: Double, timed: Int, warmUp: Int) {
+                 start: [Float]? = nil, floor: BareRollouts? = nil) throws
+        -> (p50: Double, p99: Double, iterationP50: Double, timed: Int, warmUp: Int, floor: (p50: Double, ratioP50: Double, failed: Int)?) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
@@ -101,19 +124,31 @@ struct PlannerBench: ParsableCommand {
         times.reserveCapacity(repeats)
         iterationTimes.reserveCapacity(repeats)
         let warmUp = self.warmUp ?? max(20, repeats / 10)
+        var floorTimes: [Double] = [], ratios: [Double] = [], failed = 0
         for i in 0..<(repeats + warmUp) {
             if prepared { planner.prepareNoise() }
+            var floorTime = Double.nan
+            if let floor, i % 2 == 1 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
             let start = monotonicNanoseconds()
             let plan = planner.plan(state: state)
             let elapsed = Double(monotonicNanoseconds() - start) / 1000
+            if let floor, i % 2 == 0 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
             if i >= warmUp {
+                let iteration = (plan.iterations.first?.seconds ?? .nan) * 1e6
                 times.append(elapsed)
-                iterationTimes.append((plan.iterations.first?.seconds ?? .nan) * 1e6)
+                iterationTimes.append(iteration)
+                if floor != nil {
+                    floorTimes.append(floorTime)
+                    ratios.append(iteration / floorTime)
+                }
             }
         }
         times.sort()
         iterationTimes.sort()
-        return (percentile(times, 0.5), percentile(times, 0.99), percentile(iterationTimes, 0.5), times.count, warmUp)
+        floorTimes.sort()
+        ratios.sort()
+        let paired = floor.map { _ in (percentile(floorTimes, 0.5), percentile(ratios, 0.5), failed) }
+        return (percentile(times, 0.5), percentile(times, 0.99), percentile(iterationTimes, 0.5), times.count, warmUp, paired)
     }
 
     func list(_ text: String, _ name: String) throws -> [Int] {
@@ -267,6 +302,78 @@ struct SplitMix {
     }
 }
 
+/// A control drawn as the planner's first iteration draws it: N(centre, spread x half range),
+/// clipped to the range; uniform over the range without a spread.
+func randomControl(_ generator: inout SplitMix, lower: Float, upper: Float, spread: Float?) -> Float {
+    guard let spread else { return lower + generator.uniform() * (upper - lower) }
+    let centre = (lower + upper) / 2, half = (upper - lower) / 2
+    return Swift.min(Swift.max(centre + spread * half * generator.normal(), lower), upper)
+}
+
+/// The floor under one planner iteration on a MuJoCo task: `count` rollouts of `horizon` control
+/// steps (H x frame_skip bare physics steps each) from the task's start state, under controls drawn
+/// once, split over `threads` threads that step at once, each its own simulation state. Nothing
+/// but MuJoCo's steps and the loads of state and controls they need.
+final class BareRollouts: @unchecked Sendable {
+    let dynamics: MuJoCoDynamics
+    let count: Int, horizon: Int, threads: Int
+    /// The start state in lane 0 of a one-lane-group batch; the controls of rollout r, step t in
+    /// lane 0 of their own group, at (r * horizon + t) * n * laneWidth.
+    private let start: UnsafeMutablePointer<Float>, controls: UnsafeMutablePointer<Float>
+    /// Bare steps MuJoCo found diverged in the last `time()` call.
+    private(set) var failed = 0
+    private let failures: ThreadResults
+
+    init(_ file: ConfiguredTask, count: Int, horizon: Int, spread: Float, threads: Int) throws {
+        guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("not a MuJoCo task") }
+        self.dynamics = dynamics
+        (self.count, self.horizon, self.threads) = (count, horizon, threads)
+        let m = dynamics.stateDimension, n = dynamics.actionDimension
+        start = .allocate(capacity: m * laneWidth)
+        start.initialize(repeating: 0, count: m * laneWidth)
+        for c in 0..<m { start[c * laneWidth] = file.start[c] }
+        controls = .allocate(capacity: count * horizon * n * laneWidth)
+        controls.initialize(repeating: 0, count: count * horizon * n * laneWidth)
+        var generator = SplitMix(seed: 2)
+        for i in 0..<(count * horizon * n) {
+            controls[i * laneWidth] = randomControl(&generator, lower: dynamics.actionLowerBounds[i % n], upper: dynamics.actionUpperBounds[i % n], spread: spread)
+        }
+        failures = ThreadResults(count: threads)
+    }
+
+    deinit {
+        start.deallocate()
+        controls.deallocate()
+    }
+
+    /// One call: every rollout, the threads each taking an equal share; wall time in microseconds.
+    func time() -> Double {
+        let begin = monotonicNanoseconds()
+        DispatchQueue.concurrentPerform(iterations: threads) { i in
+            failures.set(i, ([], roll(from: count * i / threads, to: count * (i + 1) / threads)))
+        }
+        let elapsed = Double(monotonicNanoseconds() - begin) / 1000
+        failed = failures.all.map(\.failed).reduce(0, +)
+        return elapsed
+    }
+
+    private func roll(from first: Int, to end: Int) -> Int {
+        let n = dynamics.actionDimension
+        var failed = 0
+        _ = dynamics.model.withSimulation { simulation in
+            for r in first..<end {
+                simulation.load(BatchView(base: start, stride: laneWidth, lanes: laneWidth), lane: 0)
+                for t in 0..<horizon {
+                    simulation.control(BatchView(base: controls + (r * horizon + t) * n * laneWidth, stride: laneWidth, lanes: laneWidth), lane: 0,
+                                       lower: dynamics.actionLowerBounds, upper: dynamics.actionUpperBounds)
+                    if !simulation.step(dynamics.frameSkip) { failed += 1 }
+                }
+            }
+        }
+        return failed
+    }
+}
+
 /// One physics step of a MuJoCo model on its own: the floor under the planner's rollouts.
 struct PhysicsBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -309,14 +416,7 @@ struct PhysicsBench: ParsableCommand {
                 for r in 0..<(rollouts + warmUp) {
                     for c in 0..<m { states[c * laneWidth] = file.start[c] }
                     for i in 0..<(n * horizon) {
-                        let u = i % n
-                        let lower = dynamics.actionLowerBounds[u], upper = dynamics.actionUpperBounds[u]
-                        if let spread {
-                            let centre = (lower + upper) / 2, half = (upper - lower) / 2
-                            actions[i * laneWidth] = Swift.min(Swift.max(centre + spread * half * generator.normal(), lower), upper)
-                        } else {
-                            actions[i * laneWidth] = lower + generator.uniform() * (upper - lower)
-                        }
+                        actions[i * laneWidth] = randomControl(&generator, lower: dynamics.actionLowerBounds[i % n], upper: dynamics.actionUpperBounds[i % n], spread: spread)
                     }
                     let stateView = BatchView(base: states, stride: laneWidth, lanes: laneWidth)
                     let begin = monotonicNanoseconds()

@@ -9,12 +9,12 @@ import Testing
 @Suite struct MuJoCoTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/mujoco").path
 
-    func task(_ text: String) throws -> ControlTask {
+    func task(_ text: String, in folder: String = Self.folder) throws -> ControlTask {
         let values = try TOMLParser.parse(text)
         guard case let .table(table)? = values["task"] else { throw ConfigurationError(key: "task", reason: "missing") }
         let parameters = ConfigTable(table, path: "task")
         let name = try parameters.string("name", default: "mujoco")
-        return try TaskRegistry.make(name: name, parameters: parameters, baseDirectory: Self.folder)
+        return try TaskRegistry.make(name: name, parameters: parameters, baseDirectory: folder)
     }
 
     func refusal(_ text: String) -> ConfigurationError? {
@@ -130,11 +130,9 @@ import Testing
         #expect(run(chunks: 2) == one)
     }
 
-    /// The planner rolls MuJoCo lanes a whole sequence at a time (``MuJoCoRollout``): the same
-    /// discounted running cost and final states as the step-by-step loop, which stores every lane to
-    /// floats at every step (hence a tolerance, not equality).
-    @Test func theSequenceRolloutAgreesWithTheStepByStepLoop() throws {
-        let t = try task(Self.base + """
+    /// Cost terms that read every stage of the model: positions, velocities, sensors, the state
+    /// itself and the controls.
+    static let everyStage = """
             [[task.cost]]
             quantity = "site_position"
             name = "tip"
@@ -157,7 +155,13 @@ import Testing
             quantity = "ctrl"
             weight = 0.1
 
-            """)
+        """
+
+    /// The planner rolls MuJoCo lanes a whole sequence at a time (``MuJoCoRollout``): the same
+    /// discounted running cost and final states as the step-by-step loop, which stores every lane to
+    /// floats at every step (hence a tolerance, not equality).
+    @Test func theSequenceRolloutAgreesWithTheStepByStepLoop() throws {
+        let t = try task(Self.base + Self.everyStage)
         let sequence = try #require(t.sequenceRollout)
         let lanes = 32, n = 4, horizon = 12, gamma: Float = 0.9
         var start = [Float](repeating: 0, count: n * lanes), actions = [Float](repeating: 0, count: horizon * lanes)
@@ -197,6 +201,48 @@ import Testing
         for (i, (a, b)) in zip(rolled, stepped).enumerated() {
             #expect(abs(a - b) <= 1e-3 * max(1, abs(b)), "state value \(i): \(a) against \(b)")
         }
+    }
+
+    /// Split steps (the cost reads what the step's first half computes) roll out exactly as a
+    /// forward pass for the cost followed by whole steps: the same states and costs bit for bit,
+    /// with the Euler integrator and with RK4 (whose rest mpcd spells out, mj_step2 being Euler).
+    @Test(arguments: ["Euler", "RK4"]) func splitStepsAreWholeSteps(integrator: String) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mpcd-split-\(integrator)-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let xml = try String(contentsOfFile: Self.folder + "/pendulum_on_a_cart.xml", encoding: .utf8)
+            .replacingOccurrences(of: "<option timestep=\"0.01\"/>", with: "<option timestep=\"0.01\" integrator=\"\(integrator)\"/>")
+        #expect(xml.contains("integrator=\"\(integrator)\""))
+        try xml.write(to: folder.appendingPathComponent("model.xml"), atomically: true, encoding: .utf8)
+        let t = try task(Self.base.replacingOccurrences(of: "pendulum_on_a_cart.xml", with: "model.xml") + Self.everyStage, in: folder.path)
+        let split = try #require(t.sequenceRollout as? MuJoCoRollout)
+        #expect(split.splitSteps)
+        let whole = MuJoCoRollout(dynamics: split.dynamics, cost: split.cost, splitSteps: false)
+        let lanes = 16, n = 4, horizon = 25
+        var start = [Float](repeating: 0, count: n * lanes), actions = [Float](repeating: 0, count: horizon * lanes)
+        for k in 0..<lanes {
+            start[k] = Float(k % 5) * 0.1 - 0.2
+            start[lanes + k] = sin(Float(k)) * 2
+            start[2 * lanes + k] = cos(Float(3 * k))
+            start[3 * lanes + k] = cos(Float(k)) * 4
+            for s in 0..<horizon { actions[s * lanes + k] = 1.5 * sin(Float(k * horizon + s) * 0.9) }
+        }
+        func roll(_ rollout: MuJoCoRollout) -> (states: [Float], costs: [Float]) {
+            var states = start, costs = [Float](repeating: 0, count: lanes)
+            actions.withUnsafeMutableBufferPointer { a in
+                states.withUnsafeMutableBufferPointer { s in
+                    costs.withUnsafeMutableBufferPointer { c in
+                        rollout.rollOut(states: BatchView(base: s.baseAddress!, stride: lanes, lanes: lanes), live: lanes, actions: a.baseAddress!,
+                                        actionStride: lanes, horizon: horizon, discount: 0.95, into: c.baseAddress!)
+                    }
+                }
+            }
+            return (states, costs)
+        }
+        let (splitStates, splitCosts) = roll(split), (wholeStates, wholeCosts) = roll(whole)
+        #expect(splitStates != start && splitCosts.allSatisfy { $0.isFinite && $0 > 0 })
+        #expect(splitStates == wholeStates)
+        #expect(splitCosts == wholeCosts)
     }
 
     /// MuJoCo resets a simulation whose state blows up (a value NaN or beyond 1e10) to the model's

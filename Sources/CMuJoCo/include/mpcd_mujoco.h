@@ -30,6 +30,16 @@ mjData *mpcd_mujoco_make_data(const mjModel *m);
    one. The data is reset either way. */
 int mpcd_mujoco_step(const mjModel *m, mjData *d, int count);
 
+/* `count` physics steps with the first split in two, so that a cost can read the state's
+   kinematics, velocities and sensors as the step itself computes them instead of computing them
+   again: mpcd_mujoco_step_begin is mj_step1 (checks, positions, velocities, their sensors), after
+   which the caller reads the state's quantities and sets ctrl; mpcd_mujoco_step_finish is the rest
+   of that mj_step (actuation, acceleration, constraints, the integrator the model names, RK4
+   included) and then count - 1 calls of mj_step. The same operations in mj_step's order, so the
+   same states. Return values as mpcd_mujoco_step's. */
+int mpcd_mujoco_step_begin(const mjModel *m, mjData *d);
+int mpcd_mujoco_step_finish(const mjModel *m, mjData *d, int count);
+
 /* The forward computation up to `stage`: 1 kinematics, 2 and velocities, 3 and position and
    velocity sensors. 0, or -1 after a fatal error (the data is then reset). */
 int mpcd_mujoco_forward(const mjModel *m, mjData *d, int stage);

@@ -1,5 +1,6 @@
 """The MuJoCo rollout benchmark's summary, judging and flags (its figures are benchmarks, not tests)."""
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -18,9 +19,11 @@ def load_script():
     return module
 
 
-def one_round(mpcd, mujoco, floor, k=64, threads=1):
+def one_round(mpcd, mujoco, floor, k=64, threads=1, vs_floor=None, step_us=10.0):
+    """A round of one cell; `vs_floor` is the median of its paired calls (by default what the two
+    columns would give)."""
     return {"K": k, "threads": threads, "mpcd_ms": mpcd, "plan_ms": mpcd + 1, "mujoco_ms": mujoco, "step_by_step_ms": mpcd,
-            "floor_ms": floor, "step_us": 10.0}
+            "floor_ms": floor, "vs_floor": mpcd / floor if vs_floor is None else vs_floor, "step_us": step_us}
 
 
 def test_ratios_are_paired_within_a_round_and_the_extremes_left_out_of_the_range():
@@ -28,7 +31,7 @@ def test_ratios_are_paired_within_a_round_and_the_extremes_left_out_of_the_range
     # the machine runs twice as slow in the second half: within a round mpcd takes 0.9 of
     # mujoco.rollout's time throughout, which the medians of the two columns would not show
     rounds = [one_round(9 * s, 10 * s, 8 * s) for s in (1, 1, 1, 2, 2, 2)] + [one_round(30, 10, 10), one_round(1, 10, 10)]
-    [row] = summarise(rounds, "m", 20, 5, 12.0, 7.0)
+    [row] = summarise(rounds, "m", 20, 5, 12.0)
     assert row["rounds"] == 8
     assert row["vs_mujoco"][0] == pytest.approx(0.9)
     # the outliers (3.0 and 0.1) are the lowest and highest round: the range leaves them out
@@ -37,8 +40,22 @@ def test_ratios_are_paired_within_a_round_and_the_extremes_left_out_of_the_range
     # each time column is its own median (13.5 against 10), not the source of the ratio (0.9)
     assert row["mpcd_ms"] == pytest.approx(13.5) and row["mujoco_ms"] == pytest.approx(10)
     # cells stay apart
-    rows = summarise([one_round(9, 10, 8), one_round(20, 10, 8, k=256, threads=2)], "m", 20, 5, 12.0, 7.0)
+    rows = summarise([one_round(9, 10, 8), one_round(20, 10, 8, k=256, threads=2)], "m", 20, 5, 12.0)
     assert [(r["K"], r["threads"], r["vs_mujoco"][0]) for r in rows] == [(64, 1, pytest.approx(0.9)), (256, 2, pytest.approx(2.0))]
+
+
+def test_the_floor_ratio_is_the_paired_calls_not_the_columns_and_the_one_thread_step_is_the_same_k():
+    summarise = load_script().summarise
+    # the two columns' medians say 1.5, the pairs timed call by call say 1.1: the pairs count
+    rounds = [one_round(12, 10, 8, vs_floor=1.1, step_us=7.0) for _ in range(3)]
+    rounds += [one_round(6, 5, 4, threads=2, vs_floor=1.05, step_us=9.0) for _ in range(3)]
+    rounds += [one_round(40, 30, 30, k=256, vs_floor=1.3, step_us=8.0) for _ in range(3)]
+    rows = summarise(rounds, "m", 20, 5, 12.0)
+    assert [r["vs_floor"][0] for r in rows] == [pytest.approx(1.1), pytest.approx(1.05), pytest.approx(1.3)]
+    assert [(r["step_us"], r["step_one_thread_us"]) for r in rows] == [(7.0, 7.0), (9.0, 7.0), (8.0, 8.0)]
+    # a K timed with two threads only has no one-thread step to show
+    [alone] = summarise([one_round(6, 5, 4, k=128, threads=2)], "m", 20, 5, 12.0)
+    assert alone["step_one_thread_us"] != alone["step_one_thread_us"]  # NaN
 
 
 def row(low, high):
@@ -65,6 +82,11 @@ def test_the_script_refuses_an_empty_or_endless_run_before_any_timing(flags):
 
 @pytest.mark.parametrize("flags, message", [
     (["planner", "--repeats=0"], "--repeats must be in 1...10000000, got 0"),
+    (["planner", "--floor"], "--floor needs --config with a MuJoCo task"),
+    (["planner", "--config", str(REPO / "deploy" / "config" / "pendulum.toml"), "--floor"], "--floor needs --config with a MuJoCo task"),
+    (["planner", "--config", str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml"), "--step-by-step", "--whole-steps"],
+     "--step-by-step and --whole-steps are two different comparisons"),
+    (["planner", "--whole-steps"], "--whole-steps needs --config with a MuJoCo task"),
     (["planner", "--warm-up=-1"], "--warm-up must be in 0...10000000, got -1"),
     (["planner", "--repeats", "1", "--warm-up", "9223372036854775807"], "--warm-up must be in 0...10000000"),
     (["noise", "--repeats=0"], "--repeats must be in 1...10000000"),
@@ -83,3 +105,16 @@ def test_the_planner_bench_times_the_calls_it_is_asked_for_after_the_warm_up_it_
     cells = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(cells) == 1
     assert f'"timed_calls":3' in cells[0] and f'"warm_up_calls":{warm_up}' in cells[0], cells[0]
+
+
+def test_the_floor_is_timed_once_per_iteration_and_paired_with_it():
+    config = str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml")
+    result = subprocess.run([str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "2", "--repeats", "5",
+                             "--warm-up", "1", "--json", "--floor"], capture_output=True, text=True, timeout=120, check=True)
+    [cell] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert cell["timed_calls"] == 5 and cell["floor_failed_steps"] == 0
+    assert cell["floor_us_p50"] > 0 and 0 < cell["iteration_over_floor_p50"] < 100
+    # without --floor no floor is reported
+    plain = subprocess.run([str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "1", "--repeats", "2",
+                            "--warm-up", "0", "--json"], capture_output=True, text=True, timeout=120, check=True)
+    assert "floor" not in plain.stdout
