@@ -8,14 +8,14 @@ table and docs/mujoco_rollouts.png into docs/benchmarks.md.
 The run is in rounds. In each, every cell's columns below are timed back to back (`--repeats`
 timed calls each after 3 untimed ones), in an order that reverses from one round to the next, and
 the package's step time once per model: this VM's speed drifts by tens of percent over minutes, so
-columns timed minutes apart can differ by more than the code does. Every p50 is the same nearest
-rank (the lower middle of an even count). The ratio against mujoco.rollout is taken within each
-round; the ratio against the floor within each timed call, the floor being timed in the same
-process right before or after each iteration. The table gives each ratio's median over the rounds
-and its range without the lowest and highest round, and each time column the median of the
-rounds' p50s (so a ratio is not the quotient of the two time columns beside it). A mark is met in
-a cell when that whole range is at or under it, not met when the whole range is over it, and not
-resolved when the range straddles it.
+columns timed minutes apart can differ by more than the code does. The ratios are taken call by
+call: mpcd's iteration, its floor and mujoco.rollout are timed in turn, each of mpcd's calls paced
+by this script (`mpcd-bench planner --paced`), and a round's ratio is the median of its pairs'.
+Every p50 is the same nearest rank (the lower middle of an even count). The table gives each
+ratio's median over the rounds and its range without the lowest and highest round, and each time
+column the median of the rounds' p50s (so a ratio is not the quotient of the two time columns
+beside it). A mark is met in a cell when that whole range is at or under it, not met when the
+whole range is over it, and not resolved when the range straddles it.
 
 For each model, K and thread count (1 and 2), with H control steps of frame_skip physics steps:
 - mpcd iteration: one planner iteration as the planner times it (`mpcd-bench planner --config ...
@@ -27,7 +27,7 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
 - mujoco.rollout: the same K x H x frame_skip physics steps from the same start state under controls
   drawn as the planner's first iteration draws them (N(centre, initial_std x half range), clipped;
   each held for frame_skip steps), nthread = the thread count (0, the caller alone, for
-  1 thread), its outputs preallocated; p50 of `repeats` calls;
+  1 thread), its outputs preallocated; p50 of `repeats` calls, each next to one of mpcd's;
 - the floor: K x H x frame_skip bare mj_step calls with the library mpcd links (Debian's libmujoco
   2.2.2), T threads stepping at once, each its own simulation state and an equal share of the K
   rollouts, from the task's start state under controls drawn as above (`mpcd-bench planner
@@ -111,8 +111,11 @@ class PythonRollouts:
         self.start = np.empty(mujoco.mj_stateSize(self.model, spec))
         mujoco.mj_getState(self.model, data, self.start, spec)
 
-    def p50(self, samples, threads, repeats):
-        """p50 seconds of one call of `samples` rollouts, over `repeats` calls after WARM_UP."""
+    def paired_with(self, mpcd, samples, threads, repeats):
+        """`repeats` calls of `samples` rollouts, each paired with one timed call of mpcd's (a
+        `--paced` mpcd-bench process), the two back to back in an order that alternates, after
+        WARM_UP untimed calls of each: the p50 seconds of these calls and the median of the pairs'
+        mpcd / mujoco.rollout ratios."""
         from mujoco import rollout
 
         rng = np.random.default_rng(0)
@@ -122,15 +125,48 @@ class PythonRollouts:
         sensors = np.empty((samples, steps, self.model.nsensordata))
         datas = [self.mujoco.MjData(self.model) for _ in range(max(1, threads))]
         initial = np.tile(self.start, (samples, 1))
-        times = []
+        times, ratios = [], []
         with rollout.Rollout(nthread=threads if threads > 1 else 0) as runner:
-            for i in range(WARM_UP + repeats):
+            def once():
                 begin = time.perf_counter()
                 runner.rollout(self.model, datas, initial, controls, state=state, sensordata=sensors)
+                return time.perf_counter() - begin
+
+            for i in range(WARM_UP + repeats):
+                if i % 2 == 0:
+                    ours, theirs = mpcd.call(), once()
+                else:
+                    theirs, ours = once(), mpcd.call()
                 if i >= WARM_UP:
-                    times.append(time.perf_counter() - begin)
+                    times.append(theirs)
+                    ratios.append(ours["iteration_us"] / 1e6 / theirs)
         # the same p50 as mpcd-bench's (nearest rank, the lower middle of an even count)
-        return float(np.percentile(times, 50, method="lower"))
+        return float(np.percentile(times, 50, method="lower")), float(np.percentile(ratios, 50, method="lower"))
+
+
+class PacedMpcd:
+    """An `mpcd-bench planner --paced` process for one cell: each `call()` runs one planner
+    iteration (and its floor) and returns its times; `finish()` the cell's summary."""
+
+    def __init__(self, config, k, horizon, threads, repeats):
+        self.process = subprocess.Popen([str(BENCH), "planner", "--config", str(config), "--samples", str(k), "--horizons", str(horizon),
+                                         "--threads", str(threads), "--repeats", str(repeats), "--warm-up", str(WARM_UP), "--json", "--floor",
+                                         "--paced"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def call(self):
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"mpcd-bench ended early (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def finish(self):
+        self.process.stdin.close()
+        out = self.process.stdout.read()
+        if self.process.wait() != 0:
+            raise RuntimeError(f"mpcd-bench failed (exit {self.process.returncode})")
+        return json.loads(out.splitlines()[-1])
 
 
 def python_step(config, steps=20000):
@@ -153,23 +189,28 @@ def python_step(config, steps=20000):
     return float(np.median(best)) / steps
 
 
-COLUMNS = ["mpcd", "step_by_step", "mujoco"]
+# mpcd's iteration and mujoco.rollout stay next to each other in both orders: their ratio is the
+# one taken across processes
+COLUMNS = ["step_by_step", "paired"]
 
 
 def time_cell(config, theirs, k, threads, horizon, skip, repeats, order):
-    """One round of one cell: every column timed back to back, in `order` (the floor with mpcd's
-    iteration, paired call by call)."""
+    """One round of one cell: the step-by-step column, and mpcd's iteration with its floor and
+    mujoco.rollout paired call by call, back to back in `order`."""
     out = {"K": k, "threads": threads}
     for column in order:
-        if column == "mpcd":
-            cell = mpcd_cells(config, [k], horizon, repeats, "--floor", threads=[threads])[0]
+        if column == "paired":
+            mpcd = PacedMpcd(config, k, horizon, threads, repeats)
+            try:
+                mujoco_s, out["vs_mujoco"] = theirs.paired_with(mpcd, k, threads, repeats)
+            finally:
+                cell = mpcd.finish()
+            out["mujoco_ms"] = mujoco_s * 1e3
             out["mpcd_ms"], out["plan_ms"] = cell["iteration_us_p50"] / 1e3, cell["prepared_us_p50"] / 1e3
             out["floor_ms"], out["vs_floor"] = cell["floor_us_p50"] / 1e3, cell["iteration_over_floor_p50"]
             out["step_us"] = cell["floor_us_p50"] * threads / (k * horizon * skip)
-        elif column == "step_by_step":
-            out["step_by_step_ms"] = mpcd_cells(config, [k], horizon, repeats, "--step-by-step", threads=[threads])[0]["iteration_us_p50"] / 1e3
         else:
-            out["mujoco_ms"] = theirs.p50(k, threads, repeats) * 1e3
+            out["step_by_step_ms"] = mpcd_cells(config, [k], horizon, repeats, "--step-by-step", threads=[threads])[0]["iteration_us_p50"] / 1e3
     return out
 
 
@@ -187,7 +228,8 @@ def summarise(rounds, name, horizon, skip, step_python):
                "step_python_us": step_python, "step_one_thread_us": float(np.median(one_thread)) if one_thread else float("nan")}
         for key in ["mpcd_ms", "plan_ms", "mujoco_ms", "step_by_step_ms", "floor_ms", "step_us"]:
             row[key] = float(np.median([x[key] for x in mine]))
-        for key, ratios in [("vs_mujoco", [x["mpcd_ms"] / x["mujoco_ms"] for x in mine]), ("vs_floor", [x["vs_floor"] for x in mine])]:
+        for key in ["vs_mujoco", "vs_floor"]:
+            ratios = [x[key] for x in mine]
             ratios = sorted(ratios)
             trimmed = ratios[1:-1] if len(ratios) >= 4 else ratios
             row[key] = (float(np.median(ratios)), trimmed[0], trimmed[-1])
@@ -219,7 +261,7 @@ def main():
             for k in samples:
                 for threads in THREADS:
                     rounds.append(time_cell(config, theirs, k, threads, horizon, skip, args.repeats, order))
-            print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"K={x['K']} {x['threads']} thr mpcd/mujoco.rollout {x['mpcd_ms'] / x['mujoco_ms']:.2f} "
+            print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"K={x['K']} {x['threads']} thr mpcd/mujoco.rollout {x['vs_mujoco']:.2f} "
                                                                  f"mpcd/floor {x['vs_floor']:.2f}" for x in rounds[-len(samples) * len(THREADS):]),
                   file=sys.stderr, flush=True)
         rows += summarise(rounds, name, horizon, skip, float(np.median(step_python)))

@@ -40,6 +40,8 @@ struct PlannerBench: ParsableCommand {
     var stepByStep = false
     @Flag(help: "With --config (a MuJoCo task): after or before each timed iteration, in turn, time the floor under it: K x H x frame_skip bare physics steps on `threads` threads stepping at once (the task's start state, controls drawn as the first iteration draws them); report its p50 and the median of the iteration / floor ratios of these pairs.")
     var floor = false
+    @Flag(help: "With --json and one cell: run each call, warm-up ones included, when a line arrives on standard input, and print one JSON line after it (its iteration time and, with --floor, its floor's), so another process can time its own calls between mpcd's; the cell's summary follows when input ends or the calls are done.")
+    var paced = false
     @Flag(help: "With --config: a MuJoCo task's rollouts compute the cost's kinematics in a forward pass of their own and take whole steps, as before split steps (for comparison).")
     var wholeSteps = false
 
@@ -58,6 +60,9 @@ struct PlannerBench: ParsableCommand {
         }
         let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
         guard !floor || controlTask.dynamics is MuJoCoDynamics else { throw ValidationError("--floor needs --config with a MuJoCo task") }
+        guard !paced || (json && ks.count == 1 && hs.count == 1 && ts.count == 1) else {
+            throw ValidationError("--paced needs --json and one cell: one --samples, one --horizons and one --threads value")
+        }
         if !json { printHeader() }
         for k in ks {
             for h in hs {
@@ -70,24 +75,28 @@ struct PlannerBench: ParsableCommand {
                     configuration.threads = t
                     configuration.elites = min(64, k)
                     if let valueNetwork { configuration.discount = valueNetwork.discount }
-                    let allIn = try measure(controlTask, configuration, prepared: false, value: valueNetwork, start: file?.start)
+                    // paced, only the calls the other process waits for run (the all-in ones are not paced)
+                    let allIn = paced ? nil : try measure(controlTask, configuration, prepared: false, value: valueNetwork, start: file?.start)
                     let bare = try file.flatMap { file in
                         try floor ? BareRollouts(file, count: k, horizon: h, spread: configuration.initialStd, threads: t) : nil
                     }
-                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start, floor: bare)
-                    let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
+                    let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start, floor: bare, paced: paced)
                     if json {
                         var cell: [String: Any] = ["samples": k, "horizon": h, "threads": t, "timed_calls": prepared.timed, "warm_up_calls": prepared.warmUp,
-                                                   "all_in_us_p50": allIn.p50, "all_in_us_p99": allIn.p99,
                                                    "prepared_us_p50": prepared.p50, "prepared_us_p99": prepared.p99,
                                                    "iteration_us_p50": prepared.iterationP50]
+                        if let allIn {
+                            cell["all_in_us_p50"] = allIn.p50
+                            cell["all_in_us_p99"] = allIn.p99
+                        }
                         if let paired = prepared.floor {
                             cell["floor_us_p50"] = paired.p50
                             cell["iteration_over_floor_p50"] = paired.ratioP50
                             cell["floor_failed_steps"] = paired.failed
                         }
                         print(String(decoding: try JSONSerialization.data(withJSONObject: cell, options: [.sortedKeys]), as: UTF8.self))
-                    } else {
+                    } else if let allIn {
+                        let nsPerSampleStep = allIn.p50 * 1000 / Double(k * h)
                         print("| \(k) | \(h) | \(t) | \(fmt(allIn.p50)) | \(fmt(allIn.p99)) | \(fmt(prepared.p50)) | \(fmt(prepared.p99)) | \(String(format: "%.2f", nsPerSampleStep)) |")
                     }
                 }
@@ -114,7 +123,7 @@ struct PlannerBench: ParsableCommand {
     /// drifts by tens of percent over minutes): the floor's p50 (microseconds), the median of the
     /// pairs' iteration / floor ratios, and the bare steps MuJoCo found diverged.
     func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
-                 start: [Float]? = nil, floor: BareRollouts? = nil) throws
+                 start: [Float]? = nil, floor: BareRollouts? = nil, paced: Bool = false) throws
         -> (p50: Double, p99: Double, iterationP50: Double, timed: Int, warmUp: Int, floor: (p50: Double, ratioP50: Double, failed: Int)?) {
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
@@ -126,6 +135,7 @@ struct PlannerBench: ParsableCommand {
         let warmUp = self.warmUp ?? max(20, repeats / 10)
         var floorTimes: [Double] = [], ratios: [Double] = [], failed = 0
         for i in 0..<(repeats + warmUp) {
+            if paced && readLine() == nil { break }
             if prepared { planner.prepareNoise() }
             var floorTime = Double.nan
             if let floor, i % 2 == 1 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
@@ -133,6 +143,12 @@ struct PlannerBench: ParsableCommand {
             let plan = planner.plan(state: state)
             let elapsed = Double(monotonicNanoseconds() - start) / 1000
             if let floor, i % 2 == 0 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
+            if paced {
+                var call: [String: Any] = ["call": i, "warm_up": i < warmUp, "iteration_us": (plan.iterations.first?.seconds ?? 0) * 1e6]
+                if floor != nil { call["floor_us"] = floorTime }
+                print(String(decoding: try JSONSerialization.data(withJSONObject: call, options: [.sortedKeys]), as: UTF8.self))
+                fflush(nil)  // every stream: the other process is waiting for this line
+            }
             if i >= warmUp {
                 let iteration = (plan.iterations.first?.seconds ?? .nan) * 1e6
                 times.append(elapsed)
@@ -143,6 +159,7 @@ struct PlannerBench: ParsableCommand {
                 }
             }
         }
+        guard !times.isEmpty else { throw ValidationError("standard input ended before the first timed call (\(warmUp) warm-up calls come first)") }
         times.sort()
         iterationTimes.sort()
         floorTimes.sort()

@@ -76,7 +76,7 @@ def merged(results, path):
 
 
 # what a row's figures depend on: a change here that is not committed yet is not the commit's
-MEASURED_PATHS = ["Sources", "deploy", "clients", "Package.swift"]
+MEASURED_PATHS = ["Sources", "deploy", "clients", "benchmarks", "Package.swift"]
 
 
 def commit(repo=REPO):

@@ -111,4 +111,8 @@ def test_a_row_measured_on_uncommitted_changes_says_so(tmp_path):
     assert commit(tmp_path) == head
     config.write_text("weight = 0\n")
     assert commit(tmp_path) == head + " + uncommitted changes"
+    config.write_text("weight = 0.1\n")
+    (tmp_path / "benchmarks").mkdir()  # a benchmark script's figures depend on the script too
+    (tmp_path / "benchmarks" / "rollouts.py").write_text("print(1)\n")
+    assert commit(tmp_path) == head + " + uncommitted changes"
     assert commit(tmp_path / "missing") == "?"

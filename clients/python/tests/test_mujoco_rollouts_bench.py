@@ -20,10 +20,10 @@ def load_script():
 
 
 def one_round(mpcd, mujoco, floor, k=64, threads=1, vs_floor=None, step_us=10.0):
-    """A round of one cell; `vs_floor` is the median of its paired calls (by default what the two
-    columns would give)."""
+    """A round of one cell; its ratios are the medians of its paired calls (here what the columns
+    give, or `vs_floor`)."""
     return {"K": k, "threads": threads, "mpcd_ms": mpcd, "plan_ms": mpcd + 1, "mujoco_ms": mujoco, "step_by_step_ms": mpcd,
-            "floor_ms": floor, "vs_floor": mpcd / floor if vs_floor is None else vs_floor, "step_us": step_us}
+            "floor_ms": floor, "vs_mujoco": mpcd / mujoco, "vs_floor": mpcd / floor if vs_floor is None else vs_floor, "step_us": step_us}
 
 
 def test_ratios_are_paired_within_a_round_and_the_extremes_left_out_of_the_range():
@@ -87,6 +87,7 @@ def test_the_script_refuses_an_empty_or_endless_run_before_any_timing(flags):
     (["planner", "--config", str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml"), "--step-by-step", "--whole-steps"],
      "--step-by-step and --whole-steps are two different comparisons"),
     (["planner", "--whole-steps"], "--whole-steps needs --config with a MuJoCo task"),
+    (["planner", "--paced"], "--paced needs --json and one cell"),
     (["planner", "--warm-up=-1"], "--warm-up must be in 0...10000000, got -1"),
     (["planner", "--repeats", "1", "--warm-up", "9223372036854775807"], "--warm-up must be in 0...10000000"),
     (["noise", "--repeats=0"], "--repeats must be in 1...10000000"),
@@ -118,3 +119,21 @@ def test_the_floor_is_timed_once_per_iteration_and_paired_with_it():
     plain = subprocess.run([str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "1", "--repeats", "2",
                             "--warm-up", "0", "--json"], capture_output=True, text=True, timeout=120, check=True)
     assert "floor" not in plain.stdout
+
+
+def test_a_paced_bench_runs_a_call_per_line_and_says_so_when_input_ends_too_soon():
+    config = str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml")
+    command = [str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "1", "--repeats", "3",
+               "--warm-up", "1", "--json", "--floor", "--paced"]
+    # two warm-up and timed calls' worth of lines, then the end: one warm-up, one timed call
+    result = subprocess.run(command, input="\n\n", capture_output=True, text=True, timeout=120, check=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(x.get("call"), x.get("warm_up")) for x in lines[:2]] == [(0, True), (1, False)]
+    assert all(x["iteration_us"] > 0 and x["floor_us"] > 0 for x in lines[:2])
+    assert lines[2]["timed_calls"] == 1
+    # no line at all for a timed call: refused by name, no summary
+    early = subprocess.run(command, input="\n", capture_output=True, text=True, timeout=120)
+    assert early.returncode != 0 and "standard input ended before the first timed call" in early.stderr, early.stderr
+    # two cells in one paced process would leave the other process guessing which call is which
+    two = subprocess.run([*command[:5], "16,32", *command[6:]], input="\n" * 10, capture_output=True, text=True, timeout=120)
+    assert two.returncode != 0 and "--paced needs --json and one cell" in two.stderr, two.stderr
