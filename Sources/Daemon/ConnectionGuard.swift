@@ -213,6 +213,7 @@ final class ConnectionGuard {
 
     static func peerName(_ descriptor: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 128)
-        return mpcd_peer_name(descriptor, &buffer, Int32(buffer.count)) == 0 ? String(cString: buffer) : "local"
+        guard mpcd_peer_name(descriptor, &buffer, Int32(buffer.count)) == 0 else { return "local" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -8,7 +8,7 @@ public struct MetricsListenAddress: Sendable, Equatable, CustomStringConvertible
     /// Reads `"127.0.0.1:9464"` (`localhost` is 127.0.0.1; port 0 takes a free one), or says why not.
     public init(parsing text: String) throws(ConfigurationError) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[1].isEmpty, parts[1].count <= 5, parts[1].allSatisfy { ("0"..."9").contains($0) },
+        guard parts.count == 2, !parts[1].isEmpty, parts[1].count <= 5, parts[1].allSatisfy({ ("0"..."9").contains($0) }),
               let port = Int(parts[1]), (0...65535).contains(port) else {
             throw ConfigurationError(key: "metrics.listen", reason: "expected \"address:port\" with an IPv4 address and a port in 0-65535, got \"\(text)\"")
         }
