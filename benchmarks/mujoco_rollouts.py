@@ -3,18 +3,19 @@
 side by side in one run, on the shipped Gymnasium configurations (deploy/config/mujoco). Writes a
 table and docs/mujoco_rollouts.png into docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/mujoco_rollouts.py [--rounds 8] [--repeats 9] [--no-docs]     (part of `make bench`)
+    .venv/bin/python benchmarks/mujoco_rollouts.py [--rounds 8] [--repeats 10] [--no-docs]     (part of `make bench`)
 
 The run is in rounds. In each, every cell's columns below are timed back to back (`--repeats`
 timed calls each after 3 untimed ones), in an order that reverses from one round to the next, and
 the package's step time once per model: this VM's speed drifts by tens of percent over minutes, so
 columns timed minutes apart can differ by more than the code does. The ratios are taken call by
 call: mpcd's iteration, its floor and mujoco.rollout are timed in turn, each of mpcd's calls paced
-by this script (`mpcd-bench planner --paced`), and a round's ratio is the median of its pairs'.
-Every p50 is the same nearest rank (the lower middle of an even count). The table gives each
-ratio's median over the rounds and its range without the lowest and highest round, and each time
-column the median of the rounds' p50s (so a ratio is not the quotient of the two time columns
-beside it). A mark is met in a cell when that whole range is at or under it, not met when the
+by this script (`mpcd-bench planner --paced`), in orders that alternate (each half of the pairs
+one way, for an even --repeats), and a round's ratio is the median of its pairs'. Every p50 is the
+same nearest rank (the lower middle of an even count). The table gives each ratio's median over the
+rounds (numpy's: the mean of the middle two of 8) and its range without the lowest and highest
+round, and each time column the median of the rounds' p50s (so a ratio is not the quotient of the
+two time columns beside it). A mark is met in a cell when that whole range is at or under it, not met when the
 whole range is over it, and not resolved when the range straddles it.
 
 For each model, K and thread count (1 and 2), with H control steps of frame_skip physics steps:
@@ -24,17 +25,21 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
 - mpcd plan: the whole plan() call of one iteration ("prepared_us_p50"): the iteration, the warm
   start, and the rollout of the refined mean sequence that prices it (a diagnostic, and what
   `never_worse` compares);
-- mujoco.rollout: the same K x H x frame_skip physics steps from the same start state under controls
-  drawn as the planner's first iteration draws them (N(centre, initial_std x half range), clipped;
-  each held for frame_skip steps), nthread = the thread count (0, the caller alone, for
-  1 thread), its outputs preallocated; p50 of `repeats` calls, each next to one of mpcd's;
-- the floor: K x H x frame_skip bare mj_step calls with the library mpcd links (Debian's libmujoco
-  2.2.2), T threads stepping at once, each its own simulation state and an equal share of the K
-  rollouts, from the task's start state under controls drawn as above (`mpcd-bench planner
-  --floor`): K x H x frame_skip x (one mj_step's time when T cores step) / T. It is timed in the
-  same process as the iteration, before and after it in turn, and "mpcd / floor" is the median of
-  those pairs' ratios in a round; the step time beside it is the floor's p50 x T / (K x H x
-  frame_skip), with T busy cores and with one (the one-thread cell of the same K).
+- mujoco.rollout: the same K x H x frame_skip physics steps: the action sequences mpcd's last
+  iteration rolled out (`--controls-out`, each action held for frame_skip steps), from the state
+  mpcd plans from (the task's start distribution, drawn with a fixed seed), nthread = the thread
+  count (0, the caller alone, for 1 thread), its outputs preallocated; p50 of `repeats` calls,
+  each next to one of mpcd's;
+- the floor: the same sequences from the same state as bare mj_step calls with the library mpcd
+  links (Debian's libmujoco 2.2.2), T threads stepping at once, each its own simulation state and
+  an equal share of the K rollouts (`mpcd-bench planner --floor`): K x H x frame_skip x (one
+  mj_step's time when T cores step) / T. It is timed in the same process as the iteration, before
+  and after it in turn, and "mpcd / floor" is the median of those pairs' ratios in a round; the
+  step time beside it is the floor's p50 x T / (K x H x frame_skip), with T busy cores and with one
+  (the one-thread cell of the same K and round). The issue's formula read strictly, with the step
+  time of one busy core, is the last ratio column: mpcd's iteration against K x H x frame_skip x
+  that one-core step / T, within each round (not paired call by call: the two cells are timed
+  seconds apart).
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ; the
   comparison with mujoco.rollout is of the two whole stacks, library included (4.0's step is the
   slower on this machine), and the floor is the like-for-like mark for mpcd's own code.
@@ -43,8 +48,10 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
 """
 import argparse
 import json
+import select
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -63,6 +70,8 @@ CASES = [("half_cheetah", 20, [64, 256]), ("inverted_double_pendulum", 20, [64, 
 THREADS = [1, 2]
 # untimed calls before each round's timed ones: the first calls pay for caches and the warm start
 WARM_UP = 3
+# longest wait for one paced call of mpcd-bench (a K=256 iteration and its floor take well under 1 s)
+LINE_TIMEOUT = 300
 
 
 def mpcd_cells(config, samples, horizon, repeats, *extra, threads=THREADS):
@@ -96,9 +105,10 @@ def planner_controls(config, model, rng, shape):
 
 
 class PythonRollouts:
-    """mujoco.rollout on one model: the same K x H x frame_skip physics steps from the task's start
-    state under the planner's first-iteration controls, nthread = the thread count (0, the caller
-    alone, for 1 thread), outputs preallocated."""
+    """mujoco.rollout on one model, paired call by call with mpcd's iterations: each call steps
+    the K x H x frame_skip physics steps of the sequences mpcd's last iteration rolled out, from
+    the start state mpcd plans from, nthread = the thread count (0, the caller alone, for 1
+    thread), outputs preallocated."""
 
     def __init__(self, config, horizon):
         import mujoco
@@ -106,37 +116,47 @@ class PythonRollouts:
         self.mujoco = mujoco
         self.model = mujoco.MjModel.from_xml_path(str(model_file(config)))
         self.config, self.horizon, self.skip = config, horizon, frame_skip(config)
-        data = mujoco.MjData(self.model)
+
+    def full_state(self, start):
+        """MuJoCo's full physics state for mpcd's state vector (qpos, qvel, act)."""
+        m, mujoco = self.model, self.mujoco
+        data = mujoco.MjData(m)
+        data.qpos[:] = start[:m.nq]
+        data.qvel[:] = start[m.nq:m.nq + m.nv]
+        data.act[:] = start[m.nq + m.nv:m.nq + m.nv + m.na]
         spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        self.start = np.empty(mujoco.mj_stateSize(self.model, spec))
-        mujoco.mj_getState(self.model, data, self.start, spec)
+        state = np.empty(mujoco.mj_stateSize(m, spec))
+        mujoco.mj_getState(m, data, state, spec)
+        return state
 
     def paired_with(self, mpcd, samples, threads, repeats):
-        """`repeats` calls of `samples` rollouts, each paired with one timed call of mpcd's (a
-        `--paced` mpcd-bench process), the two back to back in an order that alternates, after
+        """`repeats` calls of `samples` rollouts, each paired with one timed call of mpcd's, the
+        two back to back in an order that alternates (balanced for an even `repeats`), after
         WARM_UP untimed calls of each: the p50 seconds of these calls and the median of the pairs'
         mpcd / mujoco.rollout ratios."""
         from mujoco import rollout
 
-        rng = np.random.default_rng(0)
-        controls = planner_controls(self.config, self.model, rng, (samples, self.horizon)).repeat(self.skip, axis=1)
         steps = self.horizon * self.skip
-        state = np.empty((samples, steps, self.start.size))
+        initial = np.tile(self.full_state(mpcd.start), (samples, 1))
+        state = np.empty((samples, steps, initial.shape[1]))
         sensors = np.empty((samples, steps, self.model.nsensordata))
         datas = [self.mujoco.MjData(self.model) for _ in range(max(1, threads))]
-        initial = np.tile(self.start, (samples, 1))
         times, ratios = [], []
         with rollout.Rollout(nthread=threads if threads > 1 else 0) as runner:
-            def once():
+            def once(controls):
                 begin = time.perf_counter()
                 runner.rollout(self.model, datas, initial, controls, state=state, sensordata=sensors)
                 return time.perf_counter() - begin
 
+            ours = mpcd.call()  # untimed: the first sequences to step
             for i in range(WARM_UP + repeats):
-                if i % 2 == 0:
-                    ours, theirs = mpcd.call(), once()
+                controls = mpcd.controls(samples, self.horizon, self.model.nu).repeat(self.skip, axis=1)
+                if (i - WARM_UP) % 2 == 0:
+                    theirs = once(controls)
+                    ours = mpcd.call()
                 else:
-                    theirs, ours = once(), mpcd.call()
+                    ours = mpcd.call()
+                    theirs = once(controls)
                 if i >= WARM_UP:
                     times.append(theirs)
                     ratios.append(ours["iteration_us"] / 1e6 / theirs)
@@ -145,28 +165,63 @@ class PythonRollouts:
 
 
 class PacedMpcd:
-    """An `mpcd-bench planner --paced` process for one cell: each `call()` runs one planner
-    iteration (and its floor) and returns its times; `finish()` the cell's summary."""
+    """An `mpcd-bench planner --paced` process for one cell: `start` is the state it plans from,
+    each `call()` runs one planner iteration (and its floor) and returns its times, `controls()`
+    the sequences that iteration rolled out; `finish()` gives the cell's summary."""
 
-    def __init__(self, config, k, horizon, threads, repeats):
+    def __init__(self, config, k, horizon, threads, repeats, folder):
+        self.controls_file = Path(folder) / "controls.f32"
+        # stderr to a file, not a pipe nobody reads while it runs
+        self.errors = open(Path(folder) / "stderr.txt", "w+")
         self.process = subprocess.Popen([str(BENCH), "planner", "--config", str(config), "--samples", str(k), "--horizons", str(horizon),
-                                         "--threads", str(threads), "--repeats", str(repeats), "--warm-up", str(WARM_UP), "--json", "--floor",
-                                         "--paced"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                         "--threads", str(threads), "--repeats", str(repeats), "--warm-up", str(WARM_UP + 1), "--json", "--floor",
+                                         "--paced", "--controls-out", str(self.controls_file)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
+        self.start = np.array(self.line()["start"])
 
-    def call(self):
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
+    def line(self):
+        # mpcd-bench answers each line with one (it waits for the next, so nothing is left buffered)
+        if not select.select([self.process.stdout], [], [], LINE_TIMEOUT)[0]:
+            self.process.kill()
+            raise RuntimeError(f"mpcd-bench gave no answer in {LINE_TIMEOUT} s")
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"mpcd-bench ended early (exit {self.process.wait()})")
+            self.process.wait()
+            self.errors.seek(0)
+            raise RuntimeError(f"mpcd-bench ended early (exit {self.process.returncode}): {self.errors.read().strip()}")
         return json.loads(line)
+
+    def call(self):
+        try:
+            self.process.stdin.write("\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has ended: line() says why
+        return self.line()
+
+    def controls(self, samples, horizon, nu):
+        return np.fromfile(self.controls_file, dtype=np.float32).astype(np.float64).reshape(samples, horizon, nu)
 
     def finish(self):
         self.process.stdin.close()
         out = self.process.stdout.read()
-        if self.process.wait() != 0:
-            raise RuntimeError(f"mpcd-bench failed (exit {self.process.returncode})")
-        return json.loads(out.splitlines()[-1])
+        self.process.wait()
+        self.errors.seek(0)
+        errors = self.errors.read().strip()
+        self.errors.close()
+        if self.process.returncode != 0:
+            raise RuntimeError(f"mpcd-bench failed (exit {self.process.returncode}): {errors}")
+        cell = json.loads(out.splitlines()[-1])
+        if cell.get("floor_failed_steps"):
+            raise RuntimeError(f"the floor's bare steps diverged {cell['floor_failed_steps']} times: its time is not a floor")
+        return cell
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if not self.errors.closed:
+            self.errors.close()
 
 
 def python_step(config, steps=20000):
@@ -200,11 +255,13 @@ def time_cell(config, theirs, k, threads, horizon, skip, repeats, order):
     out = {"K": k, "threads": threads}
     for column in order:
         if column == "paired":
-            mpcd = PacedMpcd(config, k, horizon, threads, repeats)
-            try:
-                mujoco_s, out["vs_mujoco"] = theirs.paired_with(mpcd, k, threads, repeats)
-            finally:
-                cell = mpcd.finish()
+            with tempfile.TemporaryDirectory() as folder:
+                mpcd = PacedMpcd(config, k, horizon, threads, repeats, folder)
+                try:
+                    mujoco_s, out["vs_mujoco"] = theirs.paired_with(mpcd, k, threads, repeats)
+                    cell = mpcd.finish()
+                finally:
+                    mpcd.kill()
             out["mujoco_ms"] = mujoco_s * 1e3
             out["mpcd_ms"], out["plan_ms"] = cell["iteration_us_p50"] / 1e3, cell["prepared_us_p50"] / 1e3
             out["floor_ms"], out["vs_floor"] = cell["floor_us_p50"] / 1e3, cell["iteration_over_floor_p50"]
@@ -228,7 +285,10 @@ def summarise(rounds, name, horizon, skip, step_python):
                "step_python_us": step_python, "step_one_thread_us": float(np.median(one_thread)) if one_thread else float("nan")}
         for key in ["mpcd_ms", "plan_ms", "mujoco_ms", "step_by_step_ms", "floor_ms", "step_us"]:
             row[key] = float(np.median([x[key] for x in mine]))
-        for key in ["vs_mujoco", "vs_floor"]:
+        for x in mine:
+            one = [y for y in rounds if y["K"] == k and y["threads"] == 1 and y.get("round") == x.get("round")]
+            x["vs_one_core_floor"] = x["mpcd_ms"] / (k * horizon * skip * one[0]["step_us"] / threads / 1e3) if one else float("nan")
+        for key in ["vs_mujoco", "vs_floor", "vs_one_core_floor"]:
             ratios = [x[key] for x in mine]
             ratios = sorted(ratios)
             trimmed = ratios[1:-1] if len(ratios) >= 4 else ratios
@@ -240,7 +300,7 @@ def summarise(rounds, name, horizon, skip, step_python):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8, help="rounds, each timing every column of every cell once (1-100)")
-    parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell and column in each round (1-1000; as many floor calls, paired with mpcd's)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per cell and column in each round (1-1000; as many floor and mujoco.rollout calls, paired with mpcd's; an even count balances their orders)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     if not (1 <= args.rounds <= 100 and 1 <= args.repeats <= 1000):
@@ -260,18 +320,20 @@ def main():
             step_python.append(python_step(config) * 1e6)
             for k in samples:
                 for threads in THREADS:
-                    rounds.append(time_cell(config, theirs, k, threads, horizon, skip, args.repeats, order))
+                    rounds.append(time_cell(config, theirs, k, threads, horizon, skip, args.repeats, order) | {"round": r})
             print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"K={x['K']} {x['threads']} thr mpcd/mujoco.rollout {x['vs_mujoco']:.2f} "
                                                                  f"mpcd/floor {x['vs_floor']:.2f}" for x in rounds[-len(samples) * len(THREADS):]),
                   file=sys.stderr, flush=True)
         rows += summarise(rounds, name, horizon, skip, float(np.median(step_python)))
     lines = ["| model | K | H x frame_skip | threads | mpcd iteration p50 (ms) | mujoco.rollout p50 (ms) | mpcd / mujoco.rollout, median (range) | "
-             "floor (ms) | mpcd / floor, median (range) | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | mj_step 4.0 (us) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "floor (ms) | mpcd / floor, median (range) | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | mj_step 4.0 (us) | "
+             "mpcd / floor with one core's step, median (range) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['K']} | {r['H']} x {r['frame_skip']} | {r['threads']} | {r['mpcd_ms']:.2f} | {r['mujoco_ms']:.2f} | "
                      f"{ratio(r['vs_mujoco'])} | {r['floor_ms']:.2f} | {ratio(r['vs_floor'])} | {r['plan_ms']:.2f} | "
-                     f"{r['step_by_step_ms']:.2f} | {r['step_us']:.2f} / {r['step_one_thread_us']:.2f} | {r['step_python_us']:.2f} |")
+                     f"{r['step_by_step_ms']:.2f} | {r['step_us']:.2f} / {r['step_one_thread_us']:.2f} | {r['step_python_us']:.2f} | "
+                     f"{ratio(r['vs_one_core_floor'])} |")
     table = "\n".join(lines)
     print(table)
     summary = verdict(rows)
@@ -296,7 +358,8 @@ def verdict(rows):
     """What the MuJoCo issue asks of the cells (mpcd at least as fast as mujoco.rollout; within 20%
     of the floor), each cell judged on its rounds' range without the extremes."""
     out = []
-    for what, key, mark in [("at least as fast as mujoco.rollout", "vs_mujoco", 1.0), ("within 20% of the floor", "vs_floor", 1.2)]:
+    for what, key, mark in [("at least as fast as mujoco.rollout", "vs_mujoco", 1.0), ("within 20% of the floor", "vs_floor", 1.2),
+                            ("within 20% of the floor with one core's step time", "vs_one_core_floor", 1.2)]:
         judged = [judge(r[key], mark) for r in rows]
         counts = ", ".join(f"{word} in {judged.count(word)}" for word in ["met", "not resolved", "not met"] if word in judged)
         medians = [r[key][0] for r in rows]

@@ -69,7 +69,9 @@ int mpcd_mujoco_step_begin(const mjModel *m, mjData *d) {
 }
 
 /* The rest of mj_step after mj_step1. mj_step2 integrates with Euler whatever the model says, so
-   for RK4 the rest of mj_forward and the checks are spelled out here in mj_step's order. */
+   for RK4 the rest of mj_forward and the checks are spelled out here in mj_step's order, as
+   MuJoCo 2.2.2 (Debian's) orders them. A later library may order them differently: the test
+   splitStepsAreWholeSteps compares this path with mj_step on whatever library is linked. */
 static void step_rest(const mjModel *m, mjData *d) {
     if (m->opt.integrator != mjINT_RK4) {
         mj_step2(m, d);

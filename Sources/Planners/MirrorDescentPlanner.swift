@@ -233,6 +233,19 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
     /// The plan the next call warm-starts from, or nil before the first plan and after `reset()`.
     public var currentPlan: GaussianSequence? { hasPlan ? snapshot(mean, std) : nil }
 
+    /// The K action sequences the last iteration rolled out (sampled, clipped to the bounds and
+    /// rate-limited), sample by sample: value [k][t][a] at (k * H + t) * A + a. For benchmarks
+    /// that time other code on the planner's own workload.
+    public func lastSampledActions() -> [Float] {
+        let m = actionDimension
+        var out = [Float](repeating: 0, count: samples * horizon * m)
+        for r in 0..<(horizon * m) {
+            let row = actions + r * paddedSamples, t = r / m, a = r % m
+            for k in 0..<samples { out[(k * horizon + t) * m + a] = row[k] }
+        }
+        return out
+    }
+
     /// Forgets the warm start: the next plan starts from the prior or the centre of the bounds.
     public func reset() { hasPlan = false }
 

@@ -42,6 +42,8 @@ struct PlannerBench: ParsableCommand {
     var floor = false
     @Flag(help: "With --json and one cell: run each call, warm-up ones included, when a line arrives on standard input, and print one JSON line after it (its iteration time and, with --floor, its floor's), so another process can time its own calls between mpcd's; the cell's summary follows when input ends or the calls are done.")
     var paced = false
+    @Option(help: "With --paced: after each call, write the action sequences it rolled out to this file (float32, K x H x action dimension, this machine's byte order), for the other process to step the same.")
+    var controlsOut: String?
     @Flag(help: "With --config: a MuJoCo task's rollouts compute the cost's kinematics in a forward pass of their own and take whole steps, as before split steps (for comparison).")
     var wholeSteps = false
 
@@ -63,6 +65,7 @@ struct PlannerBench: ParsableCommand {
         guard !paced || (json && ks.count == 1 && hs.count == 1 && ts.count == 1) else {
             throw ValidationError("--paced needs --json and one cell: one --samples, one --horizons and one --threads value")
         }
+        guard controlsOut == nil || paced else { throw ValidationError("--controls-out needs --paced") }
         if !json { printHeader() }
         for k in ks {
             for h in hs {
@@ -78,7 +81,7 @@ struct PlannerBench: ParsableCommand {
                     // paced, only the calls the other process waits for run (the all-in ones are not paced)
                     let allIn = paced ? nil : try measure(controlTask, configuration, prepared: false, value: valueNetwork, start: file?.start)
                     let bare = try file.flatMap { file in
-                        try floor ? BareRollouts(file, count: k, horizon: h, spread: configuration.initialStd, threads: t) : nil
+                        try floor ? BareRollouts(file, count: k, horizon: h, threads: t) : nil
                     }
                     let prepared = try measure(controlTask, configuration, prepared: true, value: valueNetwork, start: file?.start, floor: bare, paced: paced)
                     if json {
@@ -134,17 +137,33 @@ struct PlannerBench: ParsableCommand {
         iterationTimes.reserveCapacity(repeats)
         let warmUp = self.warmUp ?? max(20, repeats / 10)
         var floorTimes: [Double] = [], ratios: [Double] = [], failed = 0
+        if paced {
+            // the other process starts its rollouts from the same state
+            print(String(decoding: try JSONSerialization.data(withJSONObject: ["start": state.map(Double.init)]), as: UTF8.self))
+            fflush(nil)
+        }
         for i in 0..<(repeats + warmUp) {
             if paced && readLine() == nil { break }
             if prepared { planner.prepareNoise() }
+            // the floor steps the sequences the iteration before it rolled out; it runs after the
+            // iteration on even calls counted from the first timed one, before it on odd ones
+            let floorFirst = (i - warmUp) & 1 == 1 && i > 0
             var floorTime = Double.nan
-            if let floor, i % 2 == 1 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
+            if let floor, floorFirst { (floorTime, failed) = (floor.time(), failed + floor.failed) }
             let start = monotonicNanoseconds()
             let plan = planner.plan(state: state)
             let elapsed = Double(monotonicNanoseconds() - start) / 1000
-            if let floor, i % 2 == 0 { (floorTime, failed) = (floor.time(), failed + floor.failed) }
+            let sampled = floor != nil || controlsOut != nil ? planner.lastSampledActions() : []
+            if let floor {
+                floor.replay(sampled)
+                if !floorFirst { (floorTime, failed) = (floor.time(), failed + floor.failed) }
+            }
             if paced {
-                var call: [String: Any] = ["call": i, "warm_up": i < warmUp, "iteration_us": (plan.iterations.first?.seconds ?? 0) * 1e6]
+                guard let iteration = plan.iterations.first else { throw ValidationError("a plan ran no iteration") }
+                if let controlsOut {
+                    try sampled.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: controlsOut)) }
+                }
+                var call: [String: Any] = ["call": i, "warm_up": i < warmUp, "iteration_us": iteration.seconds * 1e6]
                 if floor != nil { call["floor_us"] = floorTime }
                 print(String(decoding: try JSONSerialization.data(withJSONObject: call, options: [.sortedKeys]), as: UTF8.self))
                 fflush(nil)  // every stream: the other process is waiting for this line
@@ -328,9 +347,10 @@ func randomControl(_ generator: inout SplitMix, lower: Float, upper: Float, spre
 }
 
 /// The floor under one planner iteration on a MuJoCo task: `count` rollouts of `horizon` control
-/// steps (H x frame_skip bare physics steps each) from the task's start state, under controls drawn
-/// once, split over `threads` threads that step at once, each its own simulation state. Nothing
-/// but MuJoCo's steps and the loads of state and controls they need.
+/// steps (H x frame_skip bare physics steps each) from the task's start state, under the action
+/// sequences a planner iteration rolled out (`replay`), split over `threads` threads that step at
+/// once, each its own simulation state. Nothing but MuJoCo's steps and the loads of state and
+/// controls they need: the planner's own physics, without its sampling, costs and update.
 final class BareRollouts: @unchecked Sendable {
     let dynamics: MuJoCoDynamics
     let count: Int, horizon: Int, threads: Int
@@ -341,7 +361,7 @@ final class BareRollouts: @unchecked Sendable {
     private(set) var failed = 0
     private let failures: ThreadResults
 
-    init(_ file: ConfiguredTask, count: Int, horizon: Int, spread: Float, threads: Int) throws {
+    init(_ file: ConfiguredTask, count: Int, horizon: Int, threads: Int) throws {
         guard let dynamics = file.task.dynamics as? MuJoCoDynamics else { throw ValidationError("not a MuJoCo task") }
         self.dynamics = dynamics
         (self.count, self.horizon, self.threads) = (count, horizon, threads)
@@ -351,11 +371,14 @@ final class BareRollouts: @unchecked Sendable {
         for c in 0..<m { start[c * laneWidth] = file.start[c] }
         controls = .allocate(capacity: count * horizon * n * laneWidth)
         controls.initialize(repeating: 0, count: count * horizon * n * laneWidth)
-        var generator = SplitMix(seed: 2)
-        for i in 0..<(count * horizon * n) {
-            controls[i * laneWidth] = randomControl(&generator, lower: dynamics.actionLowerBounds[i % n], upper: dynamics.actionUpperBounds[i % n], spread: spread)
-        }
         failures = ThreadResults(count: threads)
+    }
+
+    /// Takes the sequences to step next: `sampled` as ``MirrorDescentPlanner/lastSampledActions()``
+    /// gives them, `count` x `horizon` x the action dimension.
+    func replay(_ sampled: [Float]) {
+        precondition(sampled.count == count * horizon * dynamics.actionDimension)
+        for (i, value) in sampled.enumerated() { controls[i * laneWidth] = value }
     }
 
     deinit {

@@ -204,9 +204,10 @@ import Testing
     }
 
     /// Split steps (the cost reads what the step's first half computes) roll out exactly as a
-    /// forward pass for the cost followed by whole steps: the same states and costs bit for bit,
-    /// with the Euler integrator and with RK4 (whose rest mpcd spells out, mj_step2 being Euler).
-    @Test(arguments: ["Euler", "RK4"]) func splitStepsAreWholeSteps(integrator: String) throws {
+    /// forward pass for the cost followed by whole steps: the same states and costs (as floats,
+    /// the lanes' precision), with every integrator the library has (RK4's rest mpcd spells out,
+    /// mj_step2 being Euler), lanes pressed against the slider's limit among them.
+    @Test(arguments: ["Euler", "RK4", "implicit"]) func splitStepsAreWholeSteps(integrator: String) throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mpcd-split-\(integrator)-\(getpid())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -221,11 +222,12 @@ import Testing
         let lanes = 16, n = 4, horizon = 25
         var start = [Float](repeating: 0, count: n * lanes), actions = [Float](repeating: 0, count: horizon * lanes)
         for k in 0..<lanes {
-            start[k] = Float(k % 5) * 0.1 - 0.2
+            // a quarter of the lanes start at the slider's end (its range is +-2), pushed outwards
+            start[k] = k % 4 == 0 ? 1.95 : Float(k % 5) * 0.1 - 0.2
             start[lanes + k] = sin(Float(k)) * 2
             start[2 * lanes + k] = cos(Float(3 * k))
             start[3 * lanes + k] = cos(Float(k)) * 4
-            for s in 0..<horizon { actions[s * lanes + k] = 1.5 * sin(Float(k * horizon + s) * 0.9) }
+            for s in 0..<horizon { actions[s * lanes + k] = k % 4 == 0 ? 1 : 1.5 * sin(Float(k * horizon + s) * 0.9) }
         }
         func roll(_ rollout: MuJoCoRollout) -> (states: [Float], costs: [Float]) {
             var states = start, costs = [Float](repeating: 0, count: lanes)
@@ -241,6 +243,8 @@ import Testing
         }
         let (splitStates, splitCosts) = roll(split), (wholeStates, wholeCosts) = roll(whole)
         #expect(splitStates != start && splitCosts.allSatisfy { $0.isFinite && $0 > 0 })
+        // the limit held the pushed lanes (a constraint was active): near the end, not beyond it
+        #expect((0..<lanes).filter { $0 % 4 == 0 }.allSatisfy { splitStates[$0] > 1.8 && splitStates[$0] < 2.1 }, "\(splitStates[..<lanes])")
         #expect(splitStates == wholeStates)
         #expect(splitCosts == wholeCosts)
     }

@@ -53,13 +53,21 @@ def test_the_floor_ratio_is_the_paired_calls_not_the_columns_and_the_one_thread_
     rows = summarise(rounds, "m", 20, 5, 12.0)
     assert [r["vs_floor"][0] for r in rows] == [pytest.approx(1.1), pytest.approx(1.05), pytest.approx(1.3)]
     assert [(r["step_us"], r["step_one_thread_us"]) for r in rows] == [(7.0, 7.0), (9.0, 7.0), (8.0, 8.0)]
+    # read strictly, the floor of a two-thread cell takes the one-thread cell's step of the same
+    # round: 64 x 20 x 5 steps x 7 us / 2 threads = 22.4 ms against mpcd's 6 ms
+    assert rows[1]["vs_one_core_floor"][0] == pytest.approx(6 / 22.4)
+    rounds = [one_round(6, 5, 4, threads=2, step_us=9.0) | {"round": r} for r in (0, 1)]
+    rounds += [one_round(12, 10, 8, step_us=s) | {"round": r} for r, s in ((0, 7.0), (1, 14.0))]
+    two = summarise(rounds, "m", 20, 5, 12.0)[0]
+    assert sorted([two["vs_one_core_floor"][1], two["vs_one_core_floor"][2]]) == [pytest.approx(6 / 44.8), pytest.approx(6 / 22.4)]
     # a K timed with two threads only has no one-thread step to show
     [alone] = summarise([one_round(6, 5, 4, k=128, threads=2)], "m", 20, 5, 12.0)
     assert alone["step_one_thread_us"] != alone["step_one_thread_us"]  # NaN
 
 
 def row(low, high):
-    return {"vs_mujoco": ((low + high) / 2, low, high), "vs_floor": ((low + high) / 2 + 0.2, low + 0.2, high + 0.2)}
+    return {"vs_mujoco": ((low + high) / 2, low, high), "vs_floor": ((low + high) / 2 + 0.2, low + 0.2, high + 0.2),
+            "vs_one_core_floor": ((low + high) / 2 + 0.2, low + 0.2, high + 0.2)}
 
 
 def test_a_cell_is_met_only_when_its_whole_range_is_under_the_mark():
@@ -72,6 +80,7 @@ def test_a_cell_is_met_only_when_its_whole_range_is_under_the_mark():
     summary = script.verdict([row(0.8, 1.0), row(0.9, 1.1), row(1.05, 1.1)])
     assert "at least as fast as mujoco.rollout: met in 1, not resolved in 1, not met in 1 of 3 cells" in summary
     assert "within 20% of the floor: met in 1, not resolved in 1, not met in 1 of 3 cells" in summary
+    assert "within 20% of the floor with one core's step time: met in 1, not resolved in 1, not met in 1 of 3 cells" in summary
 
 
 @pytest.mark.parametrize("flags", [["--rounds", "0"], ["--repeats", "0"], ["--rounds", "-3"], ["--repeats", "1001"], ["--rounds", "101"]])
@@ -128,12 +137,40 @@ def test_a_paced_bench_runs_a_call_per_line_and_says_so_when_input_ends_too_soon
     # two warm-up and timed calls' worth of lines, then the end: one warm-up, one timed call
     result = subprocess.run(command, input="\n\n", capture_output=True, text=True, timeout=120, check=True)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(x.get("call"), x.get("warm_up")) for x in lines[:2]] == [(0, True), (1, False)]
-    assert all(x["iteration_us"] > 0 and x["floor_us"] > 0 for x in lines[:2])
-    assert lines[2]["timed_calls"] == 1
+    assert len(lines[0]["start"]) == 17 + 1  # HalfCheetah: qpos 9, qvel 9 (mpcd's state)
+    assert [(x.get("call"), x.get("warm_up")) for x in lines[1:3]] == [(0, True), (1, False)]
+    assert all(x["iteration_us"] > 0 and x["floor_us"] > 0 for x in lines[1:3])
+    assert lines[3]["timed_calls"] == 1
     # no line at all for a timed call: refused by name, no summary
     early = subprocess.run(command, input="\n", capture_output=True, text=True, timeout=120)
     assert early.returncode != 0 and "standard input ended before the first timed call" in early.stderr, early.stderr
     # two cells in one paced process would leave the other process guessing which call is which
     two = subprocess.run([*command[:5], "16,32", *command[6:]], input="\n" * 10, capture_output=True, text=True, timeout=120)
     assert two.returncode != 0 and "--paced needs --json and one cell" in two.stderr, two.stderr
+
+
+def test_a_paced_bench_writes_the_sequences_each_call_rolled_out(tmp_path):
+    import numpy as np
+
+    controls = tmp_path / "controls.f32"
+    config = str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml")
+    command = [str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "1", "--repeats", "1",
+               "--warm-up", "1", "--json", "--floor", "--paced", "--controls-out", str(controls)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "start" in json.loads(process.stdout.readline())
+        written = []
+        for _ in range(2):
+            process.stdin.write("\n")
+            process.stdin.flush()
+            json.loads(process.stdout.readline())  # the file is written before the line
+            written.append(np.fromfile(controls, dtype=np.float32).reshape(16, 3, 6))
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    for sequences in written:
+        assert np.all(np.abs(sequences) <= 1) and np.ptp(sequences, axis=0).min() > 0  # within HalfCheetah's ranges, samples differ
+    assert not np.array_equal(written[0], written[1])  # each call its own samples
+    refused = subprocess.run([*command[:-3], "--controls-out", str(controls)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "--controls-out needs --paced" in refused.stderr, refused.stderr
