@@ -41,8 +41,9 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
   that one-core step / T, within each round (not paired call by call: the two cells are timed
   seconds apart).
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ; the
-  comparison with mujoco.rollout is of the two whole stacks, library included (4.0's step is the
-  slower on this machine), and the floor is the like-for-like mark for mpcd's own code.
+  comparison with mujoco.rollout is of the two whole stacks, library included, and the floor is
+  the like-for-like mark for mpcd's own code. (4.0's step column is timed on controls drawn around
+  the centre of the range from the model's initial state, not on the planner's sequences.)
 - mpcd step by step: the planner iteration rolling all lanes one step at a time, each lane stored
   to floats and loaded back every step (`--step-by-step`, how mpcd rolled MuJoCo out before).
 """

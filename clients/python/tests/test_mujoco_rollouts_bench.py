@@ -174,3 +174,17 @@ def test_a_paced_bench_writes_the_sequences_each_call_rolled_out(tmp_path):
     assert not np.array_equal(written[0], written[1])  # each call its own samples
     refused = subprocess.run([*command[:-3], "--controls-out", str(controls)], capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "--controls-out needs --paced" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("flags", [["--horizon", "10001"], ["--horizon", "0"], ["--rollouts", "10000001"], ["--rollouts", "0"],
+                                   ["--threads", "65"], ["--threads", "0"]])
+def test_the_physics_bench_refuses_what_would_time_nothing_or_run_for_days(flags):
+    config = str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml")
+    result = subprocess.run([str(BENCH), "physics", "--config", config, *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--horizon must be in 1...10000, --rollouts in 1...10000000 and --threads in 1...64" in result.stderr, result.stderr
+
+
+def test_the_physics_bench_refuses_a_task_that_is_not_mujoco():
+    result = subprocess.run([str(BENCH), "physics", "--config", str(REPO / "deploy" / "config" / "pendulum.toml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "is not a MuJoCo task" in result.stderr, result.stderr
