@@ -221,7 +221,13 @@ def main(argv=None):
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return train(args, world, rank, device)
+        code = train(args, world, rank, device)
+        if world > 1:
+            # every rank done (rank 0 still writes and fsyncs the file) before any tears the group
+            # down: gloo aborts a process whose peer has already left ("terminate called without an
+            # active exception", one torchrun test run in four here without this)
+            dist.barrier()
+        return code
     except RecordingError as error:
         if rank == 0:
             print(f"mpcd_client.learn: {error}", file=sys.stderr)
