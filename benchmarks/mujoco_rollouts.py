@@ -96,9 +96,8 @@ def frame_skip(config):
 
 def planner_controls(config, model, rng, shape):
     """Controls drawn as the planner's first iteration draws them: N(centre, initial_std x half range),
-    clipped to the range. The physics' cost depends on the controls (a cheetah flailing under uniform
-    random torques makes more contacts than one under the planner's samples), so every column of
-    the table steps the same distribution."""
+    clipped to the range: what 4.0's step column times (the table's other columns step the
+    planner's own sequences; a step's cost depends on what the model is made to do)."""
     std = tomllib.loads(config.read_text()).get("planner", {}).get("initial_std", 0.5)
     low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
     centre, half = (low + high) / 2, (high - low) / 2

@@ -38,7 +38,7 @@ struct PlannerBench: ParsableCommand {
     var config: String?
     @Flag(help: "With --config: roll a MuJoCo task out one step at a time over all lanes, as before lane-at-a-time rollouts (for comparison).")
     var stepByStep = false
-    @Flag(help: "With --config (a MuJoCo task): after or before each timed iteration, in turn, time the floor under it: K x H x frame_skip bare physics steps on `threads` threads stepping at once (the task's start state, controls drawn as the first iteration draws them); report its p50 and the median of the iteration / floor ratios of these pairs.")
+    @Flag(help: "With --config (a MuJoCo task): after or before each timed iteration, in turn, time the floor under it: the K x H x frame_skip bare physics steps of the sequences the iteration before it rolled out, from the same start state, on `threads` threads stepping at once; report its p50 and the median of the iteration / floor ratios of these pairs.")
     var floor = false
     @Flag(help: "With --json and one cell: run each call, warm-up ones included, when a line arrives on standard input, and print one JSON line after it (its iteration time and, with --floor, its floor's), so another process can time its own calls between mpcd's; the cell's summary follows when input ends or the calls are done.")
     var paced = false
