@@ -6,7 +6,8 @@ table and docs/mujoco_rollouts.png into docs/benchmarks.md.
     .venv/bin/python benchmarks/mujoco_rollouts.py [--rounds 8] [--repeats 10] [--no-docs]     (part of `make bench`)
 
 The run is in rounds. In each, every cell's columns below are timed back to back (`--repeats`
-timed calls each after 3 untimed ones), in an order that reverses from one round to the next, and
+timed calls each after 3 untimed ones, 4 for mpcd's paced process, whose first call only gives
+the first sequences to step), in an order that reverses from one round to the next, and
 the package's step time once per model: this VM's speed drifts by tens of percent over minutes, so
 columns timed minutes apart can differ by more than the code does. The ratios are taken call by
 call: mpcd's iteration, its floor and mujoco.rollout are timed in turn, each of mpcd's calls paced

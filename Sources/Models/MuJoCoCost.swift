@@ -183,17 +183,16 @@ public struct MuJoCoRollout: SequenceRollout {
         let m = dynamics.actionDimension, lanes = states.lanes, gamma = Double(discount)
         let lower = dynamics.actionLowerBounds, upper = dynamics.actionUpperBounds, frameSkip = dynamics.frameSkip
         let done: Void? = dynamics.model.withSimulation { simulation in
-            let split = splitSteps
             for k in 0..<Swift.min(live, lanes) {
                 simulation.load(states, lane: k)
                 var total = 0.0, weight = 1.0, valid = true
                 for t in 0..<horizon {
                     let actionView = BatchView(base: actions + t &* m &* actionStride, stride: actionStride, lanes: lanes)
-                    if split && !simulation.beginStep() { valid = false; break }
-                    guard let c = cost.runningCost(of: &simulation, actions: actionView, lane: k, computed: split) else { valid = false; break }
+                    if splitSteps && !simulation.beginStep() { valid = false; break }
+                    guard let c = cost.runningCost(of: &simulation, actions: actionView, lane: k, computed: splitSteps) else { valid = false; break }
                     total += weight * c
                     simulation.control(actionView, lane: k, lower: lower, upper: upper)
-                    guard split ? simulation.finishStep(frameSkip) : simulation.step(frameSkip) else { valid = false; break }
+                    guard splitSteps ? simulation.finishStep(frameSkip) : simulation.step(frameSkip) else { valid = false; break }
                     weight *= gamma
                 }
                 if valid {
