@@ -66,6 +66,12 @@ struct PlannerBench: ParsableCommand {
             throw ValidationError("--paced needs --json and one cell: one --samples, one --horizons and one --threads value")
         }
         guard controlsOut == nil || paced else { throw ValidationError("--controls-out needs --paced") }
+        if let controlsOut {
+            // refused before any timing, not after the first call
+            do { try Data().write(to: URL(fileURLWithPath: controlsOut)) } catch {
+                throw ValidationError("--controls-out \(controlsOut): cannot write it (\(error.localizedDescription))")
+            }
+        }
         if !json { printHeader() }
         for k in ks {
             for h in hs {

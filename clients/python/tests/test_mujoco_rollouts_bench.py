@@ -188,3 +188,12 @@ def test_the_physics_bench_refuses_a_task_that_is_not_mujoco():
     result = subprocess.run([str(BENCH), "physics", "--config", str(REPO / "deploy" / "config" / "pendulum.toml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "is not a MuJoCo task" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("where", ["no-such-folder/controls.f32", "."])
+def test_a_controls_file_that_cannot_be_written_is_refused_before_any_timing(tmp_path, where):
+    config = str(REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml")
+    result = subprocess.run([str(BENCH), "planner", "--config", config, "--samples", "16", "--horizons", "3", "--threads", "1", "--repeats", "1",
+                             "--json", "--paced", "--controls-out", str(tmp_path / where)], input="\n" * 30, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--controls-out" in result.stderr and "cannot write it" in result.stderr, result.stderr
+    assert '"call"' not in result.stdout  # nothing was timed
