@@ -54,10 +54,17 @@ chmod 0644 "$STAGE/etc/mpcd/mpcd.toml"
 install -d -m 0700 "$STAGE/etc/mpcd/credentials"
 # examples: a configuration and a network for every built-in task, the dashboard and scrape job
 install -d -m 0755 "$STAGE/usr/share/mpcd"
-# regular files only: deploy/config/mujoco/gymnasium is a link into this checkout's Python
-# environment (scripts/gymnasium_models.sh), not something to ship
-find deploy/config deploy/networks deploy/grafana deploy/prometheus -type f | while read -r f; do
-  install -D -m 0644 "$f" "$STAGE/usr/share/mpcd/${f#deploy/}"
+# the files the checkout tracks, so that nothing left there by hand ships (a trace written with
+# --out, a training checkpoint); outside a git checkout (a source tarball), every file. Regular
+# files only: deploy/config/mujoco/gymnasium is a link into this checkout's Python environment
+# (scripts/gymnasium_models.sh), not something to ship
+EXAMPLES=(deploy/config deploy/networks deploy/grafana deploy/prometheus)
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z -- "${EXAMPLES[@]}" | tr '\0' '\n'
+else
+  find "${EXAMPLES[@]}" -type f
+fi | while read -r f; do
+  if [ -f "$f" ] && [ ! -L "$f" ]; then install -D -m 0644 "$f" "$STAGE/usr/share/mpcd/${f#deploy/}"; fi
 done
 find "$STAGE/usr/share/mpcd" -type d -exec chmod 0755 {} + && find "$STAGE/usr/share/mpcd" -type f -exec chmod 0644 {} +
 DOC="$STAGE/usr/share/doc/mpcd"

@@ -17,11 +17,24 @@ from mpcd_client import Controller
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None or os.geteuid() != 0,
                                 reason="needs dpkg-deb and root (dpkg --root)")
 
+STRAYS = ["deploy/config/stray-trace.json", "deploy/networks/stray.safetensors.checkpoint"]
+EXAMPLES = ["deploy/config", "deploy/networks", "deploy/grafana", "deploy/prometheus"]
+
+
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    """Version 0.1.0-1 (the source's) and an upgrade, 0.1.0-2, built from the same binaries."""
+    """Version 0.1.0-1 (the source's) and an upgrade, 0.1.0-2, built from the same binaries. The
+    first is built with stray files in the example folders, as a session leaves them (a trace
+    written with --out, a training checkpoint)."""
     out = tmp_path_factory.mktemp("dist")
-    first = subprocess.run([str(REPO / "scripts" / "build_deb.sh"), "--out", str(out)], capture_output=True, text=True, timeout=3000)
+    strays = [REPO / path for path in STRAYS]
+    for stray in strays:
+        stray.write_text("left here by hand\n")
+    try:
+        first = subprocess.run([str(REPO / "scripts" / "build_deb.sh"), "--out", str(out)], capture_output=True, text=True, timeout=3000)
+    finally:
+        for stray in strays:
+            stray.unlink()
     assert first.returncode == 0, first.stderr[-3000:]
     second = subprocess.run([str(REPO / "scripts" / "build_deb.sh"), "--out", str(out), "--version", "0.1.0-2"],
                             capture_output=True, text=True, timeout=3000)
@@ -61,6 +74,12 @@ def test_the_package_installs_runs_without_a_toolchain_upgrades_and_purges_to_no
                  "usr/share/doc/mpcd/copyright", "usr/share/doc/mpcd/operations.md.gz"):
         assert (root / path).exists(), path
     assert oct((root / "etc/mpcd/credentials").stat().st_mode & 0o777) == "0o700"
+    # the examples are the files the checkout tracks, every one of them and nothing left beside them
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "--", *EXAMPLES], capture_output=True, text=True)
+    if tracked.returncode == 0:
+        shipped = sorted(p.relative_to(root / "usr/share/mpcd").as_posix() for p in (root / "usr/share/mpcd").rglob("*") if p.is_file())
+        assert shipped == sorted(f.removeprefix("deploy/") for f in tracked.stdout.split()), shipped
+        assert not any(stray.removeprefix("deploy/") in shipped for stray in STRAYS)
     # nothing that points outside the package (the checkout's link to Gymnasium's models)
     links = [p for p in (root / "usr").rglob("*") if p.is_symlink()]
     assert links == [], links
