@@ -93,8 +93,12 @@ def run(mpcd, seconds, rate, sessions, stress, warmup, config=None, folder=None)
         memory = []
         start = time.monotonic()
         next_sample = start + 5
+        last_reply, longest_silence = start, 0.0
         while time.monotonic() - start < seconds:
             for s, _ in poller.poll(1000):
+                arrived = time.monotonic()
+                longest_silence = max(longest_silence, arrived - last_reply)
+                last_reply = arrived
                 i = sockets.index(s)
                 reply = protocol.decode(s.recv_multipart(), 1, names)
                 if isinstance(reply, protocol.ErrorReply):
@@ -120,6 +124,8 @@ def run(mpcd, seconds, rate, sessions, stress, warmup, config=None, folder=None)
                 if folder:
                     largest_folder = max(largest_folder, folder_bytes(folder))
         elapsed = time.monotonic() - start
+        # a daemon that stopped serving near the end shows as silence up to the end of the run
+        longest_silence = max(longest_silence, start + elapsed - last_reply)
         for s in sockets:
             s.close()
         expected = rate * elapsed
@@ -127,6 +133,7 @@ def run(mpcd, seconds, rate, sessions, stress, warmup, config=None, folder=None)
         result = {
             "seconds": round(elapsed, 1), "rate_hz": rate, "sessions": sessions, "stress": bool(stress),
             "replies": replies, "error_replies": errors, "tick_gaps_seen": gaps, "daemon_overruns": overruns,
+            "longest_silence_s": round(longest_silence, 3),
             "missed_fraction": overruns / expected if expected else 0.0,
             "rss_kib_after_warmup": after_warmup[0] if after_warmup else None,
             "rss_kib_end": memory[-1][1] if memory else None,
@@ -169,7 +176,8 @@ def main(argv=None):
     else:
         print(f"{r['seconds']} s at {r['rate_hz']:g} Hz, {r['sessions']} session(s){', one core loaded by stress-ng' if r['stress'] else ''}:")
         print(f"  replies {r['replies']}, error replies {r['error_replies']}, tick gaps seen by clients {r['tick_gaps_seen']}, "
-              f"daemon overruns {r['daemon_overruns']} ({100 * r['missed_fraction']:.3f}% of ticks)")
+              f"daemon overruns {r['daemon_overruns']} ({100 * r['missed_fraction']:.3f}% of ticks), "
+              f"longest silence {r['longest_silence_s']:.3f} s")
         print(f"  resident memory after warm-up {r['rss_kib_after_warmup']} KiB, at the end {r['rss_kib_end']} KiB, "
               f"growth {r['rss_growth_kib']} KiB")
     failed = (args.max_rss_growth_kib is not None and (r["rss_growth_kib"] or 0) > args.max_rss_growth_kib) or \
