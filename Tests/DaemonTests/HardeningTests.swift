@@ -52,20 +52,25 @@ import Testing
         configuration.horizon = 64
         configuration.iterations = 3
         let estimate = MirrorDescentPlanner.memoryFootprint(task: task, configuration: configuration)
-        var planners: [MirrorDescentPlanner] = []
-        var growth: [Double] = []
-        for _ in 0..<9 {
-            let before = residentBytes()
-            let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
-            _ = planner.plan(state: [0.5, 0])  // touches the noise buffers too
-            planner.prepareNoise()
-            planners.append(planner)
-            growth.append(Double(residentBytes() - before))
-        }
+        let bound = estimate * 1.1 + 1_048_576
+        var planners: [MirrorDescentPlanner] = []  // all kept: freed memory would be reused unseen
         // other tests run alongside and allocate too: the median planner's growth (a burst of
-        // theirs lands on one or two planners, not on most), with a margin of 10% and 1 MiB
-        let perPlanner = growth.sorted()[growth.count / 2]
-        #expect(perPlanner <= estimate * 1.1 + 1_048_576, "a planner takes \(perPlanner) bytes, the estimate is \(estimate)")
+        // theirs lands on one or two planners, not on most), with a margin of 10% and 1 MiB; and
+        // since their allocations only ever add to it, the least of up to three rounds
+        var perPlanner = Double.infinity
+        for _ in 0..<3 where perPlanner > bound {
+            var growth: [Double] = []
+            for _ in 0..<9 {
+                let before = residentBytes()
+                let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+                _ = planner.plan(state: [0.5, 0])  // touches the noise buffers too
+                planner.prepareNoise()
+                planners.append(planner)
+                growth.append(Double(residentBytes() - before))
+            }
+            perPlanner = min(perPlanner, growth.sorted()[growth.count / 2])
+        }
+        #expect(perPlanner <= bound, "a planner takes \(perPlanner) bytes, the estimate is \(estimate)")
         #expect(perPlanner >= estimate * 0.5, "a planner takes \(perPlanner) bytes, far below the estimate \(estimate)")
     }
 
@@ -166,7 +171,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         mkfifo(folder + "/pipe.toml", 0o600)
-        FileManager.default.createFile(atPath: folder + "/big.toml", contents: nil)
+        #expect(FileManager.default.createFile(atPath: folder + "/big.toml", contents: nil))
         truncate(folder + "/big.toml", off_t(DaemonConfiguration.maxFileBytes + 1))
         for (path, reason) in [(folder + "/pipe.toml", "not a regular file"), ("/dev/zero", "not a regular file"),
                                (folder, "not a regular file"), (folder + "/big.toml", "at most 1048576")] {
