@@ -147,6 +147,20 @@ def test_a_paced_bench_runs_a_call_per_line_and_says_so_when_input_ends_too_soon
     # two cells in one paced process would leave the other process guessing which call is which
     two = subprocess.run([*command[:5], "16,32", *command[6:]], input="\n" * 10, capture_output=True, text=True, timeout=120)
     assert two.returncode != 0 and "--paced needs --json and one cell" in two.stderr, two.stderr
+    # 256 MiB without a newline is no line: it ends as input that ended early, and is not kept
+    # (the bench's peak resident memory, measured by a process whose only child it is)
+    # (written a MiB at a time after the start: a child forked while this process held the whole
+    # input would count its pages)
+    measure = ("import resource, subprocess, sys\n"
+               "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sys.stderr)\n"
+               "chunk = b'x' * (1 << 20)\n"
+               "for _ in range(256): p.stdin.write(chunk)\n"
+               "p.stdin.close()\n"
+               "print(p.wait(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    flood = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True, timeout=120)
+    code, peak_kib = map(int, flood.stdout.split())
+    assert code != 0 and "standard input ended before the first timed call" in flood.stderr, flood.stderr
+    assert peak_kib < 128 << 10, f"{peak_kib} KiB at the peak"
 
 
 def test_a_paced_bench_writes_the_sequences_each_call_rolled_out(tmp_path):
