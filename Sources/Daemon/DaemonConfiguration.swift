@@ -356,7 +356,7 @@ public struct DaemonConfiguration: Sendable {
 
     /// The bytes of a network file named in a configuration: `embedded:NAME`, an absolute path, or
     /// a path relative to the configuration file. Returns the resolved name too.
-    static func networkData(_ file: String, source: String) throws(AmortisedNetwork.LoadError) -> (resolved: String, data: Data) {
+    public static func networkData(_ file: String, source: String) throws(AmortisedNetwork.LoadError) -> (resolved: String, data: Data) {
         if file.hasPrefix("embedded:") {
             guard let data = EmbeddedNetworks.data(named: String(file.dropFirst(9))) else {
                 throw AmortisedNetwork.LoadError(path: file, reason: "no embedded network of that name; embedded: \(EmbeddedNetworks.names.joined(separator: ", "))")

@@ -19,6 +19,9 @@ public final class Distiller {
         public var batchSize = 256
         public var learningRate: Float = 3e-3
         public var seed: UInt64 = 0
+        /// A value at the end of every labelling rollout (the labeller looks past its horizon);
+        /// its discount must be the planner's.
+        public var labelValue: ValueNetwork? = nil
 
         public init() {}
     }
@@ -77,6 +80,7 @@ public final class Distiller {
         var configuration = plannerConfiguration
         configuration.seed = settings.seed &+ UInt64(round) &* 1_000_003
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        try planner.installValue(settings.labelValue)
         // The first round has no trained network to follow; later rounds plan from it.
         if round > 0 { planner.actionPrior = try NetworkPrior(network: network, task: task, horizon: configuration.horizon) }
         let steps = network.kind == .policy ? 1 : network.horizon, m = task.dynamics.actionDimension

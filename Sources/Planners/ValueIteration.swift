@@ -42,6 +42,10 @@ public final class ValueIteration {
         /// state component), else the task's `randomState`.
         public var stateLower: [Float]? = nil
         public var stateUpper: [Float]? = nil
+        /// The action prior of every planner that makes targets or runs closed-loop, as the
+        /// daemon's `[prior]`, with the planner configuration's `prior_start` and `prior_strength`: the value
+        /// learnt is then the one of the planner the daemon runs, which plans from this network.
+        public var actionPrior: AmortisedNetwork? = nil
 
         public init() {}
     }
@@ -86,6 +90,9 @@ public final class ValueIteration {
         var configuration = plannerConfiguration
         configuration.seed = settings.seed &+ UInt64(round) &* 1_000_003
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        if let prior = settings.actionPrior {
+            planner.actionPrior = try NetworkPrior(network: prior, task: task, horizon: configuration.horizon)
+        }
         let states = try collectStates(planner: planner, round: round, progress: progress)
         // targets: the planner's minimum over H-step costs plus the discounted target value
         try planner.installValue(target, weight: round == 0 ? 0 : 1)

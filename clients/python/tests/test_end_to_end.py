@@ -311,3 +311,88 @@ def test_train_refuses_bad_labelling_flags_before_any_work(tmp_path, flag, value
     result = subprocess.run([str(MPCD), "train", "--out", str(out), f"{flag}={value}"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert not out.exists()
+
+
+def _train(tmp_path, out, *args, config=None):
+    extra = ["--config", str(config)] if config else []
+    return subprocess.run([str(MPCD), "train", "--out", str(out), *extra, *args], capture_output=True, text=True, timeout=120)
+
+
+TINY_POLICY = ["--rounds", "2", "--episodes", "1", "--steps", "20", "--epochs", "2", "--label-iterations", "1", "--fresh"]
+TINY_VALUE = ["--value", "--rounds", "2", "--states", "32", "--steps", "10", "--epochs", "2", "--target-iterations", "1", "--fresh"]
+
+
+@pytest.fixture(scope="module")
+def discounted_value(tmp_path_factory):
+    """A small pendulum value learnt with discount 0.99."""
+    folder = tmp_path_factory.mktemp("value")
+    out = folder / "value.safetensors"
+    result = _train(folder, out, *TINY_VALUE, "--discount", "0.99")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_label_value_and_target_prior_refuse_bad_networks_before_any_work(tmp_path, discounted_value):
+    out = tmp_path / "net.safetensors"
+    cases = [
+        (["--value", "--label-value", str(discounted_value)], "--label-value is for distilling a policy or plan, not with --value"),
+        (["--target-prior", "embedded:pendulum_policy"], "--target-prior is for --value"),
+        (["--label-value", str(tmp_path / "missing.safetensors")], f"--label-value: {tmp_path / 'missing.safetensors'}: cannot be read"),
+        (["--label-value", "embedded:pendulum_policy"], 'kind is "policy"; expected value'),
+        (["--label-value", str(discounted_value)], "was learnt with discount 0.99, the configuration's [planner] discount is 1.0"),
+        (["--value", "--target-prior", str(discounted_value)], 'kind is "value"; expected policy or plan'),
+        (["--value", "--target-prior", "embedded:nope"], "--target-prior: embedded:nope: no embedded network of that name"),
+        (["--value", "--target-prior", "embedded:pendulum_policy", "--config", str(REPO / "deploy" / "config" / "cartpole.toml")],
+         "made for task pendulum, but the task is cartpole"),
+    ]
+    for args, message in cases:
+        result = _train(tmp_path, out, *args)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert not out.exists() and not (tmp_path / "net.safetensors.checkpoint").exists(), args
+
+
+def test_train_label_value_and_target_prior_change_what_is_learnt(tmp_path, discounted_value):
+    """The labeller plans with the value, and value iteration plans from the prior: the same seed
+    gives other weights with them than without them."""
+    config = tmp_path / "discounted.toml"
+    config.write_text('[task]\nname = "pendulum"\n[planner]\nhorizon = 8\ndiscount = 0.99\n')
+    weights = {}
+    for name, args in [("policy", TINY_POLICY), ("policy_with_value", [*TINY_POLICY, "--label-value", str(discounted_value)]),
+                       ("value", TINY_VALUE), ("value_with_prior", [*TINY_VALUE, "--target-prior", "embedded:pendulum_policy"])]:
+        out = tmp_path / f"{name}.safetensors"
+        result = _train(tmp_path, out, *args, config=config)
+        assert result.returncode == 0, (name, result.stderr)
+        weights[name] = out.read_bytes()
+    assert weights["policy"] != weights["policy_with_value"]
+    assert weights["value"] != weights["value_with_prior"]
+    # and the same command twice gives the same file: the difference is the flag's, not noise
+    again = tmp_path / "again.safetensors"
+    assert _train(tmp_path, again, *TINY_POLICY, "--label-value", str(discounted_value), config=config).returncode == 0
+    assert again.read_bytes() == weights["policy_with_value"]
+
+
+def test_train_resumes_only_a_checkpoint_written_with_the_same_networks(tmp_path, discounted_value):
+    config = tmp_path / "discounted.toml"
+    config.write_text('[task]\nname = "pendulum"\n[planner]\nhorizon = 8\ndiscount = 0.99\n')
+    out = tmp_path / "policy.safetensors"
+    one_round = ["--rounds", "1", "--episodes", "1", "--steps", "10", "--epochs", "1", "--label-iterations", "1"]
+    two_rounds = ["--rounds", "2", *one_round[2:]]
+    assert _train(tmp_path, out, *one_round, config=config).returncode == 0
+    checkpoint = out.with_name(out.name + ".checkpoint")
+    written = checkpoint.read_bytes()
+    # resumed with a value the first round's labels never saw: refused, the checkpoint untouched
+    mixed = _train(tmp_path, out, *two_rounds, "--label-value", str(discounted_value), config=config)
+    assert mixed.returncode != 0 and "was written with --label-value (none)" in mixed.stderr and "--fresh" in mixed.stderr, mixed.stderr
+    assert checkpoint.read_bytes() == written
+    # the same flags resume
+    same = _train(tmp_path, out, *two_rounds, config=config)
+    assert same.returncode == 0 and "1 of 2 rounds done" in same.stderr, same.stderr
+    # and the other way round, for a value's target prior
+    value = tmp_path / "value.safetensors"
+    assert _train(tmp_path, value, *TINY_VALUE[:2], "1", *TINY_VALUE[3:-1], "--target-prior", "embedded:pendulum_policy", config=config).returncode == 0
+    dropped = _train(tmp_path, value, *TINY_VALUE[:-1], config=config)
+    assert dropped.returncode != 0 and "--target-prior embedded:pendulum_policy" in dropped.stderr, dropped.stderr
+    # a checkpoint that is not one: refused by name, with the way out
+    checkpoint.write_bytes(b"not a checkpoint")
+    broken = _train(tmp_path, out, *two_rounds, config=config)
+    assert broken.returncode != 0 and f"{checkpoint}: not a checkpoint mpcd train can resume" in broken.stderr, broken.stderr
