@@ -42,9 +42,10 @@ public final class ValueIteration {
         /// state component), else the task's `randomState`.
         public var stateLower: [Float]? = nil
         public var stateUpper: [Float]? = nil
-        /// The action prior of every planner that makes targets or runs closed-loop, as the
-        /// daemon's `[prior]`, with the planner configuration's `prior_start` and `prior_strength`: the value
-        /// learnt is then the one of the planner the daemon runs, which plans from this network.
+        /// The action prior of every planner that makes targets or runs closed-loop, started and
+        /// weighed as the planner configuration's `priorStart` and `priorStrength` say: a value is
+        /// the cost-to-go of the planner that made its targets, and a daemon's plans start from
+        /// its prior.
         public var actionPrior: AmortisedNetwork? = nil
 
         public init() {}

@@ -43,9 +43,9 @@ struct Train: ParsableCommand {
     @Option(help: "--value: the least cost-to-go possible, a floor for the value (0 when every cost term is non-negative, as in every built-in task); \"none\" for no floor.") var minValue = "0"
     @Option(help: "Planner iterations when labelling (default: the configuration's, at least 4).") var labelIterations: Int?
     @Option(help: "Samples K when labelling (default: the configuration's).") var labelSamples: Int?
-    @Option(help: "Where labelling plans start once a network proposes: prior, cheaper or carried. The default, cheaper, lets the labeller keep its own carried plan, so it can correct the network's mistakes, not only refine them.") var labelPriorStart: PlannerConfiguration.PriorStart = .cheaper
-    @Option(help: "The prior's strength κ when labelling, 0 to 1. The default, 0, labels without the KL to the network being trained (1: the daemon's paper-form default, which anchors the labels to the network's mistakes).") var labelPriorStrength: Float = 0
-    @Option(help: "Policy or plan: a value network (mpcd train --value, or embedded:NAME) at the end of every labelling rollout, so that labels weigh what lies past the horizon; it must have been learnt with the configuration's discount.") var labelValue: String?
+    @Option(help: "Where labelling plans start once a network proposes: prior, cheaper or carried. The default, cheaper, lets the labeller keep its own carried plan, so it can correct the network's mistakes, not only refine them. With --value and --target-prior, how the targets' planners start.") var labelPriorStart: PlannerConfiguration.PriorStart = .cheaper
+    @Option(help: "The prior's strength κ when labelling, 0 to 1. The default, 0, labels without the KL to the network being trained (1: the daemon's paper-form default, which anchors the labels to the network's mistakes). With --value and --target-prior, the targets' planners' κ.") var labelPriorStrength: Float = 0
+    @Option(help: "Policy or plan: a value network file (mpcd train --value writes one) at the end of every labelling rollout, so that labels weigh what lies past the horizon; it must have been learnt with the --config file's [planner] discount.") var labelValue: String?
     @Option(help: "--value: an action prior (a policy or plan file, or embedded:NAME) for every planner that makes targets or runs closed-loop, started as --label-prior-start says and pulled to it with --label-prior-strength.") var targetPrior: String?
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
@@ -66,6 +66,7 @@ struct Train: ParsableCommand {
         guard hiddenWidths != nil else { throw ValidationError("--hidden must be positive integers separated by commas, e.g. 64,64") }
         if value, labelValue != nil { throw ValidationError("--label-value is for distilling a policy or plan, not with --value") }
         if !value, targetPrior != nil { throw ValidationError("--target-prior is for --value") }
+        if !value, discount != nil { throw ValidationError("--discount is for --value; a policy's or plan's labeller discounts as the --config file's [planner] says") }
     }
 
     /// The bytes of a network named by a flag: a path relative to the working directory, or embedded:NAME.
@@ -78,30 +79,8 @@ struct Train: ParsableCommand {
         }
     }
 
-    /// The networks the flags named, kept in a checkpoint: a run resumed without them (or with
-    /// others) would mix two kinds of labels or targets without a word.
-    var networksNamed: String { "--label-value \(labelValue ?? "(none)"), --target-prior \(targetPrior ?? "(none)")" }
-    static let networksKey = "checkpoint_networks"
-
-    func tagged(_ data: Data) throws -> Data {
-        var file = try SafeTensors.decode(data)
-        file.metadata[Self.networksKey] = networksNamed
-        return SafeTensors.encode(file)
-    }
-
-    /// The checkpoint's bytes without the tag, once the tag says it was written with the same networks.
-    func checkpointWrittenAlike(_ path: String) throws -> Data {
-        var file: SafeTensors.File
-        do {
-            file = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw ValidationError("\(path): not a checkpoint mpcd train can resume (\(error)); --fresh starts over")
-        }
-        let written = file.metadata.removeValue(forKey: Self.networksKey) ?? "--label-value (none), --target-prior (none)"
-        guard written == networksNamed else {
-            throw ValidationError("\(path) was written with \(written), this run names \(networksNamed): run with the same, or with --fresh")
-        }
-        return SafeTensors.encode(file)
+    func checkpointInputs(_ networks: [(flag: String, name: String, data: Data)]) -> CheckpointInputs {
+        CheckpointInputs(networks: networks, labelPriorStart: labelPriorStart.rawValue, labelPriorStrength: labelPriorStrength)
     }
 
     var hiddenWidths: [Int]? {
@@ -147,21 +126,26 @@ struct Train: ParsableCommand {
         settings.epochsPerRound = epochs
         settings.learningRate = learningRate
         settings.seed = seed
+        var named: [(flag: String, name: String, data: Data)] = []
         if let labelValue {
             let (path, data) = try networkFile(labelValue, flag: "--label-value")
+            named.append(("--label-value", labelValue, data))
             let valueNetwork: ValueNetwork
             do { valueNetwork = try ValueNetwork.decode(data, for: configuration.task, path: path) } catch {
                 throw ValidationError("--label-value: \(error.path): \(error.reason)")
             }
             guard valueNetwork.discount == planner.discount else {
-                throw ValidationError("--label-value: \(path) was learnt with discount \(valueNetwork.discount), the configuration's [planner] discount is \(planner.discount): set discount = \(valueNetwork.discount)")
+                throw ValidationError("--label-value: \(path) was learnt with discount \(valueNetwork.discount), the configuration's [planner] discount is \(planner.discount): set discount = \(valueNetwork.discount) in the --config file's [planner]")
             }
             settings.labelValue = valueNetwork
         }
         let distiller = Distiller(task: configuration.task, planner: planner, network: network, settings: settings)
-        let checkpoint = out + ".checkpoint"
+        let checkpoint = out + ".checkpoint", inputs = checkpointInputs(named)
         if !fresh, FileManager.default.fileExists(atPath: checkpoint) {
-            try distiller.restore(checkpointWrittenAlike(checkpoint), path: checkpoint)
+            // what kind of checkpoint it is first (the restore says), then what it was written with
+            let (data, written) = try CheckpointInputs.read(checkpoint)
+            try distiller.restore(data, path: checkpoint)
+            try inputs.check(written: written, path: checkpoint)
             FileHandle.standardError.write(Data("resuming from \(checkpoint): \(distiller.completedRounds) of \(rounds) rounds done, \(distiller.sampleCount) labelled states\n".utf8))
         }
         FileHandle.standardError.write(Data("distilling a \(kind) for \(configuration.task.name) from \(configuration.planner.likelihood) (K=\(planner.samples), H=\(planner.horizon), \(planner.iterations) iterations per label) into \(out)\n".utf8))
@@ -171,7 +155,7 @@ struct Train: ParsableCommand {
             bar.show(done: Double(p.round) + (p.phase == "collect" ? 0 : 0.5) + 0.5 * p.fraction,
                      label: "round \(p.round + 1)/\(p.rounds) \(p.phase)", detail: "\(p.samples) states" + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
         }, checkpoint: { d in
-            try writeAtomically(tagged(d.checkpointData()), to: checkpoint)
+            try writeAtomically(inputs.recorded(in: d.checkpointData()), to: checkpoint)
         })
         bar.finish()
         try distiller.network.save(to: out)
@@ -193,8 +177,10 @@ struct Train: ParsableCommand {
         settings.epochsPerRound = epochs
         settings.learningRate = learningRate ?? 1e-3
         settings.seed = seed
+        var named: [(flag: String, name: String, data: Data)] = []
         if let targetPrior {
             let (path, data) = try networkFile(targetPrior, flag: "--target-prior")
+            named.append(("--target-prior", targetPrior, data))
             do {
                 let prior = try AmortisedNetwork.decode(data, for: task, path: path)
                 _ = try NetworkPrior(network: prior, task: task, horizon: planner.horizon)
@@ -208,9 +194,11 @@ struct Train: ParsableCommand {
         var initial = ValueNetwork(task: task, hidden: hiddenWidths!, activation: MLPArchitecture.Activation(rawValue: activation)!, seed: seed)
         initial.minimum = Float(minValue)
         let learner = ValueIteration(task: task, planner: planner, network: initial, settings: settings)
-        let checkpoint = out + ".checkpoint"
+        let checkpoint = out + ".checkpoint", inputs = checkpointInputs(named)
         if !fresh, FileManager.default.fileExists(atPath: checkpoint) {
-            try learner.restore(checkpointWrittenAlike(checkpoint), path: checkpoint)
+            let (data, written) = try CheckpointInputs.read(checkpoint)
+            try learner.restore(data, path: checkpoint)
+            try inputs.check(written: written, path: checkpoint)
             FileHandle.standardError.write(Data("resuming from \(checkpoint): \(learner.completedRounds) of \(settings.rounds) rounds done\n".utf8))
         }
         FileHandle.standardError.write(Data("learning a value for \(task.name) by fitted value iteration (K=\(planner.samples), H=\(planner.horizon), \(targetIterations) iterations per target, \(states) states per round, discount \(planner.discount), soft-min temperature \(settings.softMinTemperature)) into \(out)\n".utf8))
@@ -221,7 +209,7 @@ struct Train: ParsableCommand {
                      label: "round \(p.round + 1)/\(p.rounds) \(p.phase)",
                      detail: String(format: "mean target %.3f", learner.lastMeanTarget) + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
         }, checkpoint: { l in
-            try writeAtomically(tagged(l.checkpointData()), to: checkpoint)
+            try writeAtomically(inputs.recorded(in: l.checkpointData()), to: checkpoint)
         })
         bar.finish()
         try learner.network.save(to: out)

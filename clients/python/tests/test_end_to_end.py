@@ -1,4 +1,5 @@
 """End-to-end: the real daemon, real sockets, real Gymnasium environments."""
+import json
 import re
 import shutil
 import signal
@@ -371,28 +372,86 @@ def test_train_label_value_and_target_prior_change_what_is_learnt(tmp_path, disc
     assert again.read_bytes() == weights["policy_with_value"]
 
 
-def test_train_resumes_only_a_checkpoint_written_with_the_same_networks(tmp_path, discounted_value):
+def _strip_checkpoint_record(path):
+    """A checkpoint as mpcd wrote them before they recorded their inputs."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    for key in ("checkpoint_inputs", "checkpoint_inputs_fingerprint"):
+        del header["__metadata__"][key]
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
+
+
+def test_train_resumes_only_a_checkpoint_written_with_the_same_inputs(tmp_path, discounted_value):
     config = tmp_path / "discounted.toml"
     config.write_text('[task]\nname = "pendulum"\n[planner]\nhorizon = 8\ndiscount = 0.99\n')
     out = tmp_path / "policy.safetensors"
+    checkpoint = out.with_name(out.name + ".checkpoint")
     one_round = ["--rounds", "1", "--episodes", "1", "--steps", "10", "--epochs", "1", "--label-iterations", "1"]
     two_rounds = ["--rounds", "2", *one_round[2:]]
-    assert _train(tmp_path, out, *one_round, config=config).returncode == 0
-    checkpoint = out.with_name(out.name + ".checkpoint")
-    written = checkpoint.read_bytes()
+
+    def first_round(*extra):
+        checkpoint.unlink(missing_ok=True)
+        assert _train(tmp_path, out, *one_round, *extra, config=config).returncode == 0
+        return checkpoint.read_bytes()
+
     # resumed with a value the first round's labels never saw: refused, the checkpoint untouched
+    written = first_round()
     mixed = _train(tmp_path, out, *two_rounds, "--label-value", str(discounted_value), config=config)
-    assert mixed.returncode != 0 and "was written with --label-value (none)" in mixed.stderr and "--fresh" in mixed.stderr, mixed.stderr
+    assert mixed.returncode != 0 and "was written with --label-prior-start cheaper" in mixed.stderr, mixed.stderr
+    assert f"this run has --label-value {discounted_value}" in mixed.stderr and "--fresh" in mixed.stderr, mixed.stderr
     assert checkpoint.read_bytes() == written
-    # the same flags resume
+    # another labeller strength: refused too
+    stronger = _train(tmp_path, out, *two_rounds, "--label-prior-strength", "1", config=config)
+    assert stronger.returncode != 0 and "--label-prior-strength 1.0" in stronger.stderr, stronger.stderr
+    # the same inputs resume
     same = _train(tmp_path, out, *two_rounds, config=config)
     assert same.returncode == 0 and "1 of 2 rounds done" in same.stderr, same.stderr
-    # and the other way round, for a value's target prior
+    # the same value file spelled another way resumes; another file under the same name does not
+    first_round("--label-value", str(discounted_value))
+    spelled = subprocess.run([str(MPCD), "train", "--out", str(out), "--config", str(config), *two_rounds,
+                              "--label-value", f"./{discounted_value.name}"], cwd=discounted_value.parent,
+                             capture_output=True, text=True, timeout=120)
+    assert spelled.returncode == 0 and "1 of 2 rounds done" in spelled.stderr, spelled.stderr
+    first_round("--label-value", str(discounted_value))
+    other = tmp_path / "other_value.safetensors"
+    assert _train(tmp_path, other, *TINY_VALUE, "--discount", "0.99", "--seed", "7").returncode == 0
+    swapped = tmp_path / "swapped.safetensors"
+    swapped.write_bytes(other.read_bytes())
+    renamed = first_round("--label-value", str(swapped))
+    swapped.write_bytes(discounted_value.read_bytes())
+    changed = _train(tmp_path, out, *two_rounds, "--label-value", str(swapped), config=config)
+    assert changed.returncode != 0 and "byte for byte" in changed.stderr, changed.stderr
+    assert checkpoint.read_bytes() == renamed
+    # a checkpoint from before they recorded their inputs resumes as one with none named
+    first_round()
+    _strip_checkpoint_record(checkpoint)
+    old = _train(tmp_path, out, *two_rounds, config=config)
+    assert old.returncode == 0 and "1 of 2 rounds done" in old.stderr, old.stderr
+    first_round()
+    _strip_checkpoint_record(checkpoint)
+    old_mixed = _train(tmp_path, out, *two_rounds, "--label-value", str(discounted_value), config=config)
+    assert old_mixed.returncode != 0 and "nothing recorded" in old_mixed.stderr, old_mixed.stderr
+    # a value's checkpoint for a policy: its kind is what is wrong, and that is what is said
     value = tmp_path / "value.safetensors"
-    assert _train(tmp_path, value, *TINY_VALUE[:2], "1", *TINY_VALUE[3:-1], "--target-prior", "embedded:pendulum_policy", config=config).returncode == 0
+    value_round = [*TINY_VALUE[:2], "1", *TINY_VALUE[3:-1]]
+    assert _train(tmp_path, value, *value_round, "--target-prior", "embedded:pendulum_policy", config=config).returncode == 0
+    checkpoint.write_bytes(value.with_name(value.name + ".checkpoint").read_bytes())
+    wrong_kind = _train(tmp_path, out, *two_rounds, config=config)
+    assert wrong_kind.returncode != 0 and "written with" not in wrong_kind.stderr and "checkpoint" in wrong_kind.stderr, wrong_kind.stderr
+    # and a value resumed without the prior its targets planned from: refused
     dropped = _train(tmp_path, value, *TINY_VALUE[:-1], config=config)
-    assert dropped.returncode != 0 and "--target-prior embedded:pendulum_policy" in dropped.stderr, dropped.stderr
+    assert dropped.returncode != 0 and "was written with --target-prior embedded:pendulum_policy" in dropped.stderr, dropped.stderr
     # a checkpoint that is not one: refused by name, with the way out
     checkpoint.write_bytes(b"not a checkpoint")
     broken = _train(tmp_path, out, *two_rounds, config=config)
     assert broken.returncode != 0 and f"{checkpoint}: not a checkpoint mpcd train can resume" in broken.stderr, broken.stderr
+
+
+def test_train_refuses_a_discount_it_would_not_use(tmp_path):
+    out = tmp_path / "policy.safetensors"
+    result = _train(tmp_path, out, "--discount", "0.5")
+    assert result.returncode != 0 and "--discount is for --value" in result.stderr, result.stderr
+    assert not out.exists()
