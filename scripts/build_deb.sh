@@ -55,15 +55,24 @@ install -d -m 0700 "$STAGE/etc/mpcd/credentials"
 # examples: a configuration and a network for every built-in task, the dashboard and scrape job
 install -d -m 0755 "$STAGE/usr/share/mpcd"
 # the files the checkout tracks, so that nothing left there by hand ships (a trace written with
-# --out, a training checkpoint); outside a git checkout (a source tarball), every file. Regular
-# files only: deploy/config/mujoco/gymnasium is a link into this checkout's Python environment
-# (scripts/gymnasium_models.sh), not something to ship
+# --out, a training checkpoint); outside a git checkout (a source tarball), every file. The
+# checkout's own git (.git here, not one a tarball was unpacked inside), trusted whoever owns the
+# folder. Regular files only: deploy/config/mujoco/gymnasium is a link into this checkout's Python
+# environment (scripts/gymnasium_models.sh), not something to ship
 EXAMPLES=(deploy/config deploy/networks deploy/grafana deploy/prometheus)
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  git ls-files -z -- "${EXAMPLES[@]}" | tr '\0' '\n'
+if [ -e .git ]; then
+  list_examples() { git -c safe.directory="$PWD" ls-files -z -- "${EXAMPLES[@]}"; }
 else
-  find "${EXAMPLES[@]}" -type f
-fi | while read -r f; do
+  list_examples() { find "${EXAMPLES[@]}" -type f -print0; }
+fi
+EXAMPLE_FILES=()
+while IFS= read -r -d '' f; do EXAMPLE_FILES+=("$f"); done < <(list_examples)
+# a listing without the policy every pendulum configuration names failed, whatever it printed
+if ! printf '%s\n' "${EXAMPLE_FILES[@]}" | grep -qx deploy/networks/pendulum_policy.safetensors; then
+  echo "build_deb.sh: could not list the example files (no deploy/networks/pendulum_policy.safetensors among ${#EXAMPLE_FILES[@]})" >&2
+  exit 1
+fi
+for f in "${EXAMPLE_FILES[@]}"; do
   if [ -f "$f" ] && [ ! -L "$f" ]; then install -D -m 0644 "$f" "$STAGE/usr/share/mpcd/${f#deploy/}"; fi
 done
 find "$STAGE/usr/share/mpcd" -type d -exec chmod 0755 {} + && find "$STAGE/usr/share/mpcd" -type f -exec chmod 0644 {} +
