@@ -205,19 +205,20 @@ struct PlannerBench: ParsableCommand {
 /// Most timed calls (or rollouts) a flag may ask for: far beyond any useful run, and far from overflow.
 let maxCalls = 10_000_000
 
-/// The q-quantile of sorted values (nearest rank).
-/// Waits for the next line of standard input and keeps none of it: only the newline paces a call,
-/// so input that never sends one costs no memory. False at the end of input.
+/// Waits for the next line of standard input and keeps none of it, so input that never sends a
+/// newline costs no memory. A last line without one still counts, as readLine would count it.
+/// False at the end of input.
 func awaitLine() -> Bool {
+    var partial = false
     while true {
-        switch getchar() {
-        case EOF: return false
-        case 10: return true
-        default: continue
-        }
+        let c = getchar()
+        if c == EOF { return partial }
+        if c == Int32(UInt8(ascii: "\n")) { return true }
+        partial = true
     }
 }
 
+/// The q-quantile of sorted values (nearest rank).
 func percentile(_ sorted: [Double], _ q: Double) -> Double {
     sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
 }

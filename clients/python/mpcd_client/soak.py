@@ -93,13 +93,14 @@ def run(mpcd, seconds, rate, sessions, stress, warmup, config=None, folder=None)
         memory = []
         start = time.monotonic()
         next_sample = start + 5
-        last_reply, longest_silence = start, 0.0
+        # per session: one session the daemon stops serving while others go on is a silence too
+        last_reply, longest_silence = [start] * sessions, 0.0
         while time.monotonic() - start < seconds:
             for s, _ in poller.poll(1000):
-                arrived = time.monotonic()
-                longest_silence = max(longest_silence, arrived - last_reply)
-                last_reply = arrived
                 i = sockets.index(s)
+                arrived = time.monotonic()
+                longest_silence = max(longest_silence, arrived - last_reply[i])
+                last_reply[i] = arrived
                 reply = protocol.decode(s.recv_multipart(), 1, names)
                 if isinstance(reply, protocol.ErrorReply):
                     errors += 1
@@ -125,7 +126,7 @@ def run(mpcd, seconds, rate, sessions, stress, warmup, config=None, folder=None)
                     largest_folder = max(largest_folder, folder_bytes(folder))
         elapsed = time.monotonic() - start
         # a daemon that stopped serving near the end shows as silence up to the end of the run
-        longest_silence = max(longest_silence, start + elapsed - last_reply)
+        longest_silence = max([longest_silence] + [start + elapsed - t for t in last_reply])
         for s in sockets:
             s.close()
         expected = rate * elapsed
