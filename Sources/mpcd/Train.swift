@@ -23,7 +23,7 @@ struct Train: ParsableCommand {
             """
     )
 
-    @Option(help: "TOML configuration giving the task and the planner.") var config: String?
+    @Option(help: "TOML configuration giving the task and the planner; its [prior] and [value] are not read (the network trained is the prior; --label-value and --target-prior name the others).") var config: String?
     @Option(help: "policy or plan.") var kind: String = "policy"
     @Flag(help: "Learn a value V(s) by fitted value iteration instead of distilling a policy.") var value = false
     @Option(help: "Weights file to write.") var out: String
