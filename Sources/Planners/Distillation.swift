@@ -143,8 +143,9 @@ public final class Distiller {
     // MARK: - Checkpoints
 
     /// Everything needed to resume: the network, the optimiser, the labels and the round count.
-    public func checkpointData() -> Data {
+    public func checkpointData(metadata extra: [String: String] = [:]) -> Data {
         var file = try! SafeTensors.decode(network.encode())
+        file.metadata.merge(extra) { _, given in given }
         file.metadata["checkpoint_rounds"] = String(completedRounds)
         file.metadata["checkpoint_random"] = String(random)
         optimiser.store(in: &file)

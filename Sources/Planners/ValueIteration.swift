@@ -192,8 +192,9 @@ public final class ValueIteration {
     // MARK: - Checkpoints
 
     /// Everything needed to resume: both networks, the optimiser, the random stream, the round count.
-    public func checkpointData() -> Data {
+    public func checkpointData(metadata extra: [String: String] = [:]) -> Data {
         var file = try! SafeTensors.decode(network.encode())
+        file.metadata.merge(extra) { _, given in given }
         file.metadata["checkpoint_rounds"] = String(completedRounds)
         file.metadata["checkpoint_random"] = String(random)
         optimiser.store(in: &file)

@@ -42,16 +42,19 @@ struct CheckpointInputs {
         return String(hash, radix: 16)
     }
 
-    /// `data`, a checkpoint, with these inputs recorded in its metadata.
-    func recorded(in data: Data) throws -> Data {
-        var file = try SafeTensors.decode(data)
-        file.metadata[Self.describedKey] = described
-        file.metadata[Self.fingerprintKey] = fingerprint
-        return SafeTensors.encode(file)
+    /// What a checkpoint's metadata records of these inputs (`checkpointData(metadata:)`).
+    var metadata: [String: String] { [Self.describedKey: described, Self.fingerprintKey: fingerprint] }
+
+    /// Resumes from the checkpoint at `path`: what kind of checkpoint it is first (`restore` says,
+    /// given the bytes without the record), then whether it was written with these inputs.
+    func resume(from path: String, restore: (Data) throws -> Void) throws {
+        let (data, written) = try Self.read(path)
+        try restore(data)
+        try check(written: written, path: path)
     }
 
     /// The checkpoint at `path` without the record, and the inputs it records.
-    static func read(_ path: String) throws -> (data: Data, inputs: CheckpointInputs) {
+    private static func read(_ path: String) throws -> (data: Data, inputs: CheckpointInputs) {
         var file: SafeTensors.File
         do {
             file = try SafeTensors.decode(FileReading.read(path, limit: maxCheckpointBytes))

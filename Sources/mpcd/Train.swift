@@ -142,10 +142,7 @@ struct Train: ParsableCommand {
         let distiller = Distiller(task: configuration.task, planner: planner, network: network, settings: settings)
         let checkpoint = out + ".checkpoint", inputs = checkpointInputs(named)
         if !fresh, FileManager.default.fileExists(atPath: checkpoint) {
-            // what kind of checkpoint it is first (the restore says), then what it was written with
-            let (data, written) = try CheckpointInputs.read(checkpoint)
-            try distiller.restore(data, path: checkpoint)
-            try inputs.check(written: written, path: checkpoint)
+            try inputs.resume(from: checkpoint) { try distiller.restore($0, path: checkpoint) }
             FileHandle.standardError.write(Data("resuming from \(checkpoint): \(distiller.completedRounds) of \(rounds) rounds done, \(distiller.sampleCount) labelled states\n".utf8))
         }
         FileHandle.standardError.write(Data("distilling a \(kind) for \(configuration.task.name) from \(configuration.planner.likelihood) (K=\(planner.samples), H=\(planner.horizon), \(planner.iterations) iterations per label) into \(out)\n".utf8))
@@ -155,7 +152,7 @@ struct Train: ParsableCommand {
             bar.show(done: Double(p.round) + (p.phase == "collect" ? 0 : 0.5) + 0.5 * p.fraction,
                      label: "round \(p.round + 1)/\(p.rounds) \(p.phase)", detail: "\(p.samples) states" + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
         }, checkpoint: { d in
-            try writeAtomically(inputs.recorded(in: d.checkpointData()), to: checkpoint)
+            try writeAtomically(d.checkpointData(metadata: inputs.metadata), to: checkpoint)
         })
         bar.finish()
         try distiller.network.save(to: out)
@@ -196,9 +193,7 @@ struct Train: ParsableCommand {
         let learner = ValueIteration(task: task, planner: planner, network: initial, settings: settings)
         let checkpoint = out + ".checkpoint", inputs = checkpointInputs(named)
         if !fresh, FileManager.default.fileExists(atPath: checkpoint) {
-            let (data, written) = try CheckpointInputs.read(checkpoint)
-            try learner.restore(data, path: checkpoint)
-            try inputs.check(written: written, path: checkpoint)
+            try inputs.resume(from: checkpoint) { try learner.restore($0, path: checkpoint) }
             FileHandle.standardError.write(Data("resuming from \(checkpoint): \(learner.completedRounds) of \(settings.rounds) rounds done\n".utf8))
         }
         FileHandle.standardError.write(Data("learning a value for \(task.name) by fitted value iteration (K=\(planner.samples), H=\(planner.horizon), \(targetIterations) iterations per target, \(states) states per round, discount \(planner.discount), soft-min temperature \(settings.softMinTemperature)) into \(out)\n".utf8))
@@ -209,7 +204,7 @@ struct Train: ParsableCommand {
                      label: "round \(p.round + 1)/\(p.rounds) \(p.phase)",
                      detail: String(format: "mean target %.3f", learner.lastMeanTarget) + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
         }, checkpoint: { l in
-            try writeAtomically(inputs.recorded(in: l.checkpointData()), to: checkpoint)
+            try writeAtomically(l.checkpointData(metadata: inputs.metadata), to: checkpoint)
         })
         bar.finish()
         try learner.network.save(to: out)
