@@ -144,37 +144,38 @@ public final class Distiller {
 
     /// Everything needed to resume: the network, the optimiser, the labels and the round count.
     public func checkpointData(metadata extra: [String: String] = [:]) -> Data {
-        var file = try! SafeTensors.decode(network.encode())
-        file.metadata.merge(extra) { _, given in given }
-        file.metadata["checkpoint_rounds"] = String(completedRounds)
-        file.metadata["checkpoint_random"] = String(random)
-        optimiser.store(in: &file)
-        file.tensors["checkpoint.inputs"] = .init(shape: [inputs.count], values: inputs)
-        file.tensors["checkpoint.target_mean"] = .init(shape: [targetMean.count], values: targetMean)
-        file.tensors["checkpoint.target_std"] = .init(shape: [targetStd.count], values: targetStd)
-        return SafeTensors.encode(file)
+        TrainingCheckpoint(network: network.encode(), optimiser: optimiser, rounds: completedRounds, random: random, tensors: [
+            "checkpoint.inputs": .init(shape: [inputs.count], values: inputs),
+            "checkpoint.target_mean": .init(shape: [targetMean.count], values: targetMean),
+            "checkpoint.target_std": .init(shape: [targetStd.count], values: targetStd),
+        ]).encoded(metadata: extra)
     }
 
     /// Restores a checkpoint written by `checkpointData()` for the same task and architecture.
     public func restore(_ data: Data, path: String) throws {
-        var file = try SafeTensors.decode(data)
-        let optimiser = AdamOptimizer.take(from: &file, learningRate: settings.learningRate)
-        let rest = ["checkpoint.inputs", "checkpoint.target_mean", "checkpoint.target_std"]
-        let saved = rest.map { file.tensors.removeValue(forKey: $0) }
-        guard let rounds = file.metadata.removeValue(forKey: "checkpoint_rounds").flatMap(Int.init), let optimiser,
-              let randomState = file.metadata.removeValue(forKey: "checkpoint_random").flatMap(UInt64.init), saved.allSatisfy({ $0 != nil }) else {
-            throw AmortisedNetwork.LoadError(path: path, reason: "not a training checkpoint")
-        }
-        let restored = try AmortisedNetwork.decode(SafeTensors.encode(file), for: task, path: path)
+        let names = ["checkpoint.inputs", "checkpoint.target_mean", "checkpoint.target_std"]
+        let checkpoint = try TrainingCheckpoint(decoding: data, tensors: names,
+                                                learningRate: settings.learningRate, path: path, kind: "a training checkpoint")
+        let restored = try AmortisedNetwork.decode(checkpoint.network, for: task, path: path)
         guard restored.kind == network.kind, restored.mlp.architecture == network.mlp.architecture else {
             throw AmortisedNetwork.LoadError(path: path, reason: "the checkpoint's network differs from the one asked for (kind, layers or horizon)")
         }
+        try checkpoint.checkState(parameterCount: restored.mlp.parameters.count, path: path)
+        let (savedInputs, savedMean, savedStd) = (checkpoint.tensors[names[0]]!.values, checkpoint.tensors[names[1]]!.values,
+                                                  checkpoint.tensors[names[2]]!.values)
+        // labels of one row per state, as collect() writes them: otherwise fit() would index past them
+        let width = restored.mlp.architecture.inputs, outputs = restored.mlp.architecture.outputs
+        let rows = savedInputs.count / width
+        guard savedInputs.count == rows * width, savedMean.count == rows * outputs, savedStd.count == rows * outputs,
+              savedInputs.allSatisfy(\.isFinite), savedMean.allSatisfy(\.isFinite), savedStd.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw AmortisedNetwork.LoadError(path: path, reason: "a damaged checkpoint: its labels are not one finite row per state (\(width) inputs, \(outputs) means and stds > 0)")
+        }
         network = restored
-        self.optimiser = optimiser
-        inputs = saved[0]!.values
-        targetMean = saved[1]!.values
-        targetStd = saved[2]!.values
-        random = randomState
-        completedRounds = rounds
+        optimiser = checkpoint.optimiser
+        inputs = savedInputs
+        targetMean = savedMean
+        targetStd = savedStd
+        random = checkpoint.random
+        completedRounds = checkpoint.rounds
     }
 }

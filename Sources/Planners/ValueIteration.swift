@@ -193,33 +193,29 @@ public final class ValueIteration {
 
     /// Everything needed to resume: both networks, the optimiser, the random stream, the round count.
     public func checkpointData(metadata extra: [String: String] = [:]) -> Data {
-        var file = try! SafeTensors.decode(network.encode())
-        file.metadata.merge(extra) { _, given in given }
-        file.metadata["checkpoint_rounds"] = String(completedRounds)
-        file.metadata["checkpoint_random"] = String(random)
-        optimiser.store(in: &file)
-        file.tensors["checkpoint.target"] = .init(shape: [target.mlp.parameters.count], values: target.mlp.parameters)
-        return SafeTensors.encode(file)
+        TrainingCheckpoint(network: network.encode(), optimiser: optimiser, rounds: completedRounds, random: random, tensors: [
+            "checkpoint.target": .init(shape: [target.mlp.parameters.count], values: target.mlp.parameters),
+        ]).encoded(metadata: extra)
     }
 
     /// Restores a checkpoint written by `checkpointData()` for the same task and architecture.
     public func restore(_ data: Data, path: String) throws {
-        var file = try SafeTensors.decode(data)
-        let optimiser = AdamOptimizer.take(from: &file, learningRate: settings.learningRate)
-        let saved = ["checkpoint.target"].map { file.tensors.removeValue(forKey: $0) }
-        guard let rounds = file.metadata.removeValue(forKey: "checkpoint_rounds").flatMap(Int.init), let optimiser,
-              let randomState = file.metadata.removeValue(forKey: "checkpoint_random").flatMap(UInt64.init), saved.allSatisfy({ $0 != nil }) else {
-            throw AmortisedNetwork.LoadError(path: path, reason: "not a value-iteration checkpoint")
-        }
-        let restored = try ValueNetwork.decode(SafeTensors.encode(file), for: task, path: path)
-        guard restored.mlp.architecture == network.mlp.architecture, saved[0]!.values.count == restored.mlp.parameters.count else {
+        let checkpoint = try TrainingCheckpoint(decoding: data, tensors: ["checkpoint.target"],
+                                                learningRate: settings.learningRate, path: path, kind: "a value-iteration checkpoint")
+        let targetParameters = checkpoint.tensors["checkpoint.target"]!.values
+        let restored = try ValueNetwork.decode(checkpoint.network, for: task, path: path)
+        guard restored.mlp.architecture == network.mlp.architecture else {
             throw AmortisedNetwork.LoadError(path: path, reason: "the checkpoint's network differs from the one asked for (layers)")
+        }
+        try checkpoint.checkState(parameterCount: restored.mlp.parameters.count, path: path)
+        guard targetParameters.count == restored.mlp.parameters.count, targetParameters.allSatisfy(\.isFinite) else {
+            throw AmortisedNetwork.LoadError(path: path, reason: "a damaged checkpoint: its target network is not \(restored.mlp.parameters.count) finite parameters")
         }
         network = restored
         target = restored
-        target.mlp.parameters = saved[0]!.values
-        self.optimiser = optimiser
-        random = randomState
-        completedRounds = rounds
+        target.mlp.parameters = targetParameters
+        optimiser = checkpoint.optimiser
+        random = checkpoint.random
+        completedRounds = checkpoint.rounds
     }
 }

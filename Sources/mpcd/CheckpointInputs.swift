@@ -49,7 +49,11 @@ struct CheckpointInputs {
     /// given the bytes without the record), then whether it was written with these inputs.
     func resume(from path: String, restore: (Data) throws -> Void) throws {
         let (data, written) = try Self.read(path)
-        try restore(data)
+        do {
+            try restore(data)
+        } catch {
+            throw ValidationError("\(error); --fresh starts over")
+        }
         try check(written: written, path: path)
     }
 

@@ -450,6 +450,94 @@ def test_train_resumes_only_a_checkpoint_written_with_the_same_inputs(tmp_path, 
     assert broken.returncode != 0 and f"{checkpoint}: not a checkpoint mpcd train can resume" in broken.stderr, broken.stderr
 
 
+def _edit_checkpoint(path, edit):
+    """Rewrites a checkpoint's float32 tensors and metadata through ``edit(tensors, metadata)``."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    metadata = header.pop("__metadata__", {})
+    body = raw[8 + length:]
+    tensors = {name: np.frombuffer(body[e["data_offsets"][0]:e["data_offsets"][1]], dtype=np.float32).reshape(e["shape"]).copy()
+               for name, e in header.items()}
+    edit(tensors, metadata)
+    header, data, offset = {"__metadata__": metadata}, b"", 0
+    for name, values in tensors.items():
+        chunk = np.ascontiguousarray(values, dtype=np.float32).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(values.shape), "data_offsets": [offset, offset + len(chunk)]}
+        data += chunk
+        offset += len(chunk)
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+
+
+def _one_round(tiny):
+    """A tiny run's arguments with one round, and the same without --fresh (its resume to two)."""
+    one = ["1" if previous == "--rounds" else a for previous, a in zip([None, *tiny], tiny)]
+    return one, [a for a in tiny if a != "--fresh"]
+
+
+def _shorten(name):
+    def edit(tensors, metadata):
+        tensors[name] = tensors[name][:-1]
+    return edit
+
+
+def _poison(name, value):
+    def edit(tensors, metadata):
+        tensors[name][0] = value
+    return edit
+
+
+def _metadata(key, value):
+    def edit(tensors, metadata):
+        metadata[key] = value
+    return edit
+
+
+@pytest.mark.parametrize("kind, edit", [
+    ("policy", _shorten("checkpoint.adam_m")),
+    ("policy", _poison("checkpoint.adam_v", -1.0)),
+    ("policy", _poison("checkpoint.adam_m", float("nan"))),
+    ("policy", _metadata("checkpoint_rounds", "-3")),
+    ("policy", _metadata("checkpoint_adam_step", "-1")),
+    ("policy", _shorten("checkpoint.inputs")),
+    ("policy", _shorten("checkpoint.target_std")),
+    ("policy", _poison("checkpoint.target_std", 0.0)),
+    ("policy", _poison("checkpoint.target_mean", float("inf"))),
+    ("policy", _poison("checkpoint.inputs", float("nan"))),
+    ("value", _shorten("checkpoint.adam_v")),
+    ("value", _shorten("checkpoint.target")),
+    ("value", _poison("checkpoint.target", float("nan"))),
+])
+def test_train_refuses_a_damaged_checkpoint_before_any_work(tmp_path, kind, edit):
+    """A checkpoint whose optimiser state, round count or labels training could not have written:
+    refused by name before any round, not a trap in the first update or a network of NaNs."""
+    out = tmp_path / f"{kind}.safetensors"
+    checkpoint = out.with_name(out.name + ".checkpoint")
+    one_round, resume = _one_round(TINY_POLICY if kind == "policy" else TINY_VALUE)
+    first = _train(tmp_path, out, *one_round)
+    assert first.returncode == 0, first.stderr
+    _edit_checkpoint(checkpoint, edit)
+    damaged = checkpoint.read_bytes()
+    out.unlink()
+    resumed = _train(tmp_path, out, *resume)
+    assert resumed.returncode > 0 and f"{checkpoint}" in resumed.stderr and "damaged checkpoint" in resumed.stderr
+    assert "--fresh starts over" in resumed.stderr, resumed.stderr
+    assert checkpoint.read_bytes() == damaged and not out.exists()
+
+
+def test_train_edited_checkpoint_helper_changes_nothing_by_itself(tmp_path):
+    """The editor above rewrites a checkpoint without damaging it: the same file resumes."""
+    out = tmp_path / "policy.safetensors"
+    checkpoint = out.with_name(out.name + ".checkpoint")
+    one_round, resume = _one_round(TINY_POLICY)
+    assert _train(tmp_path, out, *one_round).returncode == 0
+    _edit_checkpoint(checkpoint, lambda tensors, metadata: None)
+    resumed = _train(tmp_path, out, *resume)
+    assert resumed.returncode == 0 and "1 of 2 rounds done" in resumed.stderr, resumed.stderr
+
+
 def test_train_refuses_a_discount_it_would_not_use(tmp_path):
     out = tmp_path / "policy.safetensors"
     result = _train(tmp_path, out, "--discount", "0.5")
