@@ -4,8 +4,9 @@ import Logging
 import Planners
 import ZeroMQ
 
-/// Watches the connections of the data socket, which libzmq accepts and reads on its own thread,
-/// and ends the ones that would otherwise exhaust the daemon (docs/reliability.md, "Policies under
+/// Watches the connections of a socket (the data socket, and the control socket with a smaller
+/// limit), which libzmq accepts and reads on its own thread, and ends the ones that would otherwise
+/// exhaust the daemon (docs/reliability.md, "Policies under
 /// pressure"):
 ///
 /// - **too many**: beyond `maxConnections` (kept well below the open-files limit) a new connection
@@ -78,6 +79,8 @@ final class ConnectionGuard {
 
     let monitor: ZMQSocket
     var limits: Limits
+    /// Which socket it watches ("data", "control"), in its log lines.
+    let name: String
     private let logger: Logger
     private(set) var connections: [Int32: Connection] = [:]
     private(set) var ended: [Reason: UInt64] = [:]
@@ -89,6 +92,7 @@ final class ConnectionGuard {
     /// Starts monitoring `socket`: call before it binds, so that no connection goes unseen.
     init(context: ZMQContext, socket: ZMQSocket, name: String, limits: Limits, logger: Logger) throws(ZMQError) {
         self.limits = limits
+        self.name = name
         self.logger = logger
         let endpoint = "inproc://mpcd.monitor.\(name)"
         try socket.monitor(endpoint, events: ZMQEvent.accepted | ZMQEvent.disconnected)
@@ -191,7 +195,7 @@ final class ConnectionGuard {
         let now = monotonicNanoseconds()
         if lastLog[reason] == nil || now >= lastLog[reason]! &+ 1_000_000_000 {
             logger.warning("connection ended", metadata: [
-                "peer": "\(connection.peer)", "reason": "\(reason.rawValue)", "detail": "\(detail)",
+                "socket": "\(name)", "peer": "\(connection.peer)", "reason": "\(reason.rawValue)", "detail": "\(detail)",
                 "ended_since_last_line": "\(ended[reason, default: 0] - (loggedCount[reason] ?? 0))",
             ])
             lastLog[reason] = now

@@ -9,6 +9,11 @@ import ZeroMQ
 /// replies) and systemd's notices. Status and metrics are in ControlStatus.swift, reload and policy
 /// load in Reconfiguration.swift.
 extension Server {
+    /// Most connections the control socket keeps at once. Operators' tools connect for a request
+    /// or two; libzmq aborts the daemon when it cannot accept on an ipc socket for want of
+    /// descriptors, so connections beyond these, silent ones first, are ended by a guard.
+    static let maxControlConnections = 16
+
     /// Binds the control socket. An ipc socket file is claimed first (a lock held while the daemon
     /// lives: a second daemon refuses to start rather than take it over), in a folder of this
     /// user's, with mode 0660 from the start.
@@ -16,6 +21,10 @@ extension Server {
         let endpoint = configuration.controlEndpoint
         let socket = try ZMQSocket(context, type: ZMQSocketType.router)
         try socket.setOption(ZMQOption.maxMessageSize, Int64(ControlRequest.maxBytes))
+        try socket.setOption(ZMQOption.handshakeInterval, ConnectionGuard.handshakeMilliseconds)
+        controlGuard = try ConnectionGuard(context: context, socket: socket, name: "control",
+                                           limits: .init(maxConnections: Self.maxControlConnections, maxMessageBytes: ControlRequest.maxBytes),
+                                           logger: logger)
         do {
             if endpoint.hasPrefix("ipc://") {
                 let file = try IPCSocketFile(path: String(endpoint.dropFirst(6)), createFolder: true)
@@ -34,6 +43,7 @@ extension Server {
 
     func closeControl() {
         control = nil
+        controlGuard = nil
         metricsServer = nil
         controlSocketFile?.release()
         controlSocketFile = nil
@@ -50,7 +60,8 @@ extension Server {
             guard monotonicNanoseconds() < deadline, let control,
                   let incoming = try? control.receive(limit: .init(bytes: ControlRequest.maxBytes, frames: 3)) else { break }
             switch incoming {
-            case let .message(frames, _, _) where frames.count >= 2:
+            case let .message(frames, source, _) where frames.count >= 2:
+                controlGuard?.delivered(from: source, userID: nil, now: monotonicNanoseconds())
                 let isRequest = frames[1].isEmpty
                 let envelope = isRequest ? [frames[0], []] : [frames[0]]
                 guard frames.count == envelope.count + 1 else {
@@ -58,8 +69,9 @@ extension Server {
                     continue
                 }
                 if let answered = answer(frames.last!, envelope: envelope) { reply(to: envelope, answered) }
-            case let .oversized(identity, _, _, _):
+            case let .oversized(identity, source, _, _):
                 reply(to: [identity], .failure("a request is one frame of at most \(ControlRequest.maxBytes) bytes"))
+                controlGuard?.cut(descriptor: source, reason: .messageTooLarge, detail: "a control request over \(ControlRequest.maxBytes) bytes")
             default:
                 continue
             }

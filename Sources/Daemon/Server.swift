@@ -36,6 +36,8 @@ public final class Server: @unchecked Sendable {
     var recentActions: [[UInt8]: (action: [Float], at: UInt64)] = [:]
     /// The TCP connections of the data socket, watched (docs/reliability.md, "Connections").
     var connectionGuard: ConnectionGuard?
+    /// The control socket's guard (`maxControlConnections`).
+    var controlGuard: ConnectionGuard?
     /// The ipc endpoints' socket files, claimed while the daemon runs.
     var dataSocketFiles: [IPCSocketFile] = []
     /// The most a message may hold, all frames after the routing id together.
@@ -125,7 +127,7 @@ public final class Server: @unchecked Sendable {
         try socket.setOption(ZMQOption.handshakeInterval, ConnectionGuard.handshakeMilliseconds)
         // half the descriptors left after the reserve: room for a burst libzmq accepts before the
         // guard has ended the surplus (libzmq aborts when it cannot accept on the control socket)
-        let connectionLimit = max(1, min(configuration.server.maxConnections, (Int(min(openFiles, 1 << 30)) - Self.reservedDescriptors) / 2))
+        let connectionLimit = max(1, min(configuration.server.maxConnections, (Int(min(openFiles, 1 << 30)) - Self.reservedDescriptors - 2 * Self.maxControlConnections) / 2))
         if connectionLimit < configuration.server.maxConnections {
             logger.warning("the open-files limit allows fewer connections than max_connections", metadata: [
                 "open_files_limit": "\(openFiles)", "max_connections": "\(configuration.server.maxConnections)", "in_force": "\(connectionLimit)",

@@ -15,6 +15,7 @@ extension Server {
     /// clock_nanosleep and its final `tickSpinNanoseconds` spun, to start the tick on time.
     func waitForMessages(until deadline: UInt64, tick: Bool) {
         let sockets = [socket] + (control.map { [$0] } ?? []) + (zap.map { [$0.socket] } ?? []) + (connectionGuard.map { [$0.monitor] } ?? [])
+            + (controlGuard.map { [$0.monitor] } ?? [])
         let descriptors = metricsServer?.descriptors ?? []
         if busyPollNanoseconds > 0 {
             let stop = min(deadline, monotonicNanoseconds() + busyPollNanoseconds)
@@ -51,7 +52,7 @@ extension Server {
 
     func drainMessages(until deadline: UInt64) {
         zap?.serve()
-        if let connectionGuard {
+        for connectionGuard in [connectionGuard, controlGuard].compactMap({ $0 }) {
             let now = monotonicNanoseconds()
             connectionGuard.serviceEvents(now: now)
             connectionGuard.sweep(now: now)

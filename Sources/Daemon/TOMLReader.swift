@@ -24,13 +24,17 @@ extension DaemonConfiguration {
         } catch {
             throw LoadError(source: path, location: "file", reason: error.reason)
         }
-        return try parse(text, source: path, withPrior: withPrior)
+        return try parse(text, source: path, withPrior: withPrior, requireTask: true)
     }
 
     /// `planningOnly` reads the task, planner, networks and guard alone: the tables of a daemon's
     /// sockets and files (`[security]`, `[metrics]`, `[control]`, `[recording]`) are left out, so a
     /// recording replays on a machine without the daemon's keys or folders.
-    public static func parse(_ text: String, source: String, withPrior: Bool = true, planningOnly: Bool = false) throws(LoadError) -> DaemonConfiguration {
+    /// `requireTask` refuses a text without a `[task]` table, as every configuration file must
+    /// have: an empty or half-written file (an editor's, `cat > file` caught mid-way) would otherwise
+    /// read as the defaults, and a reload would turn a robot's daemon into a pendulum's.
+    public static func parse(_ text: String, source: String, withPrior: Bool = true, planningOnly: Bool = false,
+                             requireTask: Bool = false) throws(LoadError) -> DaemonConfiguration {
         var values: [String: ConfigValue]
         do {
             values = try TOMLReader.parse(text)
@@ -38,12 +42,18 @@ extension DaemonConfiguration {
         } catch {
             throw LoadError(source: source, location: "line \(error.line), column \(error.column)", reason: error.reason)
         }
+        var configuration: DaemonConfiguration
         do {
-            var configuration = try read(ConfigTable(values), source: source, withPrior: withPrior)
-            configuration.text = text
-            return configuration
+            configuration = try read(ConfigTable(values), source: source, withPrior: withPrior)
         } catch {
             throw LoadError(source: source, location: error.key, reason: error.reason)
         }
+        if requireTask && values["task"] == nil {
+            throw LoadError(source: source, location: "task", reason: values.isEmpty
+                ? "the file is empty (or only comments): a configuration names its task; `mpcd --print-default` prints a whole one"
+                : "no [task] table: a configuration names its task ([task] name = \"pendulum\", or another); `mpcd --print-default` prints a whole one")
+        }
+        configuration.text = text
+        return configuration
     }
 }
