@@ -7,14 +7,9 @@ public enum FileReading {
     public static func read(_ path: String, limit: Int) throws(FileReadError) -> Data {
         func fail(_ reason: String) -> FileReadError { FileReadError(path: path, reason: reason) }
         func system(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw fail("cannot be read (\(system()))") }
+        let (fd, size) = try openChecked(path, limit: limit)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(system()))") }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
-        guard Int(info.st_size) <= limit else { throw fail("is \(info.st_size) bytes; at most \(limit) are read") }
-        var data = Data(count: Int(info.st_size))
+        var data = Data(count: size)
         var filled = 0
         let failure: Int32? = data.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Int32? in
             while filled < buffer.count {
@@ -28,6 +23,39 @@ public enum FileReading {
         }
         if let failure { throw fail("cannot be read (\(system(failure)))") }
         return data.prefix(filled)
+    }
+
+    /// Checks, without reading it, that `path` is a file `read(_:limit:)` would take: for a file
+    /// another program (a library) opens itself. Returns its size.
+    @discardableResult
+    public static func check(_ path: String, limit: Int) throws(FileReadError) -> Int {
+        let (fd, size) = try openChecked(path, limit: limit)
+        close(fd)
+        return size
+    }
+
+    /// Opens `path` without blocking (a FIFO without a writer would block an open for reading) and
+    /// refuses anything but a regular file of at most `limit` bytes; returns the descriptor and size.
+    private static func openChecked(_ path: String, limit: Int) throws(FileReadError) -> (Int32, Int) {
+        func fail(_ reason: String) -> FileReadError { FileReadError(path: path, reason: reason) }
+        func system(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw fail("cannot be read (\(system()))") }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = system()
+            close(fd)
+            throw fail("cannot be examined (\(reason))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw fail("is not a regular file")
+        }
+        guard Int(info.st_size) <= limit else {
+            close(fd)
+            throw fail("is \(info.st_size) bytes; at most \(limit) are read")
+        }
+        return (fd, Int(info.st_size))
     }
 
     /// A text file, UTF-8.

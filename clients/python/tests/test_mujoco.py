@@ -78,6 +78,54 @@ def test_a_model_broken_at_a_reload_is_refused_and_the_daemon_serves_on(start_da
     assert check.returncode == 78 and "No such file" in check.stderr
 
 
+def test_files_a_model_names_are_checked_before_mujoco_opens_them(start_daemon, tmp_path):
+    """MuJoCo opens a model's includes and assets itself: an include of a FIFO hung the reload (and
+    every reload after it) for ever, one of a file too big to hold aborted the daemon. Each is now
+    refused like any file mpcd reads, at a reload and by --check, and the daemon serves on."""
+    base = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
+    robot = tmp_path / "robot.xml"
+
+    def model(extra):
+        robot.write_text(base.replace("</mujoco>", extra + "\n</mujoco>"))
+
+    (tmp_path / "extra.xml").write_text('<mujoco>\n  <visual><global offwidth="640"/></visual>\n</mujoco>\n')
+    model('<include file="extra.xml"/>')  # a model with a regular include and no asset: served
+    config = tmp_path / "robot.toml"
+    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\nquantity = "qpos"\nname = "hinge"\n'
+                      '[planner]\nsamples = 32\nhorizon = 10\n')
+    daemon = start_daemon("--config", str(config))
+    state = np.array([0.0, 0.1, 0.0, 0.0])
+    os.mkfifo(tmp_path / "fifo.xml")
+    (tmp_path / "meshes").mkdir()
+    os.mkfifo(tmp_path / "meshes" / "pole.stl")
+    with open(tmp_path / "huge.xml", "wb") as f:
+        f.truncate(100 << 30)  # sparse: 100 GiB that take no disk
+    (tmp_path / "nested.xml").write_text('<mujoco>\n  <include file="fifo.xml"/>\n</mujoco>\n')
+    cases = [
+        ('<include file="fifo.xml"/>', "include", "fifo.xml", "is not a regular file"),
+        ('<include file="fif&#111;.xml"/>', "include", "fifo.xml", "is not a regular file"),
+        ("<include file='nested.xml'/>", "include", "fifo.xml", "is not a regular file"),
+        ('<include file="huge.xml"/>', "include", "huge.xml", "bytes; at most"),
+        ('<include file="/dev/zero"/>', "include", "/dev/zero", "is not a regular file"),
+        ('<compiler meshdir="meshes"/><asset><mesh name="pole" file="pole.stl"/></asset>', "file", "pole.stl", "is not a regular file"),
+        ('<asset><texture name="t" type="cube" fileright="huge.xml"/></asset>', "file", "huge.xml", "bytes; at most"),
+    ]
+    for extra, what, name, reason in cases:
+        model(extra)
+        started = time.monotonic()
+        result = daemon.mpcctl("reload", check=False)
+        assert result.returncode == 1 and f"its {what} " in result.stderr and name in result.stderr and reason in result.stderr, (extra, result.stderr)
+        assert time.monotonic() - started < 10, extra
+        with Controller(daemon.endpoint) as c:
+            assert np.isfinite(c.act(state)).all()
+        check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert check.returncode == 78 and reason in check.stderr, (extra, check.stderr)
+    # fixed, it is taken again: nothing was left half-done by the refusals
+    model('<include file="extra.xml"/>')
+    assert daemon.mpcctl("reload").returncode == 0
+    assert daemon.process.poll() is None
+
+
 def test_a_term_naming_what_the_model_lacks_is_refused_by_name(tmp_path):
     shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
     for term, key, reason in (('quantity = "body_position"\nname = "arm"\n', "task.cost[0].name", 'no body named "arm"'),
