@@ -50,10 +50,20 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
 
+    /// Most of any count flag (rounds, episodes, steps, epochs, states): far past any useful run,
+    /// and small enough that no product of them overflows.
+    static let maxCount = 10_000_000
+    /// Most memory the labels of a policy or plan may take over all rounds (they are all kept).
+    static let maxLabelBytes = 8 << 30
+
     func validate() throws {
         guard AmortisedNetwork.Kind(rawValue: kind) != nil else { throw ValidationError("--kind must be policy or plan") }
-        guard (rounds ?? 1) >= 1, episodes >= 1, steps >= 1, epochs >= 1, states >= 1, targetIterations >= 1 else {
-            throw ValidationError("--rounds, --episodes, --steps, --epochs, --states and --target-iterations must be at least 1")
+        let counts = [rounds ?? 1, episodes, steps, epochs, states]
+        guard counts.allSatisfy({ (1...Self.maxCount).contains($0) }), (1...PlannerConfiguration.maxIterations).contains(targetIterations) else {
+            throw ValidationError("--rounds, --episodes, --steps, --epochs and --states must be integers in [1, \(Self.maxCount)], --target-iterations in [1, \(PlannerConfiguration.maxIterations)]")
+        }
+        if let labelIterations, !(1...PlannerConfiguration.maxIterations).contains(labelIterations) {
+            throw ValidationError("--label-iterations must be an integer in [1, \(PlannerConfiguration.maxIterations)]")
         }
         guard (learningRate ?? 1) > 0, (learningRate ?? 1).isFinite else { throw ValidationError("--learning-rate must be positive") }
         guard (0...1).contains(closedLoopShare), (discount ?? 1) > 0, (discount ?? 1) <= 1, targetRate > 0, targetRate <= 1 else {
@@ -116,6 +126,11 @@ struct Train: ParsableCommand {
         }
         if value { return try learnValue(configuration.task, planner) }
         let rounds = self.rounds ?? 8, learningRate = self.learningRate ?? 3e-3
+        // every round's labels are kept: refuse a run whose labels could not be held, before any work
+        let labelBytes = rounds * episodes * steps * (d.featureNames.count + 2 * outputs) * MemoryLayout<Float>.size
+        guard labelBytes <= Self.maxLabelBytes else {
+            throw ValidationError("--rounds x --episodes x --steps: \(rounds * episodes * steps) labelled states would take \(labelBytes >> 20) MiB; at most \(Self.maxLabelBytes >> 20) MiB are kept")
+        }
         let networkKind = AmortisedNetwork.Kind(rawValue: kind)!
         let network = AmortisedNetwork(kind: networkKind, task: configuration.task, horizon: planner.horizon,
                                        hidden: hiddenWidths!, seed: seed)

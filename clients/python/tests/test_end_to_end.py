@@ -306,6 +306,14 @@ def test_train_writes_a_loadable_network_and_resumes(tmp_path, kind, extra, tabl
     ("--label-prior-strength", "nan", "--label-prior-strength must be a number in [0, 1]"),
     ("--soft-min-temperature", "-1", "--soft-min-temperature must be a finite number >= 0"),
     ("--soft-min-temperature", "inf", "--soft-min-temperature must be a finite number >= 0"),
+    # counts that once trapped on an overflow or corrupted the heap, and one too big to hold
+    ("--episodes", "9223372036854775807", "must be integers in [1, 10000000]"),
+    ("--states", "2305843009213693952", "must be integers in [1, 10000000]"),
+    ("--steps", "0", "must be integers in [1, 10000000]"),
+    ("--target-iterations", "5000", "--target-iterations in [1, 1000]"),
+    ("--label-iterations", "-5", "--label-iterations must be an integer in [1, 1000]"),
+    ("--label-iterations", "0", "--label-iterations must be an integer in [1, 1000]"),
+    ("--episodes", "10000000", "labelled states would take 305175 MiB; at most 8192 MiB are kept"),
 ])
 def test_train_refuses_bad_labelling_flags_before_any_work(tmp_path, flag, value, message):
     out = tmp_path / "policy.safetensors"
