@@ -19,9 +19,21 @@ public enum ControlEndpoint {
     }
 
     /// Whether `endpoint` can carry the control socket: an ipc:// path (with something after the
-    /// scheme), or a tcp:// address.
+    /// scheme), or a tcp:// address whose port is one (`hasValidPort`).
     public static func isValid(_ endpoint: String) -> Bool {
-        (endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://")) && endpoint.count > 6
+        (endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("tcp://")) && endpoint.count > 6 && hasValidPort(endpoint)
+    }
+
+    /// For a tcp:// endpoint, whether it ends in a host and a port libzmq takes as written: an
+    /// integer 0 to 65535, or `*`. libzmq reads a larger number modulo 65536 (:71237 binds 5701,
+    /// :-1 65535) rather than refuse it. Other transports have no port: true.
+    public static func hasValidPort(_ endpoint: String) -> Bool {
+        guard endpoint.hasPrefix("tcp://") else { return true }
+        let address = endpoint.dropFirst(6)
+        guard let colon = address.lastIndex(of: ":"), colon != address.startIndex else { return false }
+        let port = address[address.index(after: colon)...]
+        if port == "*" { return true }
+        return !port.isEmpty && port.count <= 5 && port.allSatisfy(\.isASCII) && port.allSatisfy(\.isNumber) && Int(port).map { $0 <= 65535 } == true
     }
 
     /// Largest configuration file read (a hand-written one is a few KiB).

@@ -33,7 +33,7 @@ public struct ConfigurationOverrides: Sendable, Equatable {
         }
         if let endpoint {
             guard ServerConfiguration.isEndpoint(endpoint) else {
-                throw ConfigurationError(key: "--endpoint", reason: "\"\(endpoint)\" is not a tcp://, ipc:// or inproc:// endpoint")
+                throw ConfigurationError(key: "--endpoint", reason: "\"\(endpoint)\" is not a tcp://, ipc:// or inproc:// endpoint (a tcp:// port is 0 to 65535 or *)")
             }
             self.endpoint = endpoint
         }

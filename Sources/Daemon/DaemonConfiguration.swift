@@ -64,9 +64,10 @@ public struct ServerConfiguration: Sendable {
     }
 
     /// Whether `endpoint` names a transport the daemon binds: tcp://, ipc:// or inproc://, with
-    /// something after the scheme.
+    /// something after the scheme, and a tcp:// endpoint a port of 0 to 65535 or `*`.
     public static func isEndpoint(_ endpoint: String) -> Bool {
         ["tcp://", "ipc://", "inproc://"].contains { endpoint.hasPrefix($0) && endpoint.count > $0.count }
+            && ControlEndpoint.hasValidPort(endpoint)
     }
 }
 
@@ -449,7 +450,7 @@ public struct DaemonConfiguration: Sendable {
         s.endpoints = try table.strings("endpoints", default: s.endpoints)
         if s.endpoints.isEmpty { throw table.error("endpoints", "at least one endpoint is required") }
         for e in s.endpoints where !ServerConfiguration.isEndpoint(e) {
-            throw table.error("endpoints", "\"\(e)\" is not a tcp://, ipc:// or inproc:// endpoint")
+            throw table.error("endpoints", "\"\(e)\" is not a tcp://, ipc:// or inproc:// endpoint (a tcp:// port is 0 to 65535 or *)")
         }
         s.mode = TimingMode(rawValue: try table.choice("mode", default: s.mode.rawValue, from: TimingMode.allCases.map(\.rawValue)))!
         s.rateHz = try table.optionalNumber("rate_hz", .closed(0.1, 10_000))

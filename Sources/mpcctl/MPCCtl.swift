@@ -28,6 +28,9 @@ struct Connection: ParsableArguments {
         if let timeout, !(timeout > 0 && timeout <= Self.maxTimeout) {
             throw ValidationError("--timeout must be a number of seconds above 0 and at most \(Int(Self.maxTimeout)), got \(timeout)")
         }
+        if let socket, !ControlEndpoint.isValid(socket) {
+            throw ValidationError("--socket must be an ipc:// path or a tcp:// address with a port of 0 to 65535, got \"\(socket)\"")
+        }
     }
 
     /// The endpoint, and whether the operator named it (rather than mpcctl deriving the default).

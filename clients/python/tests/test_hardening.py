@@ -228,6 +228,27 @@ def test_a_configuration_without_its_task_is_refused_and_a_reload_keeps_the_old_
     assert check.returncode == 78 and f"{tmp_path / 'mpcd.toml'}: task: {reason}" in check.stderr, check.stderr
 
 
+def test_tcp_ports_libzmq_would_wrap_are_refused(tmp_path):
+    """libzmq reads a port modulo 65536 (:71237 binds 5701, :-1 65535): a typo bound another port
+    without a word. Every place an endpoint is given now refuses such a port."""
+    def check(*args):
+        return subprocess.run([str(MPCD), *args, "--check"], capture_output=True, text=True, timeout=20)
+    for port in ("71237", "99999", "-1", "65536", "", "5555x", "５５５５"):
+        result = check("--endpoint", f"tcp://127.0.0.1:{port}")
+        assert result.returncode != 0 and "a tcp:// port is 0 to 65535 or *" in result.stderr, (port, result.stderr)
+        path = config(tmp_path, f'[server]\nendpoints = ["tcp://127.0.0.1:{port}"]\n')
+        result = check("--config", path)
+        assert result.returncode == 78 and "server.endpoints" in result.stderr, (port, result.stderr)
+        path = config(tmp_path, f'[control]\nendpoint = "tcp://127.0.0.1:{port}"\n')
+        result = check("--config", path)
+        assert result.returncode == 78 and "control.endpoint" in result.stderr, (port, result.stderr)
+        result = subprocess.run([str(MPCCTL), "status", "--socket", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True, timeout=20)
+        assert result.returncode != 0 and "--socket must be" in result.stderr, (port, result.stderr)
+    for good in ("tcp://127.0.0.1:0", "tcp://127.0.0.1:65535", "tcp://*:5555", "tcp://[::1]:5555"):
+        result = check("--endpoint", good)
+        assert result.returncode == 0, (good, result.stderr)
+
+
 # 5 ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,key", [
