@@ -196,7 +196,9 @@ public struct Replay {
     /// The session's parameters as its client set them, under the daemon's sessions' own rule.
     static func apply(parameters json: String, to planner: MirrorDescentPlanner, configured: inout [[Float]]?) throws {
         guard let data = json.data(using: .utf8), let values = try? JSONDecoder().decode([String: [Double]].self, from: data) else {
-            throw ReplayError("a recorded parameters value is not JSON: \(json)")
+            // the start of it only: a recording is a file anyone may have written
+            let shown = json.count > 200 ? json.prefix(200) + "... (\(json.utf8.count) bytes)" : json
+            throw ReplayError("a recorded parameters value is not JSON: \(shown)")
         }
         try planner.setParameters(values, configured: &configured)
     }

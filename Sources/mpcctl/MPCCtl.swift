@@ -224,6 +224,18 @@ struct KeyGen: ParsableCommand {
         abstract: "Make a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (public).")
     @Argument(help: "Path prefix of the two files, e.g. /etc/mpcd/server or robot-arm.") var name: String
 
+    func validate() throws {
+        // a name must end in a file name of its own: "" or "dir/" would write the hidden files
+        // .key and .pub, and "." or ".." files named after a folder
+        let last = name.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
+        guard !last.isEmpty, last != ".", last != ".." else {
+            throw ValidationError("NAME must end in a file name (e.g. /etc/mpcd/server or robot-arm), got \"\(name)\"")
+        }
+        guard !name.hasPrefix("/dev/"), !name.hasPrefix("/proc/"), !name.hasPrefix("/sys/") else {
+            throw ValidationError("NAME must not be under /dev, /proc or /sys, got \"\(name)\"")
+        }
+    }
+
     func run() throws {
         guard let (publicKey, secretKey) = ZMQCurve.keyPair() else { fail("libzmq has no CURVE support") }
         let secretPath = name + ".key", publicPath = name + ".pub"

@@ -513,6 +513,15 @@ def test_a_policy_load_of_a_big_file_does_not_stall_the_ticks_and_mpcctl_waits_f
 
 # 10 ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("name", ["", "keys/", ".", "keys/..", "/", "/dev/null", "/proc/self/x"])
+def test_keygen_refuses_a_name_that_is_no_file(tmp_path, name):
+    """"" or "dir/" wrote hidden files .key and .pub; "/dev/null" wrote /dev/null.key."""
+    (tmp_path / "keys").mkdir()
+    result = subprocess.run([str(MPCCTL), "keygen", name], capture_output=True, text=True, timeout=10, cwd=tmp_path)
+    assert result.returncode != 0 and "NAME must" in result.stderr, result.stderr
+    assert not list(tmp_path.rglob("*.key")) and not list(tmp_path.rglob(".key")) and not os.path.exists("/dev/null.key")
+
+
 def test_keygen_never_lets_another_user_read_the_secret(tmp_path):
     """A watcher looks at every file in the folder while mpcctl keygen runs 100 times: the secret
     key is never readable by others, not even for an instant."""

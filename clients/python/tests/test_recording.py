@@ -171,6 +171,18 @@ def test_replay_of_a_realtime_run_with_task_parameters(start_daemon, tmp_path):
     assert {0, 1} <= set(table.column("shift").to_pylist())
     result = subprocess.run([str(MPCD), "replay", *files], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "no difference" in result.stdout, result.stdout + result.stderr
+    # a recorded parameters value that is not JSON, 200 KB of it: refused, and the message quotes
+    # its start only (it once repeated all of it)
+    junk = "x" * 200_000
+    column = table.column("parameters").to_pylist()
+    column[-1] = junk
+    edited = tmp_path / "mpcd-edited.arrows"
+    index = table.schema.get_field_index("parameters")
+    with pa.ipc.new_stream(str(edited), table.schema) as writer:
+        writer.write_table(table.set_column(index, table.schema.field(index), pa.array(column, type=table.schema.field(index).type)))
+    refused = subprocess.run([str(MPCD), "replay", str(edited)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "a recorded parameters value is not JSON" in refused.stdout + refused.stderr, refused
+    assert "(200000 bytes)" in refused.stdout + refused.stderr and len(refused.stdout + refused.stderr) < 5000
 
 
 def test_recording_switched_at_run_time_and_refused_without_a_folder(start_daemon, tmp_path):
