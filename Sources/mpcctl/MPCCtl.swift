@@ -124,10 +124,28 @@ struct Connection: ParsableArguments {
         switch mpcd_probe_unix_socket(path) {
         case 0: return nil
         case ENOENT: return "mpcd is not running: there is no control socket at \(path)"
-        case ECONNREFUSED: return "mpcd is not running: \(path) is left over from a daemon that has stopped (nothing listens on it)"
+        case ECONNREFUSED:
+            // a FIFO, a folder or a plain file refuses a connection too: say what it is instead
+            if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFSOCK {
+                return "\(path) is not a socket (\(Self.fileKind(info.st_mode))): no mpcd control socket is there"
+            }
+            return "mpcd is not running: \(path) is left over from a daemon that has stopped (nothing listens on it)"
         case EACCES, EPERM:
             return "permission denied on \(path): mpcctl needs write access to the control socket; run it as the daemon's user or root, or as a member of the socket's group"
         case let error: return "cannot reach mpcd at \(path): \(String(cString: strerror(error)))"
+        }
+    }
+}
+
+extension Connection {
+    static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a folder"
+        case S_IFIFO: "a FIFO"
+        case S_IFREG: "a regular file"
+        case S_IFCHR, S_IFBLK: "a device"
+        case S_IFLNK: "a link"
+        default: "not a socket"
         }
     }
 }

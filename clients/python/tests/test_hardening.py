@@ -691,6 +691,17 @@ def test_mpcctl_refuses_a_timeout_that_is_no_duration(start_daemon, value):
     assert result.returncode < 128, "mpcctl crashed"
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder", "file"])
+def test_mpcctl_says_when_the_socket_path_is_no_socket(tmp_path, kind):
+    """A FIFO, a folder or a file where the socket should be: once reported as a socket left over
+    from a stopped daemon."""
+    path = tmp_path / "control.sock"
+    {"fifo": lambda: os.mkfifo(path), "folder": path.mkdir, "file": path.touch}[kind]()
+    result = subprocess.run([str(MPCCTL), "status", "--socket", f"ipc://{path}"], capture_output=True, text=True, timeout=10)
+    words = {"fifo": "a FIFO", "folder": "a folder", "file": "a regular file"}[kind]
+    assert result.returncode == 1 and f"{path} is not a socket ({words})" in result.stderr, result.stderr
+
+
 def test_mpcctl_tells_not_running_stale_busy_and_denied_apart(start_daemon, tmp_path):
     daemon = start_daemon()
     control = f"{daemon.runtime}/control.sock"
