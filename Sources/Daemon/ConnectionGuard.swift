@@ -83,6 +83,8 @@ final class ConnectionGuard {
     let name: String
     private let logger: Logger
     private(set) var connections: [Int32: Connection] = [:]
+    /// Connections gone since the last `takeDeparted()`: closed by their peers or ended here.
+    private var departed: [Connection] = []
     private(set) var ended: [Reason: UInt64] = [:]
     private(set) var accepted: UInt64 = 0
     private var lastSweep: UInt64 = 0
@@ -109,7 +111,7 @@ final class ConnectionGuard {
             guard let first = frames.first, let (event, value) = ZMQEvent.decode(first) else { continue }
             switch event {
             case ZMQEvent.accepted: admit(value, now: now)
-            case ZMQEvent.disconnected: connections.removeValue(forKey: value)
+            case ZMQEvent.disconnected: if let gone = connections.removeValue(forKey: value) { departed.append(gone) }
             default: break
             }
         }
@@ -137,15 +139,29 @@ final class ConnectionGuard {
         connections[descriptor] = connection
     }
 
+    /// The connections gone since the last call, for their sessions to end.
+    func takeDeparted() -> [Connection] {
+        defer { departed.removeAll(keepingCapacity: true) }
+        return departed
+    }
+
     /// Counts a message the daemon was handed from `descriptor`: what libzmq had taken from that
-    /// connection until now is accounted for.
-    func delivered(from descriptor: Int32, userID: String?, now: UInt64) {
-        guard descriptor >= 0, var connection = connections[descriptor] else { return }
+    /// connection until now is accounted for. Returns the connection it came from (nil if unknown).
+    @discardableResult
+    func delivered(from descriptor: Int32, userID: String?, now: UInt64) -> Connection? {
+        guard descriptor >= 0 else { return nil }
+        if let known = connections[descriptor], known.inode != Self.inode(descriptor) {
+            // the number is a newer connection's, whose acceptance (and the old one's departure)
+            // the monitor has not been read for yet: read it, or the message would be the old one's
+            serviceEvents(now: now)
+        }
+        guard var connection = connections[descriptor] else { return nil }
         connection.messages += 1
         connection.lastMessageAt = now
         if connection.isTCP, let taken = Self.taken(descriptor) { connection.takenAtLastMessage = taken }
         if let userID { connection.userID = userID }
         connections[descriptor] = connection
+        return connection
     }
 
     /// Every `sweepNanoseconds`: ends each TCP connection for which libzmq holds more than
@@ -190,6 +206,7 @@ final class ConnectionGuard {
         // the descriptor must still be this connection's: libzmq may have closed it and reused the number
         guard Self.inode(connection.descriptor) == connection.inode else { return }
         _ = mpcd_shutdown(connection.descriptor)
+        departed.append(connection)
         ended[reason, default: 0] += 1
         // at most one line a second per reason, with the count since: an attack must not flood the journal
         let now = monotonicNanoseconds()

@@ -55,6 +55,19 @@ extension Server {
         }
     }
 
+    /// Ends the sessions whose connection has closed (or was ended by the guard): a client
+    /// that hung up without a bye would otherwise hold its place until `evict_idle_after_s`, and
+    /// one opening fresh identities could keep every newcomer out. Counted as peer gone; the
+    /// client's last action is remembered, as for every ended session.
+    func endSessionsOfDepartedConnections() {
+        guard let departed = connectionGuard?.takeDeparted(), !departed.isEmpty else { return }
+        let gone = Set(departed.map { "\($0.descriptor):\($0.inode)" })
+        let ending = sessions.values.filter { session in session.connection.map { gone.contains("\($0.descriptor):\($0.inode)") } ?? false }
+        guard !ending.isEmpty else { return }
+        counters.sessionsPeerGone += UInt64(ending.count)
+        endSessions(where: { session in ending.contains { $0 === session } }, reason: "its connection closed")
+    }
+
     func expireIdleSessions(now: UInt64) {
         let timeout = nanoseconds(seconds: configuration.server.sessionTimeout)
         for session in sessions.values where now > session.lastSeen && now - session.lastSeen > timeout {

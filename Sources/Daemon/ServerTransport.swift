@@ -57,6 +57,7 @@ extension Server {
             connectionGuard.serviceEvents(now: now)
             connectionGuard.sweep(now: now)
         }
+        endSessionsOfDepartedConnections()
         for _ in 0..<Self.drainLimit {
             guard monotonicNanoseconds() < deadline else { return }
             let incoming: ZMQSocket.Incoming?
@@ -77,7 +78,7 @@ extension Server {
                 connectionGuard?.cut(descriptor: source, reason: .messageTooLarge,
                                      detail: "a message of \(frames) frames, \(bytes) bytes; max_message_bytes is \(messageLimit.bytes)")
             case let .message(frames, source, userID)?:
-                connectionGuard?.delivered(from: source, userID: userID, now: monotonicNanoseconds())
+                let connection = connectionGuard?.delivered(from: source, userID: userID, now: monotonicNanoseconds())
                 if let zap {
                     // a key taken off the allow-list since this connection's handshake: cut it
                     guard let userID, zap.authorizedKeys.contains(userID) else {
@@ -86,7 +87,7 @@ extension Server {
                         continue
                     }
                 }
-                handle(frames, userID: userID)
+                handle(frames, userID: userID, connection: connection.map { ($0.descriptor, $0.inode) })
             }
         }
     }

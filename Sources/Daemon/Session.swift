@@ -28,6 +28,9 @@ final class Session: @unchecked Sendable {
     var lastObservationAt: UInt64 { observation?.receivedAt ?? createdAt }
     /// The client's CURVE key, with CURVE.
     var userID: String?
+    /// The connection its last observation came by (descriptor and socket inode; nil where
+    /// libzmq does not say): when that connection closes, the session ends.
+    var connection: (descriptor: Int32, inode: UInt64)?
     var ticksServed: UInt64 = 0
     var refused: UInt64 = 0
     /// The reply built by the last plan, waiting for the socket thread to send it.

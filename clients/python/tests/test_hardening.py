@@ -667,16 +667,20 @@ def test_command_line_overrides_survive_a_reload(start_daemon, tmp_path):
 
 # 15 ---------------------------------------------------------------------------------------------
 
-def test_replies_to_a_departed_client_are_counted_as_dropped(start_daemon, tmp_path):
-    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n[safety]\nstale_after_s = 0\n'))
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_a_departed_clients_session_ends_at_once(start_daemon, tmp_path, transport):
+    """The daemon sees the client's connection close (ipc or TCP) and ends its session then,
+    counted as peer_gone, rather than ticking for it until a reply fails or the session times out."""
+    endpoint = f"ipc://{tmp_path}/data.sock" if transport == "ipc" else None
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 50\n[safety]\nstale_after_s = 0\n'),
+                          endpoint=endpoint)
     s = dealer(daemon.endpoint)
     s.send_multipart(protocol.observation(1, np.array([0.5, 0.0])))
     assert s.poll(2000)
-    s.close()  # gone, while the daemon keeps ticking for its session
+    s.close()  # gone, while the daemon would keep ticking for its session
     time.sleep(0.5)
     status = daemon.status()
-    assert status["dropped_replies"] >= 1
-    assert status["sessions"]["peer_gone"] == 1 and status["sessions"]["count"] == 0
+    assert status["sessions"]["peer_gone"] == 1 and status["sessions"]["count"] == 0, status["sessions"]
 
 
 # 16 ---------------------------------------------------------------------------------------------
@@ -818,6 +822,38 @@ def test_idle_sessions_give_way_to_a_new_client(start_daemon, tmp_path):
     finally:
         for s in squatters:
             s.close()
+
+
+def test_a_session_whose_connection_closed_gives_way_at_once(start_daemon, tmp_path):
+    """Clients that open a session and hang up without a bye (a crash, or one churning fresh
+    identities) held their places until evict_idle_after_s: a churner at a few sessions a second
+    kept nearly every newcomer out. A session whose TCP connection has closed now ends at once,
+    counted as peer_gone; the same client back keeps its slew reference (remembered actions)."""
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmax_sessions = 8\nevict_idle_after_s = 30\nsession_timeout_s = 60\n'))
+    for i in range(8):
+        s = dealer(daemon.endpoint, IDENTITY=f"churn-{i}".encode())
+        s.send_multipart(protocol.observation(1, np.array([0.1, 0.0])))
+        assert s.poll(5000), "no action"
+        s.recv_multipart()
+        s.close()
+    deadline = time.monotonic() + 5
+    while daemon.status()["sessions"]["count"] > 0:
+        assert time.monotonic() < deadline, daemon.status()["sessions"]
+        time.sleep(0.05)
+    with Controller(daemon.endpoint) as newcomer:
+        assert np.isfinite(newcomer.act(np.array([0.2, 0.0]))).all()
+    sessions = daemon.status()["sessions"]
+    assert sessions["peer_gone"] >= 8 and sessions["evicted"] == 0, sessions
+    # a client whose connection stays open keeps its session however quiet it is
+    quiet = dealer(daemon.endpoint, IDENTITY=b"quiet")
+    try:
+        quiet.send_multipart(protocol.observation(1, np.array([0.1, 0.0])))
+        assert quiet.poll(5000)
+        quiet.recv_multipart()
+        time.sleep(0.5)
+        assert any(row["peer"] == "quiet" for row in daemon.status()["sessions"]["list"]), daemon.status()["sessions"]
+    finally:
+        quiet.close()
 
 
 def test_memory_per_session_stays_within_the_estimate(start_daemon, tmp_path):
