@@ -176,6 +176,20 @@ public struct DaemonConfiguration: Sendable {
         return ActionSafety(lower: lower, upper: upper, maxStep: safety.maxRate.map { $0.map { $0 * Float(period) } })
     }
 
+    /// The stale threshold in force, s (0: off): `stale_after_s`, but in realtime never under two
+    /// tick periods. An observation one tick old is not stale; with the default 0.5 s at 1 Hz every
+    /// reply after the first was the safe action, flagged stale, and the planner never acted.
+    public var staleAfter: Double {
+        guard safety.staleAfter > 0, server.mode == .realtime else { return safety.staleAfter }
+        return max(safety.staleAfter, 2 / rateHz)
+    }
+
+    /// What a configuration does otherwise than it reads, for `--check` and the log.
+    public var notes: [String] {
+        guard staleAfter != safety.staleAfter else { return [] }
+        return ["safety.stale_after_s \(safety.staleAfter) is shorter than two tick periods at \(rateHz) Hz: \(staleAfter) s is used"]
+    }
+
     /// The tick rate in force.
     public var rateHz: Double {
         // through the step's shortest decimal form: 1 / 0.04 is 25, not 1 / Double(Float(0.04))

@@ -98,7 +98,7 @@ extension Server {
         }
         let measuredAt = min(stamped, now)
         if staleAfterNanoseconds > 0, now - measuredAt > staleAfterNanoseconds {
-            throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.safety.staleAfter)", sequence: sequence)
+            throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.staleAfter)", sequence: sequence)
         }
         return measuredAt
     }

@@ -208,7 +208,8 @@ public final class Server: @unchecked Sendable {
         // between two replies: a tick period in realtime, one model step in lockstep
         let replyPeriod = configuration.server.mode == .realtime ? 1 / configuration.rateHz : Double(configuration.task.dynamics.dt)
         actionSafety = (try? configuration.actionSafety(period: replyPeriod)) ?? actionSafety
-        staleAfterNanoseconds = nanoseconds(seconds: configuration.safety.staleAfter)
+        staleAfterNanoseconds = nanoseconds(seconds: configuration.staleAfter)
+        for note in configuration.notes { logger.warning("\(note)") }
         for session in sessions.values { session.safety = actionSafety }
         guard !keepAmortiser else { return }
         if let old = amortiser {

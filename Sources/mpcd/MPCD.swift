@@ -110,6 +110,7 @@ struct Serve: ParsableCommand {
                 }
             }
             print("\(configuration.source): OK (task \(configuration.task.name), \(configuration.planner.likelihood), K=\(configuration.planner.samples), H=\(configuration.planner.horizon), \(configuration.server.mode.rawValue) at \(configuration.rateHz) Hz)")
+            for note in configuration.notes { print("  note: \(note)") }
             return
         }
         let logger = Logger(label: "mpcd")

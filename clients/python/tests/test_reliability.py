@@ -37,6 +37,25 @@ def test_stale_observations_get_the_safe_action_flagged(start_daemon, tmp_path):
         assert not c.last.flags & FLAG_STALE
 
 
+def test_realtime_below_two_hertz_plans_rather_than_calling_every_observation_stale(start_daemon, tmp_path):
+    """The default stale_after_s (0.5 s) under a tick period of 1 s made every reply after the
+    first the safe action, flagged stale, and --check said OK. The threshold in force is now never
+    under two tick periods in realtime, and --check and the log say so."""
+    path = config(tmp_path, "")
+    check = subprocess.run([str(MPCD), "--config", path, "--mode", "realtime", "--rate-hz", "1", "--check"],
+                           capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0 and "note: safety.stale_after_s 0.5 is shorter than two tick periods at 1.0 Hz: 2.0 s is used" in check.stdout, check.stdout
+    daemon = start_daemon("--config", path, "--mode", "realtime", "--rate-hz", "1")
+    with Controller(daemon.endpoint, timeout=3.0) as c:
+        c.act(np.array([2.5, 1.0]))
+        flags = []
+        for _ in range(3):  # a new observation after every reply, as a robot at 1 Hz sends them
+            c.send_observation(np.array([2.5, 1.0]))
+            flags.append(c.receive(timeout=3.0).flags)
+    assert not any(f & FLAG_STALE for f in flags), flags
+    assert "shorter than two tick periods" in daemon.logs()
+
+
 def test_an_observation_already_too_old_on_arrival_is_refused(start_daemon, tmp_path):
     daemon = start_daemon("--config", config(tmp_path, '[server]\ntrust_client_timestamps = true\n[safety]\nstale_after_s = 0.1\n'))
     with Controller(daemon.endpoint) as c:
