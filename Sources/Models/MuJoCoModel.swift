@@ -137,6 +137,11 @@ public final class MuJoCoModel: @unchecked Sendable {
     }
 
     /// Where a sensor's values start in the sensor data, and how many it has.
+    /// Whether a sensor is computed only with accelerations (MuJoCo's acceleration stage).
+    public func sensorNeedsAcceleration(_ id: Int) -> Bool {
+        Int32(model.pointee.sensor_needstage[id]) == Int32(mjSTAGE_ACC.rawValue)
+    }
+
     public func sensor(_ id: Int) -> (address: Int, dimension: Int) {
         (Int(model.pointee.sensor_adr[id]), Int(model.pointee.sensor_dim[id]))
     }

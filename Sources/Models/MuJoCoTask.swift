@@ -139,6 +139,11 @@ struct MuJoCoTermReader {
             }
         case "sensor":
             let id = try object(.sensor, key: "name")
+            // a cost reads sensors between the two halves of a step, before accelerations exist:
+            // an acceleration or force sensor would read what the last lane or step left there
+            guard !model.sensorNeedsAcceleration(id) else {
+                throw table.error("name", "sensor \"\(try table.string("name", default: ""))\" needs accelerations (an accelerometer, a force or touch sensor, ...): a cost reads position and velocity sensors only")
+            }
             let (address, dimension) = model.sensor(id)
             let component = try table.integer("component", default: 0, min: 0, max: dimension - 1)
             quantity = .sensor(address: address + component)
@@ -173,6 +178,11 @@ struct MuJoCoTermReader {
             term.target = Double(try table.float("target", default: 0))
             term.norm = MuJoCoCostTerm.Norm(rawValue: try table.choice("norm", default: "quadratic", from: MuJoCoCostTerm.Norm.allCases.map(\.rawValue)))!
             term.parameter = Double(try table.float("parameter", default: term.norm == .power ? 2 : 0.1, .positive))
+            // any other norm is bounded below by 0: a negative weight would make the planner chase
+            // the quantity away from its target without end
+            guard term.weight >= 0 || term.norm == .linear else {
+                throw table.error("weight", "may be negative with norm = \"linear\" only (a reward), got \(term.weight) with norm = \"\(term.norm.rawValue)\"")
+            }
         }
         if term.terminal && term.quantity.isControl { throw table.error("terminal", "a control term has no last state to apply to") }
         try table.finish()

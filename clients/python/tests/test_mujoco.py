@@ -127,13 +127,24 @@ def test_files_a_model_names_are_checked_before_mujoco_opens_them(start_daemon, 
 
 
 def test_a_term_naming_what_the_model_lacks_is_refused_by_name(tmp_path):
-    shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
+    base = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
+    # with an accelerometer: a cost reads sensors before accelerations are computed, so it read
+    # whatever the last lane left there (the same line through `mpcd model --step` cost 0, then 96)
+    (tmp_path / "robot.xml").write_text(base.replace("</sensor>", '  <accelerometer name="acc" site="tip"/>\n  </sensor>'))
     for term, key, reason in (('quantity = "body_position"\nname = "arm"\n', "task.cost[0].name", 'no body named "arm"'),
-                              ('quantity = "sensor"\nname = "gyro"\n', "task.cost[0].name", 'no sensor named "gyro"')):
+                              ('quantity = "sensor"\nname = "gyro"\n', "task.cost[0].name", 'no sensor named "gyro"'),
+                              ('quantity = "sensor"\nname = "acc"\n', "task.cost[0].name", 'needs accelerations'),
+                              ('quantity = "qpos"\nname = "hinge"\nweight = -1\n', "task.cost[0].weight", 'may be negative with norm = "linear" only'),
+                              ('quantity = "qvel"\nname = "hinge"\nweight = -2\nnorm = "smooth_absolute"\n', "task.cost[0].weight", 'may be negative')):
         config = tmp_path / "robot.toml"
         config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\n' + term)
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 78 and key in result.stderr and reason in result.stderr, result.stderr
+    # the position sensor and a negative weight with the linear norm (a reward) stay allowed
+    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\nquantity = "sensor"\nname = "angle"\n'
+                      '[[task.cost]]\nquantity = "qvel"\nname = "slider"\nnorm = "linear"\nweight = -1\n')
+    result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_row_measured_on_uncommitted_changes_says_so(tmp_path):
