@@ -262,6 +262,7 @@ public struct DaemonConfiguration: Sendable {
         // respect it are sent as planned instead of being cut by the guard
         if planner.maxRate == nil { planner.maxRate = safety.maxRate }
         try planner.validate(for: task)
+        try IterationTimeCheck.check(task: task, planner: planner)
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
         var prior: PriorConfiguration?
         if let table = try root.table("prior"), withPrior {

@@ -126,6 +126,33 @@ def test_files_a_model_names_are_checked_before_mujoco_opens_them(start_daemon, 
     assert daemon.process.poll() is None
 
 
+def test_a_configuration_whose_one_iteration_would_take_seconds_is_refused(start_daemon, tmp_path):
+    """frame_skip = 10000 is legal, but made one planner iteration take minutes, during which the
+    daemon answered no one and ignored SIGTERM (the loop checks deadlines between iterations).
+    mpcd now times one step of the task and refuses K x H of them over 2 s: at --check, at start
+    and at a reload, which keeps the daemon serving."""
+    shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
+    config = tmp_path / "robot.toml"
+
+    def write(frame_skip, samples):
+        config.write_text(f'[task]\nname = "mujoco"\nmodel = "robot.xml"\nframe_skip = {frame_skip}\n[[task.cost]]\nquantity = "qpos"\n'
+                          f'name = "hinge"\n[planner]\nsamples = {samples}\nhorizon = 32\n')
+
+    write(1000, 1024)
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 78 and "planner.samples: one iteration would take about" in check.stderr, check.stderr
+    started = subprocess.run([str(MPCD), "--config", str(config), "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True,
+                             timeout=20, env=dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path / "run")))
+    assert started.returncode == 78 and "one iteration would take about" in started.stderr, started.stderr
+    write(5, 16)
+    daemon = start_daemon("--config", str(config))
+    write(1000, 1024)
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "one iteration would take about" in refused.stderr, refused.stderr
+    with Controller(daemon.endpoint, timeout=2.0) as c:
+        assert np.isfinite(c.act(np.array([0.0, 0.1, 0.0, 0.0]))).all()
+
+
 def test_a_term_naming_what_the_model_lacks_is_refused_by_name(tmp_path):
     base = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
     # with an accelerometer: a cost reads sensors before accelerations are computed, so it read

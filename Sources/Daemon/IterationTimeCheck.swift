@@ -1,0 +1,43 @@
+import Foundation
+import Models
+import Planners
+
+/// A configuration whose single planner iteration would take seconds is refused before it runs:
+/// the serving loop checks its deadline only between iterations, so one long iteration holds up
+/// every session, the control socket and a stop request (and under systemd trips the watchdog).
+/// A MuJoCo `frame_skip` of 10000, legal on its own, made one iteration take ten minutes.
+enum IterationTimeCheck {
+    /// The longest one iteration may be expected to take, s.
+    static let maxSeconds = 2.0
+
+    /// K x H rollout steps at the time one step of this task measures here, over the threads.
+    static func estimatedSeconds(task: ControlTask, planner: PlannerConfiguration) -> (seconds: Double, stepSeconds: Double) {
+        let state = task.dynamics.randomInitialState { 0.5 }
+        let action = zip(task.dynamics.actionLowerBounds, task.dynamics.actionUpperBounds).map { lo, hi in
+            lo.isFinite && hi.isFinite ? (lo + hi) / 2 : 0
+        }
+        // the least of a few steps (a first one pays for page faults), within a few milliseconds
+        var best = Double.infinity
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<50 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = task.step(state: state, action: action)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            best = min(best, Double(t1 - t0) * 1e-9)
+            if t1 - start > 5_000_000 { break }
+        }
+        // one call steps a whole padded batch of lanes: a lane's share is the step of one sample
+        let step = best / Double(laneWidth)
+        let seconds = step * Double(planner.samples) * Double(planner.horizon) / Double(max(1, planner.threads))
+        return (seconds, step)
+    }
+
+    static func check(task: ControlTask, planner: PlannerConfiguration) throws(ConfigurationError) {
+        guard planner.iterations > 0 else { return }
+        let (seconds, step) = estimatedSeconds(task: task, planner: planner)
+        guard seconds > maxSeconds else { return }
+        throw ConfigurationError(key: "planner.samples", reason: String(
+            format: "one iteration would take about %.1f s (K=%d x H=%d rollout steps of %.3g ms each, %d thread(s)), over the %.0f s mpcd allows: the serving loop waits for an iteration to end; fewer samples, a shorter horizon or a cheaper step (frame_skip)",
+            seconds, planner.samples, planner.horizon, step * 1e3, planner.threads, maxSeconds))
+    }
+}
