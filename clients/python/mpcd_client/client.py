@@ -23,6 +23,9 @@ class MpcdTimeout(TimeoutError):
     """No reply within the timeout: the daemon is down, overloaded or unreachable."""
 
 
+MAX_REPLY_BYTES = 64 << 20
+
+
 class Controller:
     """Actions from an mpcd daemon.
 
@@ -57,6 +60,9 @@ class Controller:
             self._socket.close(linger=0)
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # a daemon's replies are a few KiB (a plan of H actions, a hello of names): anything far
+        # larger is not one, and is dropped with its connection rather than held in memory
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
         self._socket.setsockopt(zmq.IDENTITY, self.identity)
         self._socket.setsockopt(zmq.RECONNECT_IVL, 50)
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 500)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .client import Controller, MpcdError, MpcdTimeout
+from .protocol import ProtocolError
 
 # Gymnasium environments and the mpcd task that models each.
 TASK_OF_ENV = {"Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountain_car"}
@@ -56,7 +57,7 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
                 reply = controller.last
                 iterations.append(reply.diagnostics.get("iterations", np.nan))
                 gaps.append(reply.diagnostics.get("amortisation_gap", np.nan))
-                next_observation, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+                next_observation, reward, terminated, truncated, _ = env.step(checked_action(env, env_id, action))
                 rows.append([episode, steps, *np.asarray(observation, dtype=float), *action, reward,
                              reply.diagnostics.get("iterations", np.nan), reply.diagnostics.get("compute_seconds", np.nan) * 1e3,
                              latencies[-1]])
@@ -122,6 +123,21 @@ def plot(path, rows, info, env_id, returns):
     plt.close(fig)
 
 
+def checked_action(env, env_id, action):
+    """The daemon's action as the environment takes it, or ProtocolError: one of another shape or
+    beyond the action space's bounds is never applied (a daemon planning for another environment,
+    or something that is not mpcd answering)."""
+    space = env.action_space
+    action = np.asarray(action, dtype=float)
+    if action.shape != space.shape:
+        raise ProtocolError(f"an action of shape {action.shape}; {env_id} takes {space.shape}: is the daemon configured for {env_id}?")
+    low, high = np.asarray(space.low, dtype=float), np.asarray(space.high, dtype=float)
+    slack = 1e-6 * np.maximum(1.0, np.abs(np.concatenate([low, high])).max())
+    if not (np.all(action >= low - slack) and np.all(action <= high + slack)):
+        raise ProtocolError(f"an action {action.tolist()} beyond {env_id}'s bounds [{low.tolist()}, {high.tolist()}]")
+    return np.clip(action, low, high).astype(space.dtype)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mpcd_client.gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1")
@@ -140,7 +156,7 @@ def main(argv=None):
     except MpcdTimeout as e:
         print(f"error: {e}. Is mpcd running? Start it with .build/release/mpcd", file=sys.stderr)
         return 2
-    except MpcdError as e:
+    except (MpcdError, ProtocolError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lat = percentiles(latencies)

@@ -100,8 +100,29 @@ class ProtocolError(Exception):
     """A reply that does not follow the protocol."""
 
 
+def _json_object(frames, what):
+    """The JSON object in a reply's second frame, or ProtocolError saying what is wrong."""
+    if len(frames) < 2:
+        raise ProtocolError(f"{what} without its JSON frame")
+    try:
+        value = json.loads(frames[1].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ProtocolError(f"{what} whose JSON frame cannot be read: {type(error).__name__}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} whose JSON is a {type(value).__name__}, not an object")
+    return value
+
+
+def _float64s(frame, what):
+    if len(frame) % 8:
+        raise ProtocolError(f"{what} of {len(frame)} bytes, not whole float64s")
+    return np.frombuffer(frame, dtype="<f8")
+
+
 def decode(frames, action_dim=None, diagnostic_names=()):
-    """Decodes a reply: a dict (hello), an ActionReply or an ErrorReply."""
+    """Decodes a reply: a dict (hello), an ActionReply or an ErrorReply. A reply that breaks the
+    protocol (docs/protocol.md), an action that is not finite or of another size than the hello
+    said included, raises ProtocolError: it is never handed on as an action."""
     if not frames or len(frames[0]) != HEADER.size:
         raise ProtocolError("reply without a 32-byte header")
     magic, version, kind, a, b, c, d = HEADER.unpack(frames[0])
@@ -110,18 +131,24 @@ def decode(frames, action_dim=None, diagnostic_names=()):
     if version != VERSION:
         raise ProtocolError(f"daemon speaks protocol {version}, this client {VERSION}")
     if kind == HELLO_REPLY:
-        return json.loads(frames[1].decode("utf-8"))
+        return _json_object(frames, "hello reply")
     if kind == PARAMETERS_REPLY:
-        return ParametersReply(a, json.loads(frames[1].decode("utf-8")))
+        return ParametersReply(a, _json_object(frames, "parameters reply"))
     if kind == ERROR:
-        return ErrorReply(sequence=a, code=c, message=frames[1].decode("utf-8", "replace"))
+        return ErrorReply(sequence=a, code=c, message=frames[1].decode("utf-8", "replace") if len(frames) > 1 else "")
     if kind == ACTION:
         if len(frames) != 4:
             raise ProtocolError(f"action reply with {len(frames)} frames, expected 4")
-        action = np.frombuffer(frames[1], dtype="<f8")
-        plan = np.frombuffer(frames[2], dtype="<f8")
+        action = _float64s(frames[1], "an action")
+        plan = _float64s(frames[2], "a plan")
+        values = _float64s(frames[3], "diagnostics")
         m = action_dim or len(action)
-        values = np.frombuffer(frames[3], dtype="<f8")
+        if len(action) != m or m == 0:
+            raise ProtocolError(f"an action of {len(action)} values; the daemon's hello said {action_dim}")
+        if not np.all(np.isfinite(action)):
+            raise ProtocolError(f"an action that is not finite: {action.tolist()}")
+        if len(plan) % m:
+            raise ProtocolError(f"a plan of {len(plan)} values, not whole actions of {m}")
         names = list(diagnostic_names) or [f"d{i}" for i in range(len(values))]
-        return ActionReply(a, b, c, action, plan.reshape(-1, m) if m else plan, dict(zip(names, values.tolist())))
+        return ActionReply(a, b, c, action, plan.reshape(-1, m), dict(zip(names, values.tolist())))
     raise ProtocolError(f"unexpected reply type {kind}")
