@@ -67,7 +67,11 @@ struct PlannerBench: ParsableCommand {
         }
         guard controlsOut == nil || paced else { throw ValidationError("--controls-out needs --paced") }
         if let controlsOut {
-            // refused before any timing, not after the first call
+            // refused before any timing, not after the first call; a FIFO or a device would block
+            // the write (or take it somewhere else) rather than fail
+            do { try FileWriting.checkReplaceable(controlsOut) } catch {
+                throw ValidationError("--controls-out \(controlsOut): cannot write it (\(error.reason))")
+            }
             do { try Data().write(to: URL(fileURLWithPath: controlsOut)) } catch {
                 throw ValidationError("--controls-out \(controlsOut): cannot write it (\(error.localizedDescription))")
             }
@@ -134,6 +138,7 @@ struct PlannerBench: ParsableCommand {
     func measure(_ task: ControlTask, _ configuration: PlannerConfiguration, prepared: Bool, value: ValueNetwork? = nil,
                  start: [Float]? = nil, floor: BareRollouts? = nil, paced: Bool = false) throws
         -> (p50: Double, p99: Double, iterationP50: Double, timed: Int, warmUp: Int, floor: (p50: Double, ratioP50: Double, failed: Int)?) {
+        try checkPlanner(configuration, for: task)
         let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
         try planner.installValue(value)
         // A state away from rest so the rollouts do real work; the warm start keeps shifting.
@@ -205,6 +210,22 @@ struct PlannerBench: ParsableCommand {
 /// Most timed calls (or rollouts) a flag may ask for: far beyond any useful run, and far from overflow.
 let maxCalls = 10_000_000
 
+/// The daemon's checks of a planner's settings for a task (ranges, names), and its buffers within
+/// half this machine's memory, as a usage error: not an allocation failure after the first cell.
+func checkPlanner(_ configuration: PlannerConfiguration, for task: ControlTask) throws {
+    do {
+        try configuration.validate(for: task)
+    } catch {
+        throw ValidationError("\(error.key): \(error.reason)")
+    }
+    let bytes = MirrorDescentPlanner.memoryFootprint(task: task, configuration: configuration)
+    let limit = Double(ProcessInfo.processInfo.physicalMemory) / 2
+    guard bytes <= limit else {
+        throw ValidationError(String(format: "K=%d x H=%d needs %.0f MiB of planner buffers, more than half this machine's memory (%.0f MiB)",
+                                     configuration.samples, configuration.horizon, bytes / 1_048_576, limit / 1_048_576))
+    }
+}
+
 /// Waits for the next line of standard input and keeps none of it, so input that never sends a
 /// newline costs no memory. A last line without one still counts, as readLine would count it.
 /// False at the end of input.
@@ -273,13 +294,26 @@ struct EpisodesBench: ParsableCommand {
     @Option(help: "Seed of the first episode's planner (episode i uses seed + i).") var seed: UInt64 = 0
     @Option(help: "A value network (safetensors) at the end of every rollout, planning with its discount.") var value: String?
 
+    func validate() throws {
+        guard (1...maxCalls).contains(steps) else { throw ValidationError("--steps must be an integer in [1, \(maxCalls)], got \(steps)") }
+        guard (1...PlannerConfiguration.maxIterations).contains(iterations) else {
+            throw ValidationError("--iterations must be an integer in [1, \(PlannerConfiguration.maxIterations)], got \(iterations)")
+        }
+    }
+
     func run() throws {
         let controlTask = try TaskRegistry.make(name: task)
-        let text = try String(contentsOfFile: starts, encoding: .utf8)
+        let text: String
+        do {
+            text = try FileReading.text(starts, limit: 16 << 20)
+        } catch {
+            throw ValidationError("--starts: \(error)")
+        }
         let startStates = text.split(separator: "\n").map { $0.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) } }
             .filter { !$0.isEmpty }
-        guard startStates.allSatisfy({ $0.count == controlTask.dynamics.stateDimension }) else {
-            throw ValidationError("every start needs \(controlTask.dynamics.stateDimension) values")
+        guard !startStates.isEmpty else { throw ValidationError("--starts \(starts): no start states in it") }
+        guard startStates.allSatisfy({ $0.count == controlTask.dynamics.stateDimension && $0.allSatisfy(\.isFinite) }) else {
+            throw ValidationError("every start needs \(controlTask.dynamics.stateDimension) finite values")
         }
         var returns: [Double] = [], times: [Double] = [], totals: [Double] = []
         let valueNetwork = try value.map { try ValueNetwork.load(path: $0, for: controlTask) }
@@ -293,6 +327,7 @@ struct EpisodesBench: ParsableCommand {
             configuration.threads = threads
             configuration.seed = seed &+ UInt64(i)
             if let valueNetwork { configuration.discount = valueNetwork.discount }
+            try checkPlanner(configuration, for: controlTask)
             let planner = try MirrorDescentPlanner(task: controlTask, configuration: configuration)
             try planner.installValue(valueNetwork)
             var state = start, total = 0.0

@@ -211,3 +211,30 @@ def test_a_controls_file_that_cannot_be_written_is_refused_before_any_timing(tmp
                              "--json", "--paced", "--controls-out", str(tmp_path / where)], input="\n" * 30, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "--controls-out" in result.stderr and "cannot write it" in result.stderr, result.stderr
     assert '"call"' not in result.stdout  # nothing was timed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["episodes", "--steps", "0", "--samples", "1"], "--steps must be an integer in [1, 10000000], got 0"),
+    (["episodes", "--steps=-5", "--samples", "1"], "--steps must be an integer in [1, 10000000], got -5"),
+    (["episodes", "--steps", "1", "--samples", "1", "--starts", "EMPTY"], "no start states in it"),
+    (["episodes", "--steps", "1", "--samples", "1", "--starts", "NAN"], "every start needs 2 finite values"),
+    (["episodes", "--steps", "1", "--samples", "1", "--starts", "FIFO"], "is not a regular file"),
+    (["episodes", "--steps", "1", "--samples", "1048576", "--horizon", "10000"], "K=1048576 x H=10000 needs"),
+    (["planner", "--samples", "1048576", "--horizons", "10000", "--threads", "1", "--repeats", "1"], "K=1048576 x H=10000 needs"),
+    (["planner", "--samples", "8", "--horizons", "4", "--threads", "1", "--repeats", "2", "--json", "--paced", "--controls-out", "FIFO"],
+     "cannot write it (exists and is a pipe, not a regular file"),
+])
+def test_the_bench_refuses_what_it_cannot_run_with_a_clear_error(tmp_path, args, message):
+    """Each of these once trapped (steps 0 or -5, no starts), aborted on an allocation, ran NaN
+    starts to a JSON error, or hung on a FIFO."""
+    import os
+    (tmp_path / "starts.txt").write_text("0.1,0\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "nan.txt").write_text("nan,1\n")
+    os.mkfifo(tmp_path / "fifo")
+    names = {"EMPTY": "empty.txt", "NAN": "nan.txt", "FIFO": "fifo"}
+    args = [str(tmp_path / names[a]) if a in names else a for a in args]
+    if args[0] == "episodes" and "--starts" not in args:
+        args += ["--starts", str(tmp_path / "starts.txt")]
+    result = subprocess.run([str(BENCH), *args], capture_output=True, text=True, timeout=30, input="")
+    assert result.returncode == 64 and message in result.stderr, (args, result.returncode, result.stderr[-2000:])
