@@ -23,13 +23,53 @@ public final class ModelPlugin: @unchecked Sendable {
 
     public static let maxDimension: UInt32 = 1000
 
-    public init(path: String, parameters: String) throws(LoadError) {
+    /// A library file as loaded: the system keeps serving the first code loaded from one file
+    /// (device and inode), so a file rewritten in place since must not pass for a reload.
+    private struct LoadedFile: Hashable {
+        let device: UInt64, inode: UInt64
+    }
+    private struct FileVersion: Equatable {
+        let size: Int64, modified: Int, modifiedNanoseconds: Int
+    }
+    private struct Instance: Hashable {
+        let file: LoadedFile, parameters: String
+    }
+    private static let registry = NSLock()
+    nonisolated(unsafe) private static var versions: [LoadedFile: FileVersion] = [:]
+    /// Plug-ins made, by file and parameters: a reload with the same ones takes the same plug-in
+    /// rather than create another (the ABI has no destroy, so each would be kept for ever).
+    nonisolated(unsafe) private static var instances: [Instance: ModelPlugin] = [:]
+
+    /// The plug-in of `path` made with `parameters`: the one made before when the file and the
+    /// parameters are the same, else a new one.
+    public static func load(path: String, parameters: String) throws(LoadError) -> ModelPlugin {
+        func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
+        // opened without blocking and examined through that descriptor, then loaded through it:
+        // a FIFO or another file swapped in between cannot be what is loaded
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(String(cString: strerror(errno))))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
+        let file = LoadedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        let version = FileVersion(size: Int64(info.st_size), modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec)
+        registry.lock()
+        defer { registry.unlock() }
+        if let first = versions[file], first != version {
+            throw fail("was rewritten in place since mpcd loaded it, and the system keeps running the code it loaded first: restart mpcd to load the new one (or install it as a new file, e.g. with install(1) or a rename)")
+        }
+        if let made = instances[Instance(file: file, parameters: parameters)] { return made }
+        let plugin = try ModelPlugin(path: path, loadingFrom: "/proc/self/fd/\(fd)", parameters: parameters)
+        versions[file] = version
+        instances[Instance(file: file, parameters: parameters)] = plugin
+        return plugin
+    }
+
+    private init(path: String, loadingFrom loadPath: String, parameters: String) throws(LoadError) {
         self.path = path
         func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+        guard let handle = dlopen(loadPath, RTLD_NOW | RTLD_LOCAL) else {
             throw fail("cannot be loaded: \(dlerror().map { String(cString: $0) } ?? "unknown error")")
         }
         guard let symbol = dlsym(handle, "mpcd_plugin_create") else {
@@ -124,7 +164,7 @@ extension ControlTask {
         let path = file.hasPrefix("/") ? file : (baseDirectory as NSString).appendingPathComponent(file)
         let plugin: ModelPlugin
         do {
-            plugin = try ModelPlugin(path: path, parameters: parameters)
+            plugin = try ModelPlugin.load(path: path, parameters: parameters)
         } catch {
             throw table.error("library", error.description)
         }
