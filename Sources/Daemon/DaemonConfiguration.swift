@@ -114,9 +114,25 @@ public struct PriorConfiguration: Sendable {
     /// Where online weights are kept across restarts; empty: not kept.
     public var stateDirectory = ""
 
-    /// The file online weights are saved to and loaded from at start, if any.
-    public var stateFile: String? {
-        stateDirectory.isEmpty ? nil : (stateDirectory as NSString).appendingPathComponent("\(network.taskName)_\(network.kind.rawValue)_online.safetensors")
+    /// The file online weights are saved to and loaded from at start, if any (`onlineStateFile`).
+    public var stateFile: String?
+    /// Why weights saved there were not taken at start (the configured network was), if so.
+    public var stateProblem: String?
+
+    /// Where a task's online weights are kept in `directory`. A MuJoCo model's or a plug-in's
+    /// file name also carries a hash of its state and action names and sizes: all MuJoCo tasks
+    /// are named "mujoco", and another robot must not start from this one's weights.
+    public static func onlineStateFile(directory: String, task: ControlTask, kind: AmortisedNetwork.Kind) -> String? {
+        guard !directory.isEmpty else { return nil }
+        var name = task.name
+        if task.name == "mujoco" || task.name == "plugin" {
+            let d = task.dynamics
+            let identity = "\(d.stateDimension)|\(d.actionDimension)|\(d.stateNames.joined(separator: ","))|\(d.actionNames.joined(separator: ","))"
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            for byte in identity.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+            name += "-" + String(hash, radix: 16)
+        }
+        return (directory as NSString).appendingPathComponent("\(name)_\(kind.rawValue)_online.safetensors")
     }
 
     public init(file: String, network: AmortisedNetwork) {
@@ -186,8 +202,12 @@ public struct DaemonConfiguration: Sendable {
 
     /// What a configuration does otherwise than it reads, for `--check` and the log.
     public var notes: [String] {
-        guard staleAfter != safety.staleAfter else { return [] }
-        return ["safety.stale_after_s \(safety.staleAfter) is shorter than two tick periods at \(rateHz) Hz: \(staleAfter) s is used"]
+        var notes: [String] = []
+        if staleAfter != safety.staleAfter {
+            notes.append("safety.stale_after_s \(safety.staleAfter) is shorter than two tick periods at \(rateHz) Hz: \(staleAfter) s is used")
+        }
+        if let problem = prior?.stateProblem { notes.append("prior: \(problem)") }
+        return notes
     }
 
     /// The tick rate in force.
@@ -425,16 +445,25 @@ public struct DaemonConfiguration: Sendable {
             } else {
                 network = AmortisedNetwork(kind: kind, task: task, horizon: planner.horizon, hidden: hidden, seed: planner.seed)
             }
-            if online, !stateDirectory.isEmpty {
-                // weights learnt online before a restart take over
-                let saved = (stateDirectory as NSString).appendingPathComponent("\(task.name)_\(network.kind.rawValue)_online.safetensors")
-                if FileManager.default.fileExists(atPath: saved) {
-                    network = try AmortisedNetwork.load(path: saved, for: task)
-                    resolved = saved
-                }
-            }
         } catch {
             throw table.error("file", error.reason)
+        }
+        let stateFile = online ? PriorConfiguration.onlineStateFile(directory: stateDirectory, task: task, kind: network.kind) : nil
+        var stateProblem: String?
+        if let saved = stateFile, FileManager.default.fileExists(atPath: saved) {
+            // weights learnt online before a restart take over; saved weights that cannot serve
+            // (damaged, or for another horizon) must not keep the daemon from starting: the
+            // configured network serves, says so, and its online weights replace the file
+            do {
+                let loaded = try AmortisedNetwork.load(path: saved, for: task)
+                _ = try NetworkPrior(network: loaded, task: task, horizon: planner.horizon)
+                guard loaded.kind == network.kind else { throw AmortisedNetwork.LoadError(path: saved, reason: "a \(loaded.kind.rawValue), not a \(network.kind.rawValue)") }
+                network = loaded
+                resolved = saved
+            } catch {
+                let reason = (error as? AmortisedNetwork.LoadError)?.reason ?? (error as? ConfigurationError)?.reason ?? "\(error)"
+                stateProblem = "the online weights saved in \(saved) were not taken (\(reason)); the configured network serves, and its online weights will replace that file"
+            }
         }
         do {
             _ = try NetworkPrior(network: network, task: task, horizon: planner.horizon)
@@ -444,6 +473,8 @@ public struct DaemonConfiguration: Sendable {
         var p = PriorConfiguration(file: resolved, network: network)
         p.online = online
         p.stateDirectory = stateDirectory
+        p.stateFile = stateFile
+        p.stateProblem = stateProblem
         p.adaptive = try table.bool("adaptive", default: p.adaptive)
         p.minIterations = try table.integer("min_iterations", default: min(p.minIterations, planner.iterations), min: 0, max: planner.iterations)
         p.gapLow = try table.number("gap_low", default: p.gapLow, .nonNegative)

@@ -259,6 +259,42 @@ state_directory = "{tmp_path / 'state'}"
     with Controller(daemon.endpoint) as c:
         c.act(np.array([0.5, 0.0]))
         assert c.last.diagnostics["network_version"] >= 3
+    daemon.stop()
+    # saved weights that cannot serve (damaged on disk) once kept the daemon from starting (exit
+    # 78, a failed unit until someone deleted the file): the configured network serves, and says so
+    saved.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0 and f"note: prior: the online weights saved in {saved} were not taken" in check.stdout, check.stdout + check.stderr
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint) as c:
+        c.act(np.array([0.5, 0.0]))
+        assert c.last.diagnostics["network_version"] == 0
+    assert "were not taken" in daemon.logs()
+
+
+def test_a_mujoco_robots_online_weights_are_kept_apart_from_another_robots(start_daemon, tmp_path):
+    """Every MuJoCo task is named "mujoco": their online weights shared one file, so another robot
+    started from this one's weights. The file name now carries a hash of the state and action names."""
+    fixture = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
+    (tmp_path / "a.xml").write_text(fixture)
+    (tmp_path / "b.xml").write_text(fixture.replace('name="hinge"', 'name="pivot"').replace('joint="hinge"', 'joint="pivot"'))
+    state = tmp_path / "state"
+    files = []
+    for model in ("a.xml", "b.xml"):
+        config = tmp_path / f"{model}.toml"
+        config.write_text(f'[task]\nname = "mujoco"\nmodel = "{model}"\n[[task.cost]]\nquantity = "qpos"\nindex = 1\n'
+                          f'[planner]\nsamples = 32\nhorizon = 10\niterations = 1\n'
+                          f'[prior]\nonline = true\nonline_batch = 16\nonline_publish_every = 10\nstate_directory = "{state}"\n')
+        daemon = start_daemon("--config", str(config))
+        with Controller(daemon.endpoint) as c:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and c.last is None or c.last.diagnostics["network_version"] < 1:
+                assert time.monotonic() < deadline, "no weights published"
+                c.act(np.array([0.0, np.random.uniform(-1, 1), 0.0, 0.0]))
+        daemon.stop()
+        files.append(sorted(p.name for p in state.iterdir()))
+    assert len(files[0]) == 1 and files[0][0].startswith("mujoco-") and files[0][0].endswith("_policy_online.safetensors"), files
+    assert len(files[1]) == 2 and files[0][0] in files[1], files  # robot b wrote a file of its own
 
 
 def test_a_broken_weights_file_stops_the_start_with_the_reason(tmp_path):
