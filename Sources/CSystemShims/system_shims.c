@@ -177,3 +177,9 @@ int mpcd_tcp_listen(const char *address, int port, int backlog, int *fd, int *bo
 int mpcd_accept_nonblocking(int fd) {
     return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
+
+int mpcd_flush_stdout(void) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) return errno ? errno : EIO;
+    return 0;
+}

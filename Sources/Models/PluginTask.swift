@@ -106,8 +106,10 @@ public final class ModelPlugin: @unchecked Sendable {
         self.actionNames = try names(actionNames, m, "action name")
         lower = (0..<Int(m)).map { lowerBounds[$0] }
         upper = (0..<Int(m)).map { upperBounds[$0] }
-        for i in 0..<Int(m) where !(lower[i].isFinite && upper[i].isFinite && lower[i] < upper[i]) {
-            throw fail("action \(i) (\(self.actionNames[i])) has bounds [\(lower[i]), \(upper[i])]: they must be finite, lower below upper")
+        // within 1e12, as every physical parameter: the planner's std is a share of the range,
+        // and ±3e38 overflowed it, every sample invalid and the action 0 without a flag
+        for i in 0..<Int(m) where !(abs(lower[i]) <= 1e12 && abs(upper[i]) <= 1e12 && lower[i] < upper[i]) {
+            throw fail("action \(i) (\(self.actionNames[i])) has bounds [\(lower[i]), \(upper[i])]: they must be finite, at most 1e12 in magnitude, lower below upper")
         }
         guard plugin.dt >= TaskRegistry.minimumStep, plugin.dt <= TaskRegistry.maximumStep else {
             throw fail("has a step of \(plugin.dt) s; it must lie in [0.0001, 10]")

@@ -150,8 +150,25 @@ extension Connection {
     }
 }
 
+/// `text` from the daemon (its errors can carry a plug-in's or a file's words) safe for a
+/// terminal: control characters other than newline and tab shown as \u{..}, so no escape sequence
+/// can clear the screen, move the cursor or write the clipboard.
+func printable(_ text: String) -> String {
+    var out = ""
+    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+    for scalar in text.unicodeScalars {
+        let v = scalar.value
+        if (v < 0x20 && scalar != "\n" && scalar != "\t") || (0x7F...0x9F).contains(v) {
+            out += "\\u{\(String(v, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
 func fail(_ message: String, code: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data("mpcctl: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("mpcctl: \(printable(message))\n".utf8))
     Foundation.exit(code)
 }
 
@@ -190,7 +207,7 @@ struct Reload: ParsableCommand {
         let reply = try connection.request(ControlRequest(command: .reload), defaultTimeout: 60)
         guard reply.ok else { fail("reload refused, still serving the previous configuration: \(reply.error ?? "?")") }
         print("reloaded \(reply.config ?? "")")
-        for warning in reply.warnings ?? [] { print("warning: \(warning)") }
+        for warning in reply.warnings ?? [] { print("warning: \(printable(warning))") }
     }
 }
 
@@ -232,7 +249,7 @@ struct Metrics: ParsableCommand {
     func run() throws {
         let reply = try connection.request(ControlRequest(command: .metrics))
         guard let text = reply.text else { fail(reply.error ?? "the daemon answered without metrics") }
-        print(text, terminator: "")
+        print(printable(text), terminator: "")
     }
 }
 

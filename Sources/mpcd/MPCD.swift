@@ -72,7 +72,9 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         if printDefault {
+            guard config == nil, !check else { throw ValidationError("--print-default prints the embedded default; it takes neither --config nor --check") }
             print(DaemonConfiguration.embeddedDefault)
+            try flushStandardOutput()
             return
         }
         // SIGTERM, SIGINT and SIGHUP from the very start: set flags the serving loop reads, so none
@@ -134,4 +136,14 @@ struct Serve: ParsableCommand {
 /// SIGHUP reloads it (ignored until it serves), and SIGKILL and SIGSTOP cannot be caught.
 func ignoreStraySignals() {
     mpcd_ignore_stray_signals()
+}
+
+/// Flushes standard output and fails when it could not be written (a full disk, /dev/full, a
+/// closed pipe): a configuration or a table cut short must not pass for a whole one.
+func flushStandardOutput() throws {
+    let error = mpcd_flush_stdout()
+    if error != 0 {
+        FileHandle.standardError.write(Data("mpcd: cannot write standard output: \(String(cString: strerror(error)))\n".utf8))
+        throw ExitCode(74)
+    }
 }

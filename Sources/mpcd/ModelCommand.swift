@@ -28,6 +28,7 @@ struct ModelCommand: ParsableCommand {
             print("state (\(d.stateDimension)): \(d.stateNames.joined(separator: " "))")
             print("action (\(d.actionDimension)): \(d.actionNames.joined(separator: " "))")
             print("action bounds: " + zip(d.actionLowerBounds, d.actionUpperBounds).map { "[\($0), \($1)]" }.joined(separator: " "))
+            try flushStandardOutput()
             return
         }
         let n = d.stateDimension, m = d.actionDimension
@@ -41,5 +42,6 @@ struct ModelCommand: ParsableCommand {
             let (next, cost) = task.step(state: Array(values[0..<n]), action: Array(values[n...]))
             print((next + [cost]).map { "\($0)" }.joined(separator: " "))
         }
+        try flushStandardOutput()
     }
 }

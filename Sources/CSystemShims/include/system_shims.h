@@ -59,4 +59,7 @@ int mpcd_stop_requested(void);
 /* Whether SIGHUP came since the last call (and clears it). */
 int mpcd_take_reload_request(void);
 
+/* Flushes standard output: 0, or the errno of a failed write (a full disk, /dev/full, a closed pipe). */
+int mpcd_flush_stdout(void);
+
 #endif

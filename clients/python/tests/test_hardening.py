@@ -249,6 +249,18 @@ def test_tcp_ports_libzmq_would_wrap_are_refused(tmp_path):
         assert result.returncode == 0, (good, result.stderr)
 
 
+def test_output_that_cannot_be_written_is_an_error_not_a_quiet_success():
+    """`mpcd --print-default > /dev/full` exited 0 with nothing written: a configuration cut short
+    would pass for a whole one. And --print-default silently ignored --check and --config."""
+    with open("/dev/full", "w") as full:
+        printed = subprocess.run([str(MPCD), "--print-default"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=20)
+        stepped = subprocess.run([str(MPCD), "model", "--step"], input="0 0 0\n", stdout=full, stderr=subprocess.PIPE, text=True, timeout=20)
+    for result in (printed, stepped):
+        assert result.returncode == 74 and "cannot write standard output: No space left on device" in result.stderr, result.stderr
+    mixed = subprocess.run([str(MPCD), "--print-default", "--check"], capture_output=True, text=True, timeout=20)
+    assert mixed.returncode == 64 and "takes neither --config nor --check" in mixed.stderr, mixed.stderr
+
+
 # 5 ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,key", [

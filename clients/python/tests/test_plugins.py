@@ -128,3 +128,27 @@ def test_a_reload_takes_the_plugin_it_has_and_refuses_a_library_rewritten_in_pla
     os.rename(tmp_path / "new.so", library)
     daemon.mpcctl("reload")
     assert creates() == 3
+
+
+def test_mpcctl_shows_a_plugins_escape_sequences_rather_than_obeying_them(start_daemon, plugin_config, tmp_path):
+    """A plug-in's refusal reaches the operator's terminal through mpcctl reload: its escape
+    sequences (clear the screen, write the clipboard) are shown as text, not sent raw; and plug-in
+    bounds of 3e38, each finite but overflowing the planner's range, are refused."""
+    (tmp_path / "rude.c").write_text('#include "mpcd_plugin.h"\n#include <stdio.h>\n'
+                                     'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) '
+                                     '{ (void)p; (void)out; snprintf(e, n, "no\\033[2J\\033]52;c;aGk=\\007"); return 1; }\n')
+    compile_plugin(tmp_path / "rude.c", tmp_path / "librude.so")
+    daemon = start_daemon("--config", str(plugin_config))
+    plugin_config.write_text('[task]\nname = "plugin"\nlibrary = "librude.so"\n')
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "no\\u{1b}[2J\\u{1b}]52;c;aGk=\\u{7}" in refused.stderr, refused.stderr
+    assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
+    (tmp_path / "wide.c").write_text(
+        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        'static float wide_low[1] = {-3e38f}, wide_high[1] = {3e38f};\n'
+        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+        '    int status = example_create(p, out, e, n); out->action_lower = wide_low; out->action_upper = wide_high; return status;\n}\n')
+    compile_plugin(tmp_path / "wide.c", tmp_path / "libwide.so")
+    plugin_config.write_text('[task]\nname = "plugin"\nlibrary = "libwide.so"\n')
+    check = subprocess.run([str(MPCD), "--config", str(plugin_config), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 78 and "at most 1e12 in magnitude" in check.stderr, check.stderr
