@@ -282,7 +282,6 @@ public struct DaemonConfiguration: Sendable {
         // respect it are sent as planned instead of being cut by the guard
         if planner.maxRate == nil { planner.maxRate = safety.maxRate }
         try planner.validate(for: task)
-        try IterationTimeCheck.check(task: task, planner: planner)
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
         var prior: PriorConfiguration?
         if let table = try root.table("prior"), withPrior {
@@ -323,6 +322,8 @@ public struct DaemonConfiguration: Sendable {
         configuration.filesRead = try filesRead(source: source, task: name, taskTable: taskTable, base: base, prior: prior, value: value, curve: curve)
         configuration.value = value
         try configuration.checkMemory()
+        // after the memory check: a configuration too big to allocate says so first
+        try IterationTimeCheck.check(task: task, planner: planner)
         return configuration
     }
 
