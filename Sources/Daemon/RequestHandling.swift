@@ -41,7 +41,7 @@ extension Server {
                 session.envelope = envelope
                 session.lastSeen = now
                 session.userID = userID
-                session.connection = connection
+                session.arrived(by: connection)
                 session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
             case let .parameters(sequence, values):
@@ -58,6 +58,7 @@ extension Server {
                 session.envelope = envelope
                 session.lastSeen = now
                 session.userID = userID
+                session.arrived(by: connection)
                 // debug: a client may send these as often as it likes
                 logger.debug("session parameters set", metadata: [
                     "peer": "\(session.name)", "parameters": "\(values.keys.sorted().map { "\($0)=\(values[$0]!)" }.joined(separator: " "))",

@@ -9,6 +9,12 @@ import Planners
 extension Server {
     func session(for identity: [UInt8], envelope: [[UInt8]], now: UInt64, sequence: UInt64) throws(WireProtocol.Refusal) -> Session {
         if let existing = sessions[identity] { return existing }
+        if sessions.count >= configuration.server.maxSessions,
+           let gone = sessions.values.filter({ $0.departedAt != nil }).min(by: { $0.departedAt! < $1.departedAt! }) {
+            // full: a session whose client's connection has closed gives way first, at once
+            counters.sessionsPeerGone += 1
+            endSessions(where: { $0 === gone }, reason: "its connection closed, its place taken by a new client")
+        }
         if sessions.count >= configuration.server.maxSessions {
             // full: the session silent longest gives way if it has been silent long enough
             let idleAfter = nanoseconds(seconds: configuration.server.evictIdleAfter)
@@ -55,17 +61,30 @@ extension Server {
         }
     }
 
-    /// Ends the sessions whose connection has closed (or was ended by the guard): a client
-    /// that hung up without a bye would otherwise hold its place until `evict_idle_after_s`, and
-    /// one opening fresh identities could keep every newcomer out. Counted as peer gone; the
-    /// client's last action is remembered, as for every ended session.
+    /// How long a session whose connection closed waits for its client to come back by a new
+    /// one (a ZeroMQ socket reconnects by itself within a fraction of a second) before it ends.
+    static let departedGraceNanoseconds: UInt64 = 2_000_000_000
+
+    /// Marks the sessions whose connection has closed (or was ended by the guard) departed, and
+    /// ends those departed longer than the grace. A departed session gives way to a newcomer at
+    /// once (`session(for:)`): a client that hung up without a bye would otherwise hold its place
+    /// until `evict_idle_after_s`, and one opening fresh identities could keep every newcomer out.
+    /// One that comes back within the grace keeps its session: warm start, parameters and all.
+    /// Ended ones count as peer gone; the last action is remembered, as for every ended session.
     func endSessionsOfDepartedConnections() {
-        guard let departed = connectionGuard?.takeDeparted(), !departed.isEmpty else { return }
-        let gone = Set(departed.map { "\($0.descriptor):\($0.inode)" })
-        let ending = sessions.values.filter { session in session.connection.map { gone.contains("\($0.descriptor):\($0.inode)") } ?? false }
+        let now = monotonicNanoseconds()
+        if let departed = connectionGuard?.takeDeparted(), !departed.isEmpty {
+            let gone = Set(departed.map { "\($0.descriptor):\($0.inode)" })
+            for session in sessions.values where session.connection.map({ gone.contains("\($0.descriptor):\($0.inode)") }) ?? false {
+                session.departed(at: now)
+            }
+        }
+        let ending = sessions.values.filter { session in
+            session.departedAt.map { now > $0 && now - $0 >= Self.departedGraceNanoseconds } ?? false
+        }
         guard !ending.isEmpty else { return }
         counters.sessionsPeerGone += UInt64(ending.count)
-        endSessions(where: { session in ending.contains { $0 === session } }, reason: "its connection closed")
+        endSessions(where: { session in ending.contains { $0 === session } }, reason: "its connection closed and it did not come back")
     }
 
     func expireIdleSessions(now: UInt64) {

@@ -58,6 +58,7 @@ extension Server {
             connectionGuard.sweep(now: now)
         }
         endSessionsOfDepartedConnections()
+        _ = controlGuard?.takeDeparted()  // the control socket has no sessions: nothing to keep
         for _ in 0..<Self.drainLimit {
             guard monotonicNanoseconds() < deadline else { return }
             let incoming: ZMQSocket.Incoming?

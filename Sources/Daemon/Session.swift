@@ -28,9 +28,23 @@ final class Session: @unchecked Sendable {
     var lastObservationAt: UInt64 { observation?.receivedAt ?? createdAt }
     /// The client's CURVE key, with CURVE.
     var userID: String?
-    /// The connection its last observation came by (descriptor and socket inode; nil where
-    /// libzmq does not say): when that connection closes, the session ends.
-    var connection: (descriptor: Int32, inode: UInt64)?
+    /// The connection its last message came by (descriptor and socket inode; nil where libzmq
+    /// does not say).
+    private(set) var connection: (descriptor: Int32, inode: UInt64)?
+    /// When that connection closed, while no message has come since (by a new one: a client's
+    /// ZeroMQ socket reconnects by itself, under the same identity).
+    private(set) var departedAt: UInt64?
+
+    /// A message came by `connection`: the session is live again if it had departed.
+    func arrived(by connection: (descriptor: Int32, inode: UInt64)?) {
+        if let connection { self.connection = connection }
+        departedAt = nil
+    }
+
+    /// Its connection closed at `now`.
+    func departed(at now: UInt64) {
+        if departedAt == nil { departedAt = now }
+    }
     var ticksServed: UInt64 = 0
     var refused: UInt64 = 0
     /// The reply built by the last plan, waiting for the socket thread to send it.

@@ -29,7 +29,8 @@ public final class ModelPlugin: @unchecked Sendable {
         let device: UInt64, inode: UInt64
     }
     private struct FileVersion: Equatable {
-        let size: Int64, modified: Int, modifiedNanoseconds: Int
+        // the change time too: cp -p and rsync -t keep the modification time of what they copy
+        let size: Int64, modified: Int, modifiedNanoseconds: Int, changed: Int, changedNanoseconds: Int
     }
     private struct Instance: Hashable {
         let file: LoadedFile, parameters: String
@@ -48,12 +49,17 @@ public final class ModelPlugin: @unchecked Sendable {
         // a FIFO or another file swapped in between cannot be what is loaded
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
+        // kept open for the life of the process once a library is loaded through it: the loader
+        // knows a library by the name it was opened under, /proc/self/fd/N, and a later library
+        // opened under a reused N would be taken for this one
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(String(cString: strerror(errno))))") }
         guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
         let file = LoadedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        let version = FileVersion(size: Int64(info.st_size), modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec)
+        let version = FileVersion(size: Int64(info.st_size), modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec,
+                                  changed: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)
         registry.lock()
         defer { registry.unlock() }
         if let first = versions[file], first != version {
@@ -61,6 +67,7 @@ public final class ModelPlugin: @unchecked Sendable {
         }
         if let made = instances[Instance(file: file, parameters: parameters)] { return made }
         let plugin = try ModelPlugin(path: path, loadingFrom: "/proc/self/fd/\(fd)", parameters: parameters)
+        keepOpen = true
         versions[file] = version
         instances[Instance(file: file, parameters: parameters)] = plugin
         return plugin

@@ -52,7 +52,8 @@ struct TrainingCheckpoint {
     /// second moment or step), which would otherwise trap or turn the weights to NaN at the first
     /// update. Called once the network is known to be the one asked for.
     func checkState(parameterCount: Int, path: String) throws {
-        guard rounds >= 0, optimiser.step >= 0, optimiser.firstMoment.count == parameterCount,
+        // a step count far past any training (2^40 updates), not Int.max, which would trap at the next
+        guard rounds >= 0, (0...(1 << 40)).contains(optimiser.step), optimiser.firstMoment.count == parameterCount,
               optimiser.secondMoment.count == parameterCount, optimiser.firstMoment.allSatisfy(\.isFinite),
               optimiser.secondMoment.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
             throw AmortisedNetwork.LoadError(path: path, reason: "a damaged checkpoint: its round count or optimiser state is not one training saves")

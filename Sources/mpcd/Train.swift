@@ -50,8 +50,7 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of the network, the starts and the planner.") var seed: UInt64 = 0
     @Flag(help: "Ignore an existing checkpoint.") var fresh = false
 
-    /// Most of any count flag (rounds, episodes, steps, epochs, states): far past any useful run,
-    /// and small enough that no product of them overflows.
+    /// Most of any count flag (rounds, episodes, steps, epochs, states): far past any useful run.
     static let maxCount = 10_000_000
     /// Most memory the labels of a policy or plan may take over all rounds (they are all kept).
     static let maxLabelBytes = 8 << 30
@@ -127,9 +126,12 @@ struct Train: ParsableCommand {
         if value { return try learnValue(configuration.task, planner) }
         let rounds = self.rounds ?? 8, learningRate = self.learningRate ?? 3e-3
         // every round's labels are kept: refuse a run whose labels could not be held, before any work
-        let labelBytes = rounds * episodes * steps * (d.featureNames.count + 2 * outputs) * MemoryLayout<Float>.size
-        guard labelBytes <= Self.maxLabelBytes else {
-            throw ValidationError("--rounds x --episodes x --steps: \(rounds * episodes * steps) labelled states would take \(labelBytes >> 20) MiB; at most \(Self.maxLabelBytes >> 20) MiB are kept")
+        // in Double: each count may be 10^7, and their product overflows Int
+        let states = Double(rounds) * Double(episodes) * Double(steps)
+        let labelBytes = states * Double((d.featureNames.count + 2 * outputs) * MemoryLayout<Float>.size)
+        guard labelBytes <= Double(Self.maxLabelBytes) else {
+            throw ValidationError(String(format: "--rounds x --episodes x --steps: %.0f labelled states would take %.0f MiB; at most %d MiB are kept",
+                                         states, (labelBytes / 1_048_576).rounded(.down), Self.maxLabelBytes >> 20))
         }
         let networkKind = AmortisedNetwork.Kind(rawValue: kind)!
         let network = AmortisedNetwork(kind: networkKind, task: configuration.task, horizon: planner.horizon,
