@@ -57,15 +57,14 @@ public final class MuJoCoModel: @unchecked Sendable {
         self.path = path
         Self.silenceWarnings
         // read and checked first, as every file mpcd reads: a regular file of bounded size
-        let text: String
+        let bytes: [UInt8]
         do {
-            // decoded leniently: only its file names are looked for, and MuJoCo reads it itself
-            text = String(decoding: try FileReading.read(path, limit: Self.maxFileBytes), as: UTF8.self)
+            bytes = [UInt8](try FileReading.read(path, limit: Self.maxFileBytes))
         } catch {
             throw LoadError(path: path, reason: error.reason)
         }
         // and so is every file it names, before MuJoCo opens them
-        try MJCFReferences.check(model: path, text: text, includeLimit: Self.maxFileBytes)
+        try MJCFReferences.check(model: path, bytes: bytes, includeLimit: Self.maxFileBytes)
         var message = [CChar](repeating: 0, count: 1000)
         guard let loaded = mpcd_mujoco_load(path, &message, Int32(message.count)) else {
             let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -86,7 +86,8 @@ def test_files_a_model_names_are_checked_before_mujoco_opens_them(start_daemon, 
     robot = tmp_path / "robot.xml"
 
     def model(extra):
-        robot.write_text(base.replace("</mujoco>", extra + "\n</mujoco>"))
+        # written as bytes: latin-1 keeps a lone \xff byte a byte (not UTF-8), as a hostile file would have it
+        robot.write_bytes(base.replace("</mujoco>", extra + "\n</mujoco>").encode("latin-1"))
 
     (tmp_path / "extra.xml").write_text('<mujoco>\n  <visual><global offwidth="640"/></visual>\n</mujoco>\n')
     model('<include file="extra.xml"/>')  # a model with a regular include and no asset: served
@@ -109,17 +110,28 @@ def test_files_a_model_names_are_checked_before_mujoco_opens_them(start_daemon, 
         ('<include file="/dev/zero"/>', "include", "/dev/zero", "is not a regular file"),
         ('<compiler meshdir="meshes"/><asset><mesh name="pole" file="pole.stl"/></asset>', "file", "pole.stl", "is not a regular file"),
         ('<asset><texture name="t" type="cube" fileright="huge.xml"/></asset>', "file", "huge.xml", "bytes; at most"),
+        # read as the XML parser reads them (a review found each slipped past a pattern match)
+        ('<include x=">" file="fifo.xml"/>', "include", "fifo.xml", "is not a regular file"),
+        ('<include file="./nested.xml"/>', "include", "fifo.xml", "is not a regular file"),
+        ('<include file="fif\u00ff.xml"/>'.encode("latin-1").decode("latin-1"), "", "", "not UTF-8"),
+        ('<include file="fifo&#xD800;.xml"/>', "", "", "a character reference that is no character"),
+        ('<include file="fi\rfo.xml"/>', "", "", "a control character"),
     ]
     for extra, what, name, reason in cases:
         model(extra)
         started = time.monotonic()
         result = daemon.mpcctl("reload", check=False)
-        assert result.returncode == 1 and f"its {what} " in result.stderr and name in result.stderr and reason in result.stderr, (extra, result.stderr)
+        assert result.returncode == 1 and (not what or f"its {what} " in result.stderr) and name in result.stderr and reason in result.stderr, (extra, result.stderr)
         assert time.monotonic() - started < 10, extra
         with Controller(daemon.endpoint) as c:
             assert np.isfinite(c.act(state)).all()
         check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert check.returncode == 78 and reason in check.stderr, (extra, check.stderr)
+    # 16 MiB of tags that never end is read in one pass (a pattern match took quadratic time)
+    started = time.monotonic()
+    robot.write_text('<mujoco>' + "<include " * ((16 << 20) // 9 - 10))
+    slow = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=60)
+    assert slow.returncode == 78 and time.monotonic() - started < 20, (slow.stderr[-500:], time.monotonic() - started)
     # fixed, it is taken again: nothing was left half-done by the refusals
     model('<include file="extra.xml"/>')
     assert daemon.mpcctl("reload").returncode == 0

@@ -91,9 +91,12 @@ def test_a_reload_takes_the_plugin_it_has_and_refuses_a_library_rewritten_in_pla
     (tmp_path / "counting.c").write_text(
         f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
         '#include <stdio.h>\n'
+        'static float tight_low[1] = {-1.25f}, tight_high[1] = {1.25f};\n'
         'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
         f'    FILE *f = fopen("{log}", "a"); if (f) {{ fputs("create\\n", f); fclose(f); }}\n'
-        '    return example_create(p, out, e, n);\n}\n')
+        '    int status = example_create(p, out, e, n);\n'
+        '#ifdef TIGHT\n    out->action_lower = tight_low; out->action_upper = tight_high;\n#endif\n'
+        '    return status;\n}\n')
     compile_plugin(tmp_path / "counting.c", tmp_path / "libcounting.so")
     config = tmp_path / "plugin.toml"
 
@@ -123,11 +126,13 @@ def test_a_reload_takes_the_plugin_it_has_and_refuses_a_library_rewritten_in_pla
     assert refused.returncode == 1 and "rewritten in place" in refused.stderr and "restart mpcd" in refused.stderr, refused.stderr
     with Controller(daemon.endpoint) as c:
         assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
-    # installed as a new file (a rename), it is loaded
-    shutil.copy(library, tmp_path / "new.so")
+    # a new build installed as a new file (a rename) is loaded: its tighter bound is in force
+    compile_plugin(tmp_path / "counting.c", tmp_path / "new.so", "-DTIGHT")
     os.rename(tmp_path / "new.so", library)
     daemon.mpcctl("reload")
     assert creates() == 3
+    with Controller(daemon.endpoint) as c:
+        assert c.info["action_high"] == [1.25]
 
 
 def test_mpcctl_shows_a_plugins_escape_sequences_rather_than_obeying_them(start_daemon, plugin_config, tmp_path):
