@@ -52,7 +52,7 @@ for target in $targets; do
       build $flags $blas $zmq -I "$out" -L "$out" -lControlProtocol -lZeroMQ -lPlanners -lModels -lConfigFiles -module-name ConfigurationFuzz \
         Sources/Daemon/DaemonConfiguration.swift Sources/Daemon/CurveConfiguration.swift Sources/Daemon/ActionSafety.swift \
         Sources/Daemon/MetricsListenAddress.swift Sources/Daemon/ServiceCredentials.swift Sources/Daemon/RecordingConfiguration.swift \
-        Sources/Daemon/EmbeddedNetworks.swift Sources/Daemon/EmbeddedNetworkData.swift \
+        Sources/Daemon/EmbeddedNetworks.swift Sources/Daemon/EmbeddedNetworkData.swift Sources/Daemon/IterationTimeCheck.swift \
         Sources/FuzzSupport/FuzzValueReader.swift Sources/FuzzSupport/FuzzConfiguration.swift Fuzz/ConfigurationFuzz.swift \
         -o "$out/configuration" ;;
     control)

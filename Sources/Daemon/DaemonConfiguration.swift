@@ -192,8 +192,9 @@ public struct DaemonConfiguration: Sendable {
         return ActionSafety(lower: lower, upper: upper, maxStep: safety.maxRate.map { $0.map { $0 * Float(period) } })
     }
 
-    /// The stale threshold in force, s (0: off): `stale_after_s`, but in realtime never under two
-    /// tick periods. An observation one tick old is not stale; with the default 0.5 s at 1 Hz every
+    /// The stale threshold in force for ticks without a new observation, s (0: off):
+    /// `stale_after_s`, but in realtime never under two tick periods (a trusted timestamp's age on
+    /// arrival is held to `stale_after_s` itself). An observation one tick old is not stale; with the default 0.5 s at 1 Hz every
     /// reply after the first was the safe action, flagged stale, and the planner never acted.
     public var staleAfter: Double {
         guard safety.staleAfter > 0, server.mode == .realtime else { return safety.staleAfter }

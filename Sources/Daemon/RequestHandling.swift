@@ -98,8 +98,11 @@ extension Server {
             throw WireProtocol.Refusal(.malformed, "timestamp \(timestamp) s is ahead of this host's CLOCK_MONOTONIC (\(Double(now) * 1e-9) s): trust_client_timestamps needs this host's monotonic clock, e.g. Python's time.monotonic()", sequence: sequence)
         }
         let measuredAt = min(stamped, now)
-        if staleAfterNanoseconds > 0, now - measuredAt > staleAfterNanoseconds {
-            throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.staleAfter)", sequence: sequence)
+        // the configured age, not the realtime floor of two tick periods: how old a measurement may
+        // arrive has nothing to do with the tick
+        let maxAge = nanoseconds(seconds: configuration.safety.staleAfter)
+        if maxAge > 0, now - measuredAt > maxAge {
+            throw WireProtocol.Refusal(.stale, "observation is \(Double(now - measuredAt) * 1e-9) s old; stale_after_s is \(configuration.safety.staleAfter)", sequence: sequence)
         }
         return measuredAt
     }
