@@ -34,6 +34,8 @@ public final class Server: @unchecked Sendable {
     /// The last action sent to sessions that have ended, by identity: the slew reference of a
     /// session the same client opens again.
     var recentActions: [[UInt8]: (action: [Float], at: UInt64)] = [:]
+    /// When the departed sessions' graces were last looked at (`endSessionsOfDepartedConnections`).
+    var lastDepartureSweep: UInt64 = 0
     /// The TCP connections of the data socket, watched (docs/reliability.md, "Connections").
     var connectionGuard: ConnectionGuard?
     /// The control socket's guard (`maxControlConnections`).

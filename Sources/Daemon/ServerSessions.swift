@@ -79,6 +79,9 @@ extension Server {
                 session.departed(at: now)
             }
         }
+        // the graces are looked at ten times a second, not at every wake-up: a walk over every session
+        guard now >= lastDepartureSweep &+ 100_000_000 else { return }
+        lastDepartureSweep = now
         let ending = sessions.values.filter { session in
             session.departedAt.map { now > $0 && now - $0 >= Self.departedGraceNanoseconds } ?? false
         }
