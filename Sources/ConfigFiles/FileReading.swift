@@ -7,9 +7,9 @@ public enum FileReading {
     public static func read(_ path: String, limit: Int) throws(FileReadError) -> Data {
         func fail(_ reason: String) -> FileReadError { FileReadError(path: path, reason: reason) }
         func system(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
-        let (fd, size) = try openChecked(path, limit: limit)
+        let (fd, info) = try open(path, limit: limit)
         defer { close(fd) }
-        var data = Data(count: size)
+        var data = Data(count: Int(info.st_size))
         var filled = 0
         let failure: Int32? = data.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Int32? in
             while filled < buffer.count {
@@ -29,17 +29,18 @@ public enum FileReading {
     /// another program (a library) opens itself. Returns its size.
     @discardableResult
     public static func check(_ path: String, limit: Int) throws(FileReadError) -> Int {
-        let (fd, size) = try openChecked(path, limit: limit)
+        let (fd, info) = try open(path, limit: limit)
         close(fd)
-        return size
+        return Int(info.st_size)
     }
 
     /// Opens `path` without blocking (a FIFO without a writer would block an open for reading) and
-    /// refuses anything but a regular file of at most `limit` bytes; returns the descriptor and size.
-    private static func openChecked(_ path: String, limit: Int) throws(FileReadError) -> (Int32, Int) {
+    /// refuses anything but a regular file of at most `limit` bytes; returns the descriptor (the
+    /// caller closes it) and what it is, examined through that descriptor.
+    public static func open(_ path: String, limit: Int) throws(FileReadError) -> (descriptor: Int32, info: stat) {
         func fail(_ reason: String) -> FileReadError { FileReadError(path: path, reason: reason) }
         func system(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw fail("cannot be read (\(system()))") }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
@@ -55,7 +56,7 @@ public enum FileReading {
             close(fd)
             throw fail("is \(info.st_size) bytes; at most \(limit) are read")
         }
-        return (fd, Int(info.st_size))
+        return (fd, info)
     }
 
     /// A text file, UTF-8.

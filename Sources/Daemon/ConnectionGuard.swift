@@ -39,7 +39,14 @@ final class ConnectionGuard {
         }
     }
 
+    /// A connection told apart from a later one under the same descriptor number.
+    struct Identity: Hashable {
+        let descriptor: Int32
+        let inode: UInt64
+    }
+
     struct Connection {
+        var identity: Identity { Identity(descriptor: descriptor, inode: inode) }
         let descriptor: Int32
         let peer: String
         /// The socket's inode: the same descriptor number may later be another connection.

@@ -128,9 +128,7 @@ public struct PriorConfiguration: Sendable {
         if task.name == "mujoco" || task.name == "plugin" {
             let d = task.dynamics
             let identity = "\(d.stateDimension)|\(d.actionDimension)|\(d.stateNames.joined(separator: ","))|\(d.actionNames.joined(separator: ","))"
-            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-            for byte in identity.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-            name += "-" + String(hash, radix: 16)
+            name += "-" + String(fnv1a(identity.utf8), radix: 16)
         }
         return (directory as NSString).appendingPathComponent("\(name)_\(kind.rawValue)_online.safetensors")
     }

@@ -95,7 +95,7 @@ extension Server {
         let period = configuration.server.mode == .realtime ? 1 / configuration.rateHz : Double(task.dynamics.dt)
         var pairs: [(String, String)] = [
             ("mpcd_version", mpcdVersion), ("configuration", configuration.text), ("configuration_source", configuration.source == DaemonConfiguration.embeddedSource ? configuration.source : DaemonConfiguration.absolutePath(configuration.source)),
-            ("configuration_hash", String(format: "%016llx", Self.fnv1a(Array(configuration.text.utf8)))),
+            ("configuration_hash", String(format: "%016llx", fnv1a(configuration.text.utf8))),
             ("task", task.name), ("mode", configuration.server.mode.rawValue), ("rate_hz", "\(configuration.rateHz)"),
             ("reply_period_seconds", "\(period)"), ("state_dimension", "\(task.dynamics.stateDimension)"),
             ("action_dimension", "\(task.dynamics.actionDimension)"), ("horizon", "\(configuration.planner.horizon)"),
@@ -110,12 +110,5 @@ extension Server {
         }
         if let value = configuration.value { pairs += [("value_file", value.file)] }
         return pairs
-    }
-
-    /// FNV-1a, 64 bits: tells two configurations apart (not a cryptographic hash).
-    static func fnv1a(_ bytes: [UInt8]) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return hash
     }
 }

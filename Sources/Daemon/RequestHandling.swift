@@ -5,7 +5,7 @@ import Models
 /// A decoded request acted on: hello answered, bye ending the session, an observation stored as
 /// its session's newest; anything refused gets an error reply and changes nothing else.
 extension Server {
-    func handle(_ frames: [[UInt8]], userID: String?, connection: (descriptor: Int32, inode: UInt64)? = nil) {
+    func handle(_ frames: [[UInt8]], userID: String?, connection: ConnectionGuard.Identity? = nil) {
         guard frames.count >= 2 else { return }
         let identity = frames[0]
         // REQ clients put an empty delimiter frame before the payload; DEALER clients do not.

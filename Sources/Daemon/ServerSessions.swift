@@ -74,8 +74,8 @@ extension Server {
     func endSessionsOfDepartedConnections() {
         let now = monotonicNanoseconds()
         if let departed = connectionGuard?.takeDeparted(), !departed.isEmpty {
-            let gone = Set(departed.map { "\($0.descriptor):\($0.inode)" })
-            for session in sessions.values where session.connection.map({ gone.contains("\($0.descriptor):\($0.inode)") }) ?? false {
+            let gone = Set(departed.map(\.identity))
+            for session in sessions.values where session.connection.map(gone.contains) ?? false {
                 session.departed(at: now)
             }
         }

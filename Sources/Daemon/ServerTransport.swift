@@ -88,7 +88,7 @@ extension Server {
                         continue
                     }
                 }
-                handle(frames, userID: userID, connection: connection.map { ($0.descriptor, $0.inode) })
+                handle(frames, userID: userID, connection: connection?.identity)
             }
         }
     }

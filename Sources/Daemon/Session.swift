@@ -30,13 +30,13 @@ final class Session: @unchecked Sendable {
     var userID: String?
     /// The connection its last message came by (descriptor and socket inode; nil where libzmq
     /// does not say).
-    private(set) var connection: (descriptor: Int32, inode: UInt64)?
+    private(set) var connection: ConnectionGuard.Identity?
     /// When that connection closed, while no message has come since (by a new one: a client's
     /// ZeroMQ socket reconnects by itself, under the same identity).
     private(set) var departedAt: UInt64?
 
     /// A message came by `connection`: the session is live again if it had departed.
-    func arrived(by connection: (descriptor: Int32, inode: UInt64)?) {
+    func arrived(by connection: ConnectionGuard.Identity?) {
         if let connection { self.connection = connection }
         departedAt = nil
     }

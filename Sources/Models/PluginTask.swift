@@ -47,16 +47,17 @@ public final class ModelPlugin: @unchecked Sendable {
         func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
         // opened without blocking and examined through that descriptor, then loaded through it:
         // a FIFO or another file swapped in between cannot be what is loaded
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw fail("cannot be read (\(String(cString: strerror(errno))))") }
+        let fd: Int32, info: stat
+        do {
+            (fd, info) = try FileReading.open(path, limit: Int.max)
+        } catch {
+            throw fail(error.reason)
+        }
         // kept open for the life of the process once a library is loaded through it: the loader
         // knows a library by the name it was opened under, /proc/self/fd/N, and a later library
         // opened under a reused N would be taken for this one
         var keepOpen = false
         defer { if !keepOpen { close(fd) } }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw fail("cannot be examined (\(String(cString: strerror(errno))))") }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw fail("is not a regular file") }
         let file = LoadedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         let version = FileVersion(size: Int64(info.st_size), modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec,
                                   changed: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)

@@ -21,7 +21,7 @@ struct CheckpointInputs {
     init(networks: [(flag: String, name: String, data: Data)], labelPriorStart: String, labelPriorStrength: Float) {
         let labeller = "--label-prior-start \(labelPriorStart) --label-prior-strength \(labelPriorStrength)"
         described = (networks.map { "\($0.flag) \($0.name)" } + [labeller]).joined(separator: " ")
-        fingerprint = (networks.map { "\($0.flag) fnv1a:\(Self.fnv1a($0.data))" } + [labeller]).joined(separator: " ")
+        fingerprint = (networks.map { "\($0.flag) fnv1a:\(String(fnv1a($0.data), radix: 16))" } + [labeller]).joined(separator: " ")
     }
 
     private init(described: String, fingerprint: String) {
@@ -36,11 +36,6 @@ struct CheckpointInputs {
         return CheckpointInputs(described: "nothing recorded (a checkpoint from before mpcd recorded them)", fingerprint: defaults.fingerprint)
     }()
 
-    static func fnv1a(_ data: Data) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in data { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return String(hash, radix: 16)
-    }
 
     /// What a checkpoint's metadata records of these inputs (`checkpointData(metadata:)`).
     var metadata: [String: String] { [Self.describedKey: described, Self.fingerprintKey: fingerprint] }
