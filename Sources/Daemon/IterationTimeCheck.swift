@@ -6,7 +6,7 @@ import Planners
 /// the serving loop checks its deadline only between iterations, so one long iteration holds up
 /// every session, the control socket and a stop request (and under systemd trips the watchdog).
 /// A MuJoCo `frame_skip` of 10000, legal on its own, made one iteration take ten minutes.
-enum IterationTimeCheck {
+public enum IterationTimeCheck {
     /// The longest one iteration may be expected to take, s.
     static let maxSeconds = 2.0
 
@@ -28,8 +28,16 @@ enum IterationTimeCheck {
         }
         // one call steps a whole padded batch of lanes: a lane's share is the step of one sample
         let step = best / Double(laneWidth)
-        let seconds = step * Double(planner.samples) * Double(planner.horizon) / Double(max(1, planner.threads))
+        let seconds = step * Double(planner.samples) * Double(planner.horizon) / Double(parallelism(planner))
         return (seconds, step)
+    }
+
+    /// How many threads step one iteration's rollouts at once: none but the caller's below
+    /// `parallel_threshold` rollout steps, never more than 16-sample blocks to share out, and never
+    /// more than the cores this process may run on (64 threads on 2 cores step 2 at a time).
+    public static func parallelism(_ planner: PlannerConfiguration, cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+        guard planner.threads > 1, planner.samples * planner.horizon >= planner.parallelThreshold else { return 1 }
+        return max(1, min(planner.threads, (planner.samples + 15) / 16, cores))
     }
 
     static func check(task: ControlTask, planner: PlannerConfiguration) throws(ConfigurationError) {
@@ -37,7 +45,7 @@ enum IterationTimeCheck {
         let (seconds, step) = estimatedSeconds(task: task, planner: planner)
         guard seconds > maxSeconds else { return }
         throw ConfigurationError(key: "planner.samples", reason: String(
-            format: "one iteration would take about %.1f s (K=%d x H=%d rollout steps of %.3g ms each, %d thread(s)), over the %.0f s mpcd allows: the serving loop waits for an iteration to end; fewer samples, a shorter horizon or a cheaper step (frame_skip)",
-            seconds, planner.samples, planner.horizon, step * 1e3, planner.threads, maxSeconds))
+            format: "one iteration would take about %.1f s (K=%d x H=%d rollout steps of %.3g ms each, over %d thread(s) at once), over the %.0f s mpcd allows: the serving loop waits for an iteration to end; fewer samples, a shorter horizon or a cheaper step (frame_skip)",
+            seconds, planner.samples, planner.horizon, step * 1e3, parallelism(planner), maxSeconds))
     }
 }

@@ -34,6 +34,25 @@ import Testing
     }
 
     /// The memory a configuration may take is its sessions' buffers, and the limit can be raised.
+    /// The check divided one iteration's time by every configured thread: `threads = 64` on two
+    /// cores let through an iteration of a minute as one of a second.
+    @Test func theIterationTimeCheckCountsOnlyThreadsThatCanRun() {
+        var planner = PlannerConfiguration()
+        planner.samples = 1024
+        planner.horizon = 32
+        planner.threads = 64
+        #expect(IterationTimeCheck.parallelism(planner, cores: 2) == 2)
+        #expect(IterationTimeCheck.parallelism(planner, cores: 128) == 64)
+        planner.samples = 48  // three 16-sample blocks to share out
+        planner.horizon = 1000
+        #expect(IterationTimeCheck.parallelism(planner, cores: 128) == 3)
+        planner.horizon = 100  // 4800 rollout steps: under parallel_threshold, the caller's thread alone
+        #expect(IterationTimeCheck.parallelism(planner, cores: 128) == 1)
+        planner.horizon = 1000
+        planner.threads = 1
+        #expect(IterationTimeCheck.parallelism(planner, cores: 128) == 1)
+    }
+
     @Test func theMemoryLimitCountsEverySessionAndCanBeRaised() throws {
         let c = try DaemonConfiguration.parse("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 64\n", source: "t")
         let expected = MirrorDescentPlanner.memoryFootprint(task: c.task, configuration: c.planner)

@@ -3,6 +3,7 @@ the daemon planning on one through the Gymnasium bridge, and refusals of bad mod
 
 The models are Gymnasium's own MJCF files, linked by scripts/gymnasium_models.sh (make runs it)."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -146,13 +147,18 @@ def test_a_configuration_whose_one_iteration_would_take_seconds_is_refused(start
     shutil.copy(REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml", tmp_path / "robot.xml")
     config = tmp_path / "robot.toml"
 
-    def write(frame_skip, samples):
+    def write(frame_skip, samples, threads=1):
         config.write_text(f'[task]\nname = "mujoco"\nmodel = "robot.xml"\nframe_skip = {frame_skip}\n[[task.cost]]\nquantity = "qpos"\n'
-                          f'name = "hinge"\n[planner]\nsamples = {samples}\nhorizon = 32\n')
+                          f'name = "hinge"\n[planner]\nsamples = {samples}\nhorizon = 32\nthreads = {threads}\n')
 
     write(1000, 1024)
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
     assert check.returncode == 78 and "planner.samples: one iteration would take about" in check.stderr, check.stderr
+    # 64 threads step no faster than the cores under them: the estimate divided by 64 had let this through
+    write(1000, 1024, threads=64)
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    at_once = re.search(r"over (\d+) thread\(s\) at once", check.stderr)
+    assert check.returncode == 78 and at_once and int(at_once.group(1)) <= (os.cpu_count() or 1), check.stderr
     started = subprocess.run([str(MPCD), "--config", str(config), "--endpoint", "tcp://127.0.0.1:0"], capture_output=True, text=True,
                              timeout=20, env=dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path / "run")))
     assert started.returncode == 78 and "one iteration would take about" in started.stderr, started.stderr
