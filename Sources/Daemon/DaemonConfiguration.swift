@@ -205,6 +205,10 @@ public struct DaemonConfiguration: Sendable {
         if staleAfter != safety.staleAfter {
             notes.append("safety.stale_after_s \(safety.staleAfter) is shorter than two tick periods at \(rateHz) Hz: \(staleAfter) s is used")
         }
+        let threads = SpinningPool.usableThreads(planner.threads)
+        if threads < planner.threads {
+            notes.append("planner.threads \(planner.threads) is more than the \(threads) cores mpcd may run on: \(threads) are used (threads beyond the cores take turns on them, and plan several times slower)")
+        }
         if let problem = prior?.stateProblem { notes.append("prior: \(problem)") }
         return notes
     }

@@ -196,7 +196,7 @@ public final class Server: @unchecked Sendable {
         busyPollNanoseconds = UInt64(configuration.server.busyPollMicroseconds) * 1000
         messageLimit = .init(bytes: configuration.server.maxMessageBytes, frames: WireProtocol.maxFrames)
         maxObservationValues = configuration.task.dynamics.observationForms.map(\.components.count).max() ?? Int.max
-        if configuration.planner.threads != (workers?.threads ?? 1) {
+        if SpinningPool.usableThreads(configuration.planner.threads) != (workers?.threads ?? 1) {
             workers = configuration.planner.threads > 1 ? SpinningPool(threads: configuration.planner.threads) : nil
         }
         if !Self.sameShape(previous.task, configuration.task) {

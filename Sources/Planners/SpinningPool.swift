@@ -23,9 +23,10 @@ public final class SpinningPool: @unchecked Sendable {
     /// Whether a caller holds the workers.
     private let busy = Atomic<Bool>(false)
 
-    /// `threads` in all, counting the caller; workers spin `spin` nanoseconds before sleeping.
-    public init(threads: Int, spin: UInt64 = 200_000) {
-        extraWorkers = max(0, min(threads - 1, 64))
+    /// `threads` in all (at most the cores: `usableThreads`), counting the caller; workers spin `spin` nanoseconds before sleeping.
+    /// `cores`: the most threads to take (tests that check a split give more than they have).
+    public init(threads: Int, spin: UInt64 = 200_000, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        extraWorkers = max(0, min(Self.usableThreads(threads, cores: cores) - 1, 64))
         crew = Crew(workers: extraWorkers, spin: spin)
         for index in 0..<extraWorkers {
             crew.exited.enter()
@@ -40,6 +41,13 @@ public final class SpinningPool: @unchecked Sendable {
     }
 
     deinit { crew.stop() }
+
+    /// The threads a pool asked for `requested` gets: no more than the cores this process may run
+    /// on. Spinning workers beyond them take turns on the cores, each job waiting for the
+    /// scheduler's time slices: 8 threads on 2 cores planned ten times slower than 2.
+    public static func usableThreads(_ requested: Int, cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+        max(1, min(requested, cores))
+    }
 
     /// Runs `body(part)` for every part 0 ... extraWorkers: part 0 on the caller and the others on
     /// the workers, or all on the caller while another caller holds the workers. Returns when all

@@ -53,6 +53,19 @@ import Testing
         #expect(IterationTimeCheck.parallelism(planner, cores: 128) == 1)
     }
 
+    /// Workers beyond the cores spin against each other: `threads = 8` on two cores planned ten
+    /// times slower than 2. The pool takes no more than the cores, and the configuration says so.
+    @Test func aPoolTakesNoMoreThreadsThanCores() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        #expect(SpinningPool(threads: cores + 3).threads == cores)
+        #expect(SpinningPool.usableThreads(8, cores: 2) == 2)
+        #expect(SpinningPool.usableThreads(1, cores: 2) == 1)
+        let many = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 64\n", source: "test.toml")
+        #expect(many.notes.contains { $0.hasPrefix("planner.threads 64 is more than the") } == (cores < 64))
+        let one = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 1\n", source: "test.toml")
+        #expect(!one.notes.contains { $0.hasPrefix("planner.threads") })
+    }
+
     @Test func theMemoryLimitCountsEverySessionAndCanBeRaised() throws {
         let c = try DaemonConfiguration.parse("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 64\n", source: "t")
         let expected = MirrorDescentPlanner.memoryFootprint(task: c.task, configuration: c.planner)

@@ -11,7 +11,9 @@ import Testing
         configuration.parallelThreshold = 0  // split even this small problem
         configuration.seed = seed
         let task = try TaskRegistry.make(name: "pendulum")
-        let planner = try MirrorDescentPlanner(task: task, configuration: configuration)
+        // as many parts as asked for, whatever the cores of the machine running the test
+        let pool = threads > 1 ? SpinningPool(threads: threads, cores: threads) : nil
+        let planner = try MirrorDescentPlanner(task: task, configuration: configuration, workers: pool)
         var state: [Float] = [3, 0.5]
         var out: [[Float]] = []
         for _ in 0..<20 {
