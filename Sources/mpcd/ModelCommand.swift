@@ -32,7 +32,11 @@ struct ModelCommand: ParsableCommand {
             return
         }
         let n = d.stateDimension, m = d.actionDimension
-        while let line = readLine() {
+        while let next = Self.readLine(maxBytes: Self.maxLineBytes) {
+            guard let line = next else {
+                print("error: a line longer than \(Self.maxLineBytes) bytes, skipped")
+                continue
+            }
             let numbers = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," }).map { Float($0) }
             guard numbers.count == n + m, numbers.allSatisfy({ $0?.isFinite == true }) else {
                 print("error: expected \(n) state values and \(m) action values, finite numbers")
@@ -43,5 +47,26 @@ struct ModelCommand: ParsableCommand {
             print((next + [cost]).map { "\($0)" }.joined(separator: " "))
         }
         try flushStandardOutput()
+    }
+
+    /// The longest line --step reads: far past any state and action, short of what could exhaust memory.
+    static let maxLineBytes = 1 << 20
+
+    /// The next line of standard input without its newline; `.some(nil)` for a line over
+    /// `maxBytes`, read to its end but not kept (input that never sends a newline must not fill
+    /// memory); nil at the end of input. A last line without a newline still counts.
+    static func readLine(maxBytes: Int) -> String?? {
+        var bytes: [UInt8] = []
+        var overlong = false, any = false
+        while true {
+            let c = getchar()
+            if c == EOF { break }
+            any = true
+            if c == Int32(UInt8(ascii: "\n")) { break }
+            if bytes.count < maxBytes { bytes.append(UInt8(c)) } else { overlong = true }
+        }
+        guard any else { return nil }
+        if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }  // a CRLF line, as readLine took it
+        return overlong ? .some(nil) : String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -261,6 +261,18 @@ def test_output_that_cannot_be_written_is_an_error_not_a_quiet_success():
     assert mixed.returncode == 64 and "takes neither --config nor --check" in mixed.stderr, mixed.stderr
 
 
+def test_model_step_skips_a_line_too_long_to_keep():
+    """`mpcd model --step` kept every line whole: input that never sends a newline grew without
+    bound. A line over 1 MiB is read to its end, not kept, and answered with an error; the lines
+    after it are stepped as before, CRLF ones too."""
+    stepped = subprocess.run([str(MPCD), "model", "--step"], input=b"1" * (3 << 20) + b"\n0 0 0\r\n0 0 0",
+                             capture_output=True, timeout=60)
+    lines = stepped.stdout.decode().splitlines()
+    assert stepped.returncode == 0 and len(lines) == 3, stepped.stderr
+    assert lines[0] == "error: a line longer than 1048576 bytes, skipped", lines[0]
+    assert lines[1] == lines[2] and len(lines[1].split()) == 3 and not lines[1].startswith("error"), lines
+
+
 # 5 ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,key", [
