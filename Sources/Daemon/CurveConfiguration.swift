@@ -26,9 +26,11 @@ public struct CurveConfiguration: Sendable, Equatable {
     }
 
     /// Every key in `text`, one per line, ignoring blank lines and comment lines: a line starting
-    /// with # that is not itself a key ('#' is a Z85 character, so a key may start with one).
+    /// with # that is not itself a key ('#' is a Z85 character, so a key may start with one). Lines
+    /// end at any newline: a file saved with CRLF line ends is one line to a split on "\n" alone
+    /// ("\r\n" is a single Character), which made a commented allow-list read as empty.
     public static func keys(in text: String) -> [String] {
-        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !($0.hasPrefix("#") && !isValidKey($0)) }
     }
 

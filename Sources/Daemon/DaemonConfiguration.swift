@@ -209,6 +209,9 @@ public struct DaemonConfiguration: Sendable {
         if threads < planner.threads {
             notes.append("planner.threads \(planner.threads) is more than the \(threads) cores mpcd may run on: \(threads) are used (threads beyond the cores take turns on them, and plan several times slower)")
         }
+        if let curve, curve.authorizedKeys.isEmpty {
+            notes.append("security.authorized_keys_file \(curve.authorizedKeysFile) lists no key: every client is refused until one is added (mpcctl reload)")
+        }
         if let problem = prior?.stateProblem { notes.append("prior: \(problem)") }
         return notes
     }

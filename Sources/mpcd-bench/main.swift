@@ -309,7 +309,7 @@ struct EpisodesBench: ParsableCommand {
         } catch {
             throw ValidationError("--starts: \(error)")
         }
-        let startStates = text.split(separator: "\n").map { $0.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) } }
+        let startStates = text.split(whereSeparator: \.isNewline).map { $0.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) } }
             .filter { !$0.isEmpty }
         guard !startStates.isEmpty else { throw ValidationError("--starts \(starts): no start states in it") }
         guard startStates.allSatisfy({ $0.count == controlTask.dynamics.stateDimension && $0.allSatisfy(\.isFinite) }) else {

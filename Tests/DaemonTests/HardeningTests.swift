@@ -66,6 +66,18 @@ import Testing
         #expect(!one.notes.contains { $0.hasPrefix("planner.threads") })
     }
 
+    /// An authorized_keys file saved with CRLF line ends was one line ("\r\n" is one Character
+    /// to a split on "\n"): with a comment first, the listed robot's key was read as part of the
+    /// comment, and the allow-list as empty.
+    @Test func allowListsReadTheSameWhateverTheirLineEnds() throws {
+        let one = try #require(CurveConfiguration.generateKeyPair()).publicKey
+        let two = try #require(CurveConfiguration.generateKeyPair()).publicKey
+        for newline in ["\n", "\r\n", "\r"] {
+            let text = ["# robot arm, cell 3", one, "", "  \(two)  ", "# end"].joined(separator: newline) + newline
+            #expect(CurveConfiguration.keys(in: text) == [one, two], "line ends \(Array(newline.unicodeScalars))")
+        }
+    }
+
     @Test func theMemoryLimitCountsEverySessionAndCanBeRaised() throws {
         let c = try DaemonConfiguration.parse("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 64\n", source: "t")
         let expected = MirrorDescentPlanner.memoryFootprint(task: c.task, configuration: c.planner)

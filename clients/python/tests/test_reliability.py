@@ -287,6 +287,21 @@ def test_curve_admits_only_listed_client_keys(start_daemon, tmp_path):
     assert status["curve"]["public_key"] == server_public and status["curve"]["refused_handshakes"] >= 1
 
 
+def test_an_allow_list_saved_with_crlf_line_ends_admits_its_keys(start_daemon, tmp_path):
+    """An authorized_keys file saved on Windows (CRLF) with a comment first read as one comment
+    line: --check said OK and the listed robot was refused. An empty list is now a note."""
+    server_public, _ = keygen(os.environ, tmp_path / "server")
+    robot_public, robot_secret = keygen(os.environ, tmp_path / "robot")
+    (tmp_path / "authorized_keys").write_bytes(f"# robot arm, cell 3\r\n{robot_public}\r\n".encode())
+    security = '[security]\ncurve_secret_key_file = "server.key"\nauthorized_keys_file = "authorized_keys"\n'
+    daemon = start_daemon("--config", config(tmp_path, security))
+    with Controller(daemon.endpoint, timeout=2.0, server_public_key=server_public, public_key=robot_public, secret_key=robot_secret) as robot:
+        assert np.isfinite(robot.act(np.array([0.1, 0.0]))).all()
+    (tmp_path / "authorized_keys").write_bytes(b"# nobody yet\r\n")
+    checked = subprocess.run([str(MPCD), "--config", config(tmp_path, security), "--check"], capture_output=True, text=True, timeout=10)
+    assert checked.returncode == 0 and "lists no key: every client is refused" in checked.stdout + checked.stderr, checked
+
+
 def test_curve_without_an_allow_list_is_refused_at_start(tmp_path):
     keygen(os.environ, tmp_path / "server")
     path = config(tmp_path, '[security]\ncurve_secret_key_file = "server.key"\n')
