@@ -7,7 +7,7 @@ import Planners
 /// served between ticks by the serving thread, never blocking it. One request per connection; a
 /// client that sends more than `maxRequestBytes` of headers, or takes longer than
 /// `timeoutNanoseconds` to send them, is answered with an error or cut off, and at most
-/// `maxConnections` are open at once (the rest wait in the kernel's backlog).
+/// `maxConnections` are open at once, a newcomer taking the place of the one that loses least.
 public final class MetricsHTTPServer {
     static let maxConnections = 8
     static let maxRequestBytes = 8192
@@ -75,15 +75,15 @@ public final class MetricsHTTPServer {
             guard descriptor >= 0 else { break }
             accepted += 1
             if connections.count >= Self.maxConnections {
-                // the oldest connection still sending its request gives way: silent or slow
-                // clients cannot keep a scraper out (one that sends its request at once is
-                // answered in the same pass)
-                guard let oldest = connections.firstIndex(where: { $0.response == nil }) else {
-                    close(descriptor)
-                    continue
-                }
-                close(connections[oldest].descriptor)
-                connections.remove(at: oldest)
+                // a newcomer always gets in (one that sends its request at once is answered in the
+                // same pass): silent, slow or never-reading clients cannot keep a scraper out. The
+                // connection that loses least gives way, oldest first: one whose response is all
+                // sent (it waits in the client's own buffer, the daemon's FIN after it), then one
+                // still sending its request, then one whose response is part sent
+                func rank(_ c: Connection) -> (Int, UInt64) { (c.draining ? 0 : c.response == nil ? 1 : 2, c.openedAt) }
+                let yielding = connections.indices.min { rank(connections[$0]) < rank(connections[$1]) }!
+                close(connections[yielding].descriptor)
+                connections.remove(at: yielding)
             }
             connections.append(Connection(descriptor: descriptor, openedAt: now))
         }

@@ -173,6 +173,30 @@ def test_slow_clients_holding_every_connection_give_way_and_cost_no_cpu(start_da
         s.close()
 
 
+def test_clients_that_ask_and_never_read_or_close_give_way_to_a_scraper(start_daemon, tmp_path):
+    """Eight connections that each sent a whole request and then neither read nor closed held all
+    eight slots (an answered connection never gave way) until their 2 s ran out; reconnecting at
+    once, they kept Prometheus out. The connection that loses least now gives way."""
+    daemon = start_daemon("--config", str(write_config(tmp_path)))
+    url = metrics_url(daemon)
+    port = int(url.split(":")[2].split("/")[0])
+    holders = []
+    for _ in range(16):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        holders.append(s)
+    time.sleep(0.3)
+    for _ in range(5):
+        start = time.monotonic()
+        families, _ = scrape(url)
+        assert time.monotonic() - start < 1.0 and "mpcd_replies" in families
+    # a holder that gave way still has its whole answer waiting in its own buffer
+    first = holders[0].recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first[:80]
+    for s in holders:
+        s.close()
+
+
 def test_a_scrape_flood_does_not_delay_ticks_and_pages_are_made_at_most_once_a_second(start_daemon, tmp_path):
     daemon = start_daemon("--config", str(write_config(tmp_path)), "--mode", "realtime", "--rate-hz", "100")
     url = metrics_url(daemon)
