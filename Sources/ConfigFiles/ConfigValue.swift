@@ -7,6 +7,19 @@ public indirect enum ConfigValue: Sendable, Equatable {
     case array([ConfigValue])
     case table([String: ConfigValue])
 
+    /// The value written out with every table's keys in order: alike for any two files that read
+    /// alike, whatever their order, spacing or comments (a fingerprint of what a table says).
+    public var canonicalText: String {
+        switch self {
+        case let .integer(value): "\(value)"
+        case let .float(value): "\(value)"
+        case let .bool(value): "\(value)"
+        case let .string(value): "\"\(value.unicodeScalars.map { $0 == "\"" || $0 == "\\" ? "\\\($0)" : "\($0)" }.joined())\""
+        case let .array(values): "[" + values.map(\.canonicalText).joined(separator: ",") + "]"
+        case let .table(values): "{" + values.keys.sorted().map { "\($0)=\(values[$0]!.canonicalText)" }.joined(separator: ",") + "}"
+        }
+    }
+
     public var typeName: String {
         switch self {
         case .integer: "an integer"

@@ -119,17 +119,25 @@ public struct PriorConfiguration: Sendable {
     /// Why weights saved there were not taken at start (the configured network was), if so.
     public var stateProblem: String?
 
-    /// Where a task's online weights are kept in `directory`. A MuJoCo model's or a plug-in's
-    /// file name also carries a hash of its state and action names and sizes: all MuJoCo tasks
-    /// are named "mujoco", and another robot must not start from this one's weights.
-    public static func onlineStateFile(directory: String, task: ControlTask, kind: AmortisedNetwork.Kind) -> String? {
+    /// What online weights were learnt for (`onlineFingerprint`): they serve only a configuration
+    /// with the same fingerprint, at a restart and across a reload.
+    public var onlineFingerprint: UInt64 = 0
+
+    /// A hash of what online weights learn from and start at: the `[task]` table as it reads
+    /// (`taskText`, its canonical text: a changed target or cost weight is another task), the state
+    /// and action names and sizes (every MuJoCo task is named "mujoco", and another robot must not
+    /// start from this one's weights), and the configured network (`start`: its bytes' hash, or
+    /// how an untrained one is made), so a network shipped since replaces what was learnt before.
+    public static func onlineFingerprint(task: ControlTask, taskText: String, start: String) -> UInt64 {
+        let d = task.dynamics
+        let identity = "\(d.stateDimension)|\(d.actionDimension)|\(d.stateNames.joined(separator: ","))|\(d.actionNames.joined(separator: ","))"
+        return fnv1a("\(task.name)|\(taskText)|\(identity)|\(start)".utf8)
+    }
+
+    /// Where a task's online weights are kept in `directory`: TASK-FINGERPRINT_KIND_online.safetensors.
+    public static func onlineStateFile(directory: String, task: ControlTask, kind: AmortisedNetwork.Kind, fingerprint: UInt64) -> String? {
         guard !directory.isEmpty else { return nil }
-        var name = task.name
-        if task.name == "mujoco" || task.name == "plugin" {
-            let d = task.dynamics
-            let identity = "\(d.stateDimension)|\(d.actionDimension)|\(d.stateNames.joined(separator: ","))|\(d.actionNames.joined(separator: ","))"
-            name += "-" + String(fnv1a(identity.utf8), radix: 16)
-        }
+        let name = "\(task.name)-\(String(fingerprint, radix: 16))"
         return (directory as NSString).appendingPathComponent("\(name)_\(kind.rawValue)_online.safetensors")
     }
 
@@ -291,7 +299,7 @@ public struct DaemonConfiguration: Sendable {
         let server = try readServer(try root.table("server") ?? ConfigTable([:], path: "server"), planner: planner)
         var prior: PriorConfiguration?
         if let table = try root.table("prior"), withPrior {
-            prior = try readPrior(table, task: task, planner: planner, source: source)
+            prior = try readPrior(table, task: task, planner: planner, source: source, taskText: ConfigValue.table(taskTable.values).canonicalText)
         }
         var value: ValueConfiguration?
         if let table = try root.table("value"), withPrior {
@@ -426,7 +434,9 @@ public struct DaemonConfiguration: Sendable {
         return v
     }
 
-    public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String) throws(ConfigurationError) -> PriorConfiguration {
+    /// `taskText`: the `[task]` table's canonical text, for the online weights' fingerprint.
+    public static func readPrior(_ table: ConfigTable, task: ControlTask, planner: PlannerConfiguration, source: String,
+                                 taskText: String = "") throws(ConfigurationError) -> PriorConfiguration {
         let file = try table.string("file", default: "")
         let online = try table.bool("online", default: false)
         let kind = AmortisedNetwork.Kind(rawValue: try table.choice("kind", default: "policy", from: AmortisedNetwork.Kind.allCases.map(\.rawValue)))!
@@ -444,18 +454,22 @@ public struct DaemonConfiguration: Sendable {
         guard !file.isEmpty || online else { throw table.error("file", "required unless online = true: a safetensors file (mpcd train writes one)") }
         var network: AmortisedNetwork
         var resolved = "untrained"
+        var start: String
         do throws(AmortisedNetwork.LoadError) {
             if !file.isEmpty {
                 let (path, data) = try networkData(file, source: source)
                 resolved = path
                 network = try AmortisedNetwork.decode(data, for: task, path: path)
+                start = "fnv1a:\(String(fnv1a(data), radix: 16))"
             } else {
                 network = AmortisedNetwork(kind: kind, task: task, horizon: planner.horizon, hidden: hidden, seed: planner.seed)
+                start = "untrained \(kind.rawValue) \(hidden) horizon \(planner.horizon) seed \(planner.seed)"
             }
         } catch {
             throw table.error("file", error.reason)
         }
-        let stateFile = online ? PriorConfiguration.onlineStateFile(directory: stateDirectory, task: task, kind: network.kind) : nil
+        let fingerprint = PriorConfiguration.onlineFingerprint(task: task, taskText: taskText, start: start)
+        let stateFile = online ? PriorConfiguration.onlineStateFile(directory: stateDirectory, task: task, kind: network.kind, fingerprint: fingerprint) : nil
         var stateProblem: String?
         if let saved = stateFile, FileManager.default.fileExists(atPath: saved) {
             // weights learnt online before a restart take over; saved weights that cannot serve
@@ -481,6 +495,7 @@ public struct DaemonConfiguration: Sendable {
         p.online = online
         p.stateDirectory = stateDirectory
         p.stateFile = stateFile
+        p.onlineFingerprint = fingerprint
         p.stateProblem = stateProblem
         p.adaptive = try table.bool("adaptive", default: p.adaptive)
         p.minIterations = try table.integer("min_iterations", default: min(p.minIterations, planner.iterations), min: 0, max: planner.iterations)

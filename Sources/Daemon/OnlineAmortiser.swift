@@ -36,6 +36,8 @@ final class OnlineAmortiser: @unchecked Sendable {
     let settings: Settings
     let task: ControlTask
     let stateFile: String?
+    /// What its network learns for (`PriorConfiguration.onlineFingerprint`).
+    let fingerprint: UInt64
     private let logger: Logger
     private let lock = NSLock()
     // The sample buffer (a ring of rows) and the latest published network, guarded by `lock`.
@@ -49,10 +51,11 @@ final class OnlineAmortiser: @unchecked Sendable {
     /// The shape of the network it trains.
     let architecture: MLPArchitecture
 
-    init(network: AmortisedNetwork, task: ControlTask, settings: Settings, stateFile: String?, logger: Logger) {
+    init(network: AmortisedNetwork, task: ControlTask, settings: Settings, stateFile: String?, fingerprint: UInt64, logger: Logger) {
         self.settings = settings
         self.task = task
         self.stateFile = stateFile
+        self.fingerprint = fingerprint
         self.logger = logger
         published = network
         architecture = network.mlp.architecture

@@ -179,10 +179,13 @@ public final class Server: @unchecked Sendable {
         let previous = self.configuration
         var configuration = configuration
         // online amortisation: a reload that leaves it as it was (task, network shape, settings,
-        // state file) keeps it running with what it has learnt since the state file was written
+        // state file) keeps it running with what it has learnt since the state file was written;
+        // what it learnt carries over only to the same fingerprint (the task as configured and the
+        // configured network): weights learnt for another target must not serve this one
         let settings = configuration.prior.flatMap { $0.online ? OnlineAmortiser.Settings($0) : nil }
         let sameNetwork = !restartingAmortiser && settings != nil && amortiser.map { running in
             configuration.task.name == running.task.name && configuration.prior?.network.mlp.architecture == running.architecture
+                && configuration.prior?.onlineFingerprint == running.fingerprint
         } == true
         // what it has learnt carries on, newer than the state file the reload read
         if sameNetwork, let latest = amortiser?.latest(newerThan: -1) { configuration.prior?.network = latest }
@@ -223,7 +226,7 @@ public final class Server: @unchecked Sendable {
             if !prior.stateDirectory.isEmpty {
                 try? FileManager.default.createDirectory(atPath: prior.stateDirectory, withIntermediateDirectories: true)
             }
-            amortiser = OnlineAmortiser(network: prior.network, task: configuration.task, settings: settings, stateFile: prior.stateFile, logger: logger)
+            amortiser = OnlineAmortiser(network: prior.network, task: configuration.task, settings: settings, stateFile: prior.stateFile, fingerprint: prior.onlineFingerprint, logger: logger)
         }
     }
 

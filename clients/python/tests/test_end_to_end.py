@@ -252,8 +252,9 @@ state_directory = "{tmp_path / 'state'}"
             versions.append(c.last.diagnostics["network_version"])
     assert versions[0] == 0 and versions[-1] >= 3, f"weights never changed: {versions[-5:]}"
     daemon.stop()
-    saved = tmp_path / "state" / "pendulum_policy_online.safetensors"
-    assert saved.exists()
+    saved_files = list((tmp_path / "state").glob("pendulum-*_policy_online.safetensors"))
+    assert len(saved_files) == 1, list((tmp_path / "state").iterdir())
+    saved = saved_files[0]
     # a restart picks the saved weights up again
     daemon = start_daemon("--config", str(config))
     with Controller(daemon.endpoint) as c:
@@ -270,6 +271,66 @@ state_directory = "{tmp_path / 'state'}"
         c.act(np.array([0.5, 0.0]))
         assert c.last.diagnostics["network_version"] == 0
     assert "were not taken" in daemon.logs()
+
+
+def test_online_weights_serve_only_the_task_and_network_they_were_learnt_for(start_daemon, tmp_path):
+    """Online weights were kept by task name and kind alone: after the target changed in the
+    configuration, a restart or a reload went on serving the weights learnt for the old target
+    (an attacking helper's point mass reached 0.27 of a new target of 3 in 15 s). They are now kept
+    under a fingerprint of the [task] table and the configured network."""
+    state = tmp_path / "state"
+    config = tmp_path / "online.toml"
+
+    def write(target, network="", folder=state):
+        config.write_text(f'[task]\nname = "pendulum"\ntarget_angle = {target}\n[planner]\nsamples = 128\niterations = 1\n'
+                          f'[prior]\nonline = true\nonline_batch = 32\nonline_publish_every = 20\nstate_directory = "{folder}"\n{network}')
+
+    def learn(daemon):
+        with Controller(daemon.endpoint) as c:
+            deadline = time.monotonic() + 20
+            while c.last is None or c.last.diagnostics["network_version"] < 3:
+                assert time.monotonic() < deadline, "no weights published"
+                c.act(np.array([np.random.uniform(-3, 3), np.random.uniform(-1, 1)]))
+
+    def version(daemon):
+        with Controller(daemon.endpoint) as c:
+            c.act(np.array([0.5, 0.0]))
+            return c.last.diagnostics["network_version"]
+
+    write(0.0)
+    daemon = start_daemon("--config", str(config))
+    learn(daemon)
+    daemon.stop()
+    first = sorted(p.name for p in state.iterdir())
+    assert len(first) == 1
+    # the same file, the same weights
+    daemon = start_daemon("--config", str(config))
+    assert version(daemon) >= 3
+    # a reload to another target starts from the configured network, not the old target's weights
+    write(0.5)
+    assert daemon.mpcctl("reload").returncode == 0
+    assert version(daemon) == 0
+    daemon.stop()
+    # and so does a restart, while the first target's weights wait in their own file
+    daemon = start_daemon("--config", str(config))
+    assert version(daemon) == 0
+    daemon.stop()
+    assert set(first) <= {p.name for p in state.iterdir()}
+    # a network configured since replaces what was learnt from the untrained one: the daemon plans
+    # as it does with no saved weights at all
+    shipped = f'file = "{REPO / "deploy" / "networks" / "pendulum_policy.safetensors"}"\n'
+    actions = []
+    for folder in (state, tmp_path / "empty"):
+        write(0.0, shipped, folder)
+        daemon = start_daemon("--config", str(config))
+        with Controller(daemon.endpoint) as c:
+            actions.append(c.act(np.array([0.5, 0.0])))
+        daemon.stop()
+    assert np.array_equal(actions[0], actions[1]), actions
+    write(0.0)
+    daemon = start_daemon("--config", str(config))
+    assert version(daemon) >= 3  # the first target's weights again, from the untrained start
+    daemon.stop()
 
 
 def test_a_mujoco_robots_online_weights_are_kept_apart_from_another_robots(start_daemon, tmp_path):
