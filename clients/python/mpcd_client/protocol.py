@@ -113,6 +113,47 @@ def _json_object(frames, what):
     return value
 
 
+def checked_hello(info):
+    """The hello reply's fields the client and the bridge act on, each of its type and size, or
+    ProtocolError naming the first that is not (docs/protocol.md, "Hello")."""
+    def integer(key, least):
+        value = info.get(key)
+        if type(value) is not int or value < least:
+            raise ProtocolError(f"a hello whose {key} is {value!r}, not an integer of at least {least}")
+        return value
+
+    def strings(key, length=None, required=True):
+        value = info.get(key)
+        if value is None and not required:
+            return
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value) or (length is not None and len(value) != length):
+            raise ProtocolError(f"a hello whose {key} is {value!r}, not a list of {length if length is not None else 'some'} names")
+
+    def numbers(key, length):
+        value = info.get(key)
+        if not isinstance(value, list) or len(value) != length or not all(
+                type(x) in (int, float) and np.isfinite(x) for x in value):
+            raise ProtocolError(f"a hello whose {key} is {value!r}, not a list of {length} finite numbers")
+        return np.asarray(value, dtype=float)
+
+    if not isinstance(info.get("task"), str):
+        raise ProtocolError(f"a hello whose task is {info.get('task')!r}, not a name")
+    strings("state_names", integer("state_dim", 1))
+    m = integer("action_dim", 1)
+    strings("action_names", m)
+    if np.any(numbers("action_low", m) > numbers("action_high", m)):
+        raise ProtocolError(f"a hello whose action_low {info['action_low']} is above its action_high {info['action_high']}")
+    strings("diagnostics", required=False)
+    forms = info.get("observation_forms", [])
+    if not isinstance(forms, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                              and isinstance(f.get("components"), list)
+                                              and all(isinstance(c, str) for c in f["components"]) for f in forms):
+        raise ProtocolError(f"a hello whose observation_forms is {forms!r}, not a list of named component lists")
+    if "planner" in info and not isinstance(info["planner"], dict):
+        raise ProtocolError(f"a hello whose planner is {info['planner']!r}, not an object")
+    return info
+
+
 def _float64s(frame, what):
     if len(frame) % 8:
         raise ProtocolError(f"{what} of {len(frame)} bytes, not whole float64s")
@@ -131,7 +172,7 @@ def decode(frames, action_dim=None, diagnostic_names=()):
     if version != VERSION:
         raise ProtocolError(f"daemon speaks protocol {version}, this client {VERSION}")
     if kind == HELLO_REPLY:
-        return _json_object(frames, "hello reply")
+        return checked_hello(_json_object(frames, "hello reply"))
     if kind == PARAMETERS_REPLY:
         return ParametersReply(a, _json_object(frames, "parameters reply"))
     if kind == ERROR:

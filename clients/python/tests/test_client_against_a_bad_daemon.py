@@ -38,6 +38,14 @@ HELLOS = {
     "hello without its frame": [header(2)],
     "hello nested 100000 deep": [header(2), b"[" * 100_000 + b"]" * 100_000],
     "short header": [b"short"],
+    # each a proper hello with one field wrong: the bridge ended in a TypeError traceback on the
+    # first, and ran on the second applying 1-value actions to whatever it was told
+    **{f"hello with {key} = {json.dumps(value)}": [header(2), json.dumps({**HELLO, key: value}).encode()]
+       for key, value in (("diagnostics", 5), ("action_dim", 0), ("action_dim", -1), ("action_dim", True), ("action_dim", 1.5),
+                          ("action_names", ["a", "b"]), ("action_low", [-2, -2]), ("action_high", ["2"]),
+                          ("action_low", [3]), ("state_dim", 0), ("task", None), ("observation_forms", {"name": 1}),
+                          ("diagnostics", ["iterations", 5]), ("planner", []))
+    },
 }
 ACTIONS = {
     "NaN action": lambda seq: action_frames(seq, [np.nan]),
