@@ -121,6 +121,12 @@ extension Server {
     /// key changes need a restart and are reported as warnings; a changed task ends the sessions
     /// of the old one; a key taken off the allow-list ends its client's sessions and connections.
     func applyReload(_ fresh: DaemonConfiguration) -> ControlReply {
+        if let running = configuration.curve, !running.authorizedKeys.isEmpty, let keys = fresh.curve?.authorizedKeys, keys.isEmpty {
+            // a file caught mid-rewrite reads empty: one reload would cut every robot at once
+            let reason = "security.authorized_keys_file \(fresh.curve?.authorizedKeysFile ?? "") lists no key: this reload would refuse every client and end their sessions; to refuse them all, stop mpcd"
+            logger.error("reload refused; serving the previous configuration", metadata: ["error": "\(reason)"])
+            return .failure(reason)
+        }
         var warnings: [String] = []
         var next = overrides.applied(to: fresh)
         if next.server.endpoints != configuration.server.endpoints {

@@ -297,6 +297,13 @@ def test_an_allow_list_saved_with_crlf_line_ends_admits_its_keys(start_daemon, t
     daemon = start_daemon("--config", config(tmp_path, security))
     with Controller(daemon.endpoint, timeout=2.0, server_public_key=server_public, public_key=robot_public, secret_key=robot_secret) as robot:
         assert np.isfinite(robot.act(np.array([0.1, 0.0]))).all()
+    # a reload that catches the file emptied (mid-rewrite) would have cut every robot: refused
+    (tmp_path / "authorized_keys").write_bytes(b"")
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "lists no key: this reload would refuse every client" in refused.stderr, refused.stderr
+    with Controller(daemon.endpoint, timeout=2.0, server_public_key=server_public, public_key=robot_public, secret_key=robot_secret) as robot:
+        assert np.isfinite(robot.act(np.array([0.1, 0.0]))).all()
+    # at start an empty list is allowed (a box set up before its robots' keys), and said
     (tmp_path / "authorized_keys").write_bytes(b"# nobody yet\r\n")
     checked = subprocess.run([str(MPCD), "--config", config(tmp_path, security), "--check"], capture_output=True, text=True, timeout=10)
     assert checked.returncode == 0 and "lists no key: every client is refused" in checked.stdout + checked.stderr, checked
