@@ -43,6 +43,7 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
         expected = TASK_OF_ENV.get(env_id)
         if expected and info["task"] != expected:
             print(f"warning: {env_id} is modelled by task {expected!r}, but the daemon plans {info['task']!r}", file=sys.stderr)
+        check_bounds(env, env_id, info)
         # a MuJoCo task plans on the simulation's whole state, not on Gymnasium's observation
         send_state = info["task"] == "mujoco"
         for episode in range(episodes):
@@ -123,6 +124,26 @@ def plot(path, rows, info, env_id, returns):
     plt.close(fig)
 
 
+def _slack(low, high):
+    """How far past a bound a float32 round trip may put a value that was within it."""
+    return 1e-6 * np.maximum(1.0, np.abs(np.concatenate([low, high])).max())
+
+
+def check_bounds(env, env_id, info):
+    """ProtocolError before the first step when the daemon's action space is not the
+    environment's: of another shape, or reaching beyond its bounds (the first action out of range
+    would stop the run mid-episode). Bounds inside the environment's are the daemon's to choose."""
+    space = env.action_space
+    low, high = np.asarray(info["action_low"], dtype=float), np.asarray(info["action_high"], dtype=float)
+    if low.shape != space.shape:
+        raise ProtocolError(f"the daemon plans {low.size} action values; {env_id} takes {space.shape}: is the daemon configured for {env_id}?")
+    env_low, env_high = np.asarray(space.low, dtype=float), np.asarray(space.high, dtype=float)
+    slack = _slack(env_low, env_high)
+    if np.any(low < env_low - slack) or np.any(high > env_high + slack):
+        raise ProtocolError(f"the daemon's action bounds [{low.tolist()}, {high.tolist()}] reach beyond {env_id}'s "
+                            f"[{env_low.tolist()}, {env_high.tolist()}]: set [planner] action_min and action_max within them")
+
+
 def checked_action(env, env_id, action):
     """The daemon's action as the environment takes it, or ProtocolError: one of another shape or
     beyond the action space's bounds is never applied (a daemon planning for another environment,
@@ -132,7 +153,7 @@ def checked_action(env, env_id, action):
     if action.shape != space.shape:
         raise ProtocolError(f"an action of shape {action.shape}; {env_id} takes {space.shape}: is the daemon configured for {env_id}?")
     low, high = np.asarray(space.low, dtype=float), np.asarray(space.high, dtype=float)
-    slack = 1e-6 * np.maximum(1.0, np.abs(np.concatenate([low, high])).max())
+    slack = _slack(low, high)
     if not (np.all(action >= low - slack) and np.all(action <= high + slack)):
         raise ProtocolError(f"an action {action.tolist()} beyond {env_id}'s bounds [{low.tolist()}, {high.tolist()}]")
     return np.clip(action, low, high).astype(space.dtype)

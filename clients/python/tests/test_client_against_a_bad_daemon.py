@@ -44,7 +44,9 @@ HELLOS = {
        for key, value in (("diagnostics", 5), ("action_dim", 0), ("action_dim", -1), ("action_dim", True), ("action_dim", 1.5),
                           ("action_names", ["a", "b"]), ("action_low", [-2, -2]), ("action_high", ["2"]),
                           ("action_low", [3]), ("state_dim", 0), ("task", None), ("observation_forms", {"name": 1}),
-                          ("diagnostics", ["iterations", 5]), ("planner", []))
+                          ("diagnostics", ["iterations", 5]), ("planner", []),
+                          # well formed, but a daemon planning beyond Pendulum-v1's torque of 2: refused before the first step
+                          ("action_low", [-3]), ("action_high", [2.5]))
     },
 }
 ACTIONS = {
