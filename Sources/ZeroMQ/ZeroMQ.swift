@@ -89,12 +89,31 @@ public final class ZMQSocket {
     }
 
     /// Waits up to `milliseconds` for any of `sockets` to have a message; which ones do.
+    ///
+    /// A signal that interrupts the wait resumes it for what is left of the time, not the whole
+    /// time again: SIGHUP sent 200 times a second had kept the daemon's loop in one wait, its ticks
+    /// and a SIGTERM held off for as long as the signals came.
     public static func waitReadable(_ sockets: [ZMQSocket], descriptors: [Int32] = [], milliseconds: Int) throws(ZMQError) -> [Bool] {
         var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
             + descriptors.map { zmq_pollitem_t(socket: nil, fd: $0, events: Int16(ZMQ_POLLIN), revents: 0) }
         let count = Int32(items.count)
-        try zmqCall("zmq_poll") { items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, count, milliseconds) } }
+        let deadline = milliseconds > 0 ? Self.monotonicMilliseconds() + milliseconds : 0
+        var timeout = milliseconds
+        while items.withUnsafeMutableBufferPointer({ zmq_poll($0.baseAddress, count, timeout) }) == -1 {
+            let error = zmq_errno()
+            guard error == EINTR else { throw ZMQError(code: error, operation: "zmq_poll") }
+            if milliseconds > 0 {
+                timeout = deadline - Self.monotonicMilliseconds()
+                if timeout <= 0 { return items.map { _ in false } }
+            }
+        }
         return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
+    }
+
+    private static func monotonicMilliseconds() -> Int {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
     }
 
     /// A message read with `receive(limit:)`.
