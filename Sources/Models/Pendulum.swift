@@ -137,7 +137,9 @@ extension ControlTask {
 extension PendulumCost: FieldParameterised {
     static var parameterFields: [ParameterField<PendulumCost>] {
         [
-            .scalar("target_angle", \.targetAngle, "the angle to hold, rad (0: upright)", lower: -.pi, upper: .pi),
+            // Float(Double.pi), not Float.pi (rounded down): a configured target_angle = pi reads as the
+            // former, and a session must always be able to set the configured value back
+            .scalar("target_angle", \.targetAngle, "the angle to hold, rad (0: upright)", lower: -Float(Double.pi), upper: Float(Double.pi)),
             .scalar("angle_weight", \.angleWeight, "price of wrap(theta - target_angle)^2"),
             .scalar("velocity_weight", \.velocityWeight, "price of theta_dot^2"),
             .scalar("torque_weight", \.torqueWeight, "price of torque^2"),

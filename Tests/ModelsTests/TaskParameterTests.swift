@@ -33,6 +33,22 @@ import Testing
         #expect(abs(task.step(state: [0.3, 0], action: [0]).cost - 0.09) < 1e-6)  // the default: upright, as Gymnasium
     }
 
+    /// A configured target_angle = pi passed --check, but a session could not set it back: the
+    /// bound was Float.pi, rounded down, and the configured value Float(Double.pi), rounded up.
+    @Test func aSessionCanSetEveryConfiguredValueBack() throws {
+        var tasks = try TaskRegistry.builtInNames.map { try TaskRegistry.make(name: $0) }
+        for angle in [Double.pi, -Double.pi] {
+            tasks.append(try TaskRegistry.make(name: "pendulum", parameters: ConfigTable(["target_angle": .float(angle)], path: "task")))
+        }
+        for task in tasks {
+            for parameter in task.parameters {
+                #expect(throws: Never.self, "\(task.name).\(parameter.name) = \(parameter.value)") {
+                    _ = try task.settingParameters([parameter.name: parameter.value.map(Double.init)])
+                }
+            }
+        }
+    }
+
     @Test func aBadValueRefusesTheWholeMessage() throws {
         let task = try TaskRegistry.make(name: "unicycle")
         let cases: [([String: [Double]], ParameterError.Kind, String)] = [
