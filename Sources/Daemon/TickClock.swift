@@ -18,9 +18,17 @@ extension Server {
         amortiser?.start()
         notifier.send("READY=1\nSTATUS=\(statusLine())\nMAINPID=\(getpid())")
         var nextTick = monotonicNanoseconds() + periodNanoseconds
+        // the grid the next tick is on: a reload that changes the rate or the mode starts a new one
+        // (0.2 Hz reloaded to 100 Hz had waited out the old 5 s tick; lockstep reloaded to realtime
+        // had counted every period since the start as an overrun)
+        var grid = (period: periodNanoseconds, mode: configuration.server.mode)
         var lastSweep: UInt64 = 0
         while !stopRequested.load(ordering: .relaxed) && mpcd_stop_requested() == 0 {
             let now = monotonicNanoseconds()
+            if grid != (periodNanoseconds, configuration.server.mode) {
+                grid = (periodNanoseconds, configuration.server.mode)
+                nextTick = now + periodNanoseconds
+            }
             switch configuration.server.mode {
             case .lockstep:
                 waitForMessages(until: now + 100_000_000, tick: false)

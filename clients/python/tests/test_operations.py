@@ -154,6 +154,33 @@ def test_reload_keeps_the_old_configuration_when_the_new_one_is_broken(start_dae
         assert json.loads(daemon.mpcctl("status", "--json").stdout)["planner"]["samples"] == 64
 
 
+def test_a_reload_that_changes_the_rate_or_the_mode_starts_a_new_tick_grid(start_daemon, tmp_path):
+    """The next tick was computed once, at start: reloaded from 0.2 Hz to 100 Hz, the daemon
+    answered nothing until the old 5 s tick; reloaded from lockstep to realtime, it counted every
+    period since the start as an overrun (99 after 5 s), with a warning."""
+    config = tmp_path / "mpcd.toml"
+    text = '[task]\nname = "pendulum"\n[planner]\nsamples = 64\n[server]\nmode = "{mode}"\nrate_hz = {rate}\n[safety]\nstale_after_s = 30\n'
+    config.write_text(text.format(mode="realtime", rate=0.2))
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint, timeout=8.0) as c:
+        c.act(np.array([3.0, 0.0]))
+        config.write_text(text.format(mode="realtime", rate=100))
+        daemon.mpcctl("reload")
+        start = time.monotonic()
+        c.act(np.array([3.0, 0.0]))
+        assert time.monotonic() - start < 0.5
+    config.write_text(text.format(mode="lockstep", rate=20))
+    daemon.mpcctl("reload")
+    with Controller(daemon.endpoint, timeout=3.0) as c:
+        c.act(np.array([3.0, 0.0]))
+        time.sleep(2.0)
+        config.write_text(text.format(mode="realtime", rate=20))
+        daemon.mpcctl("reload")
+        for _ in range(3):
+            c.act(np.array([3.0, 0.0]))
+        assert c.last.diagnostics["overruns"] <= 2, c.last.diagnostics
+
+
 def test_policy_load_swaps_the_prior(start_daemon):
     daemon = start_daemon()
     bad = daemon.mpcctl("policy", "load", str(REPO / "deploy" / "networks" / "cartpole_policy.safetensors"), check=False)
