@@ -52,9 +52,11 @@ extension Server {
                 counters.ticks += 1
                 counters.gridTick += 1
                 let live = sessions.values.filter { $0.observation != nil }
-                // sessions whose observations stopped get the safe action, not a plan
+                // sessions whose observations stopped get the safe action, not a plan; an
+                // observation's age counts from its measurement (its arrival unless timestamps are
+                // trusted): one that arrived 0.45 s old had been planned from until 0.95 s old
                 let isStale = { (s: Session) -> Bool in
-                    self.staleAfterNanoseconds > 0 && start > s.observation!.receivedAt && start - s.observation!.receivedAt > self.staleAfterNanoseconds
+                    self.staleAfterNanoseconds > 0 && start > s.observation!.measuredAt && start - s.observation!.measuredAt > self.staleAfterNanoseconds
                 }
                 let stale = live.filter(isStale)
                 if !stale.isEmpty { sendStale(stale, now: start, tick: counters.gridTick, lateness: Double(start - nextTick) * 1e-9) }

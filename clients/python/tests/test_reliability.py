@@ -65,6 +65,31 @@ def test_an_observation_already_too_old_on_arrival_is_refused(start_daemon, tmp_
         assert np.isfinite(c.act(np.array([0.1, 0.0]), timestamp=time.monotonic())).all()
 
 
+def test_a_trusted_measurement_goes_stale_by_its_own_age_not_its_arrival(start_daemon, tmp_path):
+    """With trusted timestamps a measurement that arrived 0.45 s old (stale_after_s = 0.5) was
+    planned from until 0.5 s after its arrival, 0.95 s after it was measured."""
+    daemon = start_daemon("--config", config(tmp_path, '[server]\nmode = "realtime"\nrate_hz = 20\ntrust_client_timestamps = true\n'
+                                                       '[safety]\nstale_after_s = 0.5\n'))
+    with Controller(daemon.endpoint) as c:
+        measured = time.monotonic() - 0.45
+        sequence = c.send_observation(np.array([0.1, 0.0]), timestamp=measured)
+        planned, stale = [], 0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            try:
+                reply = c.receive(timeout=0.2)
+            except MpcdTimeout:
+                continue
+            if reply.observation_sequence == sequence:
+                if reply.flags & FLAG_STALE:
+                    stale += 1
+                else:
+                    planned.append(time.monotonic() - measured)
+        # planned from while young enough (a tick of 50 ms past the limit at most), then the safe action
+        assert planned and max(planned) < 0.5 + 0.1, planned
+        assert stale > 0
+
+
 def test_the_slew_limit_holds_on_every_action_sent(start_daemon, tmp_path):
     # lockstep: the reply period is the task's dt, 0.05 s; 4 N m/s allows 0.2 N m per reply
     daemon = start_daemon("--config", config(tmp_path, '[safety]\nmax_rate = [4.0]\n'))
