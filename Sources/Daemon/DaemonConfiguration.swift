@@ -207,11 +207,22 @@ public struct DaemonConfiguration: Sendable {
         return max(safety.staleAfter, 2 / rateHz)
     }
 
+    /// How long a session may go without a message before it ends: in realtime never under two
+    /// tick periods. A client that answers each reply with its next observation is silent for a
+    /// period between them: `session_timeout_s = 0.9` at 1 Hz ended its session after every tick,
+    /// its parameters and warm start with it.
+    public var sessionTimeout: Double {
+        server.mode == .realtime ? max(server.sessionTimeout, 2 / rateHz) : server.sessionTimeout
+    }
+
     /// What a configuration does otherwise than it reads, for `--check` and the log.
     public var notes: [String] {
         var notes: [String] = []
         if staleAfter != safety.staleAfter {
             notes.append("safety.stale_after_s \(safety.staleAfter) is shorter than two tick periods at \(rateHz) Hz: \(staleAfter) s is used")
+        }
+        if sessionTimeout != server.sessionTimeout {
+            notes.append("server.session_timeout_s \(server.sessionTimeout) is shorter than two tick periods at \(rateHz) Hz: \(sessionTimeout) s is used")
         }
         let threads = SpinningPool.usableThreads(planner.threads)
         if threads < planner.threads {

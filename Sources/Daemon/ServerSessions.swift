@@ -36,7 +36,7 @@ extension Server {
         // the same client back (after giving way, a timeout, a reconnection): its last action is
         // still the slew reference, so its first action cannot jump
         if let recent = recentActions.removeValue(forKey: identity), now > recent.at,
-           now - recent.at <= nanoseconds(seconds: configuration.server.sessionTimeout) {
+           now - recent.at <= nanoseconds(seconds: configuration.sessionTimeout) {
             session.continueAfter(lastAction: recent.action)
         }
         session.keepsPlans = amortiser != nil
@@ -91,7 +91,7 @@ extension Server {
     }
 
     func expireIdleSessions(now: UInt64) {
-        let timeout = nanoseconds(seconds: configuration.server.sessionTimeout)
+        let timeout = nanoseconds(seconds: configuration.sessionTimeout)
         for session in sessions.values where now > session.lastSeen && now - session.lastSeen > timeout {
             counters.sessionsExpired += 1
             endSessions(where: { $0 === session }, reason: "no message for \(Double(now - session.lastSeen) * 1e-9) s")

@@ -1,5 +1,6 @@
 """Reliability: stale input, limits, overruns, flooding, slow readers, crashes, oversized messages.
 Each promise of docs/reliability.md, against the real daemon over real sockets."""
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,27 @@ def test_realtime_below_two_hertz_plans_rather_than_calling_every_observation_st
             flags.append(c.receive(timeout=3.0).flags)
     assert not any(f & FLAG_STALE for f in flags), flags
     assert "shorter than two tick periods" in daemon.logs()
+
+
+def test_a_session_outlives_a_tick_period_whatever_its_timeout(start_daemon, tmp_path):
+    """session_timeout_s = 0.9 at 1 Hz (both legal, --check said OK) ended the session of a client
+    that answers each reply with its next observation after every tick: its parameters (a target
+    of 5) were dropped, and from the second tick it was driven to the configured target 0. In
+    realtime the timeout in force is now never under two tick periods, and --check says so."""
+    path = tmp_path / "rt.toml"
+    path.write_text('[task]\nname = "point_mass"\n[planner]\nsamples = 128\n[server]\nmode = "realtime"\nrate_hz = 2\n'
+                    'session_timeout_s = 0.3\n[safety]\nstale_after_s = 5\n')
+    check = subprocess.run([str(MPCD), "--config", str(path), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0 and "note: server.session_timeout_s 0.3 is shorter than two tick periods at 2.0 Hz: 1.0 s is used" in check.stdout, check.stdout
+    daemon = start_daemon("--config", str(path))
+    with Controller(daemon.endpoint, timeout=3.0) as c:
+        c.set_parameters(target=5.0)
+        c.act(np.array([0.0, 0.0]))
+        for _ in range(3):
+            c.send_observation(np.array([0.0, 0.0]))
+            assert c.receive(timeout=3.0).action[0] > 0  # still pushed towards its own target
+    status = json.loads(daemon.mpcctl("status", "--json").stdout)
+    assert status["sessions"]["opened"] == 1 and status["sessions"]["expired"] == 0, status["sessions"]
 
 
 def test_an_observation_already_too_old_on_arrival_is_refused(start_daemon, tmp_path):
