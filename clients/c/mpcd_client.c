@@ -5,7 +5,8 @@
  * (the same equations, in double precision) from hanging down for 200 steps with the daemon's
  * actions, sending the state form [theta, theta_dot]. Prints the final angle; exits 0 when
  * every reply was an action echoing its observation's sequence number and the pendulum ends
- * upright, 1 otherwise. With a second argument, a JSON object of task parameters (docs/protocol.md,
+ * upright, 1 otherwise: also on a reply that is not this protocol's, or an action that is not a
+ * finite torque within the pendulum's bounds, which it never applies. With a second argument, a JSON object of task parameters (docs/protocol.md,
  * "Parameters"), it first sets them for its session and exits 2 if the daemon refuses them.
  *
  *     cc -O2 -o mpcd_client clients/c/mpcd_client.c -lzmq -lm
@@ -32,6 +33,16 @@ static void make_header(unsigned char out[32], uint16_t type, uint64_t a) {
     memcpy(out + 16, &b, 8);
     memcpy(out + 24, &c, 4);
     memcpy(out + 28, &d, 4);
+}
+
+/* Whether a first frame is a whole header of this protocol ("MPCD", version 1) and of `type`:
+ * anything else on the endpoint (another program, a newer daemon) is never read as an answer. */
+static int is_header(const unsigned char *frame, size_t size, uint16_t type) {
+    uint16_t version, got;
+    if (size != 32 || memcmp(frame, "MPCD", 4) != 0) return 0;
+    memcpy(&version, frame + 4, 2);
+    memcpy(&got, frame + 6, 2);
+    return version == 1 && got == type;
 }
 
 /* Receives one multipart message into frames (at most max, each at most cap bytes). */
@@ -69,7 +80,7 @@ static int set_parameters(void *socket, const char *json, uint64_t sequence) {
         return 1;
     }
     memcpy(&type, frames[0] + 6, 2);
-    if (type != PARAMETERS_REPLY) {
+    if (!is_header(frames[0], sizes[0], PARAMETERS_REPLY)) {
         fprintf(stderr, "parameters refused: %.*s\n", (int)sizes[1], (const char *)frames[1]);
         return 2;
     }
@@ -93,7 +104,7 @@ int main(int argc, char **argv) {
 
     make_header(header, HELLO, 0);
     zmq_send(socket, header, 32, 0);
-    if (receive(socket, frames, sizes, 4) < 2 || frames[0][6] != HELLO_REPLY) {
+    if (receive(socket, frames, sizes, 4) < 2 || !is_header(frames[0], sizes[0], HELLO_REPLY)) {
         fprintf(stderr, "no hello reply from %s\n", endpoint);
         return 1;
     }
@@ -120,13 +131,19 @@ int main(int argc, char **argv) {
         }
         memcpy(&type, frames[0] + 6, 2);
         memcpy(&echoed, frames[0] + 8, 8);
-        if (type != ACTION || echoed != seq || sizes[1] != sizeof(double)) {
+        if (!is_header(frames[0], sizes[0], ACTION) || echoed != seq || sizes[1] != sizeof(double)) {
             fprintf(stderr, "observation %llu: unexpected reply type %u echoing %llu: %.*s\n", (unsigned long long)seq,
                     type, (unsigned long long)echoed, (int)sizes[1], (const char *)frames[1]);
             return 1;
         }
         double u;
         memcpy(&u, frames[1], sizeof u);
+        /* never applied: an action that is not a number or beyond the pendulum's torque of 2 (the
+         * daemon's hello says its bounds; a daemon planning for another robot answers with others) */
+        if (!isfinite(u) || fabs(u) > 2.0 + 1e-6) {
+            fprintf(stderr, "observation %llu: action %g is not a torque in [-2, 2]; not applied\n", (unsigned long long)seq, u);
+            return 1;
+        }
         u = fmax(-2.0, fmin(2.0, u));
         double wrapped = fmod(theta + M_PI, 2 * M_PI);
         if (wrapped < 0) wrapped += 2 * M_PI;

@@ -180,6 +180,50 @@ def test_the_c_client_needs_nothing_but_libzmq(start_daemon, tmp_path):
     assert result.returncode == 2 and "parameter goal: task pendulum has no such parameter" in result.stderr, (result.stdout, result.stderr)
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_the_c_client_never_applies_an_action_that_is_not_a_torque(tmp_path):
+    """Against a fake daemon the C example applied a NaN action as full torque (fmax and fmin pass
+    NaN's other argument), -inf as -2, and took replies with another magic, version or a 16-byte
+    header for actions, running all 200 steps each time."""
+    import struct
+    binary = tmp_path / "mpcd_client"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(REPO / "clients" / "c" / "mpcd_client.c"), "-lzmq", "-lm"], check=True)
+    header = struct.Struct("<4sHHQQII")
+    replies = {
+        "NaN": lambda seq: [header.pack(b"MPCD", 1, 4, seq, 0, 0, 0), np.array([np.nan]).tobytes(), b"", b""],
+        "-inf": lambda seq: [header.pack(b"MPCD", 1, 4, seq, 0, 0, 0), np.array([-np.inf]).tobytes(), b"", b""],
+        "3 N m": lambda seq: [header.pack(b"MPCD", 1, 4, seq, 0, 0, 0), np.array([3.0]).tobytes(), b"", b""],
+        "another magic": lambda seq: [header.pack(b"EVIL", 7, 4, seq, 0, 0, 0), np.array([0.3]).tobytes()],
+        "a 16-byte header": lambda seq: [b"MPCD\x01\x00\x04\x00" + struct.pack("<Q", seq), np.array([0.3]).tobytes()],
+    }
+    for name, reply in replies.items():
+        endpoint = f"ipc://{tmp_path}/fake.sock"
+        socket = zmq.Context.instance().socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.bind(endpoint)
+        stop = threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                if not socket.poll(50):
+                    continue
+                identity, _, first, *_ = socket.recv_multipart()
+                kind, seq = header.unpack(first)[2], header.unpack(first)[3]
+                hello = [header.pack(b"MPCD", 1, 2, 0, 0, 0, 0), b'{"task": "pendulum"}']
+                socket.send_multipart([identity, b"", *(hello if kind == 1 else reply(seq))])
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            result = subprocess.run([str(binary), endpoint], capture_output=True, text=True, errors="replace", timeout=30)
+        finally:
+            stop.set()
+            thread.join()
+            socket.close()
+        assert result.returncode == 1 and "200 steps" not in result.stdout, (name, result.stdout, result.stderr)
+        assert "observation 2:" in result.stderr, (name, result.stderr)
+
+
 @pytest.mark.parametrize("text, key", [
     ("[planner]\nsamples = 0\n", "planner.samples"),
     ("[planner]\ntemprature = 1.0\n", "planner.temprature"),
