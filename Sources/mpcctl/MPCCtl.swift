@@ -81,6 +81,9 @@ struct Connection: ParsableArguments {
         let message: String
     }
 
+    /// The largest reply mpcctl reads.
+    static let maxReplyBytes = 64 << 20
+
     /// The reply, or why there is none (for a caller that carries on, as `top` does).
     func tryRequest(_ request: ControlRequest, defaultTimeout: Double = 2) -> Result<Answer, Unanswered> {
         let endpoint: String, explicit: Bool
@@ -96,11 +99,14 @@ struct Connection: ParsableArguments {
         do {
             let context = try ZMQContext()
             let socket = try ZMQSocket(context, type: ZMQSocketType.request)
+            // a reply is kilobytes (a status of many sessions, a few MiB): libzmq would take one of
+            // any size whole into memory first (400 MiB from a fake socket took mpcctl to 1.25 GB)
+            try socket.setOption(ZMQOption.maxMessageSize, Int64(Self.maxReplyBytes))
             try socket.connect(endpoint)
             let data = try JSONEncoder().encode(request)
             guard try socket.send([Array(data)]) else { return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint)")) }
             guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
-                return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped. A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
+                return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped (or what answered sent more than \(Self.maxReplyBytes >> 20) MiB, which mpcctl does not read). A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
             }
             switch ControlReply.decode(last) {
             case let .success(reply): return .success(Answer(reply: reply, bytes: last))

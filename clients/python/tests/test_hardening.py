@@ -804,6 +804,37 @@ def test_a_signal_storm_neither_stalls_the_ticks_nor_holds_off_a_stop(start_daem
             stormer.join()
 
 
+def test_mpcctl_does_not_read_a_reply_of_any_size(tmp_path):
+    """A fake control socket answering with 400 MiB took mpcctl to 1.25 GB of memory, and then it
+    printed "reloaded". Replies over 64 MiB are now dropped unread: under a 1 GiB address-space
+    limit mpcctl says it got no answer instead of running out of memory."""
+    import resource
+    endpoint = f"ipc://{tmp_path}/fake-control.sock"
+    socket = zmq.Context.instance().socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.bind(endpoint)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if socket.poll(50):
+                identity, _, _ = socket.recv_multipart()
+                socket.send_multipart([identity, b"", b'{"ok": true, "padding": "' + b"a" * (200 << 20) + b'"}'])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        result = subprocess.run([str(MPCCTL), "reload", "--socket", endpoint, "--timeout", "3"], capture_output=True, text=True,
+                                timeout=60, preexec_fn=limit)
+    finally:
+        stop.set()
+        thread.join()
+        socket.close()
+    assert result.returncode == 1 and "which mpcctl does not read" in result.stderr, (result.returncode, result.stderr[-300:])
+    assert "reloaded" not in result.stdout
+
+
 def test_a_closed_stderr_does_not_end_the_daemon(start_daemon, tmp_path):
     read, write = os.pipe()
     daemon = start_daemon(stderr=write)
