@@ -1,4 +1,5 @@
 """Starts the real mpcd binary for end-to-end tests and talks to it over real sockets."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -20,6 +21,33 @@ def free_port():
 
 
 MPCCTL = MPCD.parent / "mpcctl"
+
+
+@contextlib.contextmanager
+def fake_router(endpoint, answer):
+    """Something on `endpoint` that is not mpcd: a ROUTER that answers each request (its frames
+    after the routing id, a REQ client's empty delimiter included) with `answer(frames)`, on a
+    thread, until the block ends."""
+    import zmq
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if router.poll(50):
+                identity, *frames = router.recv_multipart()
+                router.send_multipart([identity, *answer(frames)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        router.close()
 
 
 class Daemon:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import MPCD, REPO
+from conftest import MPCD, REPO, fake_router
 from mpcd_client import Controller, MpcdError
 from mpcd_client import protocol
 from mpcd_client.gym import run_episodes
@@ -196,30 +196,16 @@ def test_the_c_client_never_applies_an_action_that_is_not_a_torque(tmp_path):
         "another magic": lambda seq: [header.pack(b"EVIL", 7, 4, seq, 0, 0, 0), np.array([0.3]).tobytes()],
         "a 16-byte header": lambda seq: [b"MPCD\x01\x00\x04\x00" + struct.pack("<Q", seq), np.array([0.3]).tobytes()],
     }
-    for name, reply in replies.items():
-        endpoint = f"ipc://{tmp_path}/fake.sock"
-        socket = zmq.Context.instance().socket(zmq.ROUTER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.bind(endpoint)
-        stop = threading.Event()
+    hello = [b"", header.pack(b"MPCD", 1, 2, 0, 0, 0, 0), b'{"task": "pendulum"}']
+    for index, (name, reply) in enumerate(replies.items()):
+        endpoint = f"ipc://{tmp_path}/fake-{index}.sock"
 
-        def serve():
-            while not stop.is_set():
-                if not socket.poll(50):
-                    continue
-                identity, _, first, *_ = socket.recv_multipart()
-                kind, seq = header.unpack(first)[2], header.unpack(first)[3]
-                hello = [header.pack(b"MPCD", 1, 2, 0, 0, 0, 0), b'{"task": "pendulum"}']
-                socket.send_multipart([identity, b"", *(hello if kind == 1 else reply(seq))])
+        def answer(frames, reply=reply):
+            kind, seq = header.unpack(frames[1])[2], header.unpack(frames[1])[3]
+            return hello if kind == 1 else [b"", *reply(seq)]
 
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
+        with fake_router(endpoint, answer):
             result = subprocess.run([str(binary), endpoint], capture_output=True, text=True, errors="replace", timeout=30)
-        finally:
-            stop.set()
-            thread.join()
-            socket.close()
         assert result.returncode == 1 and "200 steps" not in result.stdout, (name, result.stdout, result.stderr)
         assert "observation 2:" in result.stderr, (name, result.stderr)
 

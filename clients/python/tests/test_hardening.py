@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import MPCD, MPCCTL
+from conftest import MPCD, MPCCTL, fake_router
 from mpcd_client import Controller, MpcdError, MpcdTimeout, protocol
 from test_reliability import keygen as reliability_keygen
 
@@ -810,27 +810,11 @@ def test_mpcctl_does_not_read_a_reply_of_any_size(tmp_path):
     limit mpcctl says it got no answer instead of running out of memory."""
     import resource
     endpoint = f"ipc://{tmp_path}/fake-control.sock"
-    socket = zmq.Context.instance().socket(zmq.ROUTER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.bind(endpoint)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            if socket.poll(50):
-                identity, _, _ = socket.recv_multipart()
-                socket.send_multipart([identity, b"", b'{"ok": true, "padding": "' + b"a" * (200 << 20) + b'"}'])
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    huge = b'{"ok": true, "padding": "' + b"a" * (200 << 20) + b'"}'
+    with fake_router(endpoint, lambda frames: [b"", huge]):
         limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         result = subprocess.run([str(MPCCTL), "reload", "--socket", endpoint, "--timeout", "3"], capture_output=True, text=True,
                                 timeout=60, preexec_fn=limit)
-    finally:
-        stop.set()
-        thread.join()
-        socket.close()
     assert result.returncode == 1 and "which mpcctl does not read" in result.stderr, (result.returncode, result.stderr[-300:])
     assert "reloaded" not in result.stdout
 
