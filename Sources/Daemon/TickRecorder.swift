@@ -214,7 +214,10 @@ public final class TickRecorder: @unchecked Sendable {
               let handle = FileHandle(forWritingAtPath: path) else { throw ArrowError("cannot create \(path)") }
         let schema = ArrowStreamWriter.schema(fields, metadata: metadata)
         do { try handle.write(contentsOf: schema) } catch {
+            // without its whole schema the file holds nothing readable: a full disk had left one
+            // such empty file behind every second, never counted against budget_mb
             try? handle.close()
+            try? FileManager.default.removeItem(atPath: path)
             throw error
         }
         file = handle

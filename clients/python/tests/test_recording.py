@@ -338,3 +338,27 @@ def test_recording_switched_off_stays_off_through_a_reload(start_daemon, tmp_pat
     daemon.mpcctl("record", "on")
     daemon.mpcctl("reload")
     assert daemon.status()["recording"]["enabled"]
+
+
+def test_a_full_disk_leaves_no_empty_recordings_behind(start_daemon, tmp_path):
+    """On a full disk the recorder tried a new file every second; each one's schema could not be
+    written, and each was left behind empty, never counted against budget_mb: a day on a full disk
+    would leave 86,400 of them. A file that cannot take its schema is now removed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        config = tmp_path / "full.toml"
+        config.write_text(f'[task]\nname = "pendulum"\n[planner]\nsamples = 64\n[server]\nmode = "realtime"\nrate_hz = 50\n'
+                          f'[recording]\nenabled = true\ndirectory = "{disk}"\nfile_mb = 0.05\nbudget_mb = 100\n')
+        daemon = start_daemon("--config", str(config))
+        with Controller(daemon.endpoint, timeout=2.0) as c:
+            end = time.monotonic() + 6.0
+            while time.monotonic() < end:  # 96 KiB fills in about 2 s at 50 Hz, then a new file is tried every second
+                assert np.isfinite(c.act(np.array([3.0, 0.0]))).all()
+        daemon.stop()
+        sizes = [p.stat().st_size for p in disk.iterdir()]
+        assert sizes and 0 not in sizes, sizes
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
