@@ -19,7 +19,14 @@ public struct ArrowStreamReader {
             }
             let length = Int(try read(Int32.self, bytes, at + 4))
             guard try read(UInt32.self, bytes, at) == 0xFFFF_FFFF else { throw ArrowError("no message starts at byte \(at)") }
-            if length == 0 { return }  // the end marker
+            if length == 0 {  // the end marker
+                // what follows it would be read by nothing: recordings joined with cat replayed
+                // their first stream only, and said nothing of the rest
+                guard at + 8 == bytes.count else {
+                    throw ArrowError("\(bytes.count - at - 8) bytes after the end of the stream at byte \(at): one recording a file (joined with cat? give each file on its own)")
+                }
+                return
+            }
             guard length > 0, length <= bytes.count - at - 8 else {
                 truncated = true
                 return

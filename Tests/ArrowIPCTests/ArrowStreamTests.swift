@@ -80,4 +80,13 @@ import Testing
             try ArrowStreamWriter.recordBatch(Self.fields, Self.batch(rows: 2, first: 0), rows: 3)
         }
     }
+
+    /// Recordings joined with cat read as their first stream alone: `mpcd replay` replayed 30 of 90
+    /// ticks and said "no difference". Bytes after the end marker are refused by name.
+    @Test func bytesAfterTheEndMarkerAreRefused() throws {
+        let whole = try Self.stream(batches: [3])
+        #expect(try ArrowStreamReader(whole).batches.count == 1)
+        #expect(throws: ArrowError.self) { try ArrowStreamReader(whole + whole) }
+        #expect(throws: ArrowError.self) { try ArrowStreamReader(whole + [0]) }
+    }
 }
