@@ -215,6 +215,13 @@ public struct DaemonConfiguration: Sendable {
         server.mode == .realtime ? max(server.sessionTimeout, 2 / rateHz) : server.sessionTimeout
     }
 
+    /// The cores the daemon will run on: those it may run on now, within `server.cpu_affinity`
+    /// (applied when it starts serving, after the configuration is read).
+    public var cores: Int {
+        let now = SpinningPool.availableCores()
+        return server.cpuAffinity.isEmpty ? now : max(1, min(now, server.cpuAffinity.count))
+    }
+
     /// What a configuration does otherwise than it reads, for `--check` and the log.
     public var notes: [String] {
         var notes: [String] = []
@@ -224,7 +231,7 @@ public struct DaemonConfiguration: Sendable {
         if sessionTimeout != server.sessionTimeout {
             notes.append("server.session_timeout_s \(server.sessionTimeout) is shorter than two tick periods at \(rateHz) Hz: \(sessionTimeout) s is used")
         }
-        let threads = SpinningPool.usableThreads(planner.threads)
+        let threads = SpinningPool.usableThreads(planner.threads, cores: cores)
         if threads < planner.threads {
             notes.append("planner.threads \(planner.threads) is more than the \(threads) cores mpcd may run on: \(threads) are used (threads beyond the cores take turns on them, and plan several times slower)")
         }
@@ -348,7 +355,7 @@ public struct DaemonConfiguration: Sendable {
         configuration.value = value
         try configuration.checkMemory()
         // after the memory check: a configuration too big to allocate says so first
-        try IterationTimeCheck.check(task: task, planner: planner)
+        try IterationTimeCheck.check(task: task, planner: planner, cores: configuration.cores)
         return configuration
     }
 

@@ -11,7 +11,7 @@ public enum IterationTimeCheck {
     static let maxSeconds = 2.0
 
     /// K x H rollout steps at the time one step of this task measures here, over the threads.
-    static func estimatedSeconds(task: ControlTask, planner: PlannerConfiguration) -> (seconds: Double, stepSeconds: Double) {
+    static func estimatedSeconds(task: ControlTask, planner: PlannerConfiguration, cores: Int) -> (seconds: Double, stepSeconds: Double) {
         let state = task.dynamics.randomInitialState { 0.5 }
         let action = zip(task.dynamics.actionLowerBounds, task.dynamics.actionUpperBounds).map { lo, hi in
             lo.isFinite && hi.isFinite ? (lo + hi) / 2 : 0
@@ -28,24 +28,24 @@ public enum IterationTimeCheck {
         }
         // one call steps a whole padded batch of lanes: a lane's share is the step of one sample
         let step = best / Double(laneWidth)
-        let seconds = step * Double(planner.samples) * Double(planner.horizon) / Double(parallelism(planner))
+        let seconds = step * Double(planner.samples) * Double(planner.horizon) / Double(parallelism(planner, cores: cores))
         return (seconds, step)
     }
 
     /// How many threads step one iteration's rollouts at once: none but the caller's below
     /// `parallel_threshold` rollout steps, never more than 16-sample blocks to share out, and never
     /// more than the cores this process may run on (64 threads on 2 cores step 2 at a time).
-    public static func parallelism(_ planner: PlannerConfiguration, cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+    public static func parallelism(_ planner: PlannerConfiguration, cores: Int) -> Int {
         guard planner.threads > 1, planner.samples * planner.horizon >= planner.parallelThreshold else { return 1 }
         return max(1, min(SpinningPool.usableThreads(planner.threads, cores: cores), (planner.samples + 15) / 16))
     }
 
-    static func check(task: ControlTask, planner: PlannerConfiguration) throws(ConfigurationError) {
+    static func check(task: ControlTask, planner: PlannerConfiguration, cores: Int) throws(ConfigurationError) {
         guard planner.iterations > 0 else { return }
-        let (seconds, step) = estimatedSeconds(task: task, planner: planner)
+        let (seconds, step) = estimatedSeconds(task: task, planner: planner, cores: cores)
         guard seconds > maxSeconds else { return }
         throw ConfigurationError(key: "planner.samples", reason: String(
             format: "one iteration would take about %.1f s (K=%d x H=%d rollout steps of %.3g ms each, over %d thread(s) at once), over the %.0f s mpcd allows: the serving loop waits for an iteration to end; fewer samples, a shorter horizon or a cheaper step (frame_skip)",
-            seconds, planner.samples, planner.horizon, step * 1e3, parallelism(planner), maxSeconds))
+            seconds, planner.samples, planner.horizon, step * 1e3, parallelism(planner, cores: cores), maxSeconds))
     }
 }

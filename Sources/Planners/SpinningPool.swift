@@ -25,7 +25,7 @@ public final class SpinningPool: @unchecked Sendable {
 
     /// `threads` in all (at most the cores: `usableThreads`), counting the caller; workers spin `spin` nanoseconds before sleeping.
     /// `cores`: the most threads to take (tests that check a split give more than they have).
-    public init(threads: Int, spin: UInt64 = 200_000, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    public init(threads: Int, spin: UInt64 = 200_000, cores: Int = availableCores()) {
         extraWorkers = max(0, min(Self.usableThreads(threads, cores: cores) - 1, 64))
         crew = Crew(workers: extraWorkers, spin: spin)
         for index in 0..<extraWorkers {
@@ -45,8 +45,30 @@ public final class SpinningPool: @unchecked Sendable {
     /// The threads a pool asked for `requested` gets: no more than the cores this process may run
     /// on. Spinning workers beyond them take turns on the cores, each job waiting for the
     /// scheduler's time slices: 8 threads on 2 cores planned ten times slower than 2.
-    public static func usableThreads(_ requested: Int, cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+    public static func usableThreads(_ requested: Int, cores: Int = availableCores()) -> Int {
         max(1, min(requested, cores))
+    }
+
+    /// The cores this process may run on now: Foundation's count (online CPUs, or a cgroup v1
+    /// quota) within the CPU affinity mask (taskset, systemd's CPUAffinity=, `server.cpu_affinity`),
+    /// which Foundation does not read.
+    public static func availableCores() -> Int {
+        let online = ProcessInfo.processInfo.activeProcessorCount
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }),
+              let allowed = cpuCount(list: line.dropFirst("Cpus_allowed_list:".count)) else { return max(1, online) }
+        return max(1, min(online, allowed))
+    }
+
+    /// How many CPUs a kernel CPU list names ("0-3,8,10-11": 7), or nil if it is not one.
+    static func cpuCount(list: Substring) -> Int? {
+        var count = 0
+        for part in list.split(separator: ",") {
+            let bounds = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds.last!, first >= 0, last >= first else { return nil }
+            count += last - first + 1
+        }
+        return count > 0 ? count : nil
     }
 
     /// Runs `body(part)` for every part 0 ... extraWorkers: part 0 on the caller and the others on

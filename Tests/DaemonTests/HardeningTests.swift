@@ -33,7 +33,6 @@ import Testing
         }
     }
 
-    /// The memory a configuration may take is its sessions' buffers, and the limit can be raised.
     /// The check divided one iteration's time by every configured thread: `threads = 64` on two
     /// cores let through an iteration of a minute as one of a second.
     @Test func theIterationTimeCheckCountsOnlyThreadsThatCanRun() {
@@ -56,15 +55,20 @@ import Testing
     /// Workers beyond the cores spin against each other: `threads = 8` on two cores planned ten
     /// times slower than 2. The pool takes no more than the cores, and the configuration says so.
     @Test func aPoolTakesNoMoreThreadsThanCores() throws {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        #expect(SpinningPool(threads: cores + 3).threads == cores)
+        let cores = SpinningPool.availableCores()
+        #expect(cores >= 1 && cores <= ProcessInfo.processInfo.activeProcessorCount)
+        #expect(SpinningPool(threads: cores + 3).threads == min(cores, 65))  // 64 workers and the caller at most
         #expect(SpinningPool.usableThreads(8, cores: 2) == 2)
         #expect(SpinningPool.usableThreads(1, cores: 2) == 1)
         let many = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 64\n", source: "test.toml")
         #expect(many.notes.contains { $0.hasPrefix("planner.threads 64 is more than the") } == (cores < 64))
         let one = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 1\n", source: "test.toml")
         #expect(!one.notes.contains { $0.hasPrefix("planner.threads") })
+        // pinned by the configuration to one CPU: one thread, said before it starts
+        let pinned = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 2\n[server]\ncpu_affinity = [0]\n", source: "test.toml")
+        #expect(pinned.cores == 1 && pinned.notes.contains { $0.hasPrefix("planner.threads 2 is more than the 1 cores") })
     }
+
 
     /// An authorized_keys file saved with CRLF line ends was one line ("\r\n" is one Character
     /// to a split on "\n"): with a comment first, the listed robot's key was read as part of the
@@ -78,6 +82,7 @@ import Testing
         }
     }
 
+    /// The memory a configuration may take is its sessions' buffers, and the limit can be raised.
     @Test func theMemoryLimitCountsEverySessionAndCanBeRaised() throws {
         let c = try DaemonConfiguration.parse("[planner]\nsamples = 4096\nhorizon = 100\n[server]\nmax_sessions = 64\n", source: "t")
         let expected = MirrorDescentPlanner.memoryFootprint(task: c.task, configuration: c.planner)

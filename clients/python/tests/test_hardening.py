@@ -8,6 +8,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import stat
@@ -802,6 +803,16 @@ def test_a_signal_storm_neither_stalls_the_ticks_nor_holds_off_a_stop(start_daem
         finally:
             stop.set()
             stormer.join()
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="no taskset")
+def test_threads_are_counted_against_the_cpus_the_daemon_may_run_on(tmp_path):
+    """Foundation's processor count ignores the affinity mask: under taskset (or systemd's
+    CPUAffinity=) the pool still took a thread per online CPU, spinning against each other."""
+    config = tmp_path / "threads.toml"
+    config.write_text('[task]\nname = "pendulum"\n[planner]\nthreads = 8\n')
+    pinned = subprocess.run(["taskset", "-c", "0", str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert pinned.returncode == 0 and "planner.threads 8 is more than the 1 cores mpcd may run on: 1 are used" in pinned.stdout, pinned.stdout
 
 
 def test_mpcctl_does_not_read_a_reply_of_any_size(tmp_path):

@@ -155,7 +155,7 @@ def test_a_configuration_whose_one_iteration_would_take_seconds_is_refused(start
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
     assert check.returncode == 78 and "planner.samples: one iteration would take about" in check.stderr, check.stderr
     # 64 threads step no faster than the cores under them: the estimate divided by 64 had let this through
-    write(1000, 1024, threads=64)
+    write(1000, 8192, threads=64)  # refused even where 64 cores could share it
     check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
     at_once = re.search(r"over (\d+) thread\(s\) at once", check.stderr)
     assert check.returncode == 78 and at_once and int(at_once.group(1)) <= (os.cpu_count() or 1), check.stderr
