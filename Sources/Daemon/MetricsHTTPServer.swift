@@ -67,7 +67,7 @@ public final class MetricsHTTPServer {
             page = (text, now)
             return text
         }
-        // answer what has come in first, then let newcomers in, then answer them
+        // answer what has come in first, then let newcomers in, each answered as it comes
         step(now: now, deadline: deadline, page: makePage)
         var accepted = 0
         while accepted < Self.acceptsPerCall, monotonicNanoseconds() < deadline {
@@ -85,29 +85,34 @@ public final class MetricsHTTPServer {
                 close(connections[yielding].descriptor)
                 connections.remove(at: yielding)
             }
-            connections.append(Connection(descriptor: descriptor, openedAt: now))
+            // answered at once if its request is in: in a burst of newcomers, each is served before
+            // the next may push it out (the one pushed out then has its answer whole, a FIN after it)
+            var connection = Connection(descriptor: descriptor, openedAt: monotonicNanoseconds())
+            if advance(&connection, now: now, deadline: deadline, page: makePage) { connections.append(connection) }
         }
-        if accepted > 0 { step(now: now, deadline: deadline, page: makePage) }
     }
 
     private func step(now: UInt64, deadline: UInt64, page: () -> [UInt8]) {
         var open: [Connection] = []
-        for var connection in connections {
-            if connection.response == nil && monotonicNanoseconds() < deadline { read(&connection, page: page) }
-            if connection.response != nil && !connection.draining { write(&connection) }
-            if let response = connection.response, connection.sent >= response.count, !connection.draining {
-                shutdown(connection.descriptor, Int32(SHUT_WR))
-                connection.draining = true
-            }
-            let finished = connection.draining && Self.drain(connection.descriptor)
-            let expired = now > connection.openedAt && now - connection.openedAt > Self.timeoutNanoseconds
-            if connection.descriptor < 0 || finished || expired {
-                if connection.descriptor >= 0 { close(connection.descriptor) }
-            } else {
-                open.append(connection)
-            }
+        for var connection in connections where advance(&connection, now: now, deadline: deadline, page: page) {
+            open.append(connection)
         }
         connections = open
+    }
+
+    /// Reads, answers or drains one connection as far as it can go now; false once it is closed.
+    private func advance(_ connection: inout Connection, now: UInt64, deadline: UInt64, page: () -> [UInt8]) -> Bool {
+        if connection.response == nil && monotonicNanoseconds() < deadline { read(&connection, page: page) }
+        if connection.response != nil && !connection.draining { write(&connection) }
+        if let response = connection.response, connection.sent >= response.count, !connection.draining {
+            shutdown(connection.descriptor, Int32(SHUT_WR))
+            connection.draining = true
+        }
+        let finished = connection.draining && Self.drain(connection.descriptor)
+        let expired = now > connection.openedAt && now - connection.openedAt > Self.timeoutNanoseconds
+        guard connection.descriptor < 0 || finished || expired else { return true }
+        if connection.descriptor >= 0 { close(connection.descriptor) }
+        return false
     }
 
     private func read(_ connection: inout Connection, page: () -> [UInt8]) {
