@@ -26,8 +26,10 @@ extension Server {
         while !stopRequested.load(ordering: .relaxed) && mpcd_stop_requested() == 0 {
             let now = monotonicNanoseconds()
             if grid != (periodNanoseconds, configuration.server.mode) {
+                // the new grid starts now: a first tick a whole new period away was 10 s of
+                // silence after a reload to 0.1 Hz
                 grid = (periodNanoseconds, configuration.server.mode)
-                nextTick = now + periodNanoseconds
+                nextTick = now
             }
             switch configuration.server.mode {
             case .lockstep:

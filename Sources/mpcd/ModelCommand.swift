@@ -63,10 +63,11 @@ struct ModelCommand: ParsableCommand {
             if c == EOF { break }
             any = true
             if c == Int32(UInt8(ascii: "\n")) { break }
-            if bytes.count < maxBytes { bytes.append(UInt8(c)) } else { overlong = true }
+            // one byte over the limit is kept: it may be the CR of a CRLF line of maxBytes
+            if bytes.count <= maxBytes { bytes.append(UInt8(c)) } else { overlong = true }
         }
         guard any else { return nil }
         if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }  // a CRLF line, as readLine took it
-        return overlong ? .some(nil) : String(decoding: bytes, as: UTF8.self)
+        return overlong || bytes.count > maxBytes ? .some(nil) : String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -71,7 +71,6 @@ static int receive(void *socket, unsigned char frames[][256], size_t sizes[], in
 static int set_parameters(void *socket, const char *json, uint64_t sequence) {
     unsigned char header[32], frames[4][256];
     size_t sizes[4];
-    uint16_t type;
     make_header(header, PARAMETERS, sequence);
     zmq_send(socket, header, 32, ZMQ_SNDMORE);
     zmq_send(socket, json, strlen(json), 0);
@@ -79,10 +78,13 @@ static int set_parameters(void *socket, const char *json, uint64_t sequence) {
         fprintf(stderr, "no reply to the parameters\n");
         return 1;
     }
-    memcpy(&type, frames[0] + 6, 2);
-    if (!is_header(frames[0], sizes[0], PARAMETERS_REPLY)) {
+    if (is_header(frames[0], sizes[0], ERROR)) {
         fprintf(stderr, "parameters refused: %.*s\n", (int)sizes[1], (const char *)frames[1]);
         return 2;
+    }
+    if (!is_header(frames[0], sizes[0], PARAMETERS_REPLY)) {
+        fprintf(stderr, "the reply to the parameters is not this protocol's\n");
+        return 1;
     }
     printf("parameters: %.*s\n", (int)sizes[1], (const char *)frames[1]);
     return 0;

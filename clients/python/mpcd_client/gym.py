@@ -118,7 +118,7 @@ def plot(path, rows, info, env_id, returns):
     axes[-1].bar(episodes, returns)
     axes[-1].set_xlabel("episode")
     axes[-1].set_ylabel("return")
-    fig.suptitle(f"{env_id} through mpcd ({info['task']}, {info['planner']['likelihood']}): mean return {np.mean(returns):.1f}")
+    fig.suptitle(f"{env_id} through mpcd ({info['task']}, {info.get('planner', {}).get('likelihood', 'mpcd')}): mean return {np.mean(returns):.1f}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -5,6 +5,7 @@ Every message is a multipart ZeroMQ message. Frame 0 is a 32-byte little-endian 
 frames of little-endian float64.
 """
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -113,6 +114,15 @@ def _json_object(frames, what):
     return value
 
 
+def _finite(x):
+    """Whether a JSON number is a finite float64 (an integer of 400 digits is not, and numpy
+    raises TypeError rather than say so)."""
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
 def checked_hello(info):
     """The hello reply's fields the client and the bridge act on, each of its type and size, or
     ProtocolError naming the first that is not (docs/protocol.md, "Hello")."""
@@ -131,8 +141,7 @@ def checked_hello(info):
 
     def numbers(key, length):
         value = info.get(key)
-        if not isinstance(value, list) or len(value) != length or not all(
-                type(x) in (int, float) and np.isfinite(x) for x in value):
+        if not isinstance(value, list) or len(value) != length or not all(type(x) in (int, float) and _finite(x) for x in value):
             raise ProtocolError(f"a hello whose {key} is {value!r}, not a list of {length} finite numbers")
         return np.asarray(value, dtype=float)
 

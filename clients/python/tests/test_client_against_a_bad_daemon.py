@@ -46,7 +46,9 @@ HELLOS = {
                           ("action_low", [3]), ("state_dim", 0), ("task", None), ("observation_forms", {"name": 1}),
                           ("diagnostics", ["iterations", 5]), ("planner", []),
                           # well formed, but a daemon planning beyond Pendulum-v1's torque of 2: refused before the first step
-                          ("action_low", [-3]), ("action_high", [2.5]))
+                          ("action_low", [-3]), ("action_high", [2.5]),
+                          # JSON integers too big for a float64 (numpy's isfinite raised TypeError on them)
+                          ("action_low", [-(10 ** 400)]), ("action_high", [10 ** 30]))
     },
 }
 ACTIONS = {

@@ -795,7 +795,7 @@ def test_a_signal_storm_neither_stalls_the_ticks_nor_holds_off_a_stop(start_daem
                 c.act(np.array([0.1, 0.0]))
                 replies += 1
             # a reply a tick (20 ms) at most: 100 in 2 s undisturbed; the storm had left about 7
-            assert replies >= 40, replies
+            assert replies >= 30, replies
             start = time.monotonic()
             daemon.process.send_signal(signal.SIGTERM)
             daemon.process.wait(timeout=10)

@@ -173,12 +173,14 @@ def test_a_reload_that_changes_the_rate_or_the_mode_starts_a_new_tick_grid(start
     daemon.mpcctl("reload")
     with Controller(daemon.endpoint, timeout=3.0) as c:
         c.act(np.array([3.0, 0.0]))
+        before = c.last.diagnostics["overruns"]  # counted since the start, the 100 Hz phase included
         time.sleep(2.0)
         config.write_text(text.format(mode="realtime", rate=20))
         daemon.mpcctl("reload")
         for _ in range(3):
             c.act(np.array([3.0, 0.0]))
-        assert c.last.diagnostics["overruns"] <= 2, c.last.diagnostics
+        # the old grid counted the 2 s in lockstep as about 40 overruns at 20 Hz
+        assert c.last.diagnostics["overruns"] - before < 10, (before, c.last.diagnostics)
 
 
 def test_policy_load_swaps_the_prior(start_daemon):
