@@ -81,7 +81,8 @@ struct Connection: ParsableArguments {
         let message: String
     }
 
-    /// The largest reply mpcctl reads.
+    /// The largest frame of a reply mpcctl reads (libzmq limits frames, not whole messages; a
+    /// control reply is one frame).
     static let maxReplyBytes = 64 << 20
 
     /// The reply, or why there is none (for a caller that carries on, as `top` does).
@@ -106,7 +107,7 @@ struct Connection: ParsableArguments {
             let data = try JSONEncoder().encode(request)
             guard try socket.send([Array(data)]) else { return .failure(Unanswered(message: "cannot reach mpcd at \(endpoint)")) }
             guard try socket.waitReadable(milliseconds: Int((timeout * 1000).rounded(.up))), let frames = try socket.receive(), let last = frames.last else {
-                return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped (or what answered sent more than \(Self.maxReplyBytes >> 20) MiB, which mpcctl does not read). A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
+                return .failure(Unanswered(message: "mpcd did not answer within \(timeout) s on \(endpoint): it is running but busy or stopped (or what answered sent a frame over \(Self.maxReplyBytes >> 20) MiB, which mpcctl does not read). A reload or policy load may still go through: check with `mpcctl status`, or wait longer with --timeout"))
             }
             switch ControlReply.decode(last) {
             case let .success(reply): return .success(Answer(reply: reply, bytes: last))
