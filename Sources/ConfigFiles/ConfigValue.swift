@@ -11,7 +11,7 @@ public indirect enum ConfigValue: Sendable, Equatable {
     /// alike, whatever their order, spacing or comments (a fingerprint of what a table says).
     public var canonicalText: String {
         switch self {
-        case let .integer(value): "\(value)"
+        case let .integer(value): "\(Double(value))"  // 3 and 3.0 read alike
         case let .float(value): "\(value)"
         case let .bool(value): "\(value)"
         case let .string(value): "\"\(value.unicodeScalars.map { $0 == "\"" || $0 == "\\" ? "\\\($0)" : "\($0)" }.joined())\""

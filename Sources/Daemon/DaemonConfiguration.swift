@@ -118,6 +118,8 @@ public struct PriorConfiguration: Sendable {
     public var stateFile: String?
     /// Why weights saved there were not taken at start (the configured network was), if so.
     public var stateProblem: String?
+    /// Online weights under the name used before fingerprints, not read (a note says so).
+    public var legacyStateFile: String?
 
     /// What online weights were learnt for (`onlineFingerprint`): they serve only a configuration
     /// with the same fingerprint, at a restart and across a reload.
@@ -239,6 +241,9 @@ public struct DaemonConfiguration: Sendable {
             notes.append("security.authorized_keys_file \(curve.authorizedKeysFile) lists no key: every client is refused until one is added (mpcctl reload)")
         }
         if let problem = prior?.stateProblem { notes.append("prior: \(problem)") }
+        if let legacy = prior?.legacyStateFile {
+            notes.append("prior: \(legacy) holds online weights saved before their file names carried the configuration's fingerprint; they are not read (which configuration they serve cannot be told): the configured network serves, and \(prior?.stateFile ?? "") will hold what it learns. Delete the old file when it is no longer wanted")
+        }
         return notes
     }
 
@@ -481,13 +486,19 @@ public struct DaemonConfiguration: Sendable {
                 start = "fnv1a:\(String(fnv1a(data), radix: 16))"
             } else {
                 network = AmortisedNetwork(kind: kind, task: task, horizon: planner.horizon, hidden: hidden, seed: planner.seed)
-                start = "untrained \(kind.rawValue) \(hidden) horizon \(planner.horizon) seed \(planner.seed)"
+                // not the seed (any untrained start is as good as another), and the horizon only
+                // where it shapes the network (a plan's outputs)
+                start = "untrained \(kind.rawValue) \(hidden)" + (kind == .plan ? " horizon \(planner.horizon)" : "")
             }
         } catch {
             throw table.error("file", error.reason)
         }
         let fingerprint = PriorConfiguration.onlineFingerprint(task: task, taskText: taskText, start: start)
         let stateFile = online ? PriorConfiguration.onlineStateFile(directory: stateDirectory, task: task, kind: network.kind, fingerprint: fingerprint) : nil
+        // weights saved before the fingerprint was in the name: which configuration they serve
+        // cannot be told, so they are not read; say so rather than lose them without a word
+        let legacy = online && !stateDirectory.isEmpty
+            ? (stateDirectory as NSString).appendingPathComponent("\(task.name)_\(network.kind.rawValue)_online.safetensors") : nil
         var stateProblem: String?
         if let saved = stateFile, FileManager.default.fileExists(atPath: saved) {
             // weights learnt online before a restart take over; saved weights that cannot serve
@@ -515,6 +526,9 @@ public struct DaemonConfiguration: Sendable {
         p.stateFile = stateFile
         p.onlineFingerprint = fingerprint
         p.stateProblem = stateProblem
+        if let legacy, let stateFile, !FileManager.default.fileExists(atPath: stateFile), FileManager.default.fileExists(atPath: legacy) {
+            p.legacyStateFile = legacy
+        }
         p.adaptive = try table.bool("adaptive", default: p.adaptive)
         p.minIterations = try table.integer("min_iterations", default: min(p.minIterations, planner.iterations), min: 0, max: planner.iterations)
         p.gapLow = try table.number("gap_low", default: p.gapLow, .nonNegative)

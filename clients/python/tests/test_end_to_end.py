@@ -357,10 +357,17 @@ def test_online_weights_serve_only_the_task_and_network_they_were_learnt_for(sta
             actions.append(c.act(np.array([0.5, 0.0])))
         daemon.stop()
     assert np.array_equal(actions[0], actions[1]), actions
-    write(0.0)
+    write(0)  # written as an integer, it reads the same: the same file
     daemon = start_daemon("--config", str(config))
     assert version(daemon) >= 3  # the first target's weights again, from the untrained start
     daemon.stop()
+    # a file under the name used before fingerprints is not read, and --check says so
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copy(state / first[0], legacy / "pendulum_policy_online.safetensors")
+    write(0.0, "", legacy)
+    check = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0 and "saved before their file names carried the configuration's fingerprint" in check.stdout, check.stdout
 
 
 def test_a_mujoco_robots_online_weights_are_kept_apart_from_another_robots(start_daemon, tmp_path):
