@@ -205,8 +205,7 @@ public struct DaemonConfiguration: Sendable {
     /// arrival is held to `stale_after_s` itself). An observation one tick old is not stale; with the default 0.5 s at 1 Hz every
     /// reply after the first was the safe action, flagged stale, and the planner never acted.
     public var staleAfter: Double {
-        guard safety.staleAfter > 0, server.mode == .realtime else { return safety.staleAfter }
-        return max(safety.staleAfter, 2 / rateHz)
+        safety.staleAfter > 0 ? atLeastTwoTicks(safety.staleAfter) : 0
     }
 
     /// How long a session may go without a message before it ends: in realtime never under two
@@ -214,7 +213,7 @@ public struct DaemonConfiguration: Sendable {
     /// period between them: `session_timeout_s = 0.9` at 1 Hz ended its session after every tick,
     /// its parameters and warm start with it.
     public var sessionTimeout: Double {
-        server.mode == .realtime ? max(server.sessionTimeout, 2 / rateHz) : server.sessionTimeout
+        atLeastTwoTicks(server.sessionTimeout)
     }
 
     /// The cores the daemon will run on: those it may run on now, within `server.cpu_affinity`
@@ -222,6 +221,12 @@ public struct DaemonConfiguration: Sendable {
     public var cores: Int {
         let now = SpinningPool.availableCores()
         return server.cpuAffinity.isEmpty ? now : max(1, min(now, server.cpuAffinity.count))
+    }
+
+    /// `seconds`, in realtime raised to two tick periods: a client answering each reply is silent
+    /// for a period between its messages.
+    private func atLeastTwoTicks(_ seconds: Double) -> Double {
+        server.mode == .realtime ? max(seconds, 2 / rateHz) : seconds
     }
 
     /// What a configuration does otherwise than it reads, for `--check` and the log.
