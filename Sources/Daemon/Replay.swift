@@ -36,7 +36,12 @@ public struct Replay {
     /// What differs from the recording before a tick is planned (a network file changed since).
     public var warnings: [String] = []
     /// The most iterations a recorded plan may ask for (a crafted file could ask for billions).
-    static let maxIterations = 10_000
+    /// The most iterations a recorded row may ask for: the recorded configuration's (the daemon
+    /// never plans more); a crafted row asking 10,000 of a 1-iteration planner ran for an hour.
+    let iterationLimit: Int
+    /// The most sessions live at once: the recorded `max_sessions`, within which the daemon's memory
+    /// check held its planners (a crafted file interleaving sessions took 100 MB a session).
+    let sessionLimit: Int
 
     /// Reads the recordings, in order (rotated files of one run: oldest first); they must share
     /// one configuration. `configuration` replaces the recorded one (to see where a change departs).
@@ -77,6 +82,8 @@ public struct Replay {
             }
         }
         self.configuration = configuration
+        iterationLimit = max(recorded?.planner.iterations ?? 0, configuration.planner.iterations)
+        sessionLimit = recorded?.server.maxSessions ?? configuration.server.maxSessions
         if replacement == nil, let recordedVersion = metadata["prior_version"], let prior = configuration.prior,
            recordedVersion != String(prior.network.version) {
             warnings.append("the prior network is version \(prior.network.version) now, version \(recordedVersion) when recorded (its file changed): plans may differ from the start")
@@ -129,6 +136,9 @@ public struct Replay {
             if excluded.contains(row.session) { continue }
             // a new planner (a new session, or one a reload or policy load rebuilt): made afresh
             if row.planIndex == 0, sessions[row.session].map({ $0.planner.planCount > 0 }) ?? true {
+                guard sessions[row.session] != nil || sessions.count < sessionLimit else {
+                    throw ReplayError("row \(i) opens session \(row.session) while \(sessions.count) others are live, beyond the recorded max_sessions = \(sessionLimit): not a recording mpcd writes")
+                }
                 let (planner, prior) = try configuration.sessionPlanner(index: row.session, workers: nil)
                 planner.actionPrior = prior
                 sessions[row.session] = Replayed(planner: planner, prior: prior, version: row.diagnostics[13])
@@ -162,7 +172,7 @@ public struct Replay {
                 continue
             }
             let ran = row.diagnostics[0]
-            guard row.shift >= 0, (0...Self.maxIterations).contains(Int(row.iterationsRequested)), ran.isFinite, ran >= 0,
+            guard row.shift >= 0, (0...iterationLimit).contains(Int(row.iterationsRequested)), ran.isFinite, ran >= 0,
                   ran <= Double(row.iterationsRequested), row.state.count == planner.stateDimension else {
                 throw ReplayError("row \(i) is not one mpcd writes (shift \(row.shift), iterations \(row.iterationsRequested) asked and \(ran) run)")
             }

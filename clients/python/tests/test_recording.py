@@ -145,6 +145,26 @@ def test_replay_reproduces_every_action_bit_for_bit_and_names_where_a_change_dep
         writer.write_table(table.drop_columns(["plan_std"]).replace_schema_metadata(table.schema.metadata))
     refused = subprocess.run([str(MPCD), "replay", str(old)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 78 and "no plan_std column: an mpcd before that column recorded it" in refused.stderr, refused.stderr
+    # rows the daemon never writes, crafted: refused at once, where they had planned for an hour
+    # (10,000 iterations a row of a planner configured for 2) or taken 100 MB a session
+    def crafted(name, rows, metadata=None, **columns):
+        for column, values in columns.items():
+            field = rows.schema.field(column)
+            rows = rows.set_column(rows.schema.get_field_index(column), field, pa.array(values, type=field.type))
+        path = tmp_path / name
+        rows = rows.replace_schema_metadata(metadata or table.schema.metadata)
+        with pa.ipc.new_stream(str(path), rows.schema) as writer:
+            writer.write_table(rows)
+        return subprocess.run([str(MPCD), "replay", str(path)], capture_output=True, text=True, timeout=60)
+
+    first = table.slice(0, 10)
+    asking = crafted("mpcd-asking.arrows", first, iterations_requested=[10_000] * 10)
+    assert asking.returncode == 78 and "is not one mpcd writes" in asking.stderr, asking.stderr
+    metadata = dict(table.schema.metadata)
+    metadata[b"configuration"] = metadata[b"configuration"].replace(b"[server]\n", b"[server]\nmax_sessions = 1\n", 1)
+    twice = first.take([i // 2 for i in range(20)])  # each row twice: two sessions in step
+    crowded = crafted("mpcd-crowded.arrows", twice, metadata, session=[i % 2 for i in range(20)])
+    assert crowded.returncode == 78 and "beyond the recorded max_sessions = 1" in crowded.stderr, crowded.stderr
 
 
 def test_replay_of_a_realtime_run_with_task_parameters(start_daemon, tmp_path):
