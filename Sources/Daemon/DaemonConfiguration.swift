@@ -220,7 +220,11 @@ public struct DaemonConfiguration: Sendable {
     /// (applied when it starts serving, after the configuration is read).
     public var cores: Int {
         let now = SpinningPool.availableCores()
-        return server.cpuAffinity.isEmpty ? now : max(1, min(now, server.cpuAffinity.count))
+        guard !server.cpuAffinity.isEmpty else { return now }
+        // the distinct CPUs listed that this process may run on: [0, 0] or [0, 1023] on two CPUs pin to one
+        let listed = Set(server.cpuAffinity)
+        let usable = SpinningPool.allowedCPUs().map { listed.intersection($0).count } ?? listed.count
+        return max(1, min(now, usable))
     }
 
     /// `seconds`, in realtime raised to two tick periods: a client answering each reply is silent

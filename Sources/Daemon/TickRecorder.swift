@@ -210,6 +210,8 @@ public final class TickRecorder: @unchecked Sendable {
         formatter.dateFormat = "yyyyMMdd'T'HHmmss.SSS"
         let name = "\(Self.filePrefix)\(formatter.string(from: Date()))Z-\(counters.files.load(ordering: .relaxed) + 1)\(Self.fileSuffix)"
         let path = (settings.directory as NSString).appendingPathComponent(name)
+        // a folder deleted while recording is made again (recording had stopped until a reload)
+        try? FileManager.default.createDirectory(atPath: settings.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o640]),
               let handle = FileHandle(forWritingAtPath: path) else { throw ArrowError("cannot create \(path)") }
         let schema = ArrowStreamWriter.schema(fields, metadata: metadata)

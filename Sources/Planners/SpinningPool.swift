@@ -54,21 +54,27 @@ public final class SpinningPool: @unchecked Sendable {
     /// which Foundation does not read.
     public static func availableCores() -> Int {
         let online = ProcessInfo.processInfo.activeProcessorCount
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }),
-              let allowed = cpuCount(list: line.dropFirst("Cpus_allowed_list:".count)) else { return max(1, online) }
-        return max(1, min(online, allowed))
+        guard let allowed = allowedCPUs() else { return max(1, online) }
+        return max(1, min(online, allowed.count))
     }
 
-    /// How many CPUs a kernel CPU list names ("0-3,8,10-11": 7), or nil if it is not one.
-    static func cpuCount(list: Substring) -> Int? {
-        var count = 0
+    /// The CPUs this process may run on (its affinity mask), or nil where the kernel does not say.
+    public static func allowedCPUs() -> Set<Int>? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return nil }
+        return cpus(list: line.dropFirst("Cpus_allowed_list:".count))
+    }
+
+    /// The CPUs a kernel CPU list names ("0-3,8,10-11": 7 of them), or nil if it is not one.
+    static func cpus(list: Substring) -> Set<Int>? {
+        var cpus = Set<Int>()
         for part in list.split(separator: ",") {
             let bounds = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds.last!, first >= 0, last >= first else { return nil }
-            count += last - first + 1
+            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds.last!, first >= 0, last >= first,
+                  last - first < 1 << 16 else { return nil }
+            cpus.formUnion(first...last)
         }
-        return count > 0 ? count : nil
+        return cpus.isEmpty ? nil : cpus
     }
 
     /// Runs `body(part)` for every part 0 ... extraWorkers: part 0 on the caller and the others on

@@ -67,6 +67,11 @@ import Testing
         // pinned by the configuration to one CPU: one thread, said before it starts
         let pinned = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[planner]\nthreads = 2\n[server]\ncpu_affinity = [0]\n", source: "test.toml")
         #expect(pinned.cores == 1 && pinned.notes.contains { $0.hasPrefix("planner.threads 2 is more than the 1 cores") })
+        // a CPU listed twice, or one the machine does not have, pins no further CPU
+        for list in ["[0, 0]", "[0, 1023]"] {
+            let listed = try DaemonConfiguration.parse("[task]\nname = \"pendulum\"\n[server]\ncpu_affinity = \(list)\n", source: "test.toml")
+            #expect(listed.cores == 1, "cpu_affinity = \(list)")
+        }
     }
 
 

@@ -382,3 +382,22 @@ def test_a_full_disk_leaves_no_empty_recordings_behind(start_daemon, tmp_path):
         assert sizes and 0 not in sizes, sizes
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_recording_folder_deleted_while_recording_is_made_again(start_daemon, tmp_path):
+    """The folder was made only when recording started: deleted (a clean-up script, a tired
+    operator), every tick after was dropped until a reload, and `mpcctl record on` said "on"."""
+    import shutil
+    folder = tmp_path / "recordings"
+    config = tmp_path / "rec.toml"
+    config.write_text(f'[task]\nname = "pendulum"\n[planner]\nsamples = 64\n[server]\nmode = "realtime"\nrate_hz = 50\n'
+                      f'[recording]\nenabled = true\ndirectory = "{folder}"\nfile_mb = 0.02\n')
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint, timeout=2.0) as c:
+        c.act(np.array([3.0, 0.0]))
+        assert wait_for(lambda: any(recordings(folder)))
+        shutil.rmtree(folder)
+        end = time.monotonic() + 4.0  # a file of 0.02 MB fills in well under a second at 50 Hz
+        while time.monotonic() < end:
+            c.act(np.array([3.0, 0.0]))
+    assert folder.is_dir() and any(p.stat().st_size > 0 for p in recordings(folder)), list(folder.iterdir()) if folder.exists() else "no folder"
