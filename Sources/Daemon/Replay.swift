@@ -35,7 +35,6 @@ public struct Replay {
     public var truncatedFiles: [String] = []
     /// What differs from the recording before a tick is planned (a network file changed since).
     public var warnings: [String] = []
-    /// The most iterations a recorded plan may ask for (a crafted file could ask for billions).
     /// The most iterations a recorded row may ask for: the recorded configuration's (the daemon
     /// never plans more); a crafted row asking 10,000 of a 1-iteration planner ran for an hour.
     let iterationLimit: Int

@@ -123,13 +123,20 @@ def _finite(x):
         return False
 
 
+def _shown(value, limit=200):
+    """A value as an error message quotes it: its repr, cut to `limit` characters (a hostile
+    hello's list may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def checked_hello(info):
     """The hello reply's fields the client and the bridge act on, each of its type and size, or
     ProtocolError naming the first that is not (docs/protocol.md, "Hello")."""
     def integer(key, least):
         value = info.get(key)
         if type(value) is not int or value < least:
-            raise ProtocolError(f"a hello whose {key} is {value!r}, not an integer of at least {least}")
+            raise ProtocolError(f"a hello whose {key} is {_shown(value)}, not an integer of at least {least}")
         return value
 
     def strings(key, length=None, required=True):
@@ -137,29 +144,29 @@ def checked_hello(info):
         if value is None and not required:
             return
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value) or (length is not None and len(value) != length):
-            raise ProtocolError(f"a hello whose {key} is {value!r}, not a list of {length if length is not None else 'some'} names")
+            raise ProtocolError(f"a hello whose {key} is {_shown(value)}, not a list of {length if length is not None else 'some'} names")
 
     def numbers(key, length):
         value = info.get(key)
         if not isinstance(value, list) or len(value) != length or not all(type(x) in (int, float) and _finite(x) for x in value):
-            raise ProtocolError(f"a hello whose {key} is {value!r}, not a list of {length} finite numbers")
+            raise ProtocolError(f"a hello whose {key} is {_shown(value)}, not a list of {length} finite numbers")
         return np.asarray(value, dtype=float)
 
     if not isinstance(info.get("task"), str):
-        raise ProtocolError(f"a hello whose task is {info.get('task')!r}, not a name")
+        raise ProtocolError(f"a hello whose task is {_shown(info.get('task'))}, not a name")
     strings("state_names", integer("state_dim", 1))
     m = integer("action_dim", 1)
     strings("action_names", m)
     if np.any(numbers("action_low", m) > numbers("action_high", m)):
-        raise ProtocolError(f"a hello whose action_low {info['action_low']} is above its action_high {info['action_high']}")
+        raise ProtocolError(f"a hello whose action_low {_shown(info['action_low'])} is above its action_high {_shown(info['action_high'])}")
     strings("diagnostics", required=False)
     forms = info.get("observation_forms", [])
     if not isinstance(forms, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
                                               and isinstance(f.get("components"), list)
                                               and all(isinstance(c, str) for c in f["components"]) for f in forms):
-        raise ProtocolError(f"a hello whose observation_forms is {forms!r}, not a list of named component lists")
+        raise ProtocolError(f"a hello whose observation_forms is {_shown(forms)}, not a list of named component lists")
     if "planner" in info and not isinstance(info["planner"], dict):
-        raise ProtocolError(f"a hello whose planner is {info['planner']!r}, not an object")
+        raise ProtocolError(f"a hello whose planner is {_shown(info['planner'])}, not an object")
     return info
 
 

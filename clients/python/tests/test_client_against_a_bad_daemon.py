@@ -40,7 +40,7 @@ HELLOS = {
     "short header": [b"short"],
     # each a proper hello with one field wrong: the bridge ended in a TypeError traceback on the
     # first, and ran on the second applying 1-value actions to whatever it was told
-    **{f"hello with {key} = {json.dumps(value)}": [header(2), json.dumps({**HELLO, key: value}).encode()]
+    **{f"hello with {key} = {json.dumps(value)[:40]}": [header(2), json.dumps({**HELLO, key: value}).encode()]
        for key, value in (("diagnostics", 5), ("action_dim", 0), ("action_dim", -1), ("action_dim", True), ("action_dim", 1.5),
                           ("action_names", ["a", "b"]), ("action_low", [-2, -2]), ("action_high", ["2"]),
                           ("action_low", [3]), ("state_dim", 0), ("task", None), ("observation_forms", {"name": 1}),
@@ -48,7 +48,9 @@ HELLOS = {
                           # well formed, but a daemon planning beyond Pendulum-v1's torque of 2: refused before the first step
                           ("action_low", [-3]), ("action_high", [2.5]),
                           # JSON integers too big for a float64 (numpy's isfinite raised TypeError on them)
-                          ("action_low", [-(10 ** 400)]), ("action_high", [10 ** 30]))
+                          ("action_low", [-(10 ** 400)]), ("action_high", [10 ** 30]),
+                          # a megabyte of names: the error quotes 200 characters of it
+                          ("action_names", ["x" * 1000] * 1000))
     },
 }
 ACTIONS = {
@@ -102,7 +104,8 @@ def run_bridge_against(mode):
 def test_the_gym_bridge_stops_with_a_clear_error_on_a_reply_that_breaks_the_protocol(mode):
     result = run_bridge_against(mode)
     assert result.returncode == 2, (mode, result.returncode, result.stdout, result.stderr)
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, (mode, result.stderr)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, (mode, result.stderr[:300])
+    assert len(result.stderr) < 2000, (mode, len(result.stderr))
     assert "mean return" not in result.stdout, (mode, result.stdout)
 
 
