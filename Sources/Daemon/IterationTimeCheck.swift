@@ -37,7 +37,7 @@ public enum IterationTimeCheck {
     /// more than the cores this process may run on (64 threads on 2 cores step 2 at a time).
     public static func parallelism(_ planner: PlannerConfiguration, cores: Int) -> Int {
         guard planner.threads > 1, planner.samples * planner.horizon >= planner.parallelThreshold else { return 1 }
-        return max(1, min(SpinningPool.usableThreads(planner.threads, cores: cores), (planner.samples + 15) / 16))
+        return max(1, min(SpinningPool.usableThreads(planner.threads, cores: cores), MirrorDescentPlanner.sampleBlocks(planner.samples)))
     }
 
     static func check(task: ControlTask, planner: PlannerConfiguration, cores: Int) throws(ConfigurationError) {

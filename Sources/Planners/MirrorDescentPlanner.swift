@@ -127,7 +127,7 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         horizon = configuration.horizon
         actionDimension = task.dynamics.actionDimension
         stateDimension = task.dynamics.stateDimension
-        paddedSamples = (samples + 15) / 16 * 16
+        paddedSamples = Self.sampleBlocks(samples) * 16
         (lowerBounds, upperBounds) = try configuration.bounds(for: task)
         let halfRange = zip(lowerBounds, upperBounds).map { ($1 - $0) / 2 }
         let scale = configuration.noiseScale ?? [Float](repeating: 1, count: halfRange.count)
@@ -287,6 +287,9 @@ public final class MirrorDescentPlanner: @unchecked Sendable {
         for i in shifted.std.indices { shifted.std[i] = initialStd[i % actionDimension] }
         return shifted
     }
+
+    /// The 16-sample blocks K samples are padded to: the most parts one iteration's rollouts split into.
+    public static func sampleBlocks(_ samples: Int) -> Int { (samples + 15) / 16 }
 
     /// Most iterations whose noise `prepareNoise()` generates ahead.
     public static let preparedIterations = 4

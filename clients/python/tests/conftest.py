@@ -26,8 +26,8 @@ MPCCTL = MPCD.parent / "mpcctl"
 @contextlib.contextmanager
 def fake_router(endpoint, answer):
     """Something on `endpoint` that is not mpcd: a ROUTER that answers each request (its frames
-    after the routing id, a REQ client's empty delimiter included) with `answer(frames)`, on a
-    thread, until the block ends."""
+    after the routing id, a REQ client's empty delimiter included) with `answer(frames)` (None:
+    no answer), on a thread, until the block ends."""
     import zmq
     router = zmq.Context.instance().socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
@@ -38,7 +38,9 @@ def fake_router(endpoint, answer):
         while not stop.is_set():
             if router.poll(50):
                 identity, *frames = router.recv_multipart()
-                router.send_multipart([identity, *answer(frames)])
+                reply = answer(frames)
+                if reply is not None:
+                    router.send_multipart([identity, *reply])
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

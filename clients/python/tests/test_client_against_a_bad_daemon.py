@@ -6,13 +6,11 @@ import json
 import struct
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
-import zmq
 
-from conftest import free_port
+from conftest import fake_router, free_port
 
 HEADER = struct.Struct("<4sHHQQII")
 HELLO = {"protocol": 1, "daemon": "fake", "task": "pendulum", "mode": "lockstep", "rate_hz": 20, "dt": 0.05, "state_dim": 2,
@@ -65,39 +63,24 @@ ACTIONS = {
 }
 
 
-def serve(socket, mode, stop):
-    poller = zmq.Poller()
-    poller.register(socket, zmq.POLLIN)
-    while not stop.is_set():
-        if not poller.poll(50):
-            continue
-        frames = socket.recv_multipart()
-        identity, kind, sequence = frames[0], HEADER.unpack(frames[1])[2], HEADER.unpack(frames[1])[3]
+def answer(mode):
+    """What the fake sends in `mode` to a request's frames (None: nothing, to a message it ignores)."""
+    def reply(frames):
+        kind, sequence = HEADER.unpack(frames[0])[2], HEADER.unpack(frames[0])[3]
         if kind == 1:
-            reply = HELLOS.get(mode, [header(2), json.dumps(HELLO).encode()])
-        elif kind == 3:
-            reply = ACTIONS[mode](sequence) if mode in ACTIONS else action_frames(sequence, [0.5])
-        else:
-            continue
-        socket.send_multipart([identity, *reply])
+            return HELLOS.get(mode, [header(2), json.dumps(HELLO).encode()])
+        if kind == 3:
+            return ACTIONS[mode](sequence) if mode in ACTIONS else action_frames(sequence, [0.5])
+        return None
+    return reply
 
 
 def run_bridge_against(mode):
     """`python -m mpcd_client.gym` for five steps against the fake answering in `mode`."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    socket = zmq.Context.instance().socket(zmq.ROUTER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.bind(endpoint)
-    stop = threading.Event()
-    thread = threading.Thread(target=serve, args=(socket, mode, stop), daemon=True)
-    thread.start()
-    try:
+    with fake_router(endpoint, answer(mode)):
         return subprocess.run([sys.executable, "-m", "mpcd_client.gym", "--episodes", "1", "--max-steps", "5", "--endpoint", endpoint,
                                "--timeout", "2", "--csv", "/dev/null"], capture_output=True, text=True, timeout=60)
-    finally:
-        stop.set()
-        thread.join()
-        socket.close()
 
 
 @pytest.mark.parametrize("mode", [*HELLOS, *ACTIONS])
