@@ -6,14 +6,14 @@ TEST_APT_PACKAGES := systemd stress-ng tmux dpkg-dev lintian
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test deps apt apt-test venv build swift-test python-test fuzz-check bench results deb clean
+.PHONY: demo test deps apt apt-test venv mujoco-library build swift-test python-test fuzz-check bench results deb clean
 
 demo: deps build
 	scripts/demo.sh
 
 test: deps apt-test build swift-test python-test fuzz-check
 
-deps: apt venv
+deps: apt venv mujoco-library
 
 # Installs the Debian packages that are missing (needs root, as on CI machines).
 define apt_install
@@ -44,6 +44,11 @@ $(VENV)/.installed: clients/python/pyproject.toml
 	scripts/gymnasium_models.sh
 	touch $@
 
+# MuJoCo's own AVX build of libmujoco 2.2.2 (PyPI's mujoco 2.2.2 wheel, pinned by sha256) in
+# .deps, which native builds load before Debian's; where it cannot be had, says why and goes on.
+mujoco-library: venv
+	scripts/mujoco_library.sh
+
 build:
 	swift build -c release
 
@@ -73,4 +78,4 @@ deb: apt
 	scripts/build_deb.sh
 
 clean:
-	rm -rf .build $(VENV) dist
+	rm -rf .build $(VENV) dist .deps

@@ -32,7 +32,8 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
   count (0, the caller alone, for 1 thread), its outputs preallocated; p50 of `repeats` calls,
   each next to one of mpcd's;
 - the floor: the same sequences from the same state as bare mj_step calls with the library mpcd
-  links (Debian's libmujoco 2.2.2), T threads stepping at once, each its own simulation state and
+  loads (libmujoco 2.2.2: MuJoCo's AVX build in .deps where `make deps` put it, else Debian's;
+  the table's heading names it), T threads stepping at once, each its own simulation state and
   an equal share of the K rollouts (`mpcd-bench planner --floor`): K x H x frame_skip x (one
   mj_step's time when T cores step) / T. It is timed in the same process as the iteration, before
   and after it in turn, and "mpcd / floor" is the median of those pairs' ratios in a round; the
@@ -43,13 +44,17 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
   seconds apart).
   The `mujoco` package is 4.0: its own step time is shown too, as the two libraries differ; the
   comparison with mujoco.rollout is of the two whole stacks, library included, and the floor is
-  the like-for-like mark for mpcd's own code. (4.0's step column is timed on controls drawn around
-  the centre of the range from the model's initial state, not on the planner's sequences.)
+  the like-for-like mark for mpcd's own code. The step column of the libraries times one mj_step
+  of 2.2.2 as mpcd loads it, of Debian's 2.2.2 build (`mpcd-bench physics` with the loader pointed
+  at Debian's library; the same as the first where mpcd loads Debian's) and of the package's 4.0,
+  each on controls drawn around the centre of the range from the model's initial state, not on
+  the planner's sequences: a guide to the libraries, no more.
 - mpcd step by step: the planner iteration rolling all lanes one step at a time, each lane stored
   to floats and loaded back every step (`--step-by-step`, how mpcd rolled MuJoCo out before).
 """
 import argparse
 import json
+import os
 import select
 import subprocess
 import sys
@@ -225,6 +230,30 @@ class PacedMpcd:
             self.errors.close()
 
 
+def loaded_library():
+    """The libmujoco file mpcd loads, as `mpcd --check` names it."""
+    out = subprocess.run([str(REPO / ".build" / "release" / "mpcd"), "--check", "--config", str(CONFIGS / "half_cheetah.toml")],
+                         capture_output=True, text=True, check=True).stdout
+    return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("  MuJoCo "))
+
+
+def debian_library_folder():
+    """The folder of Debian's libmujoco 2.2.2, as the loader's cache lists it."""
+    out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    path = next(line.split("=> ")[1].strip() for line in out.splitlines() if "libmujoco.so.2.2.2 " in line)
+    return str(Path(path).parent)
+
+
+def library_step(config, folder=None):
+    """Median us of one mj_step of the 2.2.2 build mpcd loads, or of the one in `folder`
+    (LD_LIBRARY_PATH comes before the binary's own search path), on controls drawn as
+    planner_controls draws them."""
+    env = {**os.environ, "LD_LIBRARY_PATH": folder} if folder else None
+    out = subprocess.run([str(BENCH), "physics", "--config", str(config), "--std", "planner", "--rollouts", "500"],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out)["step_us_p50"]
+
+
 def python_step(config, steps=20000):
     """Mean seconds of one mj_step in the `mujoco` package (one rollout of `steps`, the caller alone)."""
     import mujoco
@@ -307,6 +336,11 @@ def main():
     if not (1 <= args.rounds <= 100 and 1 <= args.repeats <= 1000):
         parser.error(f"--rounds must be in 1-100 and --repeats in 1-1000, got {args.rounds} and {args.repeats}")
     measured = commit()
+    library, debian = Path(loaded_library()), debian_library_folder()
+    build = "Debian's build" if library.parent == Path(debian).resolve() else "MuJoCo's AVX build"
+    where = library.relative_to(REPO) if REPO in library.parents else library
+    library = f"libmujoco 2.2.2 from {where}, {build}"
+    print(f"mpcd loads {library}", file=sys.stderr, flush=True)
     rows = []
     for name, horizon, samples in CASES:
         config = CONFIGS / f"{name}.toml"
@@ -315,32 +349,37 @@ def main():
         theirs = PythonRollouts(config, horizon)
         # this VM's speed drifts by tens of percent over minutes: a cell's columns are timed back
         # to back, in an order that reverses every round, and ratios are taken within a round
-        rounds, step_python = [], []
+        rounds, step_python, step_loaded, step_debian = [], [], [], []
         for r in range(args.rounds):
             order = COLUMNS if r % 2 == 0 else COLUMNS[::-1]
             step_python.append(python_step(config) * 1e6)
+            step_loaded.append(library_step(config))
+            step_debian.append(library_step(config, debian))
             for k in samples:
                 for threads in THREADS:
                     rounds.append(time_cell(config, theirs, k, threads, horizon, skip, args.repeats, order) | {"round": r})
             print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"K={x['K']} {x['threads']} thr mpcd/mujoco.rollout {x['vs_mujoco']:.2f} "
                                                                  f"mpcd/floor {x['vs_floor']:.2f}" for x in rounds[-len(samples) * len(THREADS):]),
                   file=sys.stderr, flush=True)
-        rows += summarise(rounds, name, horizon, skip, float(np.median(step_python)))
+        rows += [row | {"step_loaded_us": float(np.median(step_loaded)), "step_debian_us": float(np.median(step_debian))}
+                 for row in summarise(rounds, name, horizon, skip, float(np.median(step_python)))]
     lines = ["| model | K | H x frame_skip | threads | mpcd iteration p50 (ms) | mujoco.rollout p50 (ms) | mpcd / mujoco.rollout, median (range) | "
-             "floor (ms) | mpcd / floor, median (range) | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | mj_step 4.0 (us) | "
+             "floor (ms) | mpcd / floor, median (range) | mpcd plan, 1 iteration (ms) | mpcd step by step (ms) | one mj_step with T / 1 busy (us) | "
+             "one mj_step: mpcd's 2.2.2 / Debian's 2.2.2 / 4.0 (us) | "
              "mpcd / floor with one core's step, median (range) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['K']} | {r['H']} x {r['frame_skip']} | {r['threads']} | {r['mpcd_ms']:.2f} | {r['mujoco_ms']:.2f} | "
                      f"{ratio(r['vs_mujoco'])} | {r['floor_ms']:.2f} | {ratio(r['vs_floor'])} | {r['plan_ms']:.2f} | "
-                     f"{r['step_by_step_ms']:.2f} | {r['step_us']:.2f} / {r['step_one_thread_us']:.2f} | {r['step_python_us']:.2f} | "
+                     f"{r['step_by_step_ms']:.2f} | {r['step_us']:.2f} / {r['step_one_thread_us']:.2f} | "
+                     f"{r['step_loaded_us']:.2f} / {r['step_debian_us']:.2f} / {r['step_python_us']:.2f} | "
                      f"{ratio(r['vs_one_core_floor'])} |")
     table = "\n".join(lines)
     print(table)
     summary = verdict(rows)
     print(summary)
     if not args.no_docs:
-        write_docs(rows, table + "\n\n" + summary, args, measured)
+        write_docs(rows, table + "\n\n" + summary, args, measured, library)
 
 
 def ratio(summary):
@@ -369,7 +408,7 @@ def verdict(rows):
             "not met when all are over it, not resolved when they straddle it. " + "; ".join(out) + ".")
 
 
-def write_docs(rows, table, args, measured):
+def write_docs(rows, table, args, measured, library):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +432,7 @@ def write_docs(rows, table, args, measured):
     fig.savefig(REPO / "docs" / "mujoco_rollouts.png", dpi=90)
     write_block(REPO / "docs" / "benchmarks.md", "mujoco",
                 f"`.venv/bin/python benchmarks/mujoco_rollouts.py` ({args.rounds} rounds of {args.repeats} timed calls per cell and column, "
-                f"{time.strftime('%Y-%m-%d')}, {measured}):\n\n"
+                f"{time.strftime('%Y-%m-%d')}, {measured}; mpcd's {library}):\n\n"
                 f"{table}\n\n![MuJoCo rollouts](mujoco_rollouts.png)", heading="## MuJoCo rollouts against mujoco.rollout")
     print("wrote docs/benchmarks.md and docs/mujoco_rollouts.png")
 

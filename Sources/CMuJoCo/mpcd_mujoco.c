@@ -1,5 +1,7 @@
+#define _GNU_SOURCE
 #include "mpcd_mujoco.h"
 
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,14 @@ void mpcd_mujoco_install_handlers(void) {
 }
 
 const char *mpcd_mujoco_last_error(void) { return last_error; }
+
+const char *mpcd_mujoco_library_path(void) {
+    Dl_info info;
+    if (!dladdr((void *)&mj_step, &info) || !info.dli_fname) return "";
+    return info.dli_fname;
+}
+
+int mpcd_mujoco_library_matches_headers(void) { return mj_version() == mjVERSION_HEADER; }
 
 /* Runs `body` with the error handler able to jump back here. */
 #define GUARDED(failure, cleanup, body)                                                             \

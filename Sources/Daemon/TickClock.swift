@@ -1,5 +1,7 @@
 import CSystemShims
 import Foundation
+import Logging
+import Models
 import Planners
 
 /// The serving loop and its clock: lockstep answers as observations arrive, realtime plans on a
@@ -10,11 +12,14 @@ extension Server {
 
     /// Serves until `requestStop()`.
     public func run() {
-        logger.info("serving", metadata: [
+        var serving: Logger.Metadata = [
             "task": "\(configuration.task.name)", "likelihood": "\(configuration.planner.likelihood)",
             "mode": "\(configuration.server.mode.rawValue)", "rate_hz": "\(configuration.rateHz)",
             "endpoints": "\(boundEndpoints.joined(separator: ", "))", "config": "\(configuration.source)",
-        ])
+        ]
+        // which MuJoCo build the rollouts step (the AVX build or Debian's) is an operator's question
+        if configuration.task.name == "mujoco" { serving["mujoco"] = "\(MuJoCoModel.version) \(MuJoCoModel.libraryPath)" }
+        logger.info("serving", metadata: serving)
         amortiser?.start()
         notifier.send("READY=1\nSTATUS=\(statusLine())\nMAINPID=\(getpid())")
         var nextTick = monotonicNanoseconds() + periodNanoseconds

@@ -2,7 +2,7 @@ import CMuJoCo
 import Foundation
 
 /// A compiled MuJoCo model (MJCF) and a pool of simulation states: the one place mpcd calls MuJoCo
-/// (Debian's libmujoco 2.2.2). No MuJoCo type goes past this file: the rest of mpcd sees
+/// (libmujoco 2.2.2: MuJoCo's AVX build where `make deps` put one, else Debian's). No MuJoCo type goes past this file: the rest of mpcd sees
 /// dimensions, names, bounds and ``MuJoCoSimulation``'s Swift methods.
 ///
 /// Thread-safe: each rollout worker borrows its own simulation state (`mjData`) from the pool for
@@ -44,6 +44,12 @@ public final class MuJoCoModel: @unchecked Sendable {
     public let stateNames: [String], controlNames: [String]
     /// MuJoCo's version, e.g. "2.2.2".
     public static var version: String { String(cString: mj_versionString()) }
+    /// The file the library was loaded from: a native build prefers MuJoCo's own AVX build in
+    /// `.deps/mujoco-2.2.2` to Debian's (Package.swift); "unknown" when the loader cannot say.
+    public static var libraryPath: String {
+        let path = String(cString: mpcd_mujoco_library_path())
+        return path.isEmpty ? "unknown" : URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+    }
 
     private let model: UnsafeMutablePointer<mjModel>
     private let lock = NSLock()
@@ -56,6 +62,10 @@ public final class MuJoCoModel: @unchecked Sendable {
     public init(path: String) throws(LoadError) {
         self.path = path
         Self.silenceWarnings
+        // another version's library would read mjModel and mjData with another layout
+        guard mpcd_mujoco_library_matches_headers() != 0 else {
+            throw LoadError(path: path, reason: "the MuJoCo library loaded (\(Self.libraryPath)) is \(Self.version), not the \(mjVERSION_HEADER / 100).\(mjVERSION_HEADER / 10 % 10).\(mjVERSION_HEADER % 10) whose headers mpcd was compiled against")
+        }
         // read and checked first, as every file mpcd reads: a regular file of bounded size
         let bytes: [UInt8]
         do {

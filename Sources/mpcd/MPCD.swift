@@ -112,6 +112,7 @@ struct Serve: ParsableCommand {
                 }
             }
             print("\(configuration.source): OK (task \(configuration.task.name), \(configuration.planner.likelihood), K=\(configuration.planner.samples), H=\(configuration.planner.horizon), \(configuration.server.mode.rawValue) at \(configuration.rateHz) Hz)")
+            if configuration.task.name == "mujoco" { print("  MuJoCo \(MuJoCoModel.version): \(MuJoCoModel.libraryPath)") }
             for note in configuration.notes { print("  note: \(note)") }
             return
         }

@@ -18,6 +18,14 @@ void mpcd_mujoco_install_handlers(void);
 /* The message of the last fatal error on this thread. */
 const char *mpcd_mujoco_last_error(void);
 
+/* The file the MuJoCo library was loaded from (a native build prefers MuJoCo's AVX build in
+   .deps/mujoco-2.2.2 to Debian's; see Package.swift), or "" when the loader cannot say. */
+const char *mpcd_mujoco_library_path(void);
+
+/* Whether the library loaded is the version of the headers mpcd was compiled against (mjModel's
+   and mjData's layouts are those of one version). */
+int mpcd_mujoco_library_matches_headers(void);
+
 /* mj_loadXML, guarded. NULL on failure, with the reason in `error`. */
 mjModel *mpcd_mujoco_load(const char *path, char *error, int error_size);
 
