@@ -45,12 +45,15 @@ $(VENV)/.installed: clients/python/pyproject.toml
 	touch $@
 
 # MuJoCo's own AVX build of libmujoco 2.2.2 (PyPI's mujoco 2.2.2 wheel, pinned by sha256) in
-# .deps, which native builds load before Debian's; where it cannot be had, says why and goes on.
+# .deps; where it cannot be had, says why and goes on with Debian's.
 mujoco-library: venv
 	scripts/mujoco_library.sh
 
+# and a copy of it beside the binaries, which load it before the system's (their search path
+# starts with their own folder); none there where .deps has none
 build:
 	swift build -c release
+	scripts/mujoco_library.sh --into .build/release
 
 swift-test:
 	swift test -c release

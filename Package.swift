@@ -7,12 +7,6 @@ import PackageDescription
 // CPU instead, for binaries copied to another machine (see docs/benchmarks.md).
 let portable = ProcessInfo.processInfo.environment["MPCD_PORTABLE"] == "1"
 let speed: [SwiftSetting] = [.unsafeFlags((portable ? [] : ["-target-cpu", "native", "-DMPCD_FMA"]) + ["-Xcc", "-fno-math-errno"], .when(configuration: .release))]
-// Native builds look for libmujoco 2.2.2 in .deps/mujoco-2.2.2 first: MuJoCo's own AVX build,
-// which `make deps` puts there where the CPU has AVX (scripts/mujoco_library.sh); where it is
-// absent, the loader finds Debian's. Portable builds and the Debian package (MPCD_SYSTEM_MUJOCO=1)
-// load Debian's alone: no search path into a build folder ships.
-let ownMuJoCo = !portable && ProcessInfo.processInfo.environment["MPCD_SYSTEM_MUJOCO"] != "1"
-let mujocoSearchPath: [LinkerSetting] = ownMuJoCo ? [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", Context.packageDirectory + "/.deps/mujoco-2.2.2"])] : []
 
 let package = Package(
     name: "mpcd",
@@ -31,7 +25,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         // MuJoCo's headers and a guarded wrapper of the calls mpcd makes (Debian's libmujoco-dev)
-        .target(name: "CMuJoCo", linkerSettings: [.linkedLibrary("mujoco")] + mujocoSearchPath),
+        .target(name: "CMuJoCo", linkerSettings: [.linkedLibrary("mujoco")]),
         // the model plug-in ABI (a header) for robots compiled into a shared library
         .target(name: "CPluginABI"),
         .target(name: "Models", dependencies: ["ConfigFiles", "COpenBLAS", "CMuJoCo", "CPluginABI"], swiftSettings: speed),

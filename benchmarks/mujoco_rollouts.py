@@ -32,7 +32,7 @@ For each model, K and thread count (1 and 2), with H control steps of frame_skip
   count (0, the caller alone, for 1 thread), its outputs preallocated; p50 of `repeats` calls,
   each next to one of mpcd's;
 - the floor: the same sequences from the same state as bare mj_step calls with the library mpcd
-  loads (libmujoco 2.2.2: MuJoCo's AVX build in .deps where `make deps` put it, else Debian's;
+  loads (libmujoco 2.2.2: MuJoCo's AVX build beside the binaries where `make` put it, else Debian's;
   the table's heading names it), T threads stepping at once, each its own simulation state and
   an equal share of the K rollouts (`mpcd-bench planner --floor`): K x H x frame_skip x (one
   mj_step's time when T cores step) / T. It is timed in the same process as the iteration, before

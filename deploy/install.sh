@@ -5,7 +5,9 @@
 #   deploy/install.sh --uninstall   stop and disable the service, remove what was installed
 #   deploy/install.sh --no-build    install the binaries already in .build/release
 #
-# Installs /usr/local/bin/mpcd and mpcctl, /etc/systemd/system/mpcd.service, the operations guide
+# Installs /usr/local/lib/mpcd/mpcd (linked as /usr/local/bin/mpcd; beside it MuJoCo's AVX build of
+# libmujoco 2.2.2 where `make deps` fetched one), /usr/local/bin/mpcctl,
+# /etc/systemd/system/mpcd.service, the operations guide
 # under /usr/local/share/doc/mpcd, and /etc/mpcd/mpcd.toml (the embedded default) unless a
 # configuration is already there. A manifest records every file; uninstall removes those files,
 # and the configuration only if it was never edited. PREFIX, SYSTEMD_DIR and DESTDIR (a staging
@@ -40,7 +42,15 @@ do_install() {
   if [ "$BUILD" = 1 ]; then swift build -c release; fi
   mkdir -p "$(dirname "$MANIFEST")"
   : > "$MANIFEST"
-  install_file 0755 .build/release/mpcd "$PREFIX/bin/mpcd"
+  # mpcd in a folder of its own with MuJoCo's AVX build of libmujoco where `make deps` fetched one
+  # (it looks in its own folder first; scripts/mujoco_library.sh checks the copy against its pin),
+  # else the system's; a link to it in bin. Root's folders only: no search path into this checkout.
+  install_file 0755 .build/release/mpcd "$PREFIX/lib/mpcd/mpcd"
+  scripts/mujoco_library.sh --into "$DESTDIR$PREFIX/lib/mpcd"
+  if [ -f "$DESTDIR$PREFIX/lib/mpcd/libmujoco.so.2.2.2" ]; then echo "$PREFIX/lib/mpcd/libmujoco.so.2.2.2" >> "$MANIFEST"; fi
+  mkdir -p "$DESTDIR$PREFIX/bin"
+  ln -sfn ../lib/mpcd/mpcd "$DESTDIR$PREFIX/bin/mpcd"
+  echo "$PREFIX/bin/mpcd" >> "$MANIFEST"
   install_file 0755 .build/release/mpcctl "$PREFIX/bin/mpcctl"
   install_file 0644 docs/operations.md "$PREFIX/share/doc/mpcd/operations.md"
   unit=$(mktemp)
@@ -93,7 +103,7 @@ do_uninstall() {
   done < "$MANIFEST"
   rm -f "$MANIFEST"
   # the folders an install made, if they are now empty
-  for dir in "$PREFIX/share/mpcd" "$PREFIX/share/doc/mpcd" "$CONFIG_DIR/credentials" "$CONFIG_DIR"; do
+  for dir in "$PREFIX/lib/mpcd" "$PREFIX/share/mpcd" "$PREFIX/share/doc/mpcd" "$CONFIG_DIR/credentials" "$CONFIG_DIR"; do
     rmdir "$DESTDIR$dir" 2>/dev/null || true
   done
   if systemd_running; then systemctl daemon-reload; fi

@@ -8,8 +8,9 @@
 #
 # The binaries link the Swift runtime and Foundation statically (--static-swift-stdlib), so the box
 # needs no Swift toolchain; the C libraries (libzmq, OpenBLAS, MuJoCo: Debian's, not the AVX build
-# of scripts/mujoco_library.sh) come from Debian, as the package's Depends (from dpkg-shlibdeps)
-# say. The build has its own folder, .build/deb.
+# of scripts/mujoco_library.sh, as the binaries have no search path of their own) come from
+# Debian, as the package's Depends (from dpkg-shlibdeps) say. The build has its own folder,
+# .build/deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +34,6 @@ fi
 SCRATCH=.build/deb
 [ "$PORTABLE" = 1 ] || SCRATCH=.build/deb-native
 echo "building mpcd and mpcctl (static Swift runtime, $([ "$PORTABLE" = 1 ] && echo portable || echo native) CPU target) in $SCRATCH"
-# Debian's libmujoco alone (MPCD_SYSTEM_MUJOCO=1): no search path into this checkout's .deps ships
-export MPCD_SYSTEM_MUJOCO=1
 MPCD_PORTABLE=$PORTABLE swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$SCRATCH" --product mpcd
 MPCD_PORTABLE=$PORTABLE swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$SCRATCH" --product mpcctl
 BIN="$SCRATCH/release"

@@ -233,6 +233,12 @@ public struct DaemonConfiguration: Sendable {
         server.mode == .realtime ? max(seconds, 2 / rateHz) : seconds
     }
 
+    /// For a MuJoCo task, the library its rollouts step: version and file (MuJoCo's AVX build
+    /// beside the binary, or the system's), for `--check` and the log; nil for other tasks.
+    public var mujocoLibrary: String? {
+        task.name == "mujoco" ? "\(MuJoCoModel.version) \(MuJoCoModel.libraryPath)" : nil
+    }
+
     /// What a configuration does otherwise than it reads, for `--check` and the log.
     public var notes: [String] {
         var notes: [String] = []

@@ -2,6 +2,7 @@ import CSystemShims
 import ControlProtocol
 import Dispatch
 import Foundation
+import Logging
 import Models
 import Planners
 
@@ -175,7 +176,9 @@ extension Server {
         amortiser?.start()
         for session in sessions.values { rebuildPlanner(of: session) }
         restartRecording(wasRecording: wasRecording)
-        logger.info("configuration reloaded", metadata: ["config": "\(configuration.source)", "warnings": "\(warnings)"])
+        var reloaded: Logger.Metadata = ["config": "\(configuration.source)", "warnings": "\(warnings)"]
+        if let library = configuration.mujocoLibrary { reloaded["mujoco"] = "\(library)" }
+        logger.info("configuration reloaded", metadata: reloaded)
         var reply = ControlReply(ok: true)
         reply.config = configuration.source
         reply.warnings = warnings

@@ -1,7 +1,6 @@
 import CSystemShims
 import Foundation
 import Logging
-import Models
 import Planners
 
 /// The serving loop and its clock: lockstep answers as observations arrive, realtime plans on a
@@ -18,7 +17,7 @@ extension Server {
             "endpoints": "\(boundEndpoints.joined(separator: ", "))", "config": "\(configuration.source)",
         ]
         // which MuJoCo build the rollouts step (the AVX build or Debian's) is an operator's question
-        if configuration.task.name == "mujoco" { serving["mujoco"] = "\(MuJoCoModel.version) \(MuJoCoModel.libraryPath)" }
+        if let library = configuration.mujocoLibrary { serving["mujoco"] = "\(library)" }
         logger.info("serving", metadata: serving)
         amortiser?.start()
         notifier.send("READY=1\nSTATUS=\(statusLine())\nMAINPID=\(getpid())")

@@ -44,8 +44,8 @@ public final class MuJoCoModel: @unchecked Sendable {
     public let stateNames: [String], controlNames: [String]
     /// MuJoCo's version, e.g. "2.2.2".
     public static var version: String { String(cString: mj_versionString()) }
-    /// The file the library was loaded from: a native build prefers MuJoCo's own AVX build in
-    /// `.deps/mujoco-2.2.2` to Debian's (Package.swift); "unknown" when the loader cannot say.
+    /// The file the library was loaded from: MuJoCo's own AVX build where `make` put one beside
+    /// the binary (scripts/mujoco_library.sh), else the system's; "unknown" when the loader cannot say.
     public static var libraryPath: String {
         let path = String(cString: mpcd_mujoco_library_path())
         return path.isEmpty ? "unknown" : URL(fileURLWithPath: path).resolvingSymlinksInPath().path

@@ -18,8 +18,8 @@ void mpcd_mujoco_install_handlers(void);
 /* The message of the last fatal error on this thread. */
 const char *mpcd_mujoco_last_error(void);
 
-/* The file the MuJoCo library was loaded from (a native build prefers MuJoCo's AVX build in
-   .deps/mujoco-2.2.2 to Debian's; see Package.swift), or "" when the loader cannot say. */
+/* The file the MuJoCo library was loaded from (MuJoCo's AVX build where `make` put one beside the
+   binary, else the system's; scripts/mujoco_library.sh), or "" when the loader cannot say. */
 const char *mpcd_mujoco_library_path(void);
 
 /* Whether the library loaded is the version of the headers mpcd was compiled against (mjModel's

@@ -241,6 +241,17 @@ def test_install_then_uninstall_leaves_no_file_behind(tmp_path):
                      "usr/local/share/doc/mpcd/operations.md"):
         assert expected in installed
     assert (root / "etc/mpcd/mpcd.toml").read_text().strip().startswith("# mpcd's embedded default")
+    # mpcd in a folder of root's with its MuJoCo build beside it where make deps fetched one, and
+    # no search path of its own into the checkout (whoever can write there would run in the service)
+    assert os.readlink(root / "usr/local/bin/mpcd") == "../lib/mpcd/mpcd"
+    dynamic = subprocess.run(["readelf", "-d", str(root / "usr/local/lib/mpcd/mpcd")], capture_output=True, text=True, check=True).stdout
+    assert str(REPO) not in dynamic, dynamic
+    fetched = REPO / ".deps" / "mujoco-2.2.2" / "libmujoco.so.2.2.2"
+    assert (root / "usr/local/lib/mpcd/libmujoco.so.2.2.2").is_file() == fetched.is_file()
+    if fetched.is_file():
+        cheetah = REPO / "deploy" / "config" / "mujoco" / "half_cheetah.toml"
+        named = subprocess.run([str(root / "usr/local/bin/mpcd"), "--check", "--config", str(cheetah)], capture_output=True, text=True, timeout=60)
+        assert f"MuJoCo 2.2.2: {root}/usr/local/lib/mpcd/libmujoco.so.2.2.2" in named.stdout, (named.stdout, named.stderr)
     # the folder the unit passes as credentials: there, and root's alone
     assert oct((root / "etc/mpcd/credentials").stat().st_mode & 0o777) == "0o700"
     assert "LoadCredential=mpcd:/etc/mpcd/credentials" in (root / "etc/systemd/system/mpcd.service").read_text()
