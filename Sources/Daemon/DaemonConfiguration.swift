@@ -489,6 +489,11 @@ public struct DaemonConfiguration: Sendable {
         }
         let environment = ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? ""
         let stateDirectory = try table.string("state_directory", default: environment)
+        // a file there would fail every save of what the network learns, the last one at a stop
+        var isFolder: ObjCBool = false
+        if online, !stateDirectory.isEmpty, FileManager.default.fileExists(atPath: stateDirectory, isDirectory: &isFolder), !isFolder.boolValue {
+            throw table.error("state_directory", "\"\(stateDirectory)\" is a file, not a folder: the online weights could not be saved there")
+        }
         guard !file.isEmpty || online else { throw table.error("file", "required unless online = true: a safetensors file (mpcd train writes one)") }
         var network: AmortisedNetwork
         var resolved = "untrained"

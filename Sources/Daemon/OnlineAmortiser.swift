@@ -142,16 +142,24 @@ final class OnlineAmortiser: @unchecked Sendable {
                 lock.lock()
                 published = network
                 lock.unlock()
-                if let stateFile, Date().timeIntervalSince(lastSave) >= settings.saveEvery {
+                if Date().timeIntervalSince(lastSave) >= settings.saveEvery {
                     lastSave = Date()
-                    do {
-                        try network.save(to: stateFile)
-                    } catch {
-                        logger.error("cannot save the online network", metadata: ["file": "\(stateFile)", "error": "\(error)"])
-                    }
+                    save(network)
                 }
             }
         }
-        if let stateFile, network.version > 0 { try? network.save(to: stateFile) }
+        // the last save, at a stop or a reload
+        if network.version > 0 { save(network) }
+    }
+
+    /// Writes the weights to the state file, if there is one. A failure is logged, never silent:
+    /// what was learnt since the last save that succeeded would be lost at the next start.
+    private func save(_ network: AmortisedNetwork) {
+        guard let stateFile else { return }
+        do {
+            try network.save(to: stateFile)
+        } catch {
+            logger.error("cannot save the online network", metadata: ["file": "\(stateFile)", "error": "\(error)"])
+        }
     }
 }

@@ -303,6 +303,43 @@ state_directory = "{tmp_path / 'state'}"
     assert "were not taken" in daemon.logs()
 
 
+def test_a_state_directory_that_cannot_hold_the_weights_is_refused_or_logged(start_daemon, tmp_path):
+    """A file at `state_directory` failed every save of the online weights, the last one at a stop
+    without a word (`try?`): what the network learnt was lost while --check said OK. It is now
+    refused at --check and at reload (the daemon serves on), and a save that fails at the stop, the
+    folder having become a file since, is logged."""
+    state = tmp_path / "state"
+    config = tmp_path / "online.toml"
+
+    def write(folder):
+        config.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 128\niterations = 1\n'
+                          f'[prior]\nonline = true\nonline_batch = 32\nonline_publish_every = 20\nstate_directory = "{folder}"\n')
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    write(a_file)
+    checked = subprocess.run([str(MPCD), "--check", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 78 and "prior.state_directory" in checked.stderr and "is a file, not a folder" in checked.stderr, checked.stderr
+
+    write(state)
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint) as c:
+        deadline = time.monotonic() + 20
+        while c.last is None or c.last.diagnostics["network_version"] < 2:
+            assert time.monotonic() < deadline, "no weights published"
+            c.act(np.array([np.random.uniform(-3, 3), np.random.uniform(-1, 1)]))
+    write(a_file)
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode != 0 and "is a file, not a folder" in refused.stdout + refused.stderr, (refused.stdout, refused.stderr)
+    with Controller(daemon.endpoint) as c:
+        assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
+    # the folder becomes a file under the running daemon: the save at the stop fails, and says so
+    shutil.rmtree(state)
+    state.write_text("now a file")
+    daemon.stop()
+    assert "cannot save the online network" in daemon.logs(), daemon.logs()
+
+
 def test_online_weights_serve_only_the_task_and_network_they_were_learnt_for(start_daemon, tmp_path):
     """Online weights were kept by task name and kind alone: after the target changed in the
     configuration, a restart or a reload went on serving the weights learnt for the old target
