@@ -23,29 +23,29 @@ public final class ModelPlugin: @unchecked Sendable {
 
     public static let maxDimension: UInt32 = 1000
 
-    /// A library file as loaded: the system keeps serving the first code loaded from one file
-    /// (device and inode), so a file rewritten in place since must not pass for a reload.
-    private struct LoadedFile: Hashable {
+    /// A library file as read: its device and inode, and the size and times that tell a version
+    /// rewritten in place (cp over it) from the one read before.
+    private struct FileVersion: Hashable {
         let device: UInt64, inode: UInt64
-    }
-    private struct FileVersion: Equatable {
         // the change time too: cp -p and rsync -t keep the modification time of what they copy
         let size: Int64, modified: Int, modifiedNanoseconds: Int, changed: Int, changedNanoseconds: Int
     }
     private struct Instance: Hashable {
-        let file: LoadedFile, parameters: String
+        let file: FileVersion, parameters: String
     }
     private static let registry = NSLock()
-    nonisolated(unsafe) private static var versions: [LoadedFile: FileVersion] = [:]
-    /// Plug-ins made, by file and parameters: a reload with the same ones takes the same plug-in
-    /// rather than create another (the ABI has no destroy, so each would be kept for ever).
+    /// Plug-ins made, by file version and parameters: a reload with the same ones takes the same
+    /// plug-in rather than create another (the ABI has no destroy, so each would be kept for ever).
     nonisolated(unsafe) private static var instances: [Instance: ModelPlugin] = [:]
 
-    /// The plug-in of `path` made with `parameters`: the one made before when the file and the
-    /// parameters are the same, else a new one.
+    /// Largest library file loaded (copied into memory first).
+    public static let maxLibraryBytes = 512 << 20
+
+    /// The plug-in of `path` made with `parameters`: the one made before when the file (unchanged
+    /// since) and the parameters are the same, else a new one.
     public static func load(path: String, parameters: String) throws(LoadError) -> ModelPlugin {
         func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
-        // opened without blocking and examined through that descriptor, then loaded through it:
+        // opened without blocking and examined through that descriptor, then copied through it:
         // a FIFO or another file swapped in between cannot be what is loaded
         let fd: Int32, info: stat
         do {
@@ -53,23 +53,27 @@ public final class ModelPlugin: @unchecked Sendable {
         } catch {
             throw fail(error.reason)
         }
+        defer { close(fd) }
+        let file = FileVersion(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                               modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec,
+                               changed: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)
+        registry.lock()
+        defer { registry.unlock() }
+        if let made = instances[Instance(file: file, parameters: parameters)] { return made }
+        // loaded from a private copy in memory, never from the file: the system maps a library's
+        // code from its file, and a library rewritten in place (cp over it) then changed the code
+        // under the running daemon, which crashed at its next tick (attacking helper)
+        let copy = mpcd_plugin_private_copy(fd, Int64(maxLibraryBytes))
+        guard copy >= 0 else {
+            throw fail(errno == EFBIG ? "is larger than \(maxLibraryBytes >> 20) MiB" : "cannot be read: \(String(cString: strerror(errno)))")
+        }
         // kept open for the life of the process once a library is loaded through it: the loader
         // knows a library by the name it was opened under, /proc/self/fd/N, and a later library
         // opened under a reused N would be taken for this one
         var keepOpen = false
-        defer { if !keepOpen { close(fd) } }
-        let file = LoadedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        let version = FileVersion(size: Int64(info.st_size), modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec,
-                                  changed: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)
-        registry.lock()
-        defer { registry.unlock() }
-        if let first = versions[file], first != version {
-            throw fail("was rewritten in place since mpcd loaded it, and the system keeps running the code it loaded first: restart mpcd to load the new one (or install it as a new file, e.g. with install(1) or a rename)")
-        }
-        if let made = instances[Instance(file: file, parameters: parameters)] { return made }
-        let plugin = try ModelPlugin(path: path, loadingFrom: "/proc/self/fd/\(fd)", parameters: parameters)
+        defer { if !keepOpen { close(copy) } }
+        let plugin = try ModelPlugin(path: path, loadingFrom: "/proc/self/fd/\(copy)", parameters: parameters)
         keepOpen = true
-        versions[file] = version
         instances[Instance(file: file, parameters: parameters)] = plugin
         return plugin
     }
