@@ -24,6 +24,8 @@ final class PendingReconfiguration: @unchecked Sendable {
     /// The control-socket envelopes waiting for the reply (none for SIGHUP).
     let requester: [[UInt8]]?
     let startedAt = monotonicNanoseconds()
+    /// Whether the log has said that this one is slow (the serving thread's alone).
+    var reportedSlow = false
     private let lock = NSLock()
     private var outcome: Result<Prepared, ConfigurationFailure>?
 
@@ -86,7 +88,7 @@ extension Server {
     func startReconfiguration(_ kind: PendingReconfiguration.Kind, requester: [[UInt8]]?) -> ControlReply? {
         if let pendingReconfiguration {
             let what = pendingReconfiguration.kind == .reload ? "a reload" : "a policy load"
-            let error = "\(what) is in progress (for \(Double(monotonicNanoseconds() - pendingReconfiguration.startedAt) * 1e-9) s); try again when it has finished"
+            let error = "\(what) is in progress (for \(Double(monotonicNanoseconds() - pendingReconfiguration.startedAt) * 1e-9) s); try again when it has finished (one that never does, a plug-in whose setup hangs say, needs a restart of mpcd)"
             if requester == nil { logger.warning("reload on SIGHUP refused", metadata: ["error": "\(error)"]) }
             return .failure(error)
         }
@@ -100,9 +102,24 @@ extension Server {
         return nil
     }
 
+    /// A reload or policy load still preparing after this long is reported in the log, once.
+    static let slowReconfigurationSeconds = 10.0
+
     /// Applies a prepared reload or policy load, and answers whoever asked.
     func finishReconfiguration() {
-        guard let pending = pendingReconfiguration, let result = pending.result else { return }
+        guard let pending = pendingReconfiguration else { return }
+        guard let result = pending.result else {
+            // one stuck in a plug-in's setup or a model slow to load refuses every later one: say
+            // so rather than leave the operator with refusals alone
+            let seconds = Double(monotonicNanoseconds() - pending.startedAt) * 1e-9
+            if !pending.reportedSlow, seconds >= Self.slowReconfigurationSeconds {
+                pending.reportedSlow = true
+                logger.warning(pending.kind == .reload ? "a reload is still preparing; later reloads are refused until it finishes" : "a policy load is still preparing; later reloads are refused until it finishes",
+                               metadata: ["seconds": "\(Int(seconds))", "config": "\(configuration.source)",
+                                          "hint": "a plug-in's setup or a model may hang; the previous configuration serves on; if it never finishes, restart mpcd"])
+            }
+            return
+        }
         pendingReconfiguration = nil
         let reply: ControlReply
         switch result {

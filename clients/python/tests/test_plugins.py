@@ -2,7 +2,9 @@
 with mpcd's own pendulum step for step and cost for cost; the daemon plans with it; and libraries
 that are missing, not plug-ins, or of another ABI version are refused by name."""
 import shutil
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -168,3 +170,31 @@ def test_mpcctl_shows_a_plugins_escape_sequences_rather_than_obeying_them(start_
     plugin_config.write_text('[task]\nname = "plugin"\nlibrary = "libwide.so"\n')
     check = subprocess.run([str(MPCD), "--config", str(plugin_config), "--check"], capture_output=True, text=True, timeout=20)
     assert check.returncode == 78 and "at most 1e12 in magnitude" in check.stderr, check.stderr
+
+
+def test_a_reload_stuck_in_a_plugins_setup_is_reported_and_the_daemon_serves_on(start_daemon, tmp_path):
+    """A plug-in whose setup hangs at a reload refused every later reload ("in progress") and
+    the log said nothing (attacking helper). The previous configuration still serves, a refusal
+    names the way out, and after 10 s the log says a reload is stuck."""
+    (tmp_path / "hanging.c").write_text(
+        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        '#include <string.h>\n#include <unistd.h>\n'
+        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+        '    if (p && strstr(p, "hang")) sleep(60);\n'
+        '    return example_create(p && strstr(p, "hang") ? "" : p, out, e, n);\n}\n')
+    compile_plugin(tmp_path / "hanging.c", tmp_path / "libhanging.so")
+    config = tmp_path / "plugin.toml"
+    config.write_text('[task]\nname = "plugin"\nlibrary = "libhanging.so"\n[planner]\nsamples = 64\n')
+    daemon = start_daemon("--config", str(config))
+    config.write_text('[task]\nname = "plugin"\nlibrary = "libhanging.so"\nparameters = "hang"\n[planner]\nsamples = 64\n')
+    daemon.process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "in progress" in refused.stderr and "restart" in refused.stderr, refused.stderr
+    deadline = time.monotonic() + 20
+    while "still preparing" not in daemon.logs():
+        assert time.monotonic() < deadline, daemon.logs()
+        with Controller(daemon.endpoint) as c:
+            assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
+        time.sleep(0.5)
+    assert daemon.logs().count("still preparing") == 1
