@@ -36,8 +36,9 @@ public final class MuJoCoModel: @unchecked Sendable {
     public let positionCount: Int, velocityCount: Int, activationCount: Int, controlCount: Int
     /// The physics step, s.
     public let timestep: Double
-    /// Each control's range (`ctrlrange`), or nil for a control the model leaves unlimited.
-    public let controlRanges: [ClosedRange<Double>?]
+    /// Each control's range (`ctrlrange`) as the model gives it, or nil for a control the model
+    /// leaves unlimited (the range may still be empty, inverted or not finite: the task judges).
+    public let controlRanges: [(lower: Double, upper: Double)?]
     /// The model's initial positions (`qpos0`).
     public let initialPositions: [Double]
     /// Names for the state (positions, velocities, activations) and the controls.
@@ -91,8 +92,7 @@ public final class MuJoCoModel: @unchecked Sendable {
         initialPositions = (0..<Int(m.nq)).map { m.qpos0[$0] }
         controlRanges = (0..<Int(m.nu)).map { u in
             guard m.actuator_ctrllimited[u] != 0 else { return nil }
-            let lo = m.actuator_ctrlrange[2 * u], hi = m.actuator_ctrlrange[2 * u + 1]
-            return lo < hi ? lo...hi : nil
+            return (m.actuator_ctrlrange[2 * u], m.actuator_ctrlrange[2 * u + 1])
         }
         func name(_ kind: ObjectKind, _ id: Int) -> String? {
             guard let text = mj_id2name(loaded, kind.mjType, Int32(id)) else { return nil }

@@ -62,12 +62,15 @@ extension ControlTask {
         let frameSkip = try table.integer("frame_skip", default: 1, min: 1, max: 10_000)
         var lower: [Float] = [], upper: [Float] = []
         for (u, range) in model.controlRanges.enumerated() {
-            guard let range, range.lowerBound.isFinite, range.upperBound.isFinite, abs(range.lowerBound) <= ConfigTable.floatLimit,
-                  abs(range.upperBound) <= ConfigTable.floatLimit else {
+            guard let range else {
                 throw table.error("model", "\(path): actuator \(model.controlNames[u]) has no ctrlrange (ctrllimited=\"true\" ctrlrange=\"lo hi\"): the planner samples within each control's range")
             }
-            lower.append(Float(range.lowerBound))
-            upper.append(Float(range.upperBound))
+            // a range MuJoCo takes (1e30, or nan, say) is no range to sample within
+            guard abs(range.lower) <= ConfigTable.floatLimit, abs(range.upper) <= ConfigTable.floatLimit, range.lower < range.upper else {
+                throw table.error("model", "\(path): actuator \(model.controlNames[u]) has ctrlrange \"\(range.lower) \(range.upper)\": it must be finite, at most \(ConfigTable.floatLimit) in magnitude, its lower end below its upper")
+            }
+            lower.append(Float(range.lower))
+            upper.append(Float(range.upper))
         }
         guard model.controlCount > 0 else { throw table.error("model", "\(path) has no actuators: nothing to control") }
         var dynamics = MuJoCoDynamics(model: model, frameSkip: frameSkip, actionLowerBounds: lower, actionUpperBounds: upper)

@@ -220,3 +220,19 @@ def test_a_row_measured_on_uncommitted_changes_says_so(tmp_path):
     (tmp_path / "benchmarks" / "rollouts.py").write_text("print(1)\n")
     assert commit(tmp_path) == head + " + uncommitted changes"
     assert commit(tmp_path / "missing") == "?"
+
+
+def test_a_control_range_that_is_no_range_is_refused_as_what_it_is(tmp_path):
+    """A ctrlrange MuJoCo takes but the planner cannot sample within (1e30, nan, inverted, empty)
+    was refused as "has no ctrlrange" (attacking helper): the message now gives the range."""
+    base = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
+    found = re.search(r'ctrlrange="([^"]*)"', base)
+    assert found, "the fixture's actuator has a ctrlrange"
+    for bad in ("-1e30 1e30", "nan 1", "1 -1", "2 2"):
+        (tmp_path / "robot.xml").write_text(base.replace(found.group(0), f'ctrlrange="{bad}"', 1))
+        config = tmp_path / "robot.toml"
+        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n[[task.cost]]\nquantity = "qpos"\nname = "hinge"\n')
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        if result.returncode == 78 and "MuJoCo cannot load it" in result.stderr:
+            continue  # MuJoCo refuses this one itself, with its own message
+        assert result.returncode == 78 and "has ctrlrange" in result.stderr and "must be finite" in result.stderr, (bad, result.stderr)
