@@ -2,8 +2,9 @@ import CMuJoCo
 import Foundation
 
 /// A compiled MuJoCo model (MJCF) and a pool of simulation states: the one place mpcd calls MuJoCo
-/// (libmujoco 2.2.2: MuJoCo's AVX build where `make deps` put one, else Debian's). No MuJoCo type goes past this file: the rest of mpcd sees
-/// dimensions, names, bounds and ``MuJoCoSimulation``'s Swift methods.
+/// (libmujoco 2.2.2: MuJoCo's AVX build where `make` put one beside the binary, else Debian's). No
+/// MuJoCo type goes past this file: the rest of mpcd sees dimensions, names, bounds and
+/// ``MuJoCoSimulation``'s Swift methods.
 ///
 /// Thread-safe: each rollout worker borrows its own simulation state (`mjData`) from the pool for
 /// one batch, so samples split across threads never share one. Every lane starts from the state
