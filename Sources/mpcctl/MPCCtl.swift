@@ -157,23 +157,6 @@ extension Connection {
     }
 }
 
-/// `text` from the daemon (its errors can carry a plug-in's or a file's words) safe for a
-/// terminal: control characters other than newline and tab shown as \u{..}, so no escape sequence
-/// can clear the screen, move the cursor or write the clipboard.
-func printable(_ text: String) -> String {
-    var out = ""
-    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
-    for scalar in text.unicodeScalars {
-        let v = scalar.value
-        if (v < 0x20 && scalar != "\n" && scalar != "\t") || (0x7F...0x9F).contains(v) {
-            out += "\\u{\(String(v, radix: 16))}"
-        } else {
-            out.unicodeScalars.append(scalar)
-        }
-    }
-    return out
-}
-
 func fail(_ message: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("mpcctl: \(printable(message))\n".utf8))
     Foundation.exit(code)

@@ -31,7 +31,7 @@ func loadConfiguration(_ path: String?, withPrior: Bool = true) throws -> Daemon
         return try path.map { try DaemonConfiguration.load(path: $0, withPrior: withPrior) }
             ?? DaemonConfiguration.parse(DaemonConfiguration.embeddedDefault, source: DaemonConfiguration.embeddedSource, withPrior: withPrior)
     } catch {
-        FileHandle.standardError.write(Data("mpcd: configuration error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("mpcd: configuration error: \(printable("\(error)"))\n".utf8))
         throw ExitCode(78)  // EX_CONFIG
     }
 }

@@ -198,3 +198,37 @@ def test_a_reload_stuck_in_a_plugins_setup_is_reported_and_the_daemon_serves_on(
             assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
         time.sleep(0.5)
     assert daemon.logs().count("still preparing") == 1
+
+
+def test_a_plugins_names_and_reasons_are_text_a_client_and_a_terminal_can_take(tmp_path):
+    """Duplicate, empty, overlong and control-character names passed --check and went to every
+    client's hello; a refusal's reason went to the terminal with its escape sequences (attacking
+    helper). Names are now one line of UTF-8, 1-256 bytes, none twice; `mpcd --check` shows a
+    reason's control characters as \\u{..}, as mpcctl does."""
+    long_name = "x" * 300
+    variants = {
+        "twice": ('{"theta", "theta"}', "is the name of another"),
+        "empty": ('{"", "theta_dot"}', "is empty or longer than 256 bytes"),
+        "long": (f'{{"{long_name}", "theta_dot"}}', "is empty or longer than 256 bytes"),
+        "escape": ('{"th\\x1b[31meta", "theta_dot"}', "has a control character"),
+        "latin1": ('{"th\\xe9ta", "theta_dot"}', "is not UTF-8 text"),
+    }
+    for name, (names, reason) in variants.items():
+        (tmp_path / f"{name}.c").write_text(
+            f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+            f'static const char *const odd_names[] = {names};\n'
+            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+            '    int status = example_create(p, out, e, n);\n    out->state_names = odd_names;\n    return status;\n}\n')
+        compile_plugin(tmp_path / f"{name}.c", tmp_path / f"lib{name}.so")
+        config = tmp_path / "plugin.toml"
+        config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n')
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 78 and "task.library" in result.stderr and reason in result.stderr, (name, result.stderr)
+        assert "\x1b" not in result.stderr
+    (tmp_path / "loud.c").write_text('#include "mpcd_plugin.h"\n#include <stdio.h>\n'
+                                     'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) '
+                                     '{ (void)p; (void)out; snprintf(e, n, "\\x1b[31mred\\x1b[0m and\\nmore"); return 1; }\n')
+    compile_plugin(tmp_path / "loud.c", tmp_path / "libloud.so")
+    config.write_text('[task]\nname = "plugin"\nlibrary = "libloud.so"\n')
+    result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 78 and "\\u{1b}[31mred\\u{1b}[0m and\nmore" in result.stderr and "\x1b" not in result.stderr, result.stderr
