@@ -23,8 +23,8 @@ mkdir -p "$out"
 build() { swiftc "$@" 2>&1 | { grep -v "Cannot export local symbol" || true; }; return "${PIPESTATUS[0]}"; }
 blas="-I Sources/COpenBLAS -Xcc -I/usr/include/x86_64-linux-gnu/openblas-pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas"
 # Models calls MuJoCo through the CMuJoCo shim (its header module and its C file, compiled below)
-# and reads plug-ins through the CPluginABI header
-blas="$blas -I Sources/CMuJoCo/include -I Sources/CPluginABI/include $out/mpcd_mujoco.o -lmujoco"
+# and loads plug-ins through CPluginABI (its headers, and its C file for the private copy)
+blas="$blas -I Sources/CMuJoCo/include -I Sources/CPluginABI/include $out/mpcd_mujoco.o $out/mpcd_plugin_abi.o -lmujoco"
 zmq="-I Sources/CZeroMQ -lzmq"
 flags="-parse-as-library -sanitize=fuzzer,address -O -g"
 libraries() {
@@ -34,6 +34,7 @@ libraries() {
   local modules="ConfigFiles Models Planners ZeroMQ ControlProtocol"
   [ -f "$out/libControlProtocol.a" ] && [ -z "$(find Sources/ConfigFiles Sources/Models Sources/Planners Sources/ZeroMQ Sources/ControlProtocol Sources/CMuJoCo Sources/CPluginABI Sources/CZeroMQ -newer "$out/libControlProtocol.a" -name '*.swift' -o -newer "$out/libControlProtocol.a" -name '*.[ch]' -o -newer "$out/libControlProtocol.a" -name '*.modulemap')" ] && return
   clang -c -O1 -g -fsanitize=address -I Sources/CMuJoCo/include Sources/CMuJoCo/mpcd_mujoco.c -o "$out/mpcd_mujoco.o"
+  clang -c -O1 -g -fsanitize=address -I Sources/CPluginABI/include Sources/CPluginABI/abi.c -o "$out/mpcd_plugin_abi.o"
   for module in $modules; do
     build -parse-as-library -sanitize=address -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp -O -g $blas $zmq -I "$out" \
       -module-name "$module" -emit-module -emit-module-path "$out/$module.swiftmodule" -emit-library -static \
