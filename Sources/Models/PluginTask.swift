@@ -22,8 +22,6 @@ public final class ModelPlugin: @unchecked Sendable {
     let plugin: mpcd_plugin
 
     public static let maxDimension: UInt32 = 1000
-    /// Longest state or action name, in bytes.
-    public static let maxNameBytes = 256
 
     /// A library file as read: its device and inode, and the size and times that tell a version
     /// rewritten in place (cp over it) from the one read before.
@@ -108,21 +106,17 @@ public final class ModelPlugin: @unchecked Sendable {
               let lowerBounds = plugin.action_lower, let upperBounds = plugin.action_upper else {
             throw fail("leaves state_names, action_names, action_lower or action_upper NULL")
         }
-        // names travel to clients (the hello), logs and terminals: each one line of UTF-8 text, of
-        // a length a name has, and no two alike (a client finds a value by its name)
+        // C strings first: a bounded length (a name may be unterminated for megabytes) and UTF-8;
+        // then the rule every task's names keep (TaskNames)
         func names(_ list: UnsafePointer<UnsafePointer<CChar>?>, _ count: UInt32, _ what: String) throws(LoadError) -> [String] {
-            var out: [String] = [], seen = Set<String>()
+            var out: [String] = []
             for i in 0..<Int(count) {
                 guard let name = list[i] else { throw fail("\(what) \(i) is NULL") }
-                let length = strnlen(name, Self.maxNameBytes + 1)
-                guard (1...Self.maxNameBytes).contains(length) else { throw fail("\(what) \(i) is empty or longer than \(Self.maxNameBytes) bytes") }
+                guard strnlen(name, TaskNames.maxBytes + 1) <= TaskNames.maxBytes else { throw fail("\(what) \(i) is empty or longer than \(TaskNames.maxBytes) bytes") }
                 guard let text = String(validatingCString: name) else { throw fail("\(what) \(i) is not UTF-8 text") }
-                guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-                    throw fail("\(what) \(i) has a control character")
-                }
-                guard seen.insert(text).inserted else { throw fail("\(what) \(i) (\"\(text)\") is the name of another") }
                 out.append(text)
             }
+            if let problem = TaskNames.problem(in: out, what: what) { throw fail(problem) }
             return out
         }
         self.stateNames = try names(stateNames, n, "state name")

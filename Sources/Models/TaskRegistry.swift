@@ -25,6 +25,11 @@ public enum TaskRegistry {
             throw ConfigurationError(key: parameters.keyPath("name"), reason: "unknown task \"\(name)\"; expected one of \(names.joined(separator: ", "))")
         }
         try parameters.finish()
+        // a file's names (an MJCF model's joints and actuators, a plug-in's) keep the rule a client relies on
+        let file = parameters.keyPath(name == "plugin" ? "library" : name == "mujoco" ? "model" : "name")
+        for (names, what) in [(task.dynamics.stateNames, "state name"), (task.dynamics.actionNames, "action name")] {
+            if let problem = TaskNames.problem(in: names, what: what) { throw ConfigurationError(key: file, reason: problem) }
+        }
         // the model step sets the tick rate: 0.1 to 10000 Hz, as [server] rate_hz allows
         guard task.dynamics.dt >= minimumStep, task.dynamics.dt <= maximumStep else {
             throw ConfigurationError(key: parameters.keyPath("dt"), reason: "expected seconds in [0.0001, 10] (a rate of 0.1 to 10000 Hz), got \(task.dynamics.dt)")

@@ -236,3 +236,34 @@ def test_a_control_range_that_is_no_range_is_refused_as_what_it_is(tmp_path):
         if result.returncode == 78 and "MuJoCo cannot load it" in result.stderr:
             continue  # MuJoCo refuses this one itself, with its own message
         assert result.returncode == 78 and "has ctrlrange" in result.stderr and "must be finite" in result.stderr, (bad, result.stderr)
+
+
+def test_a_models_names_keep_the_rule_every_tasks_names_keep(tmp_path):
+    """An MJCF file's joint and actuator names become the hello's state and action names, which
+    clients look values up by and terminals print: they were passed unchecked (a control
+    character, two alike), where a plug-in's are held to 1-256 bytes of text, none twice. The
+    same rule now holds for every task, refused at --check with the reason, shown printable."""
+    base = (REPO / "Tests" / "ModelsTests" / "Fixtures" / "mujoco" / "pendulum_on_a_cart.xml").read_text()
+    cost = '[[task.cost]]\nquantity = "qpos"\nname = "slider"\n'
+    cases = {
+        # an escape sequence in an actuator's name (a character reference MuJoCo's parser takes)
+        "control": (base.replace('name="push"', 'name="pu&#x1b;[2Jsh"'), "action name 0 has a control character"),
+        "tab": (base.replace('name="push"', 'name="pu&#9;sh"'), "action name 0 has a control character"),
+        # an unnamed joint is called joint1 by mpcd: a joint named so already makes two alike
+        "twice": (base.replace('<joint name="hinge"', '<joint').replace('name="slider"', 'name="joint1"').replace('joint="slider"', 'joint="joint1"')
+                 .replace('<jointpos name="angle" joint="hinge"/>', ''),
+                  '("qpos:joint1") is the name of another'),
+        "long": (base.replace('name="push"', f'name="{"p" * 300}"'), "action name 0 is empty or longer than 256 bytes"),
+    }
+    for case, (xml, reason) in cases.items():
+        (tmp_path / "robot.xml").write_text(xml)
+        config = tmp_path / "robot.toml"
+        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost.replace('"slider"', '"joint1"' if case == "twice" else '"slider"'))
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 78 and reason in result.stderr and "task.model" in result.stderr, (case, result.stderr)
+        assert "\x1b" not in result.stderr and "\t" not in result.stderr, case
+    # the fixture as it is passes
+    (tmp_path / "robot.xml").write_text(base)
+    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost)
+    result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
