@@ -63,6 +63,11 @@ final class Session: @unchecked Sendable {
     var iterationTarget: Int? { adaptive?.settings.adaptive == true ? adaptive?.target : nil }
     var lastRelativeGain: Double { adaptive?.lastGain ?? .nan }
     var fallbacks: UInt64 = 0
+    /// Plans none of whose rollouts had a finite cost, and how many of them the log has told of
+    /// (and when, on the monotonic clock): the server logs them, a few lines at most.
+    var failedPlans: UInt64 = 0
+    var failedPlansLogged: UInt64 = 0
+    var failedPlansLoggedAt: UInt64?
     /// The task parameters this session's client has set (the rest keep the configuration's).
     private(set) var parameterValues: [String: [Double]] = [:]
     /// The configuration's parameter values, taken before this session first changed them.
@@ -167,6 +172,7 @@ final class Session: @unchecked Sendable {
             // No rollout had a finite cost: the action is the prior's, unrefined. Start afresh.
             flags.insert(.fallback)
             fallbacks += 1
+            failedPlans += 1
             planner.reset()
         } else if plan.iterations.isEmpty && iterations > 0 {
             // No time left for a single iteration: the prior's action, flagged and counted.

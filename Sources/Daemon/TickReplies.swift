@@ -49,7 +49,25 @@ extension Server {
         // the noise for the next plans.
         handOffToAmortiser(due)
         handOffRecords(due)
+        logFailedPlans(due)
         for session in due { session.planner.prepareNoise() }
+    }
+
+    /// A plan none of whose rollouts had a finite cost (a model that diverges, a plug-in's NaN)
+    /// answers with the prior's action, flagged `fallback` and counted in the metrics; it is
+    /// logged too, at most once every 10 s per session with the count since the last line, so an
+    /// operator reading the journal learns of it without a line per tick.
+    func logFailedPlans(_ due: [Session]) {
+        let now = monotonicNanoseconds()
+        for session in due where session.failedPlans > session.failedPlansLogged {
+            if let at = session.failedPlansLoggedAt, now - at < 10_000_000_000 { continue }
+            logger.warning("no rollout of the plan had a finite cost: the reply carries the prior's action, flagged fallback", metadata: [
+                "peer": "\(session.name)", "plans": "\(session.failedPlans - session.failedPlansLogged)",
+                "in_all": "\(session.failedPlans)",
+            ])
+            session.failedPlansLogged = session.failedPlans
+            session.failedPlansLoggedAt = now
+        }
     }
 
     /// Online amortisation: the refined plans go to the learner, and newer network weights, when
