@@ -133,6 +133,59 @@ public final class ModelPlugin: @unchecked Sendable {
         }
         dt = plugin.dt
         self.plugin = plugin
+        if let wrong = Self.writesOutsideItsLanes(plugin) { throw fail(wrong) }
+    }
+
+    /// Calls the plug-in once on a block of lanes in the middle of a wider row, as the planner's
+    /// parallel rollouts do, among values that must not change: why a call wrote where it was not
+    /// given (past its lanes, before them, into a const input, past the costs), or nil. A plug-in
+    /// that wrote past its lanes corrupted the daemon's memory: `--check` stopped on a Swift
+    /// precondition, a daemon hung at start (attacking helper). Only a write within about 1 MiB of
+    /// its buffers is seen; one further off is beyond any check of a plug-in in the process.
+    private static func writesOutsideItsLanes(_ plugin: mpcd_plugin) -> String? {
+        let n = Int(plugin.state_dimension), m = Int(plugin.action_dimension)
+        let lanes = 8, stride = 32, first = 8, margin = 1 << 18
+        // states, actions and costs, each a row of `stride` lanes per component between margins
+        let statesAt = margin, actionsAt = statesAt + n * stride + margin, costsAt = actionsAt + m * stride + margin
+        let count = costsAt + stride + margin
+        let untouched = Float(bitPattern: 0x7FC0_DEAD)
+        let memory = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { memory.deallocate() }
+        memory.initialize(repeating: untouched, count: count)
+        let given = { (at: Int, components: Int, value: (Int) -> Float) in
+            for c in 0..<components { for k in first..<(first + lanes) { memory[at + c * stride + k] = value(c) } }
+        }
+        given(statesAt, n, { _ in 0 })
+        given(actionsAt, m, { (plugin.action_lower[$0] + plugin.action_upper[$0]) / 2 })
+        given(costsAt, 1, { _ in 0 })
+        let states = memory + statesAt + first, actions = memory + actionsAt + first, costs = memory + costsAt + first
+        func inBlock(_ i: Int, _ at: Int, _ components: Int) -> Bool {
+            i >= at && i < at + components * stride && (first..<(first + lanes)).contains((i - at) % stride)
+        }
+        /// Why `call` changed a value other than those `writable` allows, or nil.
+        func wrote(_ call: String, writable: (Int) -> Bool, _ run: () -> Void) -> String? {
+            let before = Array(UnsafeBufferPointer(start: memory, count: count))
+            run()
+            var wrong = 0, firstWrong = 0
+            for i in 0..<count where memory[i].bitPattern != before[i].bitPattern && !writable(i) {
+                if wrong == 0 { firstWrong = i }
+                wrong += 1
+            }
+            guard wrong > 0 else { return nil }
+            let place = firstWrong >= actionsAt + m * stride + margin / 2 ? "by the costs"
+                : firstWrong >= statesAt + n * stride + margin / 2 ? "by or in the actions, an input" : "by or in the states"
+            return "\(call) wrote \(wrong) value(s) outside the \(lanes) lanes it was given (the first \(place)): lane k of component c is values[c * stride + k] for k below lanes, and the lanes may be a block of a wider row (stride above lanes; mpcd_plugin.h)"
+        }
+        if let wrong = wrote("step", writable: { inBlock($0, statesAt, n) }, {
+            plugin.step(plugin.context, states, Int32(stride), actions, Int32(stride), Int32(lanes))
+        }) { return wrong }
+        if let wrong = wrote("running_cost", writable: { inBlock($0, costsAt, 1) }, {
+            plugin.running_cost(plugin.context, states, Int32(stride), actions, Int32(stride), costs, Int32(lanes))
+        }) { return wrong }
+        if let terminal = plugin.terminal_cost, let wrong = wrote("terminal_cost", writable: { inBlock($0, costsAt, 1) }, {
+            terminal(plugin.context, states, Int32(stride), costs, Int32(lanes))
+        }) { return wrong }
+        return nil
     }
 }
 

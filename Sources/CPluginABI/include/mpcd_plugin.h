@@ -11,9 +11,11 @@
 
    The library exports one function, mpcd_plugin_create, which fills in a description of the
    model. Batches are structure-of-arrays float32: component c of lane k is at
-   `values[c * stride + k]`; `lanes` is a multiple of 8. mpcd calls step and the costs from several
-   threads at once, on disjoint lanes: they must not keep state between calls (or must guard it),
-   and must not call back into mpcd. A plug-in is code that runs in the daemon with its privileges:
+   `values[c * stride + k]`; `lanes` is a multiple of 8, and `stride` may be larger (the lanes are a
+   block of a wider row): write only lanes 0 to lanes - 1 of the states (step) and of the costs,
+   never an input. A plug-in that writes elsewhere is refused when it is loaded. mpcd calls step
+   and the costs from several threads at once, on disjoint lanes: they must not keep state between
+   calls (or must guard it), and must not call back into mpcd. A plug-in is code that runs in the daemon with its privileges:
    install only what you would install as a program. */
 
 #include <stdint.h>

@@ -232,3 +232,53 @@ def test_a_plugins_names_and_reasons_are_text_a_client_and_a_terminal_can_take(t
     config.write_text('[task]\nname = "plugin"\nlibrary = "libloud.so"\n')
     result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
     assert result.returncode == 78 and "\\u{1b}[31mred\\u{1b}[0m and\nmore" in result.stderr and "\x1b" not in result.stderr, result.stderr
+
+
+def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_daemon, plugin_config, tmp_path):
+    """A plug-in that wrote past its lanes corrupted the daemon's memory: --check stopped on a
+    Swift precondition (SIGILL), a daemon hung at start (attacking helper). mpcd now calls a new
+    plug-in once on a block of lanes inside a wider row, among values that must not change, and
+    refuses one that writes outside its own: at --check, at start and at a reload, which the
+    daemon survives, serving on with what it had."""
+    writes = {
+        "overrun": "for (int k = 0; k < lanes + 64; k++) x[ss + k] = 1e30f;",
+        "before": "x[-1] = 0;",
+        "stride": "for (int c = 0; c < 2; c++) for (int k = 0; k < lanes; k++) x[c * lanes + k] = 0;",
+        "actions": "((float *)u)[0] = 9;",
+        "costs": "",
+    }
+    for name, write in writes.items():
+        cost_write = "for (int k = 0; k < lanes + 256; k++) c[k] = 1;" if name == "costs" else ""
+        (tmp_path / f"{name}.c").write_text(
+            f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+            'static void (*inner_step)(void *, float *, int, const float *, int, int);\n'
+            'static void (*inner_cost)(void *, const float *, int, const float *, int, float *, int);\n'
+            'static void odd_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
+            f'    inner_step(p, x, ss, u, us, lanes);\n    {write}\n}}\n'
+            'static void odd_cost(void *p, const float *x, int ss, const float *u, int us, float *c, int lanes) {\n'
+            f'    inner_cost(p, x, ss, u, us, c, lanes);\n    {cost_write}\n}}\n'
+            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+            '    int status = example_create(p, out, e, n);\n'
+            '    inner_step = out->step; inner_cost = out->running_cost;\n'
+            '    out->step = odd_step; out->running_cost = odd_cost;\n    return status;\n}\n')
+        compile_plugin(tmp_path / f"{name}.c", tmp_path / f"lib{name}.so")
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n[planner]\nsamples = 64\n')
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        call = "running_cost" if name == "costs" else "step"
+        assert result.returncode == 78 and f"{call} wrote" in result.stderr and "outside the 8 lanes" in result.stderr, (name, result.stderr)
+    # at a reload: refused by name, and the daemon serves on with the plug-in it had
+    daemon = start_daemon("--config", str(plugin_config))
+    good = plugin_config.read_text()
+    plugin_config.write_text(good.replace("libpendulum.so", str(tmp_path / "liboverrun.so")))
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "step wrote" in refused.stderr, refused.stderr
+    with Controller(daemon.endpoint) as c:
+        for _ in range(20):
+            assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
+    assert daemon.process.poll() is None
+    # and at start
+    started = subprocess.run([str(MPCD), "--config", str(tmp_path / "overrun.toml"), "--endpoint", f"ipc://{tmp_path}/x.sock",
+                              "--control", f"ipc://{tmp_path}/x.control.sock"],
+                             capture_output=True, text=True, timeout=20)
+    assert started.returncode == 78 and "step wrote" in started.stderr, started.stderr
