@@ -63,12 +63,17 @@ public struct HelloReply: Codable, Equatable, Sendable {
     public var prior: Prior?
     /// Empty when the task has none; absent from daemons older than the parameters message.
     public var parameters: [Parameter]
+    /// What the client learns of the task here, hashed (never 0): a client that sends it back in
+    /// its observations and parameters (header word c) is refused with `task_changed` once a
+    /// reload or a restart has made it another, rather than served on a stale description.
+    public var taskFingerprint: UInt32
 
     enum CodingKeys: String, CodingKey {
         case `protocol`, daemon, task, mode, dt, horizon, diagnostics, planner, prior, parameters
         case rateHz = "rate_hz", stateDim = "state_dim", stateNames = "state_names", actionDim = "action_dim"
         case actionNames = "action_names", actionLow = "action_low", actionHigh = "action_high"
         case observationForms = "observation_forms", planSteps = "plan_steps", errorCodes = "error_codes"
+        case taskFingerprint = "task_fingerprint"
     }
 
     public init(_ configuration: DaemonConfiguration) {
@@ -96,6 +101,27 @@ public struct HelloReply: Codable, Equatable, Sendable {
             Prior(file: $0.file, kind: $0.network.kind.rawValue, version: $0.network.version, adaptive: $0.adaptive, online: $0.online)
         }
         parameters = configuration.task.parameters.map(Parameter.init)
+        taskFingerprint = 0
+        taskFingerprint = Self.fingerprint(of: self)
+    }
+
+    /// The hash of the task's description in `reply`: its name, step, state and action names,
+    /// action bounds, observation forms and which parameters it takes within which bounds; not
+    /// the planner's settings nor the parameters' configured values (a reload that changes only
+    /// those asks nothing of a client). FNV-1a folded to 32 bits, 0 made 1.
+    static func fingerprint(of reply: HelloReply) -> UInt32 {
+        struct Described: Encodable {
+            let task: String, dt: Double, stateNames: [String], actionNames: [String]
+            let actionLow: [Double], actionHigh: [Double], observationForms: [Form], parameters: [[String]]
+        }
+        let described = Described(task: reply.task, dt: reply.dt, stateNames: reply.stateNames, actionNames: reply.actionNames,
+                                  actionLow: reply.actionLow, actionHigh: reply.actionHigh, observationForms: reply.observationForms,
+                                  parameters: reply.parameters.map { [$0.name, "\($0.length)", "\($0.lower)", "\($0.upper)"] })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let hash = fnv1a((try? encoder.encode(described)) ?? Data())
+        let folded = UInt32(truncatingIfNeeded: hash) ^ UInt32(truncatingIfNeeded: hash >> 32)
+        return folded == 0 ? 1 : folded
     }
 
     /// The JSON frame, keys sorted.

@@ -23,7 +23,8 @@ extension Server {
                     endSessions(where: { $0.identity == identity }, reason: nil)
                     logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
                 }
-            case let .observation(sequence, timestamp, values):
+            case let .observation(sequence, timestamp, values, heldTask):
+                try checkHeldTask(heldTask, sequence: sequence)
                 let state: [Float]
                 do {
                     state = try configuration.task.dynamics.state(fromObservation: values)
@@ -44,7 +45,8 @@ extension Server {
                 session.arrived(by: connection)
                 session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
-            case let .parameters(sequence, values):
+            case let .parameters(sequence, values, heldTask):
+                try checkHeldTask(heldTask, sequence: sequence)
                 if let owner = sessions[identity]?.userID, owner != userID {
                     throw WireProtocol.Refusal(.malformed, "this routing id belongs to a session of another client key", sequence: sequence)
                 }
@@ -74,6 +76,15 @@ extension Server {
             }
             send(envelope + WireProtocol.errorMessage(error))
         }
+    }
+
+    /// A client that sent the `task_fingerprint` of its hello, asking to be told, is refused while
+    /// the task is another than the one that hello described (a reload or a restart changed it):
+    /// its observation was made for the old task's state and its bounds check is the old task's.
+    /// It says hello again, learns the new task, and goes on. A client that sends 0 is not asked.
+    func checkHeldTask(_ heldTask: UInt32, sequence: UInt64) throws(WireProtocol.Refusal) {
+        guard heldTask != 0, heldTask != taskFingerprint else { return }
+        throw WireProtocol.Refusal(.taskChanged, "the task changed since this client's hello (now \(configuration.task.name), task_fingerprint \(taskFingerprint)): send hello again for its names, bounds and dimensions", sequence: sequence)
     }
 
     static func refusal(_ error: ParameterError, sequence: UInt64) -> WireProtocol.Refusal {

@@ -50,6 +50,8 @@ public final class Server: @unchecked Sendable {
     public let reloadRequested = Atomic<Bool>(false)
     var lastOverrunLog: UInt64 = 0
     var helloReply: [UInt8] = []
+    /// The hello reply's `task_fingerprint`: a message that carries another is refused (`task_changed`).
+    var taskFingerprint: UInt32 = 0
     /// Online amortisation, when configured, and the network version the sessions run.
     var amortiser: OnlineAmortiser?
     var networkVersion: Int = -1
@@ -208,7 +210,9 @@ public final class Server: @unchecked Sendable {
             endSessions(where: { _ in true }, reason: "the task changed to \(configuration.task.name)")
             recentActions.removeAll()
         }
-        helloReply = HelloReply(configuration).bytes
+        let hello = HelloReply(configuration)
+        helloReply = hello.bytes
+        taskFingerprint = hello.taskFingerprint
         networkVersion = configuration.prior?.network.version ?? -1
         // between two replies: a tick period in realtime, one model step in lockstep
         let replyPeriod = configuration.server.mode == .realtime ? 1 / configuration.rateHz : Double(configuration.task.dynamics.dt)

@@ -39,6 +39,9 @@ public enum WireProtocol {
         case internalError = 8
         /// A parameters message named no parameter of the task, or a value out of its bounds.
         case invalidParameter = 9
+        /// The task changed since the client's hello (a reload): only to a client that sent the
+        /// hello's `task_fingerprint` in its message, asking to be told.
+        case taskChanged = 10
 
         public var name: String {
             switch self {
@@ -51,6 +54,7 @@ public enum WireProtocol {
             case .stale: "stale"
             case .internalError: "internal"
             case .invalidParameter: "invalid_parameter"
+            case .taskChanged: "task_changed"
             }
         }
     }
@@ -121,10 +125,11 @@ public enum WireProtocol {
     /// A decoded request from a client.
     public enum Request: Equatable, Sendable {
         case hello
-        case observation(sequence: UInt64, timestamp: Double, values: [Double])
+        /// `heldTask`: header word c, the `task_fingerprint` of the hello the client holds (0: none).
+        case observation(sequence: UInt64, timestamp: Double, values: [Double], heldTask: UInt32 = 0)
         case bye
         /// Parameter values by name, each one number or an array of numbers; a = `sequence`.
-        case parameters(sequence: UInt64, values: [String: [Double]])
+        case parameters(sequence: UInt64, values: [String: [Double]], heldTask: UInt32 = 0)
     }
 
     /// A request that cannot be acted on: the code, a message, and the sequence number if known.
@@ -169,12 +174,12 @@ public enum WireProtocol {
                 throw Refusal(.wrongDimension, "the state has \(body.count / 8) values; this task takes at most \(maxValues)", sequence: header.a)
             }
             let values = decodeFloat64(body)
-            return .observation(sequence: header.a, timestamp: Double(bitPattern: header.b), values: values)
+            return .observation(sequence: header.a, timestamp: Double(bitPattern: header.b), values: values, heldTask: header.c)
         case .parameters:
             guard frames.count == 2 else {
                 throw Refusal(.malformed, "a parameters message has 2 frames (header, a JSON object), got \(frames.count)", sequence: header.a)
             }
-            return .parameters(sequence: header.a, values: try decodeParameters(frames[1], sequence: header.a))
+            return .parameters(sequence: header.a, values: try decodeParameters(frames[1], sequence: header.a), heldTask: header.c)
         case .helloReply, .action, .error, .parametersReply:
             throw Refusal(.unknownType, "message type \(header.type) is sent by the daemon, not to it", sequence: header.a)
         }

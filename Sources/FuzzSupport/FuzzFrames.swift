@@ -22,5 +22,5 @@ public func fuzzFrames(_ bytes: [UInt8]) -> [[UInt8]] {
 
 /// The decoder target: any bytes, decoded or refused, never a crash.
 public func fuzzDecode(_ bytes: [UInt8]) {
-    if case let .observation(_, _, values)? = try? WireProtocol.decode(fuzzFrames(bytes)) { _ = values.count }
+    if case let .observation(_, _, values, _)? = try? WireProtocol.decode(fuzzFrames(bytes)) { _ = values.count }
 }

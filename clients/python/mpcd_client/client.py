@@ -100,6 +100,9 @@ class Controller:
             frames = self._socket.recv_multipart()
             info = self._info or {}
             reply = protocol.decode(frames, info.get("action_dim"), info.get("diagnostics", ()))
+            if isinstance(reply, protocol.ErrorReply) and reply.code == protocol.TASK_CHANGED:
+                # the hello held describes a task the daemon no longer has: the next call asks again
+                self._info = None
             result = accept(reply)
             if result is not None:
                 return result
@@ -112,10 +115,17 @@ class Controller:
             self._info = self._receive(self.timeout, lambda r: r if isinstance(r, dict) else None)
         return self._info
 
+    def _held_task(self):
+        """The task_fingerprint of the hello this client acts on: the daemon refuses a message
+        carrying it with ``task_changed`` (MpcdError) once a reload or restart has changed the
+        task, and the next call says hello again, so that no action is taken under a stale
+        description (dimensions, names, bounds)."""
+        return (self._info or {}).get("task_fingerprint", 0)
+
     def send_observation(self, observation, timestamp=0.0):
         """Sends an observation without waiting; returns its sequence number."""
         self._sequence += 1
-        self._socket.send_multipart(protocol.observation(self._sequence, observation, timestamp))
+        self._socket.send_multipart(protocol.observation(self._sequence, observation, timestamp, self._held_task()))
         return self._sequence
 
     def receive(self, timeout=None):
@@ -154,7 +164,7 @@ class Controller:
         self.info
         self._sequence += 1
         sequence = self._sequence
-        self._socket.send_multipart(protocol.parameters(sequence, values))
+        self._socket.send_multipart(protocol.parameters(sequence, values, self._held_task()))
 
         def accept(reply):
             if isinstance(reply, protocol.ErrorReply) and reply.sequence == sequence:

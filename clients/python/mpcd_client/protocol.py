@@ -26,7 +26,9 @@ ERROR_NAMES = {
     7: "stale",
     8: "internal",
     9: "invalid_parameter",
+    10: "task_changed",
 }
+TASK_CHANGED = 10
 
 FLAG_ADVANCED, FLAG_TRUNCATED, FLAG_FALLBACK = 1, 2, 4
 
@@ -43,18 +45,21 @@ def bye():
     return [header(BYE)]
 
 
-def observation(sequence, state, timestamp=0.0):
+def observation(sequence, state, timestamp=0.0, task=0):
     """An observation frame pair. ``timestamp`` is seconds on this host's CLOCK_MONOTONIC
-    (``time.monotonic()``), or 0 when unknown; the daemon uses it only when configured to."""
+    (``time.monotonic()``), or 0 when unknown; the daemon uses it only when configured to.
+    ``task``: the hello's ``task_fingerprint``, to be refused with ``task_changed`` once the
+    daemon's task is another (0: not asked)."""
     stamp = struct.unpack("<Q", struct.pack("<d", float(timestamp)))[0]
-    return [header(OBSERVATION, sequence, stamp), np.ascontiguousarray(state, dtype="<f8").tobytes()]
+    return [header(OBSERVATION, sequence, stamp, task), np.ascontiguousarray(state, dtype="<f8").tobytes()]
 
 
-def parameters(sequence, values):
+def parameters(sequence, values, task=0):
     """A parameters message: ``values`` maps names to a number or a sequence of numbers. Non-finite
-    values are sent as they are (JSON's NaN, Infinity), for the daemon to refuse by name."""
+    values are sent as they are (JSON's NaN, Infinity), for the daemon to refuse by name.
+    ``task`` as for observation()."""
     body = {name: np.asarray(value, dtype=float).ravel().tolist() for name, value in values.items()}
-    return [header(PARAMETERS, sequence), json.dumps(body).encode("utf-8")]
+    return [header(PARAMETERS, sequence, 0, task), json.dumps(body).encode("utf-8")]
 
 
 @dataclass
@@ -165,6 +170,9 @@ def checked_hello(info):
                                               and isinstance(f.get("components"), list)
                                               and all(isinstance(c, str) for c in f["components"]) for f in forms):
         raise ProtocolError(f"a hello whose observation_forms is {_shown(forms)}, not a list of named component lists")
+    fingerprint = info.get("task_fingerprint", 0)  # absent from daemons before it
+    if type(fingerprint) is not int or not 0 <= fingerprint < 2**32:
+        raise ProtocolError(f"a hello whose task_fingerprint is {_shown(fingerprint)}, not a 32-bit unsigned integer")
     if "planner" in info and not isinstance(info["planner"], dict):
         raise ProtocolError(f"a hello whose planner is {_shown(info['planner'])}, not an object")
     return info

@@ -43,6 +43,8 @@ HELLOS = {
                           ("action_names", ["a", "b"]), ("action_low", [-2, -2]), ("action_high", ["2"]),
                           ("action_low", [3]), ("state_dim", 0), ("task", None), ("observation_forms", {"name": 1}),
                           ("diagnostics", ["iterations", 5]), ("planner", []),
+                          # a fingerprint the client could not send back in a 32-bit header word
+                          ("task_fingerprint", -1), ("task_fingerprint", 2 ** 32), ("task_fingerprint", "1"), ("task_fingerprint", 1.0),
                           # well formed, but a daemon planning beyond Pendulum-v1's torque of 2: refused before the first step
                           ("action_low", [-3]), ("action_high", [2.5]),
                           # JSON integers too big for a float64 (numpy's isfinite raised TypeError on them)

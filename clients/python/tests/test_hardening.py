@@ -197,7 +197,9 @@ def test_a_reload_to_another_task_ends_the_old_sessions_not_the_daemon(start_dae
         with pytest.raises(MpcdError) as refused:
             for _ in range(5):  # a reply already on its way before the reload may come first
                 c.receive(timeout=2)
-        assert refused.value.name == "wrong_dimension"
+        # told that the task changed (the client sends its hello's task_fingerprint), not only
+        # that the state is of the wrong size
+        assert refused.value.name == "task_changed"
     with Controller(daemon.endpoint) as c:
         assert np.isfinite(c.act(np.array(state))).all()
         assert len(c.last.action) == len(c.info["action_names"])
@@ -1238,3 +1240,53 @@ def test_a_control_request_of_several_frames_gets_an_answer(start_daemon):
     reply = json.loads(s.recv_multipart()[-1])
     assert reply["ok"] is False and "one frame" in reply["error"]
     s.close()
+
+
+def test_a_client_is_told_when_a_reload_changes_the_task_it_was_described(start_daemon, tmp_path):
+    """After a reload from the pendulum to the mountain car (2 state values each), a client went
+    on with its cached hello: the daemon answered its pendulum observations as mountain-car states
+    and the client checked the replies against the pendulum's bounds. A client that sends back its
+    hello's task_fingerprint (the Python client does) is now refused with task_changed, says hello
+    again and goes on with the new task; one that sends 0, as every client before did, is served
+    as before; a reload that changes only the planner changes nothing for either."""
+    config = tmp_path / "mpcd.toml"
+    pendulum = '[task]\nname = "pendulum"\n[planner]\nsamples = 64\n'
+    config.write_text(pendulum)
+    daemon = start_daemon("--config", str(config), "--mode", "lockstep")
+    with Controller(daemon.endpoint, timeout=5) as c, zmq.Context.instance().socket(zmq.DEALER) as old:
+        old.setsockopt(zmq.LINGER, 0)
+        old.connect(daemon.endpoint)
+
+        def old_client_act(sequence, state):
+            old.send_multipart(protocol.observation(sequence, state))
+            assert old.poll(5000)
+            return protocol.decode(old.recv_multipart(), 1)
+
+        first = c.info["task_fingerprint"]
+        assert c.info["task"] == "pendulum" and 0 < first < 2**32
+        assert abs(c.act(np.array([0.5, 0.0]))[0]) <= 2
+        # only the planner's settings: the same task, the same fingerprint, nobody refused
+        config.write_text(pendulum.replace("samples = 64", "samples = 128"))
+        assert daemon.mpcctl("reload").returncode == 0
+        assert abs(c.act(np.array([0.5, 0.0]))[0]) <= 2 and c.info["task_fingerprint"] == first
+        # another task of the same size
+        config.write_text('[task]\nname = "mountain_car"\n[planner]\nsamples = 64\n')
+        assert daemon.mpcctl("reload").returncode == 0
+        with pytest.raises(MpcdError) as refused:
+            c.act(np.array([0.5, 0.0]))
+        assert refused.value.name == "task_changed" and "mountain_car" in refused.value.message
+        # a fingerprint of no task here is refused the same way, and opens no session
+        sessions = daemon.status()["sessions"]["count"]
+        old.send_multipart(protocol.observation(9, np.array([0.5, 0.0]), task=first ^ 1))
+        assert old.poll(5000)
+        reply = protocol.decode(old.recv_multipart())
+        assert isinstance(reply, protocol.ErrorReply) and reply.name == "task_changed" and reply.sequence == 9
+        assert daemon.status()["sessions"]["count"] == sessions
+        # the next call says hello again and acts under the new task
+        action = c.act(np.array([-0.5, 0.0]))
+        assert c.info["task"] == "mountain_car" and c.info["task_fingerprint"] != first
+        assert abs(action[0]) <= 1 and not np.isnan(action).any()
+        # a client that never sent a fingerprint is served as before
+        reply = old_client_act(10, np.array([-0.5, 0.0]))
+        assert isinstance(reply, protocol.ActionReply) and reply.observation_sequence == 10
+    assert daemon.process.poll() is None
