@@ -67,6 +67,9 @@ import Testing
     @Test func observationsDecodeToTheirValues() throws {
         let frames = [WireProtocol.Header(type: .observation, a: 5, b: 2.5.bitPattern).bytes, WireProtocol.encodeFloat64([1.5, -2.0] as [Double])]
         #expect(try WireProtocol.decode(frames) == .observation(sequence: 5, timestamp: 2.5, values: [1.5, -2.0]))
+        // header word c: the task_fingerprint of the hello the client holds
+        let held = [WireProtocol.Header(type: .observation, a: 6, c: 0xDEAD_BEEF).bytes, WireProtocol.encodeFloat64([1.0] as [Double])]
+        #expect(try WireProtocol.decode(held) == .observation(sequence: 6, timestamp: 0, values: [1.0], heldTask: 0xDEAD_BEEF))
     }
 
     @Test func parametersDecodeFromJSONNumbersOrArrays() throws {
@@ -75,7 +78,7 @@ import Testing
         }
         #expect(try decode(#"{"goal": [1.5, -2], "goal_weight": 3}"#) == .parameters(sequence: 3, values: ["goal": [1.5, -2], "goal_weight": [3]]))
         // NaN arrives as a number, for the task to refuse by name
-        guard case let .parameters(_, values) = try decode(#"{"goal": [NaN, 1]}"#) else { Issue.record("not parameters"); return }
+        guard case let .parameters(_, values, _) = try decode(#"{"goal": [NaN, 1]}"#) else { Issue.record("not parameters"); return }
         #expect(values["goal"]?[0].isNaN == true)
         for bad in ["", "[1]", #"{"goal": "x"}"#, #"{"goal": [[1]]}"#, "{goal: }"] {
             #expect(throws: WireProtocol.Refusal.self, "\(bad)") { try decode(bad) }
