@@ -67,23 +67,23 @@ public final class ModelPlugin: @unchecked Sendable {
         guard copy >= 0 else {
             throw fail(errno == EFBIG ? "is larger than \(maxLibraryBytes >> 20) MiB" : "cannot be read: \(String(cString: strerror(errno)))")
         }
-        // kept open for the life of the process once a library is loaded through it: the loader
-        // knows a library by the name it was opened under, /proc/self/fd/N, and a later library
-        // opened under a reused N would be taken for this one
-        var keepOpen = false
-        defer { if !keepOpen { close(copy) } }
-        let plugin = try ModelPlugin(path: path, loadingFrom: "/proc/self/fd/\(copy)", parameters: parameters)
-        keepOpen = true
+        guard let handle = dlopen("/proc/self/fd/\(copy)", RTLD_NOW | RTLD_LOCAL) else {
+            close(copy)
+            throw fail("cannot be loaded: \(dlerror().map { String(cString: $0) } ?? "unknown error")")
+        }
+        // Kept open for the life of the process once the library is loaded through it, even if
+        // it is refused below (a library is never closed): the loader knows a library by the name
+        // it was opened under, /proc/self/fd/N, and a later library opened under a reused N would
+        // be taken for this one. A refused library's N was reused: the fixed file copied over it
+        // was refused with the old one's reason, or served with the old one's code (attacking helper).
+        let plugin = try ModelPlugin(path: path, handle: handle, parameters: parameters)
         instances[Instance(file: file, parameters: parameters)] = plugin
         return plugin
     }
 
-    private init(path: String, loadingFrom loadPath: String, parameters: String) throws(LoadError) {
+    private init(path: String, handle: UnsafeMutableRawPointer, parameters: String) throws(LoadError) {
         self.path = path
         func fail(_ reason: String) -> LoadError { LoadError(path: path, reason: reason) }
-        guard let handle = dlopen(loadPath, RTLD_NOW | RTLD_LOCAL) else {
-            throw fail("cannot be loaded: \(dlerror().map { String(cString: $0) } ?? "unknown error")")
-        }
         guard let symbol = dlsym(handle, "mpcd_plugin_create") else {
             throw fail("has no mpcd_plugin_create: not an mpcd plug-in (Sources/CPluginABI/include/mpcd_plugin.h)")
         }
@@ -145,12 +145,24 @@ public final class ModelPlugin: @unchecked Sendable {
     private static func writesOutsideItsLanes(_ plugin: mpcd_plugin) -> String? {
         let n = Int(plugin.state_dimension), m = Int(plugin.action_dimension)
         let lanes = 8, stride = 32, first = 8, margin = 1 << 18
-        // states, actions and costs, each a row of `stride` lanes per component between margins
-        let statesAt = margin, actionsAt = statesAt + n * stride + margin, costsAt = actionsAt + m * stride + margin
-        let count = costsAt + stride + margin
-        let untouched = Float(bitPattern: 0x7FC0_DEAD)
+        // states, actions and costs, each a row of `stride` lanes per component, between margins
+        let count = 4 * margin + (n + m + 1) * stride
         let memory = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { memory.deallocate() }
+        // twice, each time among other finite values: a NaN there went unseen by an update in
+        // place (NaN + x is the same NaN), so `s[k] += ...` one lane too far passed (attacking helper)
+        for untouched: Float in [0.713_37, -1.298_71] {
+            if let wrong = writesOutsideItsLanes(plugin, memory: memory, count: count, untouched: untouched,
+                                                 lanes: lanes, stride: stride, first: first, margin: margin) { return wrong }
+        }
+        return nil
+    }
+
+    /// One call of each function with every value it was not given set to `untouched`.
+    private static func writesOutsideItsLanes(_ plugin: mpcd_plugin, memory: UnsafeMutablePointer<Float>, count: Int, untouched: Float,
+                                              lanes: Int, stride: Int, first: Int, margin: Int) -> String? {
+        let n = Int(plugin.state_dimension), m = Int(plugin.action_dimension)
+        let statesAt = margin, actionsAt = statesAt + n * stride + margin, costsAt = actionsAt + m * stride + margin
         memory.initialize(repeating: untouched, count: count)
         let given = { (at: Int, components: Int, value: (Int) -> Float) in
             for c in 0..<components { for k in first..<(first + lanes) { memory[at + c * stride + k] = value(c) } }

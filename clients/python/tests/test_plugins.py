@@ -245,10 +245,14 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
         "before": "x[-1] = 0;",
         "stride": "for (int c = 0; c < 2; c++) for (int k = 0; k < lanes; k++) x[c * lanes + k] = 0;",
         "actions": "((float *)u)[0] = 9;",
+        # an update in place one lane too far (k <= lanes): unseen while the check filled with NaN
+        "in_place": "for (int k = 0; k <= lanes; k++) x[k] += 0.5f;",
         "costs": "",
+        "costs_in_place": "",
     }
+    cost_writes = {"costs": "for (int k = 0; k < lanes + 256; k++) c[k] = 1;", "costs_in_place": "for (int k = 0; k <= lanes; k++) c[k] += 1;"}
     for name, write in writes.items():
-        cost_write = "for (int k = 0; k < lanes + 256; k++) c[k] = 1;" if name == "costs" else ""
+        cost_write = cost_writes.get(name, "")
         (tmp_path / f"{name}.c").write_text(
             f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
             'static void (*inner_step)(void *, float *, int, const float *, int, int);\n'
@@ -265,7 +269,7 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
         config = tmp_path / f"{name}.toml"
         config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n[planner]\nsamples = 64\n')
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
-        call = "running_cost" if name == "costs" else "step"
+        call = "running_cost" if name in cost_writes else "step"
         assert result.returncode == 78 and f"{call} wrote" in result.stderr and "outside the 8 lanes" in result.stderr, (name, result.stderr)
     # at a reload: refused by name, and the daemon serves on with the plug-in it had
     daemon = start_daemon("--config", str(plugin_config))
@@ -282,3 +286,37 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
                               "--control", f"ipc://{tmp_path}/x.control.sock"],
                              capture_output=True, text=True, timeout=20)
     assert started.returncode == 78 and "step wrote" in started.stderr, started.stderr
+
+
+def test_a_fixed_library_copied_over_a_refused_one_is_the_one_loaded(start_daemon, plugin_config, tmp_path):
+    """A library refused after it was loaded (here by the lanes check) stayed loaded under the
+    name it was opened by, /proc/self/fd/N, while N went back to the pool: the fixed library
+    copied over it got the same N, and the loader handed back the refused one. The reload was
+    refused with the old reason on every retry, or served the refused library's code and names
+    (attacking helper). Now the fixed library is the one loaded."""
+    example = REPO / "examples" / "plugins" / "pendulum.c"
+    (tmp_path / "bad.c").write_text(
+        f'#define mpcd_plugin_create example_create\n#include "{example}"\n#undef mpcd_plugin_create\n'
+        'static void (*inner)(void *, float *, int, const float *, int, int);\n'
+        'static void past(void *p, float *x, int ss, const float *u, int us, int lanes) { inner(p, x, ss, u, us, lanes); x[lanes] += 1; }\n'
+        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+        '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = past;\n    return status;\n}\n')
+    (tmp_path / "renamed.c").write_text(
+        f'#define mpcd_plugin_create example_create\n#include "{example}"\n#undef mpcd_plugin_create\n'
+        'static const char *const renamed[] = {"angle", "rate"};\n'
+        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+        '    int status = example_create(p, out, e, n);\n    out->state_names = renamed;\n    return status;\n}\n')
+    compile_plugin(tmp_path / "bad.c", tmp_path / "libbad.so")
+    compile_plugin(tmp_path / "renamed.c", tmp_path / "librenamed.so")
+    daemon = start_daemon("--config", str(plugin_config))
+    library = tmp_path / "libpendulum.so"
+    shutil.copyfile(tmp_path / "libbad.so", library)
+    refused = daemon.mpcctl("reload", check=False)
+    assert refused.returncode == 1 and "step wrote" in refused.stderr, refused.stderr
+    shutil.copyfile(tmp_path / "librenamed.so", library)
+    for _ in range(2):  # and again: the same library, nothing new to load
+        reloaded = daemon.mpcctl("reload", check=False)
+        assert reloaded.returncode == 0, reloaded.stderr
+        with Controller(daemon.endpoint, timeout=5) as c:
+            assert c.info["state_names"] == ["angle", "rate"]
+            assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
