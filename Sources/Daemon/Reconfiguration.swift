@@ -186,7 +186,7 @@ extension Server {
         }
         if taskChanged {
             counters.sessionsEndedByReload += UInt64(sessions.count)
-            warnings.append("the task changed from \(configuration.task.name) to \(next.task.name): \(sessions.count) of \(before) session(s) ended; clients open new ones with their next observation")
+            warnings.append("the task changed from \(configuration.task.name) to \(next.task.name): \(sessions.count) of \(before) session(s) ended; clients open new ones with their next observation (a client that sends its hello's task_fingerprint is refused with task_changed until it says hello again)")
         }
         let wasRecording = recorder != nil
         apply(next)

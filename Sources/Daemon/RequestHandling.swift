@@ -14,6 +14,12 @@ extension Server {
         let payload = Array(frames[(isRequest ? 2 : 1)...])
         let now = monotonicNanoseconds()
         do throws(WireProtocol.Refusal) {
+            // before the message is decoded: a stale client's state, sized for the old task, would
+            // otherwise be refused as the wrong size, and the client not told why (attacking helper)
+            if let header = payload.first.flatMap(WireProtocol.Header.init), header.version == WireProtocol.version,
+               header.type == WireProtocol.MessageType.observation.rawValue || header.type == WireProtocol.MessageType.parameters.rawValue {
+                try checkHeldTask(header.c, sequence: header.a)
+            }
             switch try WireProtocol.decode(payload, maxValues: maxObservationValues) {
             case .hello:
                 send(envelope + [WireProtocol.Header(type: .helloReply).bytes, helloReply])
@@ -23,8 +29,7 @@ extension Server {
                     endSessions(where: { $0.identity == identity }, reason: nil)
                     logger.info("session closed by client", metadata: ["peer": "\(Session.name(identity))"])
                 }
-            case let .observation(sequence, timestamp, values, heldTask):
-                try checkHeldTask(heldTask, sequence: sequence)
+            case let .observation(sequence, timestamp, values, _):
                 let state: [Float]
                 do {
                     state = try configuration.task.dynamics.state(fromObservation: values)
@@ -45,8 +50,7 @@ extension Server {
                 session.arrived(by: connection)
                 session.observation = ReceivedObservation(state: state, sequence: sequence, measuredAt: measuredAt, receivedAt: now)
                 session.unanswered = true
-            case let .parameters(sequence, values, heldTask):
-                try checkHeldTask(heldTask, sequence: sequence)
+            case let .parameters(sequence, values, _):
                 if let owner = sessions[identity]?.userID, owner != userID {
                     throw WireProtocol.Refusal(.malformed, "this routing id belongs to a session of another client key", sequence: sequence)
                 }

@@ -50,6 +50,9 @@ class Controller:
         self._socket = None
         self._sequence = 0
         self._info = None
+        # the task_fingerprint of the last hello, and the sequence number sent last before it
+        self._fingerprint = 0
+        self._hello_after = 0
         # action replies that arrived while set_parameters waited, for receive()
         self._held = collections.deque(maxlen=64)
         self.last = None
@@ -100,8 +103,10 @@ class Controller:
             frames = self._socket.recv_multipart()
             info = self._info or {}
             reply = protocol.decode(frames, info.get("action_dim"), info.get("diagnostics", ()))
-            if isinstance(reply, protocol.ErrorReply) and reply.code == protocol.TASK_CHANGED:
+            if isinstance(reply, protocol.ErrorReply) and reply.code == protocol.TASK_CHANGED and (
+                    reply.sequence == 0 or reply.sequence > self._hello_after):
                 # the hello held describes a task the daemon no longer has: the next call asks again
+                # (a refusal of a message sent before the last hello is old news)
                 self._info = None
             result = accept(reply)
             if result is not None:
@@ -113,14 +118,17 @@ class Controller:
         if self._info is None:
             self._socket.send_multipart(protocol.hello())
             self._info = self._receive(self.timeout, lambda r: r if isinstance(r, dict) else None)
+            self._fingerprint = self._info.get("task_fingerprint", 0)
+            self._hello_after = self._sequence
         return self._info
 
     def _held_task(self):
-        """The task_fingerprint of the hello this client acts on: the daemon refuses a message
-        carrying it with ``task_changed`` (MpcdError) once a reload or restart has changed the
-        task, and the next call says hello again, so that no action is taken under a stale
-        description (dimensions, names, bounds)."""
-        return (self._info or {}).get("task_fingerprint", 0)
+        """The task_fingerprint of the last hello: the daemon refuses a message carrying it with
+        ``task_changed`` (MpcdError) once a reload or restart has changed the task, and the next
+        act() or receive() says hello again, so that no action is taken under a stale description
+        (dimensions, names, bounds). Until then it is still sent (send_observation() does not wait
+        for a hello), and each observation is refused in turn."""
+        return self._fingerprint
 
     def send_observation(self, observation, timestamp=0.0):
         """Sends an observation without waiting; returns its sequence number."""

@@ -39,13 +39,33 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
     env = gym.make(env_id, max_episode_steps=max_steps) if max_steps else gym.make(env_id)
     returns, rows, latencies = [], [], []
     with Controller(endpoint, timeout=timeout) as controller:
-        info = controller.info
-        expected = TASK_OF_ENV.get(env_id)
-        if expected and info["task"] != expected:
-            print(f"warning: {env_id} is modelled by task {expected!r}, but the daemon plans {info['task']!r}", file=sys.stderr)
-        check_bounds(env, env_id, info)
-        # a MuJoCo task plans on the simulation's whole state, not on Gymnasium's observation
-        send_state = info["task"] == "mujoco"
+        def described():
+            """The daemon's hello, checked against the environment (again after a reload changed it)."""
+            info = controller.info
+            expected = TASK_OF_ENV.get(env_id)
+            if expected and info["task"] != expected:
+                print(f"warning: {env_id} is modelled by task {expected!r}, but the daemon plans {info['task']!r}", file=sys.stderr)
+            check_bounds(env, env_id, info)
+            return info
+
+        def act(observation):
+            """The daemon's action; when a reload has changed its task's description, its new hello
+            is checked against the environment and the observation sent again: a reload that
+            narrows the bounds goes on, one to another task stops the run."""
+            for attempt in range(3):
+                try:
+                    # a MuJoCo task plans on the simulation's whole state, not on Gymnasium's observation
+                    return controller.act(full_state(env) if hello[0]["task"] == "mujoco" else observation)
+                except MpcdError as error:
+                    if error.name != "task_changed" or attempt == 2:
+                        raise
+                    print(f"the daemon's task changed (a reload): {error.message}", file=sys.stderr)
+                    before, hello[0] = hello[0]["task"], described()
+                    if hello[0]["task"] != before:
+                        raise ProtocolError(f"the daemon's task changed from {before!r} to {hello[0]['task']!r} (a reload): "
+                                            f"this run of {env_id} stops") from None
+
+        hello = [described()]
         for episode in range(episodes):
             observation, _ = env.reset(seed=seed + episode)
             total, steps, done = 0.0, 0, False
@@ -53,7 +73,7 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
             iterations, gaps = [], []
             while not done:
                 start = time.perf_counter()
-                action = controller.act(full_state(env) if send_state else observation)
+                action = act(observation)
                 latencies.append((time.perf_counter() - start) * 1e3)
                 reply = controller.last
                 iterations.append(reply.diagnostics.get("iterations", np.nan))
@@ -74,7 +94,7 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
             out(line + ("  (terminated)" if reached else ""))
             controller.reset()
     env.close()
-    return returns, rows, latencies, info
+    return returns, rows, latencies, hello[0]
 
 
 def observation_names(info, obs_dim):

@@ -1290,3 +1290,53 @@ def test_a_client_is_told_when_a_reload_changes_the_task_it_was_described(start_
         reply = old_client_act(10, np.array([-0.5, 0.0]))
         assert isinstance(reply, protocol.ActionReply) and reply.observation_sequence == 10
     assert daemon.process.poll() is None
+
+
+def test_a_stale_client_is_told_before_its_state_is_read_and_until_it_asks_again(start_daemon, tmp_path):
+    """Found by an attacking helper after the task fingerprint landed: a stale client whose state
+    was longer than the new task's was refused as wrong_dimension, not told the task changed, and
+    kept its stale hello; and a streaming client, its hello dropped at task_changed, sent its next
+    observation with no fingerprint, which was served as the new task's state. Now the fingerprint
+    is checked before the state is read, and the client sends it until it has a new hello."""
+    config = tmp_path / "mpcd.toml"
+    config.write_text('[task]\nname = "cartpole"\n[planner]\nsamples = 64\n[server]\nmode = "realtime"\nrate_hz = 50\n')
+    daemon = start_daemon("--config", str(config))
+    with Controller(daemon.endpoint, timeout=5) as c:
+        c.act(np.zeros(4))
+        config.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 64\n[server]\nmode = "realtime"\nrate_hz = 50\n')
+        assert daemon.mpcctl("reload").returncode == 0
+        for sequence in (c.send_observation(np.zeros(4)), c.send_observation(np.zeros(4))):
+            while True:  # replies to the ticks before the reload may come first
+                assert c._socket.poll(5000)
+                reply = protocol.decode(c._socket.recv_multipart())
+                if isinstance(reply, protocol.ErrorReply):
+                    break
+            assert reply.name == "task_changed" and reply.sequence == sequence, reply
+        # (read past the client here, which has not yet seen a refusal: its next call raises,
+        # and the one after asks for the hello again and goes on under the new task)
+        with pytest.raises(MpcdError) as refused:
+            c.act(np.zeros(4))
+        assert refused.value.name == "task_changed"
+        assert c.info["task"] == "pendulum" and np.isfinite(c.act(np.array([0.5, 0.0]))).all()
+
+
+def test_the_gymnasium_bridge_goes_on_across_a_reload_that_narrows_the_bounds(start_daemon, tmp_path):
+    """A reload that changed only the bounds stopped `python -m mpcd_client.gym` (exit 2, no CSV):
+    the bridge now checks the new hello against the environment and goes on."""
+    import threading
+    from mpcd_client.gym import run_episodes
+    pytest.importorskip("gymnasium")
+    config = tmp_path / "mpcd.toml"
+    config.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 64\niterations = 1\n')
+    daemon = start_daemon("--config", str(config), "--mode", "lockstep")
+    done = {}
+    run = threading.Thread(target=lambda: done.update(result=run_episodes("Pendulum-v1", 80, 0, daemon.endpoint, timeout=5, out=lambda _: None)))
+    run.start()
+    time.sleep(0.3)
+    config.write_text('[task]\nname = "pendulum"\n[planner]\nsamples = 64\niterations = 1\naction_min = [-1.5]\naction_max = [1.5]\n')
+    assert daemon.mpcctl("reload").returncode == 0
+    run.join(120)
+    assert "result" in done, "the bridge stopped"
+    returns, rows, _, info = done["result"]
+    assert len(returns) == 80 and info["action_high"] == [1.5], "the reload came after the run"
+    assert abs(rows[-1][4]) <= 1.5  # the last episode's actions are the new bounds'
