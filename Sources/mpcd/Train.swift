@@ -219,7 +219,9 @@ struct Train: ParsableCommand {
         try learner.run(progress: { p in
             bar.show(done: Double(p.round) + (phaseStart[p.phase] ?? 0) + (phaseShare[p.phase] ?? 0) * p.fraction,
                      label: "round \(p.round + 1)/\(p.rounds) \(p.phase)",
-                     detail: String(format: "mean target %.3f", learner.lastMeanTarget) + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
+                     // no target yet before the first round's are made: a dash, not "nan" (a nan later is real)
+                     detail: (learner.lastMeanTarget.isNaN && p.round == 0 && p.phase != "fit" ? "mean target -" : String(format: "mean target %.3f", learner.lastMeanTarget))
+                        + (p.loss.map { String(format: ", loss %.4f", $0) } ?? ""))
         }, checkpoint: { l in
             try writeAtomically(l.checkpointData(metadata: inputs.metadata), to: checkpoint)
         })
