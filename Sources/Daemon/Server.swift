@@ -52,6 +52,7 @@ public final class Server: @unchecked Sendable {
     var helloReply: [UInt8] = []
     /// The hello reply's `task_fingerprint`: a message that carries another is refused (`task_changed`).
     var taskFingerprint: UInt32 = 0
+    var failedPlanReport = FailedPlanReport()
     /// Online amortisation, when configured, and the network version the sessions run.
     var amortiser: OnlineAmortiser?
     var networkVersion: Int = -1

@@ -63,11 +63,10 @@ final class Session: @unchecked Sendable {
     var iterationTarget: Int? { adaptive?.settings.adaptive == true ? adaptive?.target : nil }
     var lastRelativeGain: Double { adaptive?.lastGain ?? .nan }
     var fallbacks: UInt64 = 0
-    /// Plans none of whose rollouts had a finite cost, and how many of them the log has told of
-    /// (and when, on the monotonic clock): the server logs them, a few lines at most.
+    /// Plans none of whose rollouts had a finite cost, and how many of them the server has
+    /// counted into its report (FailedPlanReport).
     var failedPlans: UInt64 = 0
-    var failedPlansLogged: UInt64 = 0
-    var failedPlansLoggedAt: UInt64?
+    var failedPlansCounted: UInt64 = 0
     /// The task parameters this session's client has set (the rest keep the configuration's).
     private(set) var parameterValues: [String: [Double]] = [:]
     /// The configuration's parameter values, taken before this session first changed them.

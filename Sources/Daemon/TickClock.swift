@@ -102,6 +102,7 @@ extension Server {
         recorder = nil
         closeControl()
         for file in dataSocketFiles { file.release() }
+        logFailedPlans([], stopping: true)
         logger.info("stopped", metadata: ["replies": "\(counters.replies)", "sessions": "\(sessions.count)"])
     }
 }

@@ -53,20 +53,16 @@ extension Server {
         for session in due { session.planner.prepareNoise() }
     }
 
-    /// A plan none of whose rollouts had a finite cost (a model that diverges, a plug-in's NaN)
-    /// answers with the prior's action, flagged `fallback` and counted in the metrics; it is
-    /// logged too, at most once every 10 s per session with the count since the last line, so an
+    /// A plan none of whose rollouts had a finite cost answers with the prior's action, flagged
+    /// `fallback` and counted in the metrics; the log tells of it too (FailedPlanReport), so an
     /// operator reading the journal learns of it without a line per tick.
-    func logFailedPlans(_ due: [Session]) {
-        let now = monotonicNanoseconds()
-        for session in due where session.failedPlans > session.failedPlansLogged {
-            if let at = session.failedPlansLoggedAt, now - at < 10_000_000_000 { continue }
-            logger.warning("no rollout of the plan had a finite cost: the reply carries the prior's action, flagged fallback", metadata: [
-                "peer": "\(session.name)", "plans": "\(session.failedPlans - session.failedPlansLogged)",
-                "in_all": "\(session.failedPlans)",
-            ])
-            session.failedPlansLogged = session.failedPlans
-            session.failedPlansLoggedAt = now
+    func logFailedPlans(_ due: [Session], stopping: Bool = false) {
+        for session in due where session.failedPlans > session.failedPlansCounted {
+            failedPlanReport.count(session.failedPlans - session.failedPlansCounted, peer: session.name)
+            session.failedPlansCounted = session.failedPlans
+        }
+        if let line = failedPlanReport.due(now: monotonicNanoseconds(), stopping: stopping) {
+            logger.warning("no rollout of the plan had a finite cost: the reply carries the prior's action, flagged fallback", metadata: line)
         }
     }
 
