@@ -112,7 +112,7 @@ public final class ModelPlugin: @unchecked Sendable {
             var out: [String] = []
             for i in 0..<Int(count) {
                 guard let name = list[i] else { throw fail("\(what) \(i) is NULL") }
-                guard strnlen(name, TaskNames.maxBytes + 1) <= TaskNames.maxBytes else { throw fail("\(what) \(i) is empty or longer than \(TaskNames.maxBytes) bytes") }
+                guard strnlen(name, TaskNames.maxBytes + 1) <= TaskNames.maxBytes else { throw fail("\(what) \(i) is longer than the \(TaskNames.maxBytes) bytes a name may have") }
                 guard let text = String(validatingCString: name) else { throw fail("\(what) \(i) is not UTF-8 text") }
                 out.append(text)
             }

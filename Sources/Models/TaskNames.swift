@@ -6,15 +6,20 @@ public enum TaskNames {
     public static let maxBytes = 256
 
     /// Why `names` break the rule (the first name that does), or nil: each 1 to ``maxBytes`` bytes,
-    /// without a control character, and no two alike. `what` names one in the reason ("state name").
+    /// without a control, format (invisible: a zero-width space, a right-to-left override) or
+    /// line-separator character, and no two alike as text (canonically equivalent Unicode, as
+    /// "café" composed and decomposed, counts as alike). `what` names one in the reason ("state name").
     public static func problem(in names: [String], what: String) -> String? {
-        var seen = Set<String>()
+        var seen: [String: Int] = [:]
         for (i, name) in names.enumerated() {
-            guard (1...maxBytes).contains(name.utf8.count) else { return "\(what) \(i) is empty or longer than \(maxBytes) bytes" }
-            guard !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-                return "\(what) \(i) has a control character"
+            let bytes = name.utf8.count
+            guard bytes > 0 else { return "\(what) \(i) is empty" }
+            guard bytes <= maxBytes else { return "\(what) \(i) is \(bytes) bytes long, over the \(maxBytes) a name may have" }
+            guard !name.unicodeScalars.contains(where: { [.control, .format, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) }) else {
+                return "\(what) \(i) has a control or invisible character"
             }
-            guard seen.insert(name).inserted else { return "\(what) \(i) (\"\(name)\") is the name of another" }
+            if let other = seen[name] { return "\(what) \(i) (\"\(name)\") is also \(what) \(other)'s" }
+            seen[name] = i
         }
         return nil
     }

@@ -28,7 +28,11 @@ public enum TaskRegistry {
         // a file's names (an MJCF model's joints and actuators, a plug-in's) keep the rule a client relies on
         let file = parameters.keyPath(name == "plugin" ? "library" : name == "mujoco" ? "model" : "name")
         for (names, what) in [(task.dynamics.stateNames, "state name"), (task.dynamics.actionNames, "action name")] {
-            if let problem = TaskNames.problem(in: names, what: what) { throw ConfigurationError(key: file, reason: problem) }
+            guard let problem = TaskNames.problem(in: names, what: what) else { continue }
+            // most of a MuJoCo task's names are mpcd's, made from the model's: say how, so that the
+            // joint or actuator to rename can be found
+            let made = name == "mujoco" ? ": mpcd names the state qpos:<joint> and qvel:<joint> (an unnamed joint joint<i>, a ball or free joint's values <joint>_<i>) and the action by its actuator (an unnamed one ctrl<i>); rename one in the model" : ""
+            throw ConfigurationError(key: file, reason: problem + made)
         }
         // the model step sets the tick rate: 0.1 to 10000 Hz, as [server] rate_hz allows
         guard task.dynamics.dt >= minimumStep, task.dynamics.dt <= maximumStep else {

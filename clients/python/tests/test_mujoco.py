@@ -247,18 +247,24 @@ def test_a_models_names_keep_the_rule_every_tasks_names_keep(tmp_path):
     cost = '[[task.cost]]\nquantity = "qpos"\nname = "slider"\n'
     cases = {
         # an escape sequence in an actuator's name (a character reference MuJoCo's parser takes)
-        "control": (base.replace('name="push"', 'name="pu&#x1b;[2Jsh"'), "action name 0 has a control character"),
-        "tab": (base.replace('name="push"', 'name="pu&#9;sh"'), "action name 0 has a control character"),
+        "control": (base.replace('name="push"', 'name="pu&#x1b;[2Jsh"'), "action name 0 has a control or invisible character"),
+        "tab": (base.replace('name="push"', 'name="pu&#9;sh"'), "action name 0 has a control or invisible character"),
+        # a zero-width space and a line separator: invisible in a terminal
+        "invisible": (base.replace('name="push"', 'name="push&#x200b;"'), "action name 0 has a control or invisible character"),
+        "line": (base.replace('name="push"', 'name="pu&#x2028;sh"'), "action name 0 has a control or invisible character"),
         # an unnamed joint is called joint1 by mpcd: a joint named so already makes two alike
         "twice": (base.replace('<joint name="hinge"', '<joint').replace('name="slider"', 'name="joint1"').replace('joint="slider"', 'joint="joint1"')
                  .replace('<jointpos name="angle" joint="hinge"/>', ''),
-                  '("qpos:joint1") is the name of another'),
-        "long": (base.replace('name="push"', f'name="{"p" * 300}"'), "action name 0 is empty or longer than 256 bytes"),
+                  'state name 1 ("qpos:joint1") is also state name 0\'s: mpcd names the state'),
+        "long": (base.replace('name="push"', f'name="{"p" * 300}"'), "action name 0 is 300 bytes long, over the 256"),
+        # 252 bytes of joint name are 257 with mpcd's "qpos:" before them: the message says how names are made
+        "prefixed": (base.replace('name="slider"', f'name="{"s" * 252}"').replace('joint="slider"', f'joint="{"s" * 252}"'),
+                     "state name 0 is 257 bytes long, over the 256 a name may have: mpcd names the state qpos:<joint>"),
     }
     for case, (xml, reason) in cases.items():
         (tmp_path / "robot.xml").write_text(xml)
         config = tmp_path / "robot.toml"
-        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost.replace('"slider"', '"joint1"' if case == "twice" else '"slider"'))
+        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost.replace('"slider"', '"%s"' % {"twice": "joint1", "prefixed": "s" * 252}.get(case, "slider")))
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 78 and reason in result.stderr and "task.model" in result.stderr, (case, result.stderr)
         assert "\x1b" not in result.stderr and "\t" not in result.stderr, case

@@ -207,10 +207,13 @@ def test_a_plugins_names_and_reasons_are_text_a_client_and_a_terminal_can_take(t
     reason's control characters as \\u{..}, as mpcctl does."""
     long_name = "x" * 300
     variants = {
-        "twice": ('{"theta", "theta"}', "is the name of another"),
-        "empty": ('{"", "theta_dot"}', "is empty or longer than 256 bytes"),
-        "long": (f'{{"{long_name}", "theta_dot"}}', "is empty or longer than 256 bytes"),
-        "escape": ('{"th\\x1b[31meta", "theta_dot"}', "has a control character"),
+        "twice": ('{"theta", "theta"}', "state name 1 (\"theta\") is also state name 0's"),
+        "empty": ('{"", "theta_dot"}', "state name 0 is empty"),
+        "long": (f'{{"{long_name}", "theta_dot"}}', "is longer than the 256 bytes a name may have"),
+        "escape": ('{"th\\x1b[31meta", "theta_dot"}', "has a control or invisible character"),
+        # invisible: a zero-width space, a right-to-left override (UTF-8 bytes)
+        "invisible": ('{"theta\\xe2\\x80\\x8b", "theta_dot"}', "has a control or invisible character"),
+        "reversed": ('{"\\xe2\\x80\\xaetheta", "theta_dot"}', "has a control or invisible character"),
         "latin1": ('{"th\\xe9ta", "theta_dot"}', "is not UTF-8 text"),
     }
     for name, (names, reason) in variants.items():
