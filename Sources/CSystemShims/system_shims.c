@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "system_shims.h"
 
@@ -183,3 +186,30 @@ int mpcd_flush_stdout(void) {
     if (fflush(stdout) != 0 || ferror(stdout)) return errno ? errno : EIO;
     return 0;
 }
+
+static volatile sig_atomic_t serving = 0, to_journal = 0;
+
+static void report_exit(int status, void *unused) {
+    (void)unused;
+    if (!serving) return;
+    char line[256];
+    int n = snprintf(line, sizeof line,
+                     "%smpcd: the process is ending by exit(%d) while serving, not by mpcd's stop: code mpcd loaded "
+                     "(a plug-in, or a library it uses) called exit()\n", to_journal ? "<2>" : "", status);
+    if (n > 0) {
+        ssize_t written = write(2, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1));
+        (void)written;
+    }
+}
+
+void mpcd_report_exit_while_serving(int journal) {
+    static int registered = 0;
+    to_journal = journal != 0;
+    serving = 1;
+    if (!registered) {
+        registered = 1;
+        on_exit(report_exit, NULL);
+    }
+}
+
+void mpcd_serving_ended(void) { serving = 0; }

@@ -127,7 +127,9 @@ struct Serve: ParsableCommand {
         for endpoint in server.boundEndpoints { print("mpcd listening on \(endpoint)") }
         if let metrics = server.metricsServer { print("mpcd metrics on http://\(metrics.address)/metrics") }
         fflush(nil)
+        mpcd_report_exit_while_serving(journal ? 1 : 0)
         server.run()
+        mpcd_serving_ended()
     }
 }
 

@@ -62,4 +62,11 @@ int mpcd_take_reload_request(void);
 /* Flushes standard output: 0, or the errno of a failed write (a full disk, /dev/full, a closed pipe). */
 int mpcd_flush_stdout(void);
 
+/* From now on until mpcd_serving_ended, a call of exit() writes a line to standard error naming
+   its status: mpcd never calls exit() while it serves, so code it loaded did (a plug-in), and the
+   daemon would otherwise end without a word. `journal`: prefix the line with the journal's
+   priority for critical (standard error is the journal). */
+void mpcd_report_exit_while_serving(int journal);
+void mpcd_serving_ended(void);
+
 #endif

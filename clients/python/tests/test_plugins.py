@@ -323,3 +323,32 @@ def test_a_fixed_library_copied_over_a_refused_one_is_the_one_loaded(start_daemo
         with Controller(daemon.endpoint, timeout=5) as c:
             assert c.info["state_names"] == ["angle", "rate"]
             assert np.isfinite(c.act(np.array([0.5, 0.0]))).all()
+
+
+def test_a_plugin_that_calls_exit_is_named_in_the_log(start_daemon, tmp_path):
+    """exit() in a plug-in ended the daemon with no line in its log (attacking helper): code in
+    the process can end it, but mpcd never calls exit() while it serves, so a line on standard
+    error now says that something it loaded did, and with what status."""
+    (tmp_path / "leaving.c").write_text(
+        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        '#include <stdlib.h>\n'
+        'static void (*inner)(void *, float *, int, const float *, int, int);\n'
+        'static int calls;\n'
+        'static void leaving(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
+        '    if (__atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED) > 1000) exit(3);\n    inner(p, x, ss, u, us, lanes);\n}\n'
+        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+        '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = leaving;\n    return status;\n}\n')
+    compile_plugin(tmp_path / "leaving.c", tmp_path / "libleaving.so")
+    config = tmp_path / "plugin.toml"
+    config.write_text('[task]\nname = "plugin"\nlibrary = "libleaving.so"\n[planner]\nsamples = 64\n')
+    daemon = start_daemon("--config", str(config), "--mode", "lockstep")
+    with Controller(daemon.endpoint, timeout=2) as c:
+        with pytest.raises(Exception):
+            for _ in range(1000):
+                c.act(np.array([0.5, 0.0]))
+    assert daemon.process.wait(timeout=10) == 3
+    assert "ending by exit(3) while serving, not by mpcd's stop" in daemon.logs(), daemon.logs()[-2000:]
+    # and a stop of mpcd's own says nothing of the kind
+    normal = start_daemon("--mode", "lockstep")
+    normal.stop()
+    assert normal.process.returncode == 0 and "ending by exit(" not in normal.logs()
