@@ -13,6 +13,19 @@ from conftest import MPCD, REPO
 from mpcd_client import Controller
 
 HEADER = REPO / "Sources" / "CPluginABI" / "include"
+# the example plug-in, its mpcd_plugin_create renamed example_create for a test's own to wrap
+EXAMPLE_WRAPPED = (f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n'
+                   '#undef mpcd_plugin_create\n')
+
+
+def with_step(body, includes=""):
+    """C source of the example plug-in whose step runs the example's, then `body` (with x, ss, u,
+    us and lanes in scope)."""
+    return (EXAMPLE_WRAPPED + includes + 'static void (*inner)(void *, float *, int, const float *, int, int);\n'
+            'static void test_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
+            f'    inner(p, x, ss, u, us, lanes);\n    {body}\n}}\n'
+            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+            '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = test_step;\n    return status;\n}\n')
 
 
 def compile_plugin(source, output, *defines):
@@ -94,7 +107,7 @@ def test_a_reload_takes_the_plugin_it_has_and_a_library_rewritten_in_place_canno
     rewritten in place changes nothing until a reload loads it."""
     log = tmp_path / "creates.log"
     (tmp_path / "counting.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        EXAMPLE_WRAPPED +
         '#include <stdio.h>\n'
         'static float tight_low[1] = {-1.25f}, tight_high[1] = {1.25f};\n'
         'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
@@ -162,7 +175,7 @@ def test_mpcctl_shows_a_plugins_escape_sequences_rather_than_obeying_them(start_
     assert refused.returncode == 1 and "no\\u{1b}[2J\\u{1b}]52;c;aGk=\\u{7}" in refused.stderr, refused.stderr
     assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
     (tmp_path / "wide.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        EXAMPLE_WRAPPED +
         'static float wide_low[1] = {-3e38f}, wide_high[1] = {3e38f};\n'
         'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
         '    int status = example_create(p, out, e, n); out->action_lower = wide_low; out->action_upper = wide_high; return status;\n}\n')
@@ -177,7 +190,7 @@ def test_a_reload_stuck_in_a_plugins_setup_is_reported_and_the_daemon_serves_on(
     the log said nothing (attacking helper). The previous configuration still serves, a refusal
     names the way out, and after 10 s the log says a reload is stuck."""
     (tmp_path / "hanging.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+        EXAMPLE_WRAPPED +
         '#include <string.h>\n#include <unistd.h>\n'
         'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
         '    if (p && strstr(p, "hang")) sleep(60);\n'
@@ -218,7 +231,7 @@ def test_a_plugins_names_and_reasons_are_text_a_client_and_a_terminal_can_take(t
     }
     for name, (names, reason) in variants.items():
         (tmp_path / f"{name}.c").write_text(
-            f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+            EXAMPLE_WRAPPED +
             f'static const char *const odd_names[] = {names};\n'
             'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
             '    int status = example_create(p, out, e, n);\n    out->state_names = odd_names;\n    return status;\n}\n')
@@ -257,7 +270,7 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
     for name, write in writes.items():
         cost_write = cost_writes.get(name, "")
         (tmp_path / f"{name}.c").write_text(
-            f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
+            EXAMPLE_WRAPPED +
             'static void (*inner_step)(void *, float *, int, const float *, int, int);\n'
             'static void (*inner_cost)(void *, const float *, int, const float *, int, float *, int);\n'
             'static void odd_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
@@ -297,15 +310,9 @@ def test_a_fixed_library_copied_over_a_refused_one_is_the_one_loaded(start_daemo
     copied over it got the same N, and the loader handed back the refused one. The reload was
     refused with the old reason on every retry, or served the refused library's code and names
     (attacking helper). Now the fixed library is the one loaded."""
-    example = REPO / "examples" / "plugins" / "pendulum.c"
-    (tmp_path / "bad.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{example}"\n#undef mpcd_plugin_create\n'
-        'static void (*inner)(void *, float *, int, const float *, int, int);\n'
-        'static void past(void *p, float *x, int ss, const float *u, int us, int lanes) { inner(p, x, ss, u, us, lanes); x[lanes] += 1; }\n'
-        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-        '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = past;\n    return status;\n}\n')
+    (tmp_path / "bad.c").write_text(with_step("x[lanes] += 1;"))
     (tmp_path / "renamed.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{example}"\n#undef mpcd_plugin_create\n'
+        EXAMPLE_WRAPPED +
         'static const char *const renamed[] = {"angle", "rate"};\n'
         'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
         '    int status = example_create(p, out, e, n);\n    out->state_names = renamed;\n    return status;\n}\n')
@@ -329,15 +336,8 @@ def test_a_plugin_that_calls_exit_is_named_in_the_log(start_daemon, tmp_path):
     """exit() in a plug-in ended the daemon with no line in its log (attacking helper): code in
     the process can end it, but mpcd never calls exit() while it serves, so a line on standard
     error now says that something it loaded did, and with what status."""
-    (tmp_path / "leaving.c").write_text(
-        f'#define mpcd_plugin_create example_create\n#include "{REPO / "examples" / "plugins" / "pendulum.c"}"\n#undef mpcd_plugin_create\n'
-        '#include <stdlib.h>\n'
-        'static void (*inner)(void *, float *, int, const float *, int, int);\n'
-        'static int calls;\n'
-        'static void leaving(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
-        '    if (__atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED) > 1000) exit(3);\n    inner(p, x, ss, u, us, lanes);\n}\n'
-        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-        '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = leaving;\n    return status;\n}\n')
+    (tmp_path / "leaving.c").write_text(with_step("if (__atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED) > 1000) exit(3);",
+                                                  includes="#include <stdlib.h>\nstatic int calls;\n"))
     compile_plugin(tmp_path / "leaving.c", tmp_path / "libleaving.so")
     config = tmp_path / "plugin.toml"
     config.write_text('[task]\nname = "plugin"\nlibrary = "libleaving.so"\n[planner]\nsamples = 64\n')
