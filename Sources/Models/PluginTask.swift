@@ -136,8 +136,8 @@ public final class ModelPlugin: @unchecked Sendable {
         if let wrong = Self.writesOutsideItsLanes(plugin) { throw fail(wrong) }
     }
 
-    /// Calls the plug-in once on a block of lanes in the middle of a wider row, as the planner's
-    /// parallel rollouts do, among values that must not change: why a call wrote where it was not
+    /// Calls the plug-in's step and costs on a block of lanes in the middle of a wider row, as the
+    /// planner's parallel rollouts do, among values that must not change: why a call wrote where it was not
     /// given (past its lanes, before them, into a const input, past the costs), or nil. A plug-in
     /// that wrote past its lanes corrupted the daemon's memory: `--check` stopped on a Swift
     /// precondition, a daemon hung at start (attacking helper). Only a write within about 1 MiB of
