@@ -82,6 +82,8 @@ extension Server {
         // the graces are looked at ten times a second, not at every wake-up: a walk over every session
         guard now >= lastDepartureSweep &+ 100_000_000 else { return }
         lastDepartureSweep = now
+        // failed plans counted but not yet told, once their 10 s are up, whether or not a session still ticks
+        logFailedPlans([])
         let ending = sessions.values.filter { session in
             session.departedAt.map { now > $0 && now - $0 >= Self.departedGraceNanoseconds } ?? false
         }

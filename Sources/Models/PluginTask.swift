@@ -37,6 +37,12 @@ public final class ModelPlugin: @unchecked Sendable {
     /// Plug-ins made, by file version and parameters: a reload with the same ones takes the same
     /// plug-in rather than create another (the ABI has no destroy, so each would be kept for ever).
     nonisolated(unsafe) private static var instances: [Instance: ModelPlugin] = [:]
+    /// Why a file version with these parameters was refused once it was loaded: the same again is
+    /// refused for the same reason without another copy. Each copy stays in memory, so a reload
+    /// retried on an unchanged refused library (or a typo in its parameters) cost one copy of the
+    /// library each time, until the descriptors ran out and the fixed library could not be loaded
+    /// (attacking helper).
+    nonisolated(unsafe) private static var refusals: [Instance: LoadError] = [:]
 
     /// Largest library file loaded (copied into memory first).
     public static let maxLibraryBytes = 512 << 20
@@ -59,7 +65,9 @@ public final class ModelPlugin: @unchecked Sendable {
                                changed: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)
         registry.lock()
         defer { registry.unlock() }
-        if let made = instances[Instance(file: file, parameters: parameters)] { return made }
+        let instance = Instance(file: file, parameters: parameters)
+        if let made = instances[instance] { return made }
+        if let refused = refusals[instance] { throw refused }
         // loaded from a private copy in memory, never from the file: the system maps a library's
         // code from its file, and a library rewritten in place (cp over it) then changed the code
         // under the running daemon, which crashed at its next tick (attacking helper)
@@ -76,9 +84,14 @@ public final class ModelPlugin: @unchecked Sendable {
         // it was opened under, /proc/self/fd/N, and a later library opened under a reused N would
         // be taken for this one. A refused library's N was reused: the fixed file copied over it
         // was refused with the old one's reason, or served with the old one's code (attacking helper).
-        let plugin = try ModelPlugin(path: path, handle: handle, parameters: parameters)
-        instances[Instance(file: file, parameters: parameters)] = plugin
-        return plugin
+        do {
+            let plugin = try ModelPlugin(path: path, handle: handle, parameters: parameters)
+            instances[instance] = plugin
+            return plugin
+        } catch {
+            refusals[instance] = error
+            throw error
+        }
     }
 
     private init(path: String, handle: UnsafeMutableRawPointer, parameters: String) throws(LoadError) {
@@ -144,14 +157,16 @@ public final class ModelPlugin: @unchecked Sendable {
     /// its buffers is seen; one further off is beyond any check of a plug-in in the process.
     private static func writesOutsideItsLanes(_ plugin: mpcd_plugin) -> String? {
         let n = Int(plugin.state_dimension), m = Int(plugin.action_dimension)
-        let lanes = 8, stride = 32, first = 8, margin = 1 << 18
-        // states, actions and costs, each a row of `stride` lanes per component, between margins
-        let count = 4 * margin + (n + m + 1) * stride
-        let memory = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer { memory.deallocate() }
-        // twice, each time among other finite values: a NaN there went unseen by an update in
-        // place (NaN + x is the same NaN), so `s[k] += ...` one lane too far passed (attacking helper)
-        for untouched: Float in [0.713_37, -1.298_71] {
+        let margin = 1 << 18
+        // 8 lanes of a 32-lane row, then 1024 of a 2048-lane row as the planner's rollouts have them
+        // (a plug-in may write past its lanes only on a wide batch); each time among finite values,
+        // one small and one beyond any clamp: a NaN there went unseen by an update in place (NaN + x
+        // is the same NaN), so `s[k] += ...` one lane too far passed (attacking helper)
+        for (lanes, stride, first, untouched) in [(8, 32, 8, Float(0.713_37)), (1024, 2048, 512, Float(-1234.567))] {
+            // states, actions and costs, each a row of `stride` lanes per component, between margins
+            let count = 4 * margin + (n + m + 1) * stride
+            let memory = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            defer { memory.deallocate() }
             if let wrong = writesOutsideItsLanes(plugin, memory: memory, count: count, untouched: untouched,
                                                  lanes: lanes, stride: stride, first: first, margin: margin) { return wrong }
         }
@@ -167,8 +182,9 @@ public final class ModelPlugin: @unchecked Sendable {
         let given = { (at: Int, components: Int, value: (Int) -> Float) in
             for c in 0..<components { for k in first..<(first + lanes) { memory[at + c * stride + k] = value(c) } }
         }
-        given(statesAt, n, { _ in 0 })
-        given(actionsAt, m, { (plugin.action_lower[$0] + plugin.action_upper[$0]) / 2 })
+        // values a clamp or a scaling would change: not 0, not the midpoint of the bounds
+        given(statesAt, n, { 0.37 + 0.01 * Float($0 % 16) })
+        given(actionsAt, m, { plugin.action_lower[$0] + 0.8 * (plugin.action_upper[$0] - plugin.action_lower[$0]) })
         given(costsAt, 1, { _ in 0 })
         let states = memory + statesAt + first, actions = memory + actionsAt + first, costs = memory + costsAt + first
         func inBlock(_ i: Int, _ at: Int, _ components: Int) -> Bool {

@@ -60,9 +60,13 @@ def run_episodes(env_id, episodes, seed, endpoint="tcp://127.0.0.1:5555", timeou
                     if error.name != "task_changed" or attempt == 2:
                         raise
                     print(f"the daemon's task changed (a reload): {error.message}", file=sys.stderr)
-                    before, hello[0] = hello[0]["task"], described()
-                    if hello[0]["task"] != before:
-                        raise ProtocolError(f"the daemon's task changed from {before!r} to {hello[0]['task']!r} (a reload): "
+                    # the same task is the same name, state and action: every MuJoCo model is task
+                    # "mujoco", and a reload to another model stops the run (attacking helper)
+                    before, hello[0] = hello[0], described()
+                    same = ("task", "state_names", "action_names")
+                    if any(hello[0].get(key) != before.get(key) for key in same):
+                        changed = ", ".join(key for key in same if hello[0].get(key) != before.get(key))
+                        raise ProtocolError(f"the daemon's task changed (a reload: {changed} differ, now {hello[0]['task']!r}): "
                                             f"this run of {env_id} stops") from None
 
         hello = [described()]

@@ -250,7 +250,7 @@ def test_a_models_names_keep_the_rule_every_tasks_names_keep(tmp_path):
         "control": (base.replace('name="push"', 'name="pu&#x1b;[2Jsh"'), "action name 0 has a control or invisible character"),
         "tab": (base.replace('name="push"', 'name="pu&#9;sh"'), "action name 0 has a control or invisible character"),
         # a zero-width space and a line separator: invisible in a terminal
-        "invisible": (base.replace('name="push"', 'name="push&#x200b;"'), "action name 0 has a control or invisible character"),
+        "invisible": (base.replace('name="push"', 'name="push&#x200b;"'), "action name 0 has a control or invisible character (U+200B)"),
         "line": (base.replace('name="push"', 'name="pu&#x2028;sh"'), "action name 0 has a control or invisible character"),
         # an unnamed joint is called joint1 by mpcd: a joint named so already makes two alike
         "twice": (base.replace('<joint name="hinge"', '<joint').replace('name="slider"', 'name="joint1"').replace('joint="slider"', 'joint="joint1"')
@@ -268,8 +268,10 @@ def test_a_models_names_keep_the_rule_every_tasks_names_keep(tmp_path):
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 78 and reason in result.stderr and "task.model" in result.stderr, (case, result.stderr)
         assert "\x1b" not in result.stderr and "\t" not in result.stderr, case
-    # the fixture as it is passes
-    (tmp_path / "robot.xml").write_text(base)
-    config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost)
-    result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
-    assert result.returncode == 0, result.stderr
+    # the fixture as it is passes, and so do names with a zero-width joiner or non-joiner, which
+    # are text (an emoji sequence, a Persian word), not invisible marks
+    for name in ("push", "push&#x1F468;&#x200D;&#x1F527;", "&#x645;&#x6CC;&#x200C;&#x62E;&#x648;&#x627;&#x647;&#x645;"):
+        (tmp_path / "robot.xml").write_text(base.replace('name="push"', f'name="{name}"'))
+        config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost)
+        result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0, (name, result.stderr)

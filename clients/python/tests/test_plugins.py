@@ -1,6 +1,7 @@
 """Compiled model plug-ins (docs/models.md): the example pendulum plug-in, compiled here, agrees
 with mpcd's own pendulum step for step and cost for cost; the daemon plans with it; and libraries
 that are missing, not plug-ins, or of another ABI version are refused by name."""
+import os
 import shutil
 import signal
 import subprocess
@@ -261,6 +262,10 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
         "before": "x[-1] = 0;",
         "stride": "for (int c = 0; c < 2; c++) for (int k = 0; k < lanes; k++) x[c * lanes + k] = 0;",
         "actions": "((float *)u)[0] = 9;",
+        # writes that leave 0 or a midpoint as they were: a clamp and scaling of the actions, in place
+        "actions_clamp": "for (int k = 0; k < lanes; k++) ((float *)u)[k] = fminf(fmaxf(u[k], -1), 1) * 0.5f;",
+        # past its lanes only on a batch as wide as the planner's
+        "wide": "if (lanes > 8) x[lanes] += 1;",
         # an update in place one lane too far (k <= lanes): unseen while the check filled with NaN
         "in_place": "for (int k = 0; k <= lanes; k++) x[k] += 0.5f;",
         "costs": "",
@@ -286,7 +291,7 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
         config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n[planner]\nsamples = 64\n')
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         call = "running_cost" if name in cost_writes else "step"
-        assert result.returncode == 78 and f"{call} wrote" in result.stderr and "outside the 8 lanes" in result.stderr, (name, result.stderr)
+        assert result.returncode == 78 and f"{call} wrote" in result.stderr and f"outside the {1024 if name == 'wide' else 8} lanes" in result.stderr, (name, result.stderr)
     # at a reload: refused by name, and the daemon serves on with the plug-in it had
     daemon = start_daemon("--config", str(plugin_config))
     good = plugin_config.read_text()
@@ -323,6 +328,13 @@ def test_a_fixed_library_copied_over_a_refused_one_is_the_one_loaded(start_daemo
     shutil.copyfile(tmp_path / "libbad.so", library)
     refused = daemon.mpcctl("reload", check=False)
     assert refused.returncode == 1 and "step wrote" in refused.stderr, refused.stderr
+    # refused again for the same reason without another copy in memory: each retry kept one, with
+    # its descriptor, until none were left for the fixed library (attacking helper)
+    descriptors = len(os.listdir(f"/proc/{daemon.process.pid}/fd"))
+    for _ in range(5):
+        again = daemon.mpcctl("reload", check=False)
+        assert again.returncode == 1 and "step wrote" in again.stderr, again.stderr
+    assert len(os.listdir(f"/proc/{daemon.process.pid}/fd")) == descriptors
     shutil.copyfile(tmp_path / "librenamed.so", library)
     for _ in range(2):  # and again: the same library, nothing new to load
         reloaded = daemon.mpcctl("reload", check=False)
