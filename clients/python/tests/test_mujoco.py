@@ -275,3 +275,33 @@ def test_a_models_names_keep_the_rule_every_tasks_names_keep(tmp_path):
         config.write_text('[task]\nname = "mujoco"\nmodel = "robot.xml"\n' + cost)
         result = subprocess.run([str(MPCD), "--config", str(config), "--check"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 0, (name, result.stderr)
+
+
+def test_the_bridge_stops_when_a_reload_brings_another_model(start_daemon, tmp_path):
+    """Every MuJoCo model is task "mujoco": a reload from the inverted pendulum to the double one
+    looked to the Gymnasium bridge like a change of bounds only, and it went on sending the
+    pendulum's state (attacking helper). It now stops, naming what changed."""
+    import threading
+    from mpcd_client.protocol import ProtocolError
+
+    def config_of(name):
+        return (CONFIGS / name).read_text().replace('model = "gymnasium/', f'model = "{CONFIGS}/gymnasium/')
+    config = tmp_path / "robot.toml"
+    config.write_text(config_of("inverted_pendulum.toml"))
+    daemon = start_daemon("--config", str(config))
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = run_episodes("InvertedPendulum-v5", 400, 0, daemon.endpoint, timeout=10, max_steps=100, out=lambda _: None)
+        except Exception as error:  # the thread's outcome, for the assertions below
+            outcome["error"] = error
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.0)
+    config.write_text(config_of("inverted_double_pendulum.toml"))
+    assert daemon.mpcctl("reload").returncode == 0
+    thread.join(120)
+    assert "result" not in outcome, "the run went on to its end under another model"
+    error = outcome.get("error")
+    assert isinstance(error, ProtocolError) and "state_names" in str(error) and "stops" in str(error), repr(error)
