@@ -300,7 +300,13 @@ def test_the_bridge_stops_when_a_reload_brings_another_model(start_daemon, tmp_p
     thread.start()
     time.sleep(1.0)
     config.write_text(config_of("inverted_double_pendulum.toml"))
-    assert daemon.mpcctl("reload").returncode == 0
+    # the reload times one step of the new model while the bridge keeps both cores busy: a refusal
+    # for time may be the measurement's, so it is tried again (at most twice more)
+    for _ in range(3):
+        reload = daemon.mpcctl("reload", check=False)
+        if reload.returncode == 0 or "one iteration would take" not in reload.stderr:
+            break
+    assert reload.returncode == 0, reload.stderr
     thread.join(120)
     assert "result" not in outcome, "the run went on to its end under another model"
     error = outcome.get("error")
