@@ -19,14 +19,20 @@ EXAMPLE_WRAPPED = (f'#define mpcd_plugin_create example_create\n#include "{REPO 
                    '#undef mpcd_plugin_create\n')
 
 
-def with_step(body, includes=""):
+def with_description(declarations, changes):
+    """C source of the example plug-in whose description, once the example has filled it in, gets
+    `changes` (C statements on `out`), with `declarations` before."""
+    return (EXAMPLE_WRAPPED + declarations + 'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
+            f'    int status = example_create(p, out, e, n);\n    {changes}\n    return status;\n}}\n')
+
+
+def with_step(body, includes="", also=""):
     """C source of the example plug-in whose step runs the example's, then `body` (with x, ss, u,
-    us and lanes in scope)."""
-    return (EXAMPLE_WRAPPED + includes + 'static void (*inner)(void *, float *, int, const float *, int, int);\n'
-            'static void test_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
-            f'    inner(p, x, ss, u, us, lanes);\n    {body}\n}}\n'
-            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-            '    int status = example_create(p, out, e, n);\n    inner = out->step;\n    out->step = test_step;\n    return status;\n}\n')
+    us and lanes in scope); `also`: more changes to the description."""
+    return with_description(includes + 'static void (*inner)(void *, float *, int, const float *, int, int);\n'
+                            'static void test_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
+                            f'    inner(p, x, ss, u, us, lanes);\n    {body}\n}}\n',
+                            "inner = out->step;\n    out->step = test_step;\n    " + also)
 
 
 def compile_plugin(source, output, *defines):
@@ -175,11 +181,8 @@ def test_mpcctl_shows_a_plugins_escape_sequences_rather_than_obeying_them(start_
     refused = daemon.mpcctl("reload", check=False)
     assert refused.returncode == 1 and "no\\u{1b}[2J\\u{1b}]52;c;aGk=\\u{7}" in refused.stderr, refused.stderr
     assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
-    (tmp_path / "wide.c").write_text(
-        EXAMPLE_WRAPPED +
-        'static float wide_low[1] = {-3e38f}, wide_high[1] = {3e38f};\n'
-        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-        '    int status = example_create(p, out, e, n); out->action_lower = wide_low; out->action_upper = wide_high; return status;\n}\n')
+    (tmp_path / "wide.c").write_text(with_description('static float wide_low[1] = {-3e38f}, wide_high[1] = {3e38f};\n',
+                                                      "out->action_lower = wide_low; out->action_upper = wide_high;"))
     compile_plugin(tmp_path / "wide.c", tmp_path / "libwide.so")
     plugin_config.write_text('[task]\nname = "plugin"\nlibrary = "libwide.so"\n')
     check = subprocess.run([str(MPCD), "--config", str(plugin_config), "--check"], capture_output=True, text=True, timeout=20)
@@ -231,11 +234,8 @@ def test_a_plugins_names_and_reasons_are_text_a_client_and_a_terminal_can_take(t
         "latin1": ('{"th\\xe9ta", "theta_dot"}', "is not UTF-8 text"),
     }
     for name, (names, reason) in variants.items():
-        (tmp_path / f"{name}.c").write_text(
-            EXAMPLE_WRAPPED +
-            f'static const char *const odd_names[] = {names};\n'
-            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-            '    int status = example_create(p, out, e, n);\n    out->state_names = odd_names;\n    return status;\n}\n')
+        (tmp_path / f"{name}.c").write_text(with_description(f'static const char *const odd_names[] = {names};\n',
+                                                             "out->state_names = odd_names;"))
         compile_plugin(tmp_path / f"{name}.c", tmp_path / f"lib{name}.so")
         config = tmp_path / "plugin.toml"
         config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n')
@@ -274,18 +274,12 @@ def test_a_plugin_that_writes_outside_its_lanes_is_refused_before_it_runs(start_
     cost_writes = {"costs": "for (int k = 0; k < lanes + 256; k++) c[k] = 1;", "costs_in_place": "for (int k = 0; k <= lanes; k++) c[k] += 1;"}
     for name, write in writes.items():
         cost_write = cost_writes.get(name, "")
-        (tmp_path / f"{name}.c").write_text(
-            EXAMPLE_WRAPPED +
-            'static void (*inner_step)(void *, float *, int, const float *, int, int);\n'
-            'static void (*inner_cost)(void *, const float *, int, const float *, int, float *, int);\n'
-            'static void odd_step(void *p, float *x, int ss, const float *u, int us, int lanes) {\n'
-            f'    inner_step(p, x, ss, u, us, lanes);\n    {write}\n}}\n'
-            'static void odd_cost(void *p, const float *x, int ss, const float *u, int us, float *c, int lanes) {\n'
-            f'    inner_cost(p, x, ss, u, us, c, lanes);\n    {cost_write}\n}}\n'
-            'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-            '    int status = example_create(p, out, e, n);\n'
-            '    inner_step = out->step; inner_cost = out->running_cost;\n'
-            '    out->step = odd_step; out->running_cost = odd_cost;\n    return status;\n}\n')
+        (tmp_path / f"{name}.c").write_text(with_step(
+            write,
+            includes='static void (*inner_cost)(void *, const float *, int, const float *, int, float *, int);\n'
+                     'static void odd_cost(void *p, const float *x, int ss, const float *u, int us, float *c, int lanes) {\n'
+                     f'    inner_cost(p, x, ss, u, us, c, lanes);\n    {cost_write}\n}}\n',
+            also="inner_cost = out->running_cost;\n    out->running_cost = odd_cost;"))
         compile_plugin(tmp_path / f"{name}.c", tmp_path / f"lib{name}.so")
         config = tmp_path / f"{name}.toml"
         config.write_text(f'[task]\nname = "plugin"\nlibrary = "lib{name}.so"\n[planner]\nsamples = 64\n')
@@ -316,11 +310,8 @@ def test_a_fixed_library_copied_over_a_refused_one_is_the_one_loaded(start_daemo
     refused with the old reason on every retry, or served the refused library's code and names
     (attacking helper). Now the fixed library is the one loaded."""
     (tmp_path / "bad.c").write_text(with_step("x[lanes] += 1;"))
-    (tmp_path / "renamed.c").write_text(
-        EXAMPLE_WRAPPED +
-        'static const char *const renamed[] = {"angle", "rate"};\n'
-        'int mpcd_plugin_create(const char *p, mpcd_plugin *out, char *e, int n) {\n'
-        '    int status = example_create(p, out, e, n);\n    out->state_names = renamed;\n    return status;\n}\n')
+    (tmp_path / "renamed.c").write_text(with_description('static const char *const renamed[] = {"angle", "rate"};\n',
+                                                         "out->state_names = renamed;"))
     compile_plugin(tmp_path / "bad.c", tmp_path / "libbad.so")
     compile_plugin(tmp_path / "renamed.c", tmp_path / "librenamed.so")
     daemon = start_daemon("--config", str(plugin_config))
